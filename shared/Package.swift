@@ -1,0 +1,17 @@
+// swift-tools-version: 6.1
+// AllocCore: the shared core of the allocators. Every OS call, atomic on raw memory,
+// lock and thread-local slot of the project lives here.
+import PackageDescription
+
+let package = Package(
+    name: "AllocCore",
+    products: [
+        .library(name: "AllocCore", targets: ["AllocCore"])
+    ],
+    targets: [
+        .target(name: "CAllocCore"),
+        .target(name: "AllocCore", dependencies: ["CAllocCore"]),
+        .testTarget(name: "AllocCoreTests", dependencies: ["AllocCore"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,242 @@
+// System calls with Swift-typed results. Every call that can fail throws a SystemError
+// carrying the operation and errno; nothing here returns MAP_FAILED or -1 to the caller.
+
+import CAllocCore
+import Glibc
+
+/// A failed system call: which operation, and the errno it set.
+public struct SystemError: Error, Equatable, CustomStringConvertible, Sendable {
+    /// The operations AllocCore performs.
+    public enum Operation: String, Sendable {
+        case map = "mmap", unmap = "munmap", protect = "mprotect", advise = "madvise"
+        case memoryFile = "memfd_create", temporaryFile = "mkstemp", truncate = "ftruncate"
+        case fileAllocate = "fallocate", close = "close"
+        case threadCreate = "pthread_create", threadLocal = "pthread_key"
+        case spawn = "posix_spawn", pipe = "pipe", wait = "wait4", read = "read"
+    }
+
+    public let operation: Operation
+    /// The errno value.
+    public let code: Int32
+
+    public init(_ operation: Operation, code: Int32) {
+        self.operation = operation
+        self.code = code
+    }
+
+    public var description: String {
+        "\(operation.rawValue) failed: \(String(cString: strerror(code))) (errno \(code))"
+    }
+}
+
+/// Facts about the machine and the process.
+public enum SystemInfo {
+    /// The size of a page in bytes (4096 on x86_64 Linux). Cheap: glibc reads a cached value.
+    @inlinable
+    public static var pageSize: Int { Int(getpagesize()) }
+
+    /// The size of a transparent huge page on x86_64 (2 MiB), the alignment that lets the
+    /// kernel back a span with huge pages.
+    public static let hugePageSize = 2 << 20
+
+    /// The number of CPUs this process may run on (its affinity mask), at least 1.
+    public static var cpuCount: Int {
+        let count = Int(alloc_core_affinity_cpu_count())
+        return count > 0 ? count : max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+    }
+
+    /// Nanoseconds of the monotonic clock: for intervals, never for wall time.
+    @inlinable
+    public static func monotonicNanoseconds() -> UInt64 {
+        var time = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &time)
+        return UInt64(time.tv_sec) &* 1_000_000_000 &+ UInt64(time.tv_nsec)
+    }
+
+    /// The process's peak resident set size in bytes since it started or last exec'd
+    /// (VmHWM in /proc/self/status), read without allocating; nil if unreadable.
+    ///
+    /// Not getrusage's ru_maxrss: Linux carries that across exec, so a program spawned by
+    /// a big parent reports at least the parent's peak.
+    public static var peakResidentBytes: Int? {
+        procStatusKilobytes("VmHWM:").map { $0 * 1024 }
+    }
+
+    /// The process's current resident set size in bytes (VmRSS in /proc/self/status),
+    /// read without allocating; nil if unreadable.
+    public static var currentResidentBytes: Int? {
+        procStatusKilobytes("VmRSS:").map { $0 * 1024 }
+    }
+
+    /// The number after `field` (a name with its colon) in /proc/self/status, in kB.
+    static func procStatusKilobytes(_ field: StaticString) -> Int? {
+        let descriptor = open("/proc/self/status", O_RDONLY | O_CLOEXEC)
+        guard descriptor >= 0 else { return nil }
+        defer { close(descriptor) }
+        return withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 8192) { buffer -> Int? in
+            var filled = 0
+            while filled < buffer.count {
+                let count = read(descriptor, buffer.baseAddress! + filled, buffer.count - filled)
+                if count <= 0 { break }
+                filled += count
+            }
+            let name = UnsafeBufferPointer(start: field.utf8Start, count: field.utf8CodeUnitCount)
+            var lineStart = 0
+            while lineStart + name.count <= filled {
+                if (0..<name.count).allSatisfy({ buffer[lineStart + $0] == name[$0] }) {
+                    var number = 0
+                    var index = lineStart + name.count
+                    while index < filled && buffer[index] != UInt8(ascii: "\n") {
+                        let byte = buffer[index]
+                        if byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9") {
+                            number = number * 10 + Int(byte - UInt8(ascii: "0"))
+                        }
+                        index += 1
+                    }
+                    return number
+                }
+                while lineStart < filled && buffer[lineStart] != UInt8(ascii: "\n") { lineStart += 1 }
+                lineStart += 1
+            }
+            return nil
+        }
+    }
+}
+
+/// What `madvise` tells the kernel about a range.
+public enum MemoryAdvice: Sendable, CaseIterable {
+    /// Drop the pages now; anonymous private memory reads as zero afterwards. RSS falls at once.
+    case dontNeed
+    /// The kernel may take the pages lazily under memory pressure; until then a write
+    /// cancels the advice. Contents are undefined afterwards. RSS falls only when reclaimed.
+    case free
+    /// Back the range with transparent huge pages where possible.
+    case hugePage
+    /// Never back the range with transparent huge pages.
+    case noHugePage
+    /// Read the pages ahead: they will be used soon.
+    case willNeed
+    /// Free the range and its backing store in a shared file mapping (punch a hole).
+    case remove
+
+    @inlinable
+    var value: Int32 {
+        switch self {
+        case .dontNeed: alloc_core_madv_dontneed
+        case .free: alloc_core_madv_free
+        case .hugePage: alloc_core_madv_hugepage
+        case .noHugePage: alloc_core_madv_nohugepage
+        case .willNeed: alloc_core_madv_willneed
+        case .remove: alloc_core_madv_remove
+        }
+    }
+}
+
+/// Address space and pages straight from the kernel. Sizes are rounded up to whole pages
+/// by the kernel; pass page multiples to keep your own accounting exact. Each successful
+/// call is counted in ``SystemMemory/statistics``.
+public enum SystemMemory {
+    /// Counters of every mapping call made through AllocCore, process-wide.
+    public static let statistics = SystemMemoryStatistics()
+
+    /// Maps `byteCount` bytes of zeroed, readable and writable anonymous private memory.
+    public static func map(byteCount: Int) throws(SystemError) -> UnsafeMutableRawPointer {
+        try mapAnonymous(byteCount: byteCount, protection: PROT_READ | PROT_WRITE, flags: 0)
+    }
+
+    /// Reserves `byteCount` bytes of address space with no access and no commit charge
+    /// (PROT_NONE, MAP_NORESERVE). Make parts usable with ``commit(_:byteCount:)``.
+    public static func reserve(byteCount: Int) throws(SystemError) -> UnsafeMutableRawPointer {
+        try mapAnonymous(byteCount: byteCount, protection: PROT_NONE, flags: MAP_NORESERVE)
+    }
+
+    /// Makes a reserved range readable and writable. Pages read as zero until written.
+    public static func commit(_ address: UnsafeMutableRawPointer, byteCount: Int) throws(SystemError) {
+        guard mprotect(address, byteCount, PROT_READ | PROT_WRITE) == 0 else {
+            throw SystemError(.protect, code: errno)
+        }
+    }
+
+    /// Unmaps a range obtained from this type (or any part of it).
+    public static func unmap(_ address: UnsafeMutableRawPointer, byteCount: Int) throws(SystemError) {
+        guard munmap(address, byteCount) == 0 else { throw SystemError(.unmap, code: errno) }
+        statistics.record(.unmapCalls, .unmappedBytes, byteCount)
+    }
+
+    /// Gives the kernel `advice` about a page-aligned range.
+    public static func advise(
+        _ address: UnsafeMutableRawPointer, byteCount: Int, _ advice: MemoryAdvice
+    ) throws(SystemError) {
+        guard madvise(address, byteCount, advice.value) == 0 else { throw SystemError(.advise, code: errno) }
+        switch advice {
+        case .dontNeed, .free, .remove: statistics.record(.adviseCalls, .advisedBytes, byteCount)
+        case .hugePage, .noHugePage, .willNeed: statistics.record(.adviseCalls, .advisedBytes, 0)
+        }
+    }
+
+    /// Maps `byteCount` bytes of `file` from `offset` (a page multiple), shared: writes go
+    /// to the file, and the kernel can write pages back to it instead of to swap.
+    public static func mapShared(
+        _ file: borrowing MemoryFile, offset: Int, byteCount: Int
+    ) throws(SystemError) -> UnsafeMutableRawPointer {
+        let address = mmap(nil, byteCount, PROT_READ | PROT_WRITE, MAP_SHARED, file.descriptor, off_t(offset))
+        guard let address, address != UnsafeMutableRawPointer(bitPattern: -1) else {
+            throw SystemError(.map, code: errno)
+        }
+        statistics.record(.mapCalls, .mappedBytes, byteCount)
+        return address
+    }
+
+    static func mapAnonymous(
+        byteCount: Int, protection: Int32, flags: Int32
+    ) throws(SystemError) -> UnsafeMutableRawPointer {
+        guard byteCount > 0 else { throw SystemError(.map, code: EINVAL) }
+        let address = mmap(nil, byteCount, protection, MAP_PRIVATE | MAP_ANONYMOUS | flags, -1, 0)
+        guard let address, address != UnsafeMutableRawPointer(bitPattern: -1) else {
+            throw SystemError(.map, code: errno)
+        }
+        statistics.record(.mapCalls, .mappedBytes, byteCount)
+        return address
+    }
+}
+
+/// A file that backs shared mappings: anonymous (memfd_create) or a temporary file in a
+/// directory you choose (unlinked at once, so it disappears with its last descriptor).
+/// File-backed memory lets the kernel page cold data out to that file rather than swap.
+/// The descriptor is closed when the value is consumed or goes out of scope.
+public struct MemoryFile: ~Copyable, Sendable {
+    /// The open descriptor.
+    public let descriptor: Int32
+
+    /// A memory file with no name in any directory (memfd_create).
+    public init(name: String) throws(SystemError) {
+        let descriptor = alloc_core_memfd_create(name)
+        guard descriptor >= 0 else { throw SystemError(.memoryFile, code: errno) }
+        self.descriptor = descriptor
+    }
+
+    /// A temporary file created in `directory` and unlinked at once.
+    public init(inDirectory directory: String) throws(SystemError) {
+        var template = Array((directory.hasSuffix("/") ? directory : directory + "/").utf8CString.dropLast())
+        template.append(contentsOf: "alloccore-XXXXXX".utf8CString)
+        let descriptor = template.withUnsafeMutableBufferPointer { alloc_core_mkstemp_cloexec($0.baseAddress!) }
+        guard descriptor >= 0 else { throw SystemError(.temporaryFile, code: errno) }
+        _ = template.withUnsafeBufferPointer { unlink($0.baseAddress!) }
+        self.descriptor = descriptor
+    }
+
+    /// Sets the file's size (ftruncate): growing adds a hole that reads as zero.
+    public func truncate(to byteCount: Int) throws(SystemError) {
+        guard ftruncate(descriptor, off_t(byteCount)) == 0 else { throw SystemError(.truncate, code: errno) }
+    }
+
+    /// Reserves disk blocks for a range (fallocate), so later writes through a mapping
+    /// cannot fail with SIGBUS for lack of space; grows the file if needed.
+    public func allocate(offset: Int, byteCount: Int) throws(SystemError) {
+        guard alloc_core_fallocate(descriptor, off_t(offset), off_t(byteCount)) == 0 else {
+            throw SystemError(.fileAllocate, code: errno)
+        }
+    }
+
+    deinit { close(descriptor) }
+}

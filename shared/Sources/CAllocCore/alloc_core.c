@@ -1,0 +1,88 @@
+// CAllocCore: thread-local slots, the thread-exit hook and GNU-only system calls.
+#define _GNU_SOURCE
+#include "alloc_core.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+__thread void *alloc_core_tls_slots[ALLOC_CORE_TLS_SLOT_COUNT]
+    __attribute__((tls_model("initial-exec"))) = {0};
+
+// Hooks are written once at set-up and read at thread exit: atomics keep that race-free.
+static alloc_core_thread_exit_hook exit_hooks[ALLOC_CORE_TLS_SLOT_COUNT] = {0};
+static pthread_key_t exit_key = 0;
+static pthread_once_t exit_key_once = PTHREAD_ONCE_INIT;
+static int exit_key_error = 0;
+// Whether this thread has armed the key; a plain TLS flag avoids a pthread_getspecific.
+static __thread int exit_armed __attribute__((tls_model("initial-exec"))) = 0;
+
+int alloc_core_tls_set_exit_hook(unsigned slot, alloc_core_thread_exit_hook hook) {
+  if (slot >= ALLOC_CORE_TLS_SLOT_COUNT) return EINVAL;
+  __atomic_store_n(&exit_hooks[slot], hook, __ATOMIC_RELEASE);
+  return 0;
+}
+
+// Runs the hooks of every non-NULL slot. A hook may set a slot again (for instance a
+// free() inside a hook recreating a cache); then the key is set again, and glibc calls
+// this destructor once more, up to PTHREAD_DESTRUCTOR_ITERATIONS times.
+static void run_exit_hooks(void *unused) {
+  (void)unused;
+  exit_armed = 0;
+  for (unsigned slot = 0; slot < ALLOC_CORE_TLS_SLOT_COUNT; slot++) {
+    void *value = alloc_core_tls_slots[slot];
+    if (value == NULL) continue;
+    alloc_core_thread_exit_hook hook = __atomic_load_n(&exit_hooks[slot], __ATOMIC_ACQUIRE);
+    if (hook == NULL) continue;
+    alloc_core_tls_slots[slot] = NULL;
+    hook(value);
+  }
+  for (unsigned slot = 0; slot < ALLOC_CORE_TLS_SLOT_COUNT; slot++) {
+    if (alloc_core_tls_slots[slot] != NULL && __atomic_load_n(&exit_hooks[slot], __ATOMIC_ACQUIRE) != NULL) {
+      alloc_core_tls_arm_thread_exit();
+      break;
+    }
+  }
+}
+
+static void create_exit_key(void) {
+  exit_key_error = pthread_key_create(&exit_key, run_exit_hooks);
+}
+
+int alloc_core_tls_arm_thread_exit(void) {
+  if (exit_armed) return 0;
+  pthread_once(&exit_key_once, create_exit_key);
+  if (exit_key_error != 0) return exit_key_error;
+  // Any non-NULL value makes glibc call the destructor at thread exit.
+  int error = pthread_setspecific(exit_key, (void *)1);
+  if (error == 0) exit_armed = 1;
+  return error;
+}
+
+pid_t alloc_core_gettid(void) { return (pid_t)syscall(SYS_gettid); }
+
+int alloc_core_memfd_create(const char *name) { return (int)syscall(SYS_memfd_create, name, MFD_CLOEXEC); }
+
+int alloc_core_fallocate(int fd, off_t offset, off_t length) { return fallocate(fd, 0, offset, length); }
+
+int alloc_core_pipe_cloexec(int descriptors[2]) { return pipe2(descriptors, O_CLOEXEC); }
+
+int alloc_core_mkstemp_cloexec(char *path_template) { return mkostemp(path_template, O_CLOEXEC); }
+
+int alloc_core_affinity_cpu_count(void) {
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof set, &set) != 0) return 0;
+  return CPU_COUNT(&set);
+}
+
+const int alloc_core_madv_dontneed = MADV_DONTNEED;
+const int alloc_core_madv_free = MADV_FREE;
+const int alloc_core_madv_hugepage = MADV_HUGEPAGE;
+const int alloc_core_madv_nohugepage = MADV_NOHUGEPAGE;
+const int alloc_core_madv_willneed = MADV_WILLNEED;
+const int alloc_core_madv_remove = MADV_REMOVE;

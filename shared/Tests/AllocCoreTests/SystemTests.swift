@@ -1,0 +1,146 @@
+import AllocCore
+import Glibc
+import Testing
+
+@Suite struct SystemInfoTests {
+    @Test func machineFactsAreSane() {
+        #expect(SystemInfo.pageSize == 4096)
+        #expect(SystemInfo.cpuCount >= 1)
+        let first = SystemInfo.monotonicNanoseconds()
+        let second = SystemInfo.monotonicNanoseconds()
+        #expect(second >= first)
+        let current = SystemInfo.currentResidentBytes ?? 0
+        let peak = SystemInfo.peakResidentBytes ?? 0
+        #expect(current > 1 << 20)
+        #expect(peak >= current)
+        #expect(currentThreadID() > 0)
+    }
+}
+
+/// Suites that map memory run one at a time, so each sees only its own effect on the
+/// process-wide counters and on RSS.
+@Suite(.serialized) struct MappingSuites {}
+
+extension MappingSuites {
+    @Suite struct SystemMemoryTests {
+        @Test func mappedMemoryIsZeroedWritableAndCounted() throws {
+            let before = SystemMemory.statistics.snapshot()
+            let size = 64 * 1024
+            let span = try SystemMemory.map(byteCount: size)
+            #expect(isAligned(span, to: SystemInfo.pageSize))
+            let bytes = span.bindMemory(to: UInt8.self, capacity: size)
+            #expect((0..<size).allSatisfy { bytes[$0] == 0 })
+            bytes[size - 1] = 7
+            try SystemMemory.unmap(span, byteCount: size)
+            let after = SystemMemory.statistics.snapshot()
+            #expect(after[.mapCalls] - before[.mapCalls] >= 1)
+            #expect(after[.mappedBytes] - before[.mappedBytes] >= size)
+            #expect(after[.unmappedBytes] - before[.unmappedBytes] >= size)
+        }
+
+        /// DONTNEED gives the pages back at once: RSS falls and the memory reads zero again.
+        @Test func adviseDontNeedZeroesAndLowersResidentSize() throws {
+            let size = 32 << 20
+            let span = try SystemMemory.map(byteCount: size)
+            defer { try? SystemMemory.unmap(span, byteCount: size) }
+            memset(span, 0xAB, size)
+            let touched = SystemInfo.currentResidentBytes!
+            #expect(SystemInfo.peakResidentBytes! >= touched)
+            try SystemMemory.advise(span, byteCount: size, .dontNeed)
+            let released = SystemInfo.currentResidentBytes!
+            #expect(touched - released >= size / 2, "RSS went from \(touched) to \(released)")
+            #expect(span.load(fromByteOffset: size / 2, as: UInt8.self) == 0)
+            for advice in [MemoryAdvice.willNeed, .hugePage, .noHugePage, .free] {
+                try SystemMemory.advise(span, byteCount: size, advice)
+            }
+        }
+
+        @Test func reservedAddressSpaceBecomesUsableWhenCommitted() throws {
+            let size = 1 << 30
+            let reserved = try SystemMemory.reserve(byteCount: size)
+            defer { try? SystemMemory.unmap(reserved, byteCount: size) }
+            try SystemMemory.commit(reserved + (1 << 20), byteCount: 4096)
+            (reserved + (1 << 20)).storeBytes(of: 99, as: Int.self)
+            #expect((reserved + (1 << 20)).load(as: Int.self) == 99)
+        }
+
+        /// Bad input gets a typed error with the errno, never MAP_FAILED or a crash.
+        @Test func badRequestsThrowTypedErrors() throws {
+            #expect(throws: SystemError(.map, code: EINVAL)) { try SystemMemory.map(byteCount: 0) }
+            #expect(throws: SystemError(.map, code: ENOMEM)) { try SystemMemory.map(byteCount: Int.max) }
+            let misaligned = UnsafeMutableRawPointer(bitPattern: 0x1001)!
+            #expect(throws: SystemError(.unmap, code: EINVAL)) { try SystemMemory.unmap(misaligned, byteCount: 4096) }
+            #expect(throws: SystemError(.advise, code: EINVAL)) {
+                try SystemMemory.advise(misaligned, byteCount: 4096, .dontNeed)
+            }
+            #expect(throws: SystemError.self) {
+                _ = try MemoryFile(inDirectory: "/nonexistent-directory-for-alloccore")
+            }
+            #expect(SystemError(.map, code: ENOMEM).description.contains("mmap failed"))
+        }
+    }
+
+    @Suite struct MemoryFileTests {
+        /// Two shared mappings of one memory file see each other's writes: the memory is the file's.
+        @Test(arguments: [false, true])
+        func sharedMappingsOfOneFileShareTheirPages(inDirectory: Bool) throws {
+            let file = inDirectory ? try MemoryFile(inDirectory: "/tmp") : try MemoryFile(name: "alloccore-test")
+            let size = 1 << 20
+            try file.truncate(to: size)
+            try file.allocate(offset: 0, byteCount: size)
+            let first = try SystemMemory.mapShared(file, offset: 0, byteCount: size)
+            let second = try SystemMemory.mapShared(file, offset: 0, byteCount: size)
+            defer {
+                try? SystemMemory.unmap(first, byteCount: size)
+                try? SystemMemory.unmap(second, byteCount: size)
+            }
+            #expect(first != second)
+            first.storeBytes(of: 0xDEAD_BEEF, toByteOffset: 4096, as: Int.self)
+            #expect(second.load(fromByteOffset: 4096, as: Int.self) == 0xDEAD_BEEF)
+            try SystemMemory.advise(first, byteCount: size, .remove)
+            #expect(second.load(fromByteOffset: 4096, as: Int.self) == 0, "MADV_REMOVE punches a hole in the file")
+            var status = stat()
+            #expect(fstat(file.descriptor, &status) == 0 && status.st_size == size)
+        }
+    }
+
+    @Suite struct PageSourceTests {
+        @Test(arguments: [4096, 1 << 16, 1 << 21])
+        func spansHonourTheirAlignmentAndReleaseExactly(alignment: Int) throws {
+            let source = PageSource()
+            let before = SystemMemory.statistics.liveMappedBytes
+            let span = try source.allocate(byteCount: 3 * 4096 + 1, alignment: alignment)
+            #expect(isAligned(span, to: alignment))
+            #expect(source.roundedByteCount(3 * 4096 + 1) == 4 * 4096)
+            span.storeBytes(of: 1, toByteOffset: 4 * 4096 - 8, as: Int.self)
+            #expect(
+                SystemMemory.statistics.liveMappedBytes - before == 4 * 4096,
+                "the over-mapped head and tail are unmapped")
+            try source.release(span, byteCount: 3 * 4096 + 1)
+            #expect(SystemMemory.statistics.liveMappedBytes == before)
+        }
+
+        @Test func decommittedSpansStayMappedAndReadZero() throws {
+            let source = PageSource(hugePageAdvice: true)
+            let size = 4 << 20
+            let span = try source.allocate(byteCount: size, alignment: SystemInfo.hugePageSize)
+            defer { try? source.release(span, byteCount: size) }
+            memset(span, 0x5A, size)
+            try source.decommit(span, byteCount: size)
+            #expect(span.load(fromByteOffset: size - 1, as: UInt8.self) == 0)
+            try source.decommit(span, byteCount: size, advice: .free)
+            span.storeBytes(of: 3, as: UInt8.self)
+            #expect(span.load(as: UInt8.self) == 3)
+        }
+
+        @Test func impossibleSizesThrowOutOfMemory() {
+            let source = PageSource()
+            #expect(throws: SystemError(.map, code: ENOMEM)) { try source.allocate(byteCount: Int.max - 100) }
+            #expect(throws: SystemError(.map, code: ENOMEM)) { try source.allocate(byteCount: 0) }
+            #expect(throws: SystemError(.map, code: ENOMEM)) {
+                try source.allocate(byteCount: Int.max / 2, alignment: 1 << 62)
+            }
+            #expect(throws: SystemError(.map, code: ENOMEM)) { try source.allocate(byteCount: 1 << 50) }
+        }
+    }
+}

@@ -1,0 +1,86 @@
+import AllocCore
+import Synchronization
+import Testing
+
+/// What the exit hook saw: a global `let` of atomics, since a C hook cannot capture.
+let exitHookCalls = Atomic<Int>(0)
+let exitHookValueSum = Atomic<Int>(0)
+let exitHookSlotWasClear = Atomic<Int>(0)
+
+/// Serializes the suites that install process-wide hooks on the same slot.
+@Suite(.serialized) struct ThreadLocalSlotTests {
+    @Test func eachThreadSeesItsOwnValueAndNewThreadsStartNil() throws {
+        let slot = ThreadLocalSlot.application(1)
+        slot.value = UnsafeMutableRawPointer(bitPattern: 0x1000)
+        let sawNil = Atomic<Int>(0)
+        try onThreads(4) { thread in
+            if slot.value == nil { sawNil.add(1, ordering: .relaxed) }
+            slot.value = UnsafeMutableRawPointer(bitPattern: 0x2000 + thread * 16)
+            for _ in 0..<1000 {
+                precondition(slot.value == UnsafeMutableRawPointer(bitPattern: 0x2000 + thread * 16))
+            }
+        }
+        #expect(sawNil.load(ordering: .relaxed) == 4)
+        #expect(slot.value == UnsafeMutableRawPointer(bitPattern: 0x1000))
+        slot.value = nil
+    }
+
+    @Test func namedSlotsAreDistinct() {
+        let slots: [ThreadLocalSlot] = [
+            .binnedAlloc, .arenaAlloc, .ringAlloc, .largeAlloc, .backgroundDrop,
+            .application(0), .application(1), .application(2),
+        ]
+        #expect(Set(slots.map(\.index)).count == ThreadLocalSlot.count)
+    }
+
+    /// The hook runs once per exiting thread that installed a value, on that thread, with
+    /// that value, while the slot reads nil; threads that never installed one run nothing.
+    @Test func exitHookGivesEachThreadsValueBack() throws {
+        let slot = ThreadLocalSlot.application(0)
+        slot.setThreadExitHook { value in
+            exitHookCalls.add(1, ordering: .relaxed)
+            exitHookValueSum.add(Int(bitPattern: value), ordering: .relaxed)
+            if ThreadLocalSlot.application(0).value == nil { exitHookSlotWasClear.add(1, ordering: .relaxed) }
+        }
+        defer { slot.setThreadExitHook(nil) }
+        let before = (exitHookCalls.load(ordering: .relaxed), exitHookValueSum.load(ordering: .relaxed))
+        try onThreads(6) { thread in
+            if thread < 5 {
+                try! slot.install(UnsafeMutableRawPointer(bitPattern: (thread + 1) * 16)!)
+            }
+        }
+        #expect(exitHookCalls.load(ordering: .relaxed) - before.0 == 5)
+        #expect(exitHookValueSum.load(ordering: .relaxed) - before.1 == (1 + 2 + 3 + 4 + 5) * 16)
+        #expect(exitHookSlotWasClear.load(ordering: .relaxed) >= 5)
+    }
+
+    /// A hook that installs a value again (a free inside the hook recreating a cache) is
+    /// called again for that value, so nothing set during exit is stranded.
+    @Test func exitHookRunsAgainForAValueSetDuringExit() throws {
+        let slot = ThreadLocalSlot.application(2)
+        let before = exitHookCalls.load(ordering: .relaxed)
+        slot.setThreadExitHook { value in
+            exitHookCalls.add(1, ordering: .relaxed)
+            if Int(bitPattern: value) == 32 {
+                try! ThreadLocalSlot.application(2).install(UnsafeMutableRawPointer(bitPattern: 48)!)
+            }
+        }
+        defer { slot.setThreadExitHook(nil) }
+        try onThreads(1) { _ in try! slot.install(UnsafeMutableRawPointer(bitPattern: 32)!) }
+        #expect(exitHookCalls.load(ordering: .relaxed) - before == 2)
+    }
+}
+
+@Suite struct OSThreadTests {
+    @Test func threadsRunTheirBodiesAndJoin() throws {
+        let ran = Atomic<Int>(0)
+        let ids = Mutex<Set<Int>>([])
+        try onThreads(3) { _ in
+            ran.add(1, ordering: .relaxed)
+            ids.withLock { _ = $0.insert(currentThreadID()) }
+        }
+        #expect(ran.load(ordering: .relaxed) == 3)
+        #expect(ids.withLock { $0.count } == 3)
+        #expect(!ids.withLock { $0.contains(currentThreadID()) })
+    }
+}
