@@ -1,0 +1,137 @@
+// Turning repeated measurements into the tables: medians with their spread, ratios against
+// the baselines measured in the same run, peak RSS beside time.
+
+/// One run of one cell in its own process.
+public struct Sample: Sendable, Codable, Equatable {
+    public var workload: String
+    public var allocator: String
+    public var repetition: Int
+    public var nanoseconds: UInt64
+    public var operations: Int
+    public var checksum: UInt64
+    public var peakResidentBytes: Int
+    public var userNanoseconds: Int
+    public var systemNanoseconds: Int
+
+    public init(
+        workload: String, allocator: String, repetition: Int, measurement: Measurement,
+        peakResidentBytes: Int, userNanoseconds: Int, systemNanoseconds: Int
+    ) {
+        self.workload = workload
+        self.allocator = allocator
+        self.repetition = repetition
+        nanoseconds = measurement.nanoseconds
+        operations = measurement.operations
+        checksum = measurement.checksum
+        self.peakResidentBytes = peakResidentBytes
+        self.userNanoseconds = userNanoseconds
+        self.systemNanoseconds = systemNanoseconds
+    }
+
+    /// Nanoseconds per operation.
+    public var nanosecondsPerOperation: Double { Double(nanoseconds) / Double(max(1, operations)) }
+}
+
+/// The median of some values with their minimum and maximum.
+public struct Spread: Sendable, Equatable {
+    public var median: Double
+    public var minimum: Double
+    public var maximum: Double
+
+    /// nil for no values. An even count takes the mean of the two middle values.
+    public init?(_ values: [Double]) {
+        guard !values.isEmpty else { return nil }
+        let sorted = values.sorted()
+        let middle = sorted.count / 2
+        median = sorted.count % 2 == 1 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2
+        minimum = sorted[0]
+        maximum = sorted[sorted.count - 1]
+    }
+}
+
+/// The summary of one (workload, allocator) cell.
+public struct CellSummary: Sendable, Equatable {
+    public var workload: String
+    public var allocator: String
+    /// Nanoseconds per operation.
+    public var time: Spread
+    /// Peak RSS in bytes.
+    public var peakResidentBytes: Spread
+}
+
+/// Renders the markdown tables.
+public enum Report {
+    /// Summaries of every cell that has samples.
+    public static func summarize(_ samples: [Sample]) -> [CellSummary] {
+        var order: [String] = []
+        var grouped: [String: [Sample]] = [:]
+        for sample in samples {
+            let key = sample.workload + "\u{0}" + sample.allocator
+            if grouped[key] == nil { order.append(key) }
+            grouped[key, default: []].append(sample)
+        }
+        return order.map { key in
+            let cell = grouped[key]!
+            return CellSummary(
+                workload: cell[0].workload, allocator: cell[0].allocator,
+                time: Spread(cell.map(\.nanosecondsPerOperation))!,
+                peakResidentBytes: Spread(cell.map { Double($0.peakResidentBytes) })!)
+        }
+    }
+
+    /// One markdown table per family that has results: a row per (workload, allocator),
+    /// with the median time per operation, its range, ratios against the glibc and
+    /// jemalloc rows of the same workload (below 1 is faster), peak RSS, and RSS against
+    /// jemalloc's.
+    public static func markdown(_ summaries: [CellSummary], workloads: [Workload] = Workload.all) -> String {
+        var text = ""
+        for family in Workload.Family.allCases {
+            let rows = workloads.filter { $0.family == family }.flatMap { workload in
+                summaries.filter { $0.workload == workload.name }
+            }
+            guard !rows.isEmpty else { continue }
+            text += "### \(family.rawValue)\n\n\(family.unit.prefix(1).uppercased() + family.unit.dropFirst()).\n\n"
+            text +=
+                "| workload | allocator | ns/op (median) | min – max | × glibc | × jemalloc | peak RSS MiB | RSS × jemalloc |\n"
+            text += "|---|---|--:|--:|--:|--:|--:|--:|\n"
+            for row in rows {
+                let glibc = summaries.first {
+                    $0.workload == row.workload && $0.allocator == AllocatorColumn.glibc.name
+                }
+                let jemalloc = summaries.first {
+                    $0.workload == row.workload && $0.allocator == AllocatorColumn.jemalloc.name
+                }
+                let cells = [
+                    row.workload, row.allocator, format(row.time.median),
+                    "\(format(row.time.minimum)) – \(format(row.time.maximum))",
+                    ratio(row.time.median, glibc?.time.median), ratio(row.time.median, jemalloc?.time.median),
+                    format(row.peakResidentBytes.median / 1_048_576),
+                    ratio(row.peakResidentBytes.median, jemalloc?.peakResidentBytes.median),
+                ]
+                text += "| " + cells.joined(separator: " | ") + " |\n"
+            }
+            text += "\n"
+        }
+        return text
+    }
+
+    static func ratio(_ value: Double, _ baseline: Double?) -> String {
+        guard let baseline, baseline > 0 else { return "–" }
+        return format(value / baseline, digits: 2)
+    }
+
+    /// A number with `digits` decimals (one below 100, none above, for times and sizes).
+    static func format(_ value: Double, digits: Int? = nil) -> String {
+        let decimals = digits ?? (value < 100 ? 1 : 0)
+        var scale = 1.0
+        for _ in 0..<decimals { scale *= 10 }
+        let rounded = (value * scale).rounded() / scale
+        var text = String(Int(rounded))
+        if decimals > 0 {
+            let fraction = Int(((rounded - Double(Int(rounded))) * scale).rounded())
+            let digitsText = String(fraction)
+            text += "." + String(repeating: "0", count: decimals - digitsText.count) + digitsText
+        }
+        return text
+    }
+}

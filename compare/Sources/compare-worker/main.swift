@@ -1,0 +1,5 @@
+// Runs workloads in a process whose allocator is glibc's, and the project's allocators
+// through their Swift APIs.
+import Workloads
+
+Worker.main(entries: [.processMalloc(name: AllocatorColumn.glibc.name, library: "libc.so.6")])

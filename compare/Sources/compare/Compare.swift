@@ -1,0 +1,155 @@
+// `compare`: runs every (workload, allocator) cell in its own child process, repeats the
+// whole sweep, and prints one markdown table per workload family with ratios against
+// glibc and jemalloc measured in the same run. Progress goes to stderr, tables to stdout,
+// every raw figure to the JSON file.
+
+import AllocCore
+import ArgumentParser
+import Foundation
+import Workloads
+
+@main
+struct Compare: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Benchmarks the project's allocators against glibc and jemalloc.",
+        discussion: """
+            Each cell runs in a fresh child process (a worker whose malloc is the allocator \
+            under test): a warm-up, then the timed run; the worker reports its own peak RSS \
+            (VmHWM) and wait4 its CPU times. The sweep \
+            over all cells is repeated, and tables show the median with min and max.
+            """)
+
+    @Option(help: "Run only workloads whose name or family contains this text (case-insensitive).")
+    var filter: String?
+
+    @Option(name: .customLong("allocator"), help: "Run only this allocator column (repeatable). Baselines always run.")
+    var allocators: [String] = []
+
+    @Flag(help: "Short runs (1/20 of the operations, 3 repetitions unless --repetitions): CI's smoke test.")
+    var quick = false
+
+    @Option(help: "Times to repeat every cell (at least 1; default 5, or 3 with --quick).")
+    var repetitions: Int?
+
+    @Option(help: "Write every raw sample to this JSON file.")
+    var json: String?
+
+    @Flag(help: "List the workloads and allocator columns, and exit.")
+    var list = false
+
+    mutating func validate() throws {
+        if let repetitions, repetitions < 1 { throw ValidationError("--repetitions must be at least 1") }
+        for name in allocators where AllocatorColumn.named(name) == nil {
+            throw ValidationError(
+                "unknown allocator \(name); known: \(AllocatorColumn.all.map(\.name).joined(separator: ", "))")
+        }
+        if selectedWorkloads.isEmpty { throw ValidationError("no workload matches --filter \(filter ?? "")") }
+    }
+
+    var selectedWorkloads: [Workload] {
+        guard let filter = filter?.lowercased() else { return Workload.all }
+        return Workload.all.filter {
+            $0.name.lowercased().contains(filter) || $0.family.rawValue.lowercased().contains(filter)
+        }
+    }
+
+    var selectedColumns: [AllocatorColumn] {
+        AllocatorColumn.all.filter { $0.isBaseline || allocators.isEmpty || allocators.contains($0.name) }
+    }
+
+    func run() throws {
+        if list {
+            for workload in Workload.all { print("\(workload.name)\t\(workload.family.rawValue)") }
+            print("allocators: \(AllocatorColumn.all.map(\.name).joined(separator: ", "))")
+            return
+        }
+        let scale: Scale = quick ? .quick : .full
+        let rounds = repetitions ?? (quick ? 3 : 5)
+        let workers = try workerDirectory()
+        let workloads = selectedWorkloads
+        let columns = selectedColumns
+        let total = rounds * workloads.count * columns.count
+        var samples: [Sample] = []
+        var checksums: [String: UInt64] = [:]
+        // Repetitions outermost: drift over the run spreads over every cell alike.
+        for repetition in 1...rounds {
+            for workload in workloads {
+                for column in columns {
+                    let sample = try runCell(workload, column, repetition: repetition, scale: scale, in: workers)
+                    if let expected = checksums[workload.name], expected != sample.checksum {
+                        throw CompareError(
+                            "\(workload.name) on \(column.name) wrote checksum \(sample.checksum), other runs \(expected): the runs did different work"
+                        )
+                    }
+                    checksums[workload.name] = sample.checksum
+                    samples.append(sample)
+                    let progress = "[\(samples.count)/\(total)] \(workload.name) \(column.name) #\(repetition): "
+                    FileHandle.standardError.write(
+                        Data((progress + String(format: "%.1f ns/op\n", sample.nanosecondsPerOperation)).utf8))
+                }
+            }
+        }
+        print(
+            "## Allocator benchmarks (\(scale == .quick ? "quick" : "full") run, \(rounds) repetitions, \(SystemInfo.cpuCount) CPUs)\n"
+        )
+        print(Report.markdown(Report.summarize(samples), workloads: workloads), terminator: "")
+        if let json {
+            try writeJSON(samples, scale: scale, repetitions: rounds, to: json)
+            FileHandle.standardError.write(Data("raw samples written to \(json)\n".utf8))
+        }
+    }
+
+    /// The folder holding this executable and its workers.
+    func workerDirectory() throws -> URL {
+        let executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+        let directory = executable.deletingLastPathComponent()
+        for column in selectedColumns {
+            let path = directory.appendingPathComponent(column.worker).path
+            guard FileManager.default.isExecutableFile(atPath: path) else {
+                throw CompareError("worker \(path) is missing: build the whole package (swift build -c release)")
+            }
+        }
+        return directory
+    }
+
+    func runCell(
+        _ workload: Workload, _ column: AllocatorColumn, repetition: Int, scale: Scale, in directory: URL
+    ) throws -> Sample {
+        let worker = directory.appendingPathComponent(column.worker).path
+        let result = try ChildProcess.run(
+            worker, arguments: ["--workload", workload.name, "--allocator", column.name, "--scale", scale.rawValue])
+        guard result.succeeded, let (measurement, peak) = Worker.parse(result.outputText) else {
+            let how =
+                result.exitStatus.map { "exited with status \($0)" }
+                ?? "was killed by signal \(result.terminatingSignal ?? 0)"
+            throw CompareError("\(column.worker) \(how) on \(workload.name) for \(column.name): \(result.errorText)")
+        }
+        return Sample(
+            workload: workload.name, allocator: column.name, repetition: repetition, measurement: measurement,
+            peakResidentBytes: peak, userNanoseconds: result.userNanoseconds,
+            systemNanoseconds: result.systemNanoseconds)
+    }
+
+    func writeJSON(_ samples: [Sample], scale: Scale, repetitions: Int, to path: String) throws {
+        struct Document: Encodable {
+            var date: String
+            var scale: Scale
+            var repetitions: Int
+            var cpuCount: Int
+            var samples: [Sample]
+        }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        let document = Document(
+            date: ISO8601DateFormatter().string(from: Date()), scale: scale, repetitions: repetitions,
+            cpuCount: SystemInfo.cpuCount, samples: samples)
+        let url = URL(fileURLWithPath: path)
+        try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
+        try encoder.encode(document).write(to: url)
+    }
+}
+
+struct CompareError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
