@@ -1,0 +1,79 @@
+# The monorepo's commands. Packages are discovered, never listed: AllocCore in shared/,
+# every allocators/<Name>/ that has a Package.swift, and the compare harness.
+#
+#   make test-all     every package's tests, then the thread-sanitizer run of the stress tests
+#   make bench        release build of compare, full benchmark tables on stdout
+#   make bench-quick  the short benchmark run CI makes so the harness cannot rot
+#   make deps         installs libjemalloc-dev (apt-get, as root) or says how
+#   make lint         swift format lint over every Swift file, strict
+#   make format       rewrites every Swift file in the house style
+#   make clean        removes every build folder
+
+SWIFT ?= swift
+ALLOCATORS := $(patsubst %/Package.swift,%,$(sort $(wildcard allocators/*/Package.swift)))
+PACKAGES := shared $(ALLOCATORS) compare
+SWIFT_SOURCES = $(shell find $(PACKAGES) -name '*.swift' -not -path '*/.build*')
+BENCH_JSON ?= compare/results/bench.json
+BENCH_QUICK_JSON ?= compare/results/bench-quick.json
+# A race found by the sanitizer stops the run with a report instead of a warning.
+TSAN_OPTIONS ?= halt_on_error=1
+
+# One SwiftPM build at a time: two builds of one package share its .build lock, and
+# compare builds the allocator packages it depends on.
+.NOTPARALLEL:
+.PHONY: all build test-all test tsan bench bench-quick deps lint format clean path-dependency-check
+
+all: build
+
+build:
+	@set -e; for package in $(PACKAGES); do echo "== swift build: $$package"; $(SWIFT) build --package-path $$package; done
+
+deps:
+	@command -v $(SWIFT) >/dev/null || { echo "deps: Swift 6.3 is not on PATH (see swift.org/install)"; exit 1; }
+	@if dpkg -s libjemalloc-dev >/dev/null 2>&1 && command -v pkg-config >/dev/null; then \
+		echo "deps: libjemalloc-dev and pkg-config are installed"; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		echo "deps: installing libjemalloc-dev and pkg-config"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libjemalloc-dev pkg-config >/dev/null; \
+	else \
+		echo "deps: missing libjemalloc-dev; run: sudo apt-get install -y libjemalloc-dev pkg-config"; exit 1; \
+	fi
+
+test-all: deps test tsan path-dependency-check
+
+test:
+	@set -e; for package in $(PACKAGES); do echo "== swift test: $$package"; $(SWIFT) test --package-path $$package; done
+
+# Every package whose tests have a suite named *Stress*, under the thread sanitizer, in a
+# build folder of its own so the plain build is not thrown away each time.
+tsan:
+	@set -e; for package in $(PACKAGES); do \
+		if grep -rqs 'Stress' $$package/Tests; then \
+			echo "== thread sanitizer: $$package"; \
+			TSAN_OPTIONS=$(TSAN_OPTIONS) $(SWIFT) test --package-path $$package --sanitize=thread \
+				--scratch-path $$package/.build-tsan --filter Stress; \
+		fi; \
+	done
+
+# Builds a throwaway package that depends on every package here by path, as the README
+# shows, and imports each library: the README's snippet cannot rot.
+path-dependency-check:
+	@bash .ci/path-dependency-check shared $(ALLOCATORS)
+
+bench: deps
+	@$(SWIFT) build -c release --package-path compare
+	@"$$($(SWIFT) build -c release --package-path compare --show-bin-path)/compare" --json $(BENCH_JSON)
+
+bench-quick: deps
+	@$(SWIFT) build -c release --package-path compare
+	@"$$($(SWIFT) build -c release --package-path compare --show-bin-path)/compare" --quick --json $(BENCH_QUICK_JSON)
+
+lint:
+	@$(SWIFT) format lint --strict --parallel $(SWIFT_SOURCES)
+
+format:
+	@$(SWIFT) format --in-place --parallel $(SWIFT_SOURCES)
+
+clean:
+	@for package in $(PACKAGES); do rm -rf $$package/.build $$package/.build-tsan; done
+	@rm -rf compare/results
