@@ -1,4 +1,5 @@
 import AllocCore
+import Glibc
 import Testing
 
 @Suite struct ChildProcessTests {
@@ -30,6 +31,6 @@ import Testing
     }
 
     @Test func missingProgramThrows() {
-        #expect(throws: SystemError.self) { try ChildProcess.run("/nonexistent/program") }
+        #expect(throws: SystemError(.spawn, code: ENOENT)) { try ChildProcess.run("/nonexistent/program") }
     }
 }

@@ -1,0 +1,158 @@
+import AllocCore
+import Testing
+
+@testable import Workloads
+
+@Suite struct SpreadTests {
+    @Test func medianOfOddAndEvenCounts() {
+        #expect(Spread([3, 1, 2]) == Spread(median: 2, minimum: 1, maximum: 3))
+        #expect(Spread([4, 1, 3, 2])?.median == 2.5)
+        #expect(Spread([7])?.median == 7)
+        #expect(Spread([]) == nil)
+    }
+}
+
+extension Spread {
+    init(median: Double, minimum: Double, maximum: Double) {
+        self = Spread([minimum, median, maximum])!
+    }
+}
+
+@Suite struct ReportTests {
+    func sample(_ workload: String, _ allocator: String, nanoseconds: UInt64, peak: Int = 8 << 20) -> Sample {
+        Sample(
+            workload: workload, allocator: allocator, repetition: 1,
+            measurement: Measurement(nanoseconds: nanoseconds, operations: 1000, checksum: 0),
+            peakResidentBytes: peak, userNanoseconds: 0, systemNanoseconds: 0)
+    }
+
+    /// Ratios are taken against the baselines of the same workload, medians over the
+    /// repetitions, and every family with rows gets its own table.
+    @Test func tablesShowMediansAndRatiosAgainstBothBaselines() {
+        let samples = [
+            sample("pairs-16", "glibc", nanoseconds: 10_000), sample("pairs-16", "glibc", nanoseconds: 12_000),
+            sample("pairs-16", "glibc", nanoseconds: 30_000),
+            sample("pairs-16", "jemalloc", nanoseconds: 6_000, peak: 16 << 20),
+            sample("fifo-100x64", "glibc", nanoseconds: 9_000),
+            sample("fifo-100x64", "jemalloc", nanoseconds: 4_500),
+        ]
+        let summaries = Report.summarize(samples)
+        #expect(summaries.count == 4)
+        #expect(summaries[0].time == Spread([10, 12, 30]))
+        let table = Report.markdown(summaries)
+        #expect(table.contains("### Small-object pairs"))
+        #expect(table.contains("### Live blocks freed in FIFO order"))
+        #expect(!table.contains("### Producer/consumer"))
+        #expect(table.contains("| pairs-16 | glibc | 12.0 | 10.0 – 30.0 | 1.00 | 2.00 | 8.0 | 0.50 |"))
+        #expect(table.contains("| pairs-16 | jemalloc | 6.0 | 6.0 – 6.0 | 0.50 | 1.00 | 16.0 | 1.00 |"))
+        #expect(table.contains("| fifo-100x64 | jemalloc | 4.5 | 4.5 – 4.5 | 0.50 | 1.00 |"))
+    }
+
+    @Test func missingBaselineShowsADash() {
+        let table = Report.markdown(Report.summarize([sample("pairs-64", "glibc", nanoseconds: 5_000)]))
+        #expect(table.contains("| pairs-64 | glibc | 5.0 | 5.0 – 5.0 | 1.00 | – | 8.0 | – |"))
+    }
+
+    @Test func numbersKeepOneDecimalBelowAHundred() {
+        #expect(Report.format(3.14159) == "3.1")
+        #expect(Report.format(0.05) == "0.1")
+        #expect(Report.format(99.94) == "99.9")
+        #expect(Report.format(123.6) == "124")
+        #expect(Report.format(0.125, digits: 2) == "0.13")
+        #expect(Report.format(2.5, digits: 2) == "2.50")
+    }
+}
+
+@Suite struct WorkerProtocolTests {
+    @Test func parsesTheLastMeasurementLine() {
+        let output = "noise\nmeasurement nanoseconds=1200 operations=100 checksum=77 peak=4096\n"
+        let parsed = Worker.parse(output)
+        #expect(parsed?.measurement == Measurement(nanoseconds: 1200, operations: 100, checksum: 77))
+        #expect(parsed?.peakResidentBytes == 4096)
+        #expect(Worker.parse("measurement nanoseconds=12 operations=1") == nil)
+        #expect(Worker.parse("") == nil)
+    }
+
+    @Test func catalogueNamesAreUniqueAndBaselinesComeFirst() {
+        #expect(Set(Workload.all.map(\.name)).count == Workload.all.count)
+        #expect(Workload.Family.allCases.allSatisfy { family in Workload.all.contains { $0.family == family } })
+        #expect(AllocatorColumn.all.prefix(2) == [.glibc, .jemalloc])
+        #expect(Workload.named("pairs-64")?.kind == .pairs(size: 64))
+        #expect(Workload.named("nonexistent") == nil)
+        #expect(Workload.named("pairs-16")!.operations(at: .quick) * 20 == Workload.named("pairs-16")!.operations)
+    }
+}
+
+/// An allocator that counts what it is asked for and checks that what comes back is what
+/// it handed out: proof that a workload does the work it claims.
+final class CountingAllocator: BenchAllocator, @unchecked Sendable {
+    let lock = SpinLock()
+    var live: [UnsafeMutableRawPointer: Int] = [:]
+    var allocations = 0
+    var maximumLive = 0
+
+    func allocate(_ byteCount: Int) -> UnsafeMutableRawPointer {
+        let block = UnsafeMutableRawPointer.allocate(byteCount: max(byteCount, 1), alignment: 16)
+        lock.withLock {
+            live[block] = byteCount
+            allocations += 1
+            maximumLive = max(maximumLive, live.count)
+        }
+        return block
+    }
+
+    func deallocate(_ pointer: UnsafeMutableRawPointer, byteCount: Int) {
+        let known = lock.withLock { live.removeValue(forKey: pointer) }
+        precondition(
+            known == byteCount,
+            "freed \(pointer) with size \(byteCount), allocated with \(known.map(String.init) ?? "nothing")")
+        pointer.deallocate()
+    }
+}
+
+@Suite struct WorkloadTests {
+    /// Every workload frees every block it allocates, with the size it asked for, keeps
+    /// the live count it promises, and writes the same checksum on every run.
+    @Test(arguments: Workload.all.map(\.name))
+    func workloadAllocatesAndFreesWhatItClaims(name: String) {
+        let workload = Workload.named(name)!
+        let allocator = CountingAllocator()
+        let first = run(workload.kind, on: allocator, operations: 2_000)
+        let second = run(workload.kind, on: CountingAllocator(), operations: 2_000)
+        #expect(allocator.live.isEmpty, "\(name) leaked \(allocator.live.count) blocks")
+        #expect(first.checksum == second.checksum)
+        #expect(first.operations >= 1_000 && first.operations <= 2_000)
+        #expect(first.nanoseconds > 0)
+        switch workload.kind {
+        case .pairs:
+            #expect(allocator.allocations == 2_000 && allocator.maximumLive == 1)
+        case .fifo(let live, _):
+            #expect(allocator.maximumLive == live)
+        case .randomWorkingSet(let threads, let workingSet, _, _):
+            #expect(allocator.maximumLive == threads * workingSet)
+            #expect(allocator.allocations == threads * workingSet + first.operations)
+        case .producerConsumer(_, _, let capacity):
+            #expect(allocator.allocations == 2_000)
+            #expect(allocator.maximumLive <= capacity + 2)
+        }
+    }
+
+    @Test func processMallocKnowsWhichLibraryProvidesIt() {
+        let malloc = ProcessMalloc()
+        #expect(malloc.isProvided(by: "libc.so.6"))
+        #expect(!malloc.isProvided(by: "libjemalloc.so.2"))
+        let block = malloc.allocate(100)
+        malloc.deallocate(block, byteCount: 100)
+    }
+
+    @Test func randomSizesAreLogUniformWithinBounds() {
+        let table = RandomTable(seed: 1, minimumSize: 8, maximumSize: 16384, slotCount: 10)
+        #expect(table.sizes.allSatisfy { $0 >= 8 && $0 <= 16384 })
+        #expect(table.slots.allSatisfy { $0 >= 0 && $0 < 10 })
+        let small = table.sizes.filter { $0 < 128 }.count
+        let large = table.sizes.filter { $0 >= 1024 }.count
+        // log-uniform over 11 doublings: 4 doublings below 128, 4 at or above 1024.
+        #expect(abs(Double(small) / Double(RandomTable.count) - 4.0 / 11) < 0.02)
+        #expect(abs(Double(large) / Double(RandomTable.count) - 4.0 / 11) < 0.02)
+    }
+}
