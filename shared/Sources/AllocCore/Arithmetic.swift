@@ -117,6 +117,7 @@ public struct SizeClasses: Sendable, Equatable {
         precondition(maximumSize >= quantum && maximumSize <= 1 << 56, "maximumSize \(maximumSize) is out of range")
         quantumShift = log2Floor(quantum)
         stepsShift = log2Floor(stepsPerDoubling)
+        precondition(quantumShift + stepsShift <= 56, "quantum × stepsPerDoubling must be at most 2^56")
         let provisional = SizeClasses(
             quantumShift: quantumShift, stepsShift: stepsShift, maximumSize: maximumSize, count: 0)
         count = provisional.index(for: maximumSize) + 1

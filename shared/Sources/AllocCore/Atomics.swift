@@ -221,7 +221,7 @@ public struct AtomicStack: @unchecked Sendable {
     public func push(_ node: UnsafeMutableRawPointer) {
         // Atomic stores to the link: a concurrent `pop` may still read this word.
         let link = AtomicWord(at: node)
-        var current = head.load(ordering: .relaxed)
+        var current = headGuess
         while true {
             link.store(Int(bitPattern: current.first), ordering: .relaxed)
             let next = WordPair(first: UInt(bitPattern: Int(bitPattern: node)), second: current.second &+ 1)
@@ -232,12 +232,27 @@ public struct AtomicStack: @unchecked Sendable {
         }
     }
 
+    /// The head read as two 8-byte loads: it may be torn, but it is only a guess that the
+    /// 16-byte compare-exchange then checks, and it spares the cache-line write that a
+    /// 16-byte atomic load (itself a `cmpxchg16b` on x86_64) costs.
+    @inlinable
+    var headGuess: WordPair {
+        let pointer = AtomicWord(at: head.address).load(ordering: .acquiring)
+        let tag = AtomicWord(at: head.address + 8).load(ordering: .relaxed)
+        return WordPair(first: UInt(bitPattern: pointer), second: UInt(bitPattern: tag))
+    }
+
     /// Pops the most recently pushed node, or returns nil when the stack is empty.
     @inlinable
     public func pop() -> UnsafeMutableRawPointer? {
-        var current = head.load(ordering: .acquiring)
+        var current = headGuess
         while true {
-            guard let node = UnsafeMutableRawPointer(bitPattern: current.first) else { return nil }
+            guard let node = UnsafeMutableRawPointer(bitPattern: current.first) else {
+                // A torn guess can look empty: only a 16-byte load may answer nil.
+                current = head.load(ordering: .acquiring)
+                if current.first == 0 { return nil }
+                continue
+            }
             let next = AtomicWord(at: node).load(ordering: .relaxed)
             let desired = WordPair(first: UInt(bitPattern: next), second: current.second &+ 1)
             let (exchanged, original) = head.compareExchange(
@@ -249,7 +264,7 @@ public struct AtomicStack: @unchecked Sendable {
 
     /// Whether the stack was empty when looked at (a hint: other threads may change it).
     @inlinable
-    public var isEmpty: Bool { head.load(ordering: .relaxed).first == 0 }
+    public var isEmpty: Bool { AtomicWord(at: head.address).load(ordering: .relaxed) == 0 }
 }
 
 /// A list that many threads push nodes onto and one thread empties at once, for remote

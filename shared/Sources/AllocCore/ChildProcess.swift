@@ -60,6 +60,19 @@ public enum ChildProcess {
         posix_spawn_file_actions_adddup2(&actions, outputPipe[1], 1)
         if !forwardStandardError { posix_spawn_file_actions_adddup2(&actions, errorPipe[1], 2) }
 
+        // The child starts with no blocked signals and every signal at its default, whatever
+        // the caller (a test runner, a benchmark driver) has set for itself.
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var noSignals = sigset_t()
+        var allSignals = sigset_t()
+        sigemptyset(&noSignals)
+        sigfillset(&allSignals)
+        posix_spawnattr_setsigmask(&attributes, &noSignals)
+        posix_spawnattr_setsigdefault(&attributes, &allSignals)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+
         var merged: [String: String] = [:]
         var entry = environ
         while let pointer = entry.pointee {
@@ -78,20 +91,28 @@ public enum ChildProcess {
             for pointer in envp { free(pointer) }
         }
         var pid = pid_t()
-        let spawnError = posix_spawn(&pid, executable, &actions, nil, argv, envp)
+        let spawnError = posix_spawn(&pid, executable, &actions, &attributes, argv, envp)
         close(outputPipe[1])
         if !forwardStandardError { close(errorPipe[1]) }
         guard spawnError == 0 else { throw SystemError(.spawn, code: spawnError) }
 
         var output: [UInt8] = []
         var errorOutput: [UInt8] = []
-        try drain(outputPipe[0], into: &output, and: forwardStandardError ? nil : errorPipe[0], into: &errorOutput)
+        let drainError: SystemError?
+        do {
+            try drain(outputPipe[0], into: &output, and: forwardStandardError ? nil : errorPipe[0], into: &errorOutput)
+            drainError = nil
+        } catch {
+            drainError = error
+        }
 
+        // Reaped on every path, so no child is left a zombie.
         var status: Int32 = 0
         var usage = rusage()
         while wait4(pid, &status, 0, &usage) < 0 {
             guard errno == EINTR else { throw SystemError(.wait, code: errno) }
         }
+        if let drainError { throw drainError }
         let exited = status & 0x7f == 0
         return ChildProcessResult(
             exitStatus: exited ? (status >> 8) & 0xff : nil,

@@ -27,8 +27,8 @@ public struct PageSource: Sendable, Equatable {
     /// A span of `byteCount` bytes (rounded up to whole pages: use ``roundedByteCount(_:)``
     /// for what you will get) whose address is a multiple of `alignment`.
     ///
-    /// An alignment above the page size is met by mapping `byteCount + alignment` and
-    /// unmapping the unaligned head and the tail, so the span wastes no address space.
+    /// An alignment above the page size is met by mapping `byteCount + alignment - page`
+    /// and unmapping the unaligned head and the tail, so the span wastes no address space.
     ///
     /// - Parameter alignment: a power of two; page-size alignment or less costs nothing.
     /// - Throws: `SystemError` with `ENOMEM` when the size cannot be represented or the
@@ -42,15 +42,19 @@ public struct PageSource: Sendable, Equatable {
         if alignment <= SystemInfo.pageSize {
             span = try SystemMemory.map(byteCount: size)
         } else {
-            guard let padded = Optional(size).flatMap({ $0 <= Int.max - alignment ? $0 + alignment : nil }) else {
-                throw SystemError(.map, code: ENOMEM)
-            }
+            // A mapping of size + alignment - page always holds an aligned span of size,
+            // since mmap's result is page-aligned.
+            let slack = alignment - SystemInfo.pageSize
+            guard size <= Int.max - slack else { throw SystemError(.map, code: ENOMEM) }
+            let padded = size + slack
             let raw = try SystemMemory.map(byteCount: padded)
             let aligned = alignUp(raw, to: alignment)!
             let head = aligned - raw
             let tail = padded - head - size
-            if head > 0 { try SystemMemory.unmap(raw, byteCount: head) }
-            if tail > 0 { try SystemMemory.unmap(aligned + size, byteCount: tail) }
+            // Trimming cannot fail for page-aligned ranges inside our own mapping; were it
+            // to, only address space would be lost, and the span is still good.
+            if head > 0 { try? SystemMemory.unmap(raw, byteCount: head) }
+            if tail > 0 { try? SystemMemory.unmap(aligned + size, byteCount: tail) }
             span = aligned
         }
         if hugePageAdvice && size >= SystemInfo.hugePageSize {

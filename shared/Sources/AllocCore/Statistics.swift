@@ -21,23 +21,32 @@ import Synchronization
 /// ```
 public struct Counters<Key: RawRepresentable & CaseIterable>: @unchecked Sendable where Key.RawValue == Int {
     @usableFromInline let base: UnsafeMutablePointer<Atomic<Int>>
+    /// The number of counters, kept so that no access has to ask `Key.allCases`, which
+    /// allocates.
+    @usableFromInline let count: Int
 
     /// The bytes a block for `Key` needs (8-aligned).
     @inlinable
     public static var byteCount: Int { Key.allCases.count * MemoryLayout<Int>.stride }
 
     /// Zeroes a block at `address` (`byteCount` bytes, 8-aligned) and returns it.
-    @inlinable
+    ///
+    /// `Key`'s raw values must be 0, 1, 2... in `allCases` order (checked here, once), since
+    /// a key's raw value is its counter's index.
     public init(initializingAt address: UnsafeMutableRawPointer) {
         assert(isAligned(address, to: 8), "Counters at \(address) are not 8-byte aligned")
-        base = address.bindMemory(to: Atomic<Int>.self, capacity: Key.allCases.count)
-        for index in 0..<Key.allCases.count { (base + index).initialize(to: Atomic(0)) }
+        precondition(
+            Key.allCases.enumerated().allSatisfy { $0.offset == $0.element.rawValue },
+            "the raw values of \(Key.self) must be 0, 1, 2... in declaration order")
+        count = Key.allCases.count
+        base = address.bindMemory(to: Atomic<Int>.self, capacity: count)
+        for index in 0..<count { (base + index).initialize(to: Atomic(0)) }
     }
 
     /// A handle to a block that was already initialized.
-    @inlinable
     public init(at address: UnsafeMutableRawPointer) {
-        base = address.bindMemory(to: Atomic<Int>.self, capacity: Key.allCases.count)
+        count = Key.allCases.count
+        base = address.bindMemory(to: Atomic<Int>.self, capacity: count)
     }
 
     /// A zeroed block in memory of its own, which lives until ``deallocate()``.
@@ -57,7 +66,7 @@ public struct Counters<Key: RawRepresentable & CaseIterable>: @unchecked Sendabl
 
     @inlinable
     func counter(_ key: Key) -> UnsafeMutablePointer<Atomic<Int>> {
-        assert(key.rawValue >= 0 && key.rawValue < Key.allCases.count, "counter key \(key) is out of range")
+        assert(key.rawValue >= 0 && key.rawValue < count, "counter key \(key) is out of range")
         return base + key.rawValue
     }
 

@@ -25,7 +25,9 @@ public struct SystemError: Error, Equatable, CustomStringConvertible, Sendable {
     }
 
     public var description: String {
-        "\(operation.rawValue) failed: \(String(cString: strerror(code))) (errno \(code))"
+        // strerrorname_np returns a constant string: thread-safe, unlike strerror.
+        let name = alloc_core_errno_name(code).map { String(cString: $0) } ?? "unknown error"
+        return "\(operation.rawValue) failed: \(name) (errno \(code))"
     }
 }
 

@@ -67,10 +67,25 @@ public struct ThreadLocalSlot: Sendable, Equatable {
     /// slot; the slot reads nil while it runs, and it gets the last value. Pass nil to
     /// remove it. Hooks run from a pthread key destructor, after the thread's function
     /// returned and before its stack is gone; a hook that sets a slot again gets the
-    /// hooks run once more (up to `PTHREAD_DESTRUCTOR_ITERATIONS` times in all).
+    /// hooks run once more (up to `PTHREAD_DESTRUCTOR_ITERATIONS`, 4, rounds in all).
+    ///
+    /// Two limits, as with every pthread-key based cache (mimalloc's included):
+    /// - glibc frees some per-thread buffers after the last round of key destructors; a
+    ///   cache created by such a late `free` would never be handed back. Check
+    ///   ``isCurrentThreadExiting`` on the slow path and take a shared path instead.
+    /// - `exit()` and a return from `main` run no key destructors, so the main thread's
+    ///   hooks do not run at process exit (its memory goes back with the process).
     public func setThreadExitHook(_ hook: (@convention(c) (UnsafeMutableRawPointer?) -> Void)?) {
         _ = alloc_core_tls_set_exit_hook(index, hook)
     }
+}
+
+extension ThreadLocalSlot {
+    /// Whether the calling thread has begun running its exit hooks. An allocator's slow
+    /// path checks it before giving a thread a new per-thread cache: past this point a
+    /// cache might outlive the last round of hooks and strand its memory.
+    @inlinable
+    public static var isCurrentThreadExiting: Bool { alloc_core_thread_is_exiting() != 0 }
 }
 
 /// The kernel's id of the calling thread (gettid), unique among live threads.

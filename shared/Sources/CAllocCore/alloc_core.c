@@ -3,6 +3,7 @@
 #include "alloc_core.h"
 
 #include <errno.h>
+#include <string.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
@@ -21,6 +22,10 @@ static pthread_once_t exit_key_once = PTHREAD_ONCE_INIT;
 static int exit_key_error = 0;
 // Whether this thread has armed the key; a plain TLS flag avoids a pthread_getspecific.
 static __thread int exit_armed __attribute__((tls_model("initial-exec"))) = 0;
+// Set when this thread's exit hooks first run; never cleared (the thread is ending).
+static __thread int thread_exiting __attribute__((tls_model("initial-exec"))) = 0;
+
+int alloc_core_thread_is_exiting(void) { return thread_exiting; }
 
 int alloc_core_tls_set_exit_hook(unsigned slot, alloc_core_thread_exit_hook hook) {
   if (slot >= ALLOC_CORE_TLS_SLOT_COUNT) return EINVAL;
@@ -34,6 +39,7 @@ int alloc_core_tls_set_exit_hook(unsigned slot, alloc_core_thread_exit_hook hook
 static void run_exit_hooks(void *unused) {
   (void)unused;
   exit_armed = 0;
+  thread_exiting = 1;
   for (unsigned slot = 0; slot < ALLOC_CORE_TLS_SLOT_COUNT; slot++) {
     void *value = alloc_core_tls_slots[slot];
     if (value == NULL) continue;
@@ -63,6 +69,8 @@ int alloc_core_tls_arm_thread_exit(void) {
   if (error == 0) exit_armed = 1;
   return error;
 }
+
+const char *alloc_core_errno_name(int code) { return strerrorname_np(code); }
 
 pid_t alloc_core_gettid(void) { return (pid_t)syscall(SYS_gettid); }
 

@@ -92,3 +92,19 @@ import Testing
         #expect(powers.size(ofClass: powers.count - 1) == 1 << 36)
     }
 }
+
+@Suite struct ArithmeticMisuseTests {
+    /// Programmer errors trap with a message instead of computing garbage.
+    @Test func invalidArgumentsTrap() async {
+        await #expect(processExitsWith: .failure) { _ = alignUp(10, to: 24) }
+        await #expect(processExitsWith: .failure) { _ = alignUp(-1, to: 16) }
+        await #expect(processExitsWith: .failure) { _ = alignDown(10, to: 0) }
+        await #expect(processExitsWith: .failure) { _ = log2Floor(0) }
+        await #expect(processExitsWith: .failure) {
+            _ = SizeClasses(quantum: 1 << 56, stepsPerDoubling: 256, maximumSize: 1 << 56)
+        }
+        await #expect(processExitsWith: .failure) {
+            _ = SizeClasses(quantum: 16, stepsPerDoubling: 4, maximumSize: 1024).index(for: 1025)
+        }
+    }
+}

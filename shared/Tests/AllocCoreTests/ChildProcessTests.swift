@@ -30,6 +30,12 @@ import Testing
         #expect(result.standardError.count == 200_000)
     }
 
+    /// The child starts with no blocked signals, whatever the test runner's threads block.
+    @Test func childStartsWithNoBlockedSignals() throws {
+        let result = try ChildProcess.run("/bin/sh", arguments: ["-c", "grep SigBlk /proc/self/status"])
+        #expect(result.outputText.trimmingPrefix("SigBlk:").allSatisfy { $0 == "0" || $0.isWhitespace })
+    }
+
     @Test func missingProgramThrows() {
         #expect(throws: SystemError(.spawn, code: ENOENT)) { try ChildProcess.run("/nonexistent/program") }
     }

@@ -21,6 +21,15 @@ enum TestEvent: Int, CaseIterable { case allocations, frees, peak }
     }
 }
 
+enum SparseEvent: Int, CaseIterable { case first = 0, second = 100 }
+
+@Suite struct CountersMisuseTests {
+    /// A key's raw value is its counter's index, so keys must be dense from 0.
+    @Test func sparseKeysTrapAtInitialization() async {
+        await #expect(processExitsWith: .failure) { _ = Counters<SparseEvent>.allocate() }
+    }
+}
+
 @Suite struct CountersStressTests {
     /// Shared adds from several threads lose nothing; owner adds from one writer are read
     /// untorn by another thread, and never go backwards.

@@ -76,7 +76,7 @@ extension MappingSuites {
             #expect(throws: SystemError.self) {
                 _ = try MemoryFile(inDirectory: "/nonexistent-directory-for-alloccore")
             }
-            #expect(SystemError(.map, code: ENOMEM).description.contains("mmap failed"))
+            #expect(SystemError(.map, code: ENOMEM).description == "mmap failed: ENOMEM (errno 12)")
         }
     }
 

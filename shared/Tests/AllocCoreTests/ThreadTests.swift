@@ -1,4 +1,5 @@
 import AllocCore
+import Glibc
 import Synchronization
 import Testing
 
@@ -6,6 +7,7 @@ import Testing
 let exitHookCalls = Atomic<Int>(0)
 let exitHookValueSum = Atomic<Int>(0)
 let exitHookSlotWasClear = Atomic<Int>(0)
+let exitHookSawExiting = Atomic<Int>(0)
 
 /// Serializes the suites that install process-wide hooks on the same slot.
 @Suite(.serialized) struct ThreadLocalSlotTests {
@@ -41,10 +43,16 @@ let exitHookSlotWasClear = Atomic<Int>(0)
             exitHookCalls.add(1, ordering: .relaxed)
             exitHookValueSum.add(Int(bitPattern: value), ordering: .relaxed)
             if ThreadLocalSlot.application(0).value == nil { exitHookSlotWasClear.add(1, ordering: .relaxed) }
+            if ThreadLocalSlot.isCurrentThreadExiting { exitHookSawExiting.add(1, ordering: .relaxed) }
         }
         defer { slot.setThreadExitHook(nil) }
-        let before = (exitHookCalls.load(ordering: .relaxed), exitHookValueSum.load(ordering: .relaxed))
+        let before = (
+            exitHookCalls.load(ordering: .relaxed), exitHookValueSum.load(ordering: .relaxed),
+            exitHookSawExiting.load(ordering: .relaxed)
+        )
+        let exitingBeforeExit = Atomic<Int>(0)
         try onThreads(6) { thread in
+            if ThreadLocalSlot.isCurrentThreadExiting { exitingBeforeExit.add(1, ordering: .relaxed) }
             if thread < 5 {
                 try! slot.install(UnsafeMutableRawPointer(bitPattern: (thread + 1) * 16)!)
             }
@@ -52,10 +60,13 @@ let exitHookSlotWasClear = Atomic<Int>(0)
         #expect(exitHookCalls.load(ordering: .relaxed) - before.0 == 5)
         #expect(exitHookValueSum.load(ordering: .relaxed) - before.1 == (1 + 2 + 3 + 4 + 5) * 16)
         #expect(exitHookSlotWasClear.load(ordering: .relaxed) >= 5)
+        #expect(exitHookSawExiting.load(ordering: .relaxed) - before.2 == 5)
+        #expect(exitingBeforeExit.load(ordering: .relaxed) == 0)
+        #expect(!ThreadLocalSlot.isCurrentThreadExiting)
     }
 
     /// A hook that installs a value again (a free inside the hook recreating a cache) is
-    /// called again for that value, so nothing set during exit is stranded.
+    /// called again for that value, within glibc's four rounds of key destructors.
     @Test func exitHookRunsAgainForAValueSetDuringExit() throws {
         let slot = ThreadLocalSlot.application(2)
         let before = exitHookCalls.load(ordering: .relaxed)
@@ -68,6 +79,28 @@ let exitHookSlotWasClear = Atomic<Int>(0)
         defer { slot.setThreadExitHook(nil) }
         try onThreads(1) { _ in try! slot.install(UnsafeMutableRawPointer(bitPattern: 32)!) }
         #expect(exitHookCalls.load(ordering: .relaxed) - before == 2)
+    }
+}
+
+@Suite struct ThreadLocalSlotMisuseTests {
+    @Test func slotIndexOutOfRangeTraps() async {
+        await #expect(processExitsWith: .failure) { _ = ThreadLocalSlot(index: 8) }
+        await #expect(processExitsWith: .failure) { _ = ThreadLocalSlot.application(3) }
+    }
+
+    /// The C symbols are hidden (local once linked), so two copies of AllocCore in one
+    /// process, a program and a preloaded allocator, keep separate slots and hooks.
+    @Test func cSymbolsAreLocalToTheLinkedImage() throws {
+        let listing = try ChildProcess.run("/usr/bin/nm", arguments: ["/proc/\(getpid())/exe"])
+        #expect(listing.succeeded)
+        let symbols = listing.outputText.split(separator: "\n").filter {
+            $0.hasSuffix("alloc_core_tls_slots") || $0.contains(" alloc_core_tls_")
+        }
+        #expect(symbols.count >= 3, "nm found \(symbols)")
+        for line in symbols {
+            let type = line.split(separator: " ").dropLast().last.map(String.init) ?? ""
+            #expect(type == type.lowercased(), "\(line) is a global symbol")
+        }
     }
 }
 

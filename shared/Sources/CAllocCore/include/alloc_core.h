@@ -21,6 +21,11 @@
 extern "C" {
 #endif
 
+// Hidden: a process may hold two copies of AllocCore (a program that links it, running
+// under a preloaded allocator that links its own), and each copy must keep its own slots,
+// key and hooks. Swift modules that use AllocCore are linked statically into one image.
+#pragma GCC visibility push(hidden)
+
 /// Number of thread-local slots. Each allocator owns one (see ThreadLocalSlot in Swift).
 #define ALLOC_CORE_TLS_SLOT_COUNT 8
 
@@ -47,6 +52,12 @@ int alloc_core_tls_set_exit_hook(unsigned slot, alloc_core_thread_exit_hook hook
 /// errno value from pthread_key_create / pthread_setspecific.
 int alloc_core_tls_arm_thread_exit(void);
 
+/// Whether the calling thread has started running its exit hooks. A cache created after
+/// that may outlive the last round of hooks (glibc frees some per-thread buffers after
+/// the pthread key destructors), so allocators check this on their slow path and use a
+/// shared path instead of giving an exiting thread a new cache.
+int alloc_core_thread_is_exiting(void);
+
 /// The spin-wait hint: PAUSE on x86, YIELD on ARM.
 static inline __attribute__((always_inline)) void alloc_core_cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -55,6 +66,9 @@ static inline __attribute__((always_inline)) void alloc_core_cpu_relax(void) {
   __asm__ __volatile__("yield");
 #endif
 }
+
+/// The symbolic name of an errno value ("ENOMEM"), thread-safe (strerrorname_np), or NULL.
+const char *alloc_core_errno_name(int code);
 
 /// gettid(2).
 pid_t alloc_core_gettid(void);
@@ -82,6 +96,8 @@ extern const int alloc_core_madv_hugepage;
 extern const int alloc_core_madv_nohugepage;
 extern const int alloc_core_madv_willneed;
 extern const int alloc_core_madv_remove;
+
+#pragma GCC visibility pop
 
 #ifdef __cplusplus
 }
