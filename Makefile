@@ -1,4 +1,4 @@
-# The monorepo's commands. Packages are discovered, never listed: AllocCore in shared/,
+# The monorepo's commands. The tests use Swift Testing only, so XCTest's runner is off. Packages are discovered, never listed: AllocCore in shared/,
 # every allocators/<Name>/ that has a Package.swift, and the compare harness.
 #
 #   make test-all     every package's tests, then the thread-sanitizer run of the stress tests
@@ -45,7 +45,7 @@ deps:
 test-all: deps test tsan path-dependency-check
 
 test:
-	@set -e; for package in $(PACKAGES); do echo "== swift test: $$package"; $(SWIFT) test --package-path $$package; done
+	@set -e; for package in $(PACKAGES); do echo "== swift test: $$package"; $(SWIFT) test --package-path $$package --disable-xctest; done
 
 # Every package whose tests have a suite named *Stress*, under the thread sanitizer, in a
 # build folder of its own so the plain build is not thrown away each time.
@@ -53,8 +53,8 @@ tsan:
 	@set -e; for package in $(PACKAGES); do \
 		if grep -rqs 'Stress' $$package/Tests; then \
 			echo "== thread sanitizer: $$package"; \
-			TSAN_OPTIONS=$(TSAN_OPTIONS) $(SWIFT) test --package-path $$package --sanitize=thread \
-				--scratch-path $$package/.build-tsan --filter Stress; \
+			TSAN_OPTIONS=$(TSAN_OPTIONS) $(SWIFT) test --package-path $$package --disable-xctest \
+				--sanitize=thread --scratch-path $$package/.build-tsan --filter Stress; \
 		fi; \
 	done
 
