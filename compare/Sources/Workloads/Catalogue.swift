@@ -56,11 +56,11 @@ public struct Workload: Sendable {
 
     /// Every workload, in table order.
     public static let all: [Workload] = [
-        Workload(name: "pairs-16", family: .pairs, kind: .pairs(size: 16), operations: 5_000_000),
-        Workload(name: "pairs-64", family: .pairs, kind: .pairs(size: 64), operations: 5_000_000),
-        Workload(name: "pairs-256", family: .pairs, kind: .pairs(size: 256), operations: 5_000_000),
-        Workload(name: "pairs-1024", family: .pairs, kind: .pairs(size: 1024), operations: 5_000_000),
-        Workload(name: "fifo-100x64", family: .fifo, kind: .fifo(live: 100, size: 64), operations: 5_000_000),
+        Workload(name: "pairs-16", family: .pairs, kind: .pairs(size: 16), operations: 20_000_000),
+        Workload(name: "pairs-64", family: .pairs, kind: .pairs(size: 64), operations: 20_000_000),
+        Workload(name: "pairs-256", family: .pairs, kind: .pairs(size: 256), operations: 20_000_000),
+        Workload(name: "pairs-1024", family: .pairs, kind: .pairs(size: 1024), operations: 20_000_000),
+        Workload(name: "fifo-100x64", family: .fifo, kind: .fifo(live: 100, size: 64), operations: 20_000_000),
         Workload(
             name: "random-8-16384-ws10000-t1", family: .workingSet,
             kind: .randomWorkingSet(threads: 1, workingSet: 10_000, minimumSize: 8, maximumSize: 16384),

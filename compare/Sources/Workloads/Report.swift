@@ -90,7 +90,7 @@ public enum Report {
                 summaries.filter { $0.workload == workload.name }
             }
             guard !rows.isEmpty else { continue }
-            text += "### \(family.rawValue)\n\n\(family.unit.prefix(1).uppercased() + family.unit.dropFirst()).\n\n"
+            text += "### \(family.rawValue)\n\nUnit: \(family.unit).\n\n"
             text +=
                 "| workload | allocator | ns/op (median) | min – max | × glibc | × jemalloc | peak RSS MiB | RSS × jemalloc |\n"
             text += "|---|---|--:|--:|--:|--:|--:|--:|\n"

@@ -92,10 +92,19 @@ struct RandomTable {
     }
 }
 
-/// Runs `workload` on `allocator`: a warm-up at a tenth of the operations, then the timed run.
+/// How long the warm-up lasts at least: long enough for the CPU to leave its idle clock
+/// and for the allocator to map what the workload needs, so the first repetition of a
+/// cell is not slower than the others.
+let warmUpNanoseconds: UInt64 = 50_000_000
+
+/// Runs `workload` on `allocator`: warm-up runs at a tenth of the operations until
+/// `warmUpNanoseconds` have passed (at least one), then the timed run.
 public func measure<A: BenchAllocator>(_ workload: Workload, on allocator: A, scale: Scale) -> Measurement {
     let operations = workload.operations(at: scale)
-    _ = run(workload.kind, on: allocator, operations: max(1, operations / 10))
+    let warmUpStart = SystemInfo.monotonicNanoseconds()
+    repeat {
+        _ = run(workload.kind, on: allocator, operations: max(1, operations / 10))
+    } while scale == .full && SystemInfo.monotonicNanoseconds() - warmUpStart < warmUpNanoseconds
     return run(workload.kind, on: allocator, operations: operations)
 }
 

@@ -40,7 +40,7 @@ extension Spread {
         #expect(summaries.count == 4)
         #expect(summaries[0].time == Spread([10, 12, 30]))
         let table = Report.markdown(summaries)
-        #expect(table.contains("### Small-object pairs"))
+        #expect(table.contains("### Small-object pairs\n\nUnit: ns per malloc+free pair"))
         #expect(table.contains("### Live blocks freed in FIFO order"))
         #expect(!table.contains("### Producer/consumer"))
         #expect(table.contains("| pairs-16 | glibc | 12.0 | 10.0 – 30.0 | 1.00 | 2.00 | 8.0 | 0.50 |"))
