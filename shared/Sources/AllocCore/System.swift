@@ -8,7 +8,7 @@ import Glibc
 public struct SystemError: Error, Equatable, CustomStringConvertible, Sendable {
     /// The operations AllocCore performs.
     public enum Operation: String, Sendable {
-        case map = "mmap", unmap = "munmap", protect = "mprotect", advise = "madvise"
+        case map = "mmap", unmap = "munmap", protect = "mprotect", advise = "madvise", remap = "mremap"
         case memoryFile = "memfd_create", temporaryFile = "mkstemp", truncate = "ftruncate"
         case fileAllocate = "fallocate", close = "close"
         case threadCreate = "pthread_create", threadLocal = "pthread_key"
@@ -163,6 +163,43 @@ public enum SystemMemory {
     public static func unmap(_ address: UnsafeMutableRawPointer, byteCount: Int) throws(SystemError) {
         guard munmap(address, byteCount) == 0 else { throw SystemError(.unmap, code: errno) }
         statistics.record(.unmapCalls, .unmappedBytes, byteCount)
+    }
+
+    /// How ``resize(_:from:to:move:)`` may satisfy a resize.
+    public enum Move {
+        /// Only in place: grow into free address space after the mapping, or shrink.
+        case never
+        /// Anywhere the kernel likes (the pages move without being copied).
+        case anywhere
+        /// To `address`, replacing whatever is mapped there (a range reserved for it).
+        case to(UnsafeMutableRawPointer)
+    }
+
+    /// Grows or shrinks a mapping (mremap): pages move, they are never copied. With
+    /// `.never`, growing fails with `ENOMEM` when the address space after the mapping is
+    /// taken.
+    public static func resize(
+        _ address: UnsafeMutableRawPointer, from oldByteCount: Int, to newByteCount: Int, move: Move
+    ) throws(SystemError) -> UnsafeMutableRawPointer {
+        let result: UnsafeMutableRawPointer?
+        switch move {
+        case .never: result = alloc_core_mremap(address, oldByteCount, newByteCount, 0, nil)
+        case .anywhere: result = alloc_core_mremap(address, oldByteCount, newByteCount, 1, nil)
+        case .to(let target): result = alloc_core_mremap(address, oldByteCount, newByteCount, 2, target)
+        }
+        guard let result else { throw SystemError(.remap, code: errno) }
+        if newByteCount > oldByteCount {
+            statistics.record(.mapCalls, .mappedBytes, newByteCount - oldByteCount)
+        } else if newByteCount < oldByteCount {
+            statistics.record(.unmapCalls, .unmappedBytes, oldByteCount - newByteCount)
+        }
+        return result
+    }
+
+    /// Whether the page holding `address` is mapped: a system call (mincore), for debug
+    /// checks such as telling a foreign pointer from one of ours before reading a header.
+    public static func isMapped(_ address: UnsafeRawPointer) -> Bool {
+        alloc_core_is_mapped(address) != 0
     }
 
     /// Gives the kernel `advice` about a page-aligned range.

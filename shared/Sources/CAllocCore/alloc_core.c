@@ -78,6 +78,18 @@ int alloc_core_memfd_create(const char *name) { return (int)syscall(SYS_memfd_cr
 
 int alloc_core_fallocate(int fd, off_t offset, off_t length) { return fallocate(fd, 0, offset, length); }
 
+void *alloc_core_mremap(void *old_address, size_t old_size, size_t new_size, int flags, void *new_address) {
+  int mremap_flags = flags == 0 ? 0 : flags == 1 ? MREMAP_MAYMOVE : (MREMAP_MAYMOVE | MREMAP_FIXED);
+  void *result = mremap(old_address, old_size, new_size, mremap_flags, new_address);
+  return result == MAP_FAILED ? NULL : result;
+}
+
+int alloc_core_is_mapped(const void *address) {
+  unsigned char residency;
+  uintptr_t page = (uintptr_t)address & ~(uintptr_t)(sysconf(_SC_PAGESIZE) - 1);
+  return mincore((void *)page, 1, &residency) == 0 || errno != ENOMEM;
+}
+
 int alloc_core_pipe_cloexec(int descriptors[2]) { return pipe2(descriptors, O_CLOEXEC); }
 
 int alloc_core_mkstemp_cloexec(char *path_template) { return mkostemp(path_template, O_CLOEXEC); }

@@ -64,6 +64,24 @@ extension MappingSuites {
             #expect((reserved + (1 << 20)).load(as: Int.self) == 99)
         }
 
+        @Test func resizeGrowsShrinksAndMovesWithoutCopying() throws {
+            let page = SystemInfo.pageSize
+            let span = try SystemMemory.map(byteCount: 4 * page)
+            span.storeBytes(of: 42, as: Int.self)
+            let shrunk = try SystemMemory.resize(span, from: 4 * page, to: 2 * page, move: .never)
+            #expect(shrunk == span)
+            let target = try SystemMemory.reserve(byteCount: 8 * page)
+            let moved = try SystemMemory.resize(span, from: 2 * page, to: 8 * page, move: .to(target))
+            #expect(moved == target)
+            #expect(moved.load(as: Int.self) == 42)
+            #expect(!SystemMemory.isMapped(span) || span == target)
+            #expect(SystemMemory.isMapped(moved + 7 * page))
+            let anywhere = try SystemMemory.resize(moved, from: 8 * page, to: 16 * page, move: .anywhere)
+            #expect(anywhere.load(as: Int.self) == 42)
+            try SystemMemory.unmap(anywhere, byteCount: 16 * page)
+            #expect(!SystemMemory.isMapped(anywhere))
+        }
+
         /// Bad input gets a typed error with the errno, never MAP_FAILED or a crash.
         @Test func badRequestsThrowTypedErrors() throws {
             #expect(throws: SystemError(.map, code: EINVAL)) { try SystemMemory.map(byteCount: 0) }
@@ -77,6 +95,9 @@ extension MappingSuites {
                 _ = try MemoryFile(inDirectory: "/nonexistent-directory-for-alloccore")
             }
             #expect(SystemError(.map, code: ENOMEM).description == "mmap failed: ENOMEM (errno 12)")
+            #expect(throws: SystemError(.remap, code: EINVAL)) {
+                try SystemMemory.resize(misaligned, from: 4096, to: 8192, move: .anywhere)
+            }
         }
     }
 

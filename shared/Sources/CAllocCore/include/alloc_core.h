@@ -79,6 +79,14 @@ int alloc_core_memfd_create(const char *name);
 /// fallocate(2) with mode 0. Returns 0 or -1 with errno.
 int alloc_core_fallocate(int fd, off_t offset, off_t length);
 
+/// mremap(2). `flags`: 0 to resize in place only, 1 to let the kernel move the mapping,
+/// 2 to move it to `new_address` (MREMAP_MAYMOVE | MREMAP_FIXED). Returns the address or
+/// NULL with errno.
+void *alloc_core_mremap(void *old_address, size_t old_size, size_t new_size, int flags, void *new_address);
+
+/// Whether the page holding `address` is mapped (mincore answers ENOMEM otherwise).
+int alloc_core_is_mapped(const void *address);
+
 /// pipe2(2) with O_CLOEXEC. Returns 0 or -1 with errno.
 int alloc_core_pipe_cloexec(int descriptors[2]);
 
