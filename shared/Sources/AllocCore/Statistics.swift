@@ -21,9 +21,6 @@ import Synchronization
 /// ```
 public struct Counters<Key: RawRepresentable & CaseIterable>: @unchecked Sendable where Key.RawValue == Int {
     @usableFromInline let base: UnsafeMutablePointer<Atomic<Int>>
-    /// The number of counters, kept so that no access has to ask `Key.allCases`, which
-    /// allocates.
-    @usableFromInline let count: Int
 
     /// The bytes a block for `Key` needs (8-aligned).
     @inlinable
@@ -38,15 +35,16 @@ public struct Counters<Key: RawRepresentable & CaseIterable>: @unchecked Sendabl
         precondition(
             Key.allCases.enumerated().allSatisfy { $0.offset == $0.element.rawValue },
             "the raw values of \(Key.self) must be 0, 1, 2... in declaration order")
-        count = Key.allCases.count
+        let count = Key.allCases.count
         base = address.bindMemory(to: Atomic<Int>.self, capacity: count)
         for index in 0..<count { (base + index).initialize(to: Atomic(0)) }
     }
 
-    /// A handle to a block that was already initialized.
+    /// A handle to a block that was already initialized. Costs nothing: no access asks
+    /// `Key.allCases` (which allocates), since the set-up checked the keys once.
+    @inlinable
     public init(at address: UnsafeMutableRawPointer) {
-        count = Key.allCases.count
-        base = address.bindMemory(to: Atomic<Int>.self, capacity: count)
+        base = address.assumingMemoryBound(to: Atomic<Int>.self)
     }
 
     /// A zeroed block in memory of its own, which lives until ``deallocate()``.
@@ -66,8 +64,7 @@ public struct Counters<Key: RawRepresentable & CaseIterable>: @unchecked Sendabl
 
     @inlinable
     func counter(_ key: Key) -> UnsafeMutablePointer<Atomic<Int>> {
-        assert(key.rawValue >= 0 && key.rawValue < count, "counter key \(key) is out of range")
-        return base + key.rawValue
+        base + key.rawValue
     }
 
     /// Adds `delta` to a counter that several threads may write.
