@@ -1,0 +1,1638 @@
+// BinnedAlloc: a size-class binned allocator with per-thread caches.
+//
+// # What it is
+//
+// Small requests (up to 32 KiB) are served from *slabs*: 256 KiB regions, aligned to
+// 256 KiB, each holding blocks of one size class behind a one-page header. Every thread
+// gets a *heap* (its cache): per size class a current slab and a list of slabs with free
+// blocks. Allocation pops the current slab's free list; a free by the owning thread pushes
+// onto it. Neither takes a lock or an atomic read-modify-write. Larger requests get a
+// span of their own straight from the kernel.
+//
+// ```swift
+// let allocator = BinnedAllocator.shared
+// let block = allocator.allocate(byteCount: 100)!     // 112-byte class, 16-byte aligned
+// allocator.usableSize(of: block)                      // 112
+// let bigger = allocator.reallocate(block, byteCount: 4000)!
+// allocator.deallocate(bigger)
+// ```
+//
+// From C, the same allocator answers to `binned_malloc`, `binned_free` and the rest of the
+// malloc family, with glibc's semantics (errno, NULL, alignment rules).
+//
+// # How it finds things
+//
+// - The slab of a small block: `pointer & ~(slabSize - 1)`. Blocks start one page into
+//   the slab, so no small block is ever slab-aligned.
+// - A large block's pointer *is* slab-aligned, with its header in the page just before.
+//   So `pointer & (slabSize - 1) == 0` tells large from small with one test.
+// - The calling thread's heap: AllocCore's initial-exec thread-local slot, one `%fs` load.
+//
+// # Threads
+//
+// A block freed by a thread other than its slab's owner is a *remote free*. The freeing
+// thread collects such blocks in a small batch per owner and pushes the batch, as one
+// chain with one compare-exchange, onto the owner heap's remote list; the owner takes the
+// whole list when it next runs out of blocks of some class. At most `remoteBatchLimit - 1`
+// blocks wait in a thread's batch (flushed on its slow paths, at its exit and by
+// `releaseUnusedMemory()`).
+//
+// A thread that exits *parks* its heap: pending frees are pushed, its own remote list
+// drained, empty slabs released, and the heap goes onto a global stack. The next new
+// thread adopts a parked heap before it maps a new one, so creating and joining thousands
+// of threads keeps memory flat. Remote frees to a parked heap keep landing on its remote
+// list and are collected by its adopter (or by `releaseUnusedMemory()`).
+//
+// # Memory back to the OS
+//
+// A slab that becomes empty while it is not its class's current slab is retired: each
+// heap keeps up to `reserveSlabLimit` empty slabs warm for any class; beyond that the
+// slab's pages are returned with `MADV_DONTNEED` and it goes to a global pool of empty
+// slabs (address space only, one resident header page), or is unmapped when the pool
+// already holds `pooledSlabLimit`. Large spans are unmapped when freed.
+//
+// # Single-threaded variant and page allocator
+//
+// `LockedBinnedAllocator` is one heap behind one spin lock, with no thread caches
+// (rsbmalloc's single-threaded mode). `BinnedPageAllocator` hands out page spans through
+// the large path.
+
+import AllocCore
+import Glibc
+import Synchronization
+
+// MARK: - Public API
+
+/// The process-wide binned allocator: per-thread caches over shared slabs.
+///
+/// All state is global, so every `BinnedAllocator` value is the same allocator; use
+/// ``shared``. Any thread may free any block; memory cached by a thread goes back when the
+/// thread exits.
+public struct BinnedAllocator: Sendable {
+    /// The allocator.
+    @inlinable public static var shared: BinnedAllocator { BinnedAllocator() }
+
+    @inlinable init() {}
+
+    /// The largest request served from slabs; larger ones get a span of their own.
+    public static let smallSizeLimit = Layout.smallSizeLimit
+    /// The size and alignment of a slab.
+    public static let slabSize = Layout.slabSize
+    /// The size classes of small blocks: 16-byte steps up to 64 B, then 4 classes per
+    /// power of two up to 32 KiB (40 classes; at most 20% of a block above 64 B is slack).
+    public static let sizeClasses = Layout.sizeClasses
+    /// The largest alignment `allocate(byteCount:alignment:)` accepts.
+    public static let maximumAlignment = Layout.maximumAlignment
+
+    /// A block of at least `byteCount` bytes aligned to `alignment`, or nil when the size
+    /// or alignment cannot be met (not a power of two, above ``maximumAlignment``, or more
+    /// memory than the OS gives).
+    ///
+    /// A zero-byte request returns a unique block that must be freed like any other.
+    /// Blocks are always at least 16-byte aligned.
+    ///
+    /// - Precondition: `byteCount >= 0`.
+    @inlinable
+    public func allocate(byteCount: Int, alignment: Int = 16) -> UnsafeMutableRawPointer? {
+        precondition(byteCount >= 0, "BinnedAllocator.allocate: negative byteCount \(byteCount)")
+        if byteCount <= Layout.smallSizeLimit && alignment &- 1 < Layout.quantum && alignment > 0
+            && alignment & (alignment &- 1) == 0
+        {
+            return SharedHeap.allocateSmall(classIndex: Layout.sizeClasses.index(for: byteCount))
+        }
+        return SharedHeap.allocateShaped(byteCount: byteCount, alignment: alignment)
+    }
+
+    /// Frees a block from this allocator (any thread). nil is ignored.
+    ///
+    /// In debug builds a pointer this allocator did not hand out, or one already freed,
+    /// traps with a message naming it.
+    @inlinable
+    public func deallocate(_ pointer: UnsafeMutableRawPointer?) {
+        guard let pointer else { return }
+        SharedHeap.deallocate(pointer)
+    }
+
+    /// Resizes a block, keeping its first `min(old usable size, byteCount)` bytes.
+    ///
+    /// Stays in place when `byteCount` falls in the block's size class (or still fits it
+    /// and uses more than half of it), or when a large block's span can grow or shrink
+    /// where it is; a large
+    /// span that must move is moved by remapping its pages, never by copying. A nil
+    /// `pointer` allocates. On failure returns nil and leaves the block as it was. The
+    /// result is 16-byte aligned (a large block keeps its alignment).
+    @inlinable
+    public func reallocate(_ pointer: UnsafeMutableRawPointer?, byteCount: Int) -> UnsafeMutableRawPointer? {
+        precondition(byteCount >= 0, "BinnedAllocator.reallocate: negative byteCount \(byteCount)")
+        guard let pointer else { return allocate(byteCount: byteCount) }
+        return SharedHeap.reallocate(pointer, byteCount: byteCount)
+    }
+
+    /// How many bytes the block really holds (at least what was asked); 0 for nil.
+    @inlinable
+    public func usableSize(of pointer: UnsafeRawPointer?) -> Int {
+        guard let pointer else { return 0 }
+        return Layout.usableSize(of: UnsafeMutableRawPointer(mutating: pointer))
+    }
+
+    /// Uninitialized memory for `capacity` values of `T`, or nil when the byte count
+    /// overflows or memory is exhausted.
+    @inlinable
+    public func allocate<T>(_ type: T.Type, capacity: Int) -> UnsafeMutableBufferPointer<T>? {
+        guard let byteCount = checkedByteCount(count: capacity, stride: MemoryLayout<T>.stride),
+            let raw = allocate(byteCount: byteCount, alignment: max(MemoryLayout<T>.alignment, Layout.quantum))
+        else { return nil }
+        return UnsafeMutableBufferPointer(start: raw.bindMemory(to: T.self, capacity: capacity), count: capacity)
+    }
+
+    /// Frees memory from `allocate(_:capacity:)`; deinitialize the values first.
+    @inlinable
+    public func deallocate<T>(_ buffer: UnsafeMutableBufferPointer<T>) {
+        deallocate(buffer.baseAddress.map(UnsafeMutableRawPointer.init))
+    }
+
+    /// Counters of every heap (live and parked), summed. Callable from any thread; blocks
+    /// still waiting in a thread's remote batch count as live.
+    public func statistics() -> BinnedStatistics {
+        SharedHeap.statistics()
+    }
+
+    /// Pushes the calling thread's pending remote frees, collects the frees waiting for
+    /// its heap and for every parked heap, and retires their empty slabs (see the
+    /// module comment for where retired slabs go).
+    public func releaseUnusedMemory() {
+        SharedHeap.releaseUnusedMemory()
+    }
+}
+
+/// The binned allocator with no thread caches: one heap behind one spin lock, for
+/// single-threaded programs or memory that must stay apart from the shared allocator
+/// (rsbmalloc's single-threaded mode).
+///
+/// Every operation takes the lock, so any thread may use an instance. Deinit gives every
+/// slab and large span of the instance back to the OS, like dropping an arena: blocks
+/// still allocated from it are invalid afterwards.
+public final class LockedBinnedAllocator: @unchecked Sendable {
+    @usableFromInline let heap: Heap
+    @usableFromInline let lock: UnsafeMutablePointer<SpinLock>
+
+    /// An empty allocator; it maps memory on first use.
+    ///
+    /// - Precondition: the heap's header page can be mapped.
+    public init() {
+        guard let heap = Heap.create(kind: .locked, global: nil) else {
+            preconditionFailure("LockedBinnedAllocator: cannot map a heap page")
+        }
+        self.heap = heap
+        lock = (heap.base + Heap.lockOffset).bindMemory(to: SpinLock.self, capacity: 1)
+        lock.initialize(to: SpinLock())
+    }
+
+    deinit {
+        heap.releaseAllLargeSpans()
+        heap.releaseAllSlabs()
+        lock.deinitialize(count: 1)
+        Heap.unmapHeader(heap)
+    }
+
+    /// See ``BinnedAllocator/allocate(byteCount:alignment:)``.
+    public func allocate(byteCount: Int, alignment: Int = 16) -> UnsafeMutableRawPointer? {
+        precondition(byteCount >= 0, "LockedBinnedAllocator.allocate: negative byteCount \(byteCount)")
+        guard let shape = Layout.Shape(byteCount: byteCount, alignment: alignment) else { return nil }
+        switch shape {
+        case .small(let classIndex):
+            return lock.pointee.withLock { heap.allocate(classIndex: classIndex) }
+        case .large(let byteCount, let alignment):
+            return LargeSpan.allocate(
+                byteCount: byteCount, alignment: alignment, counters: heap.largeCounters, owner: heap)
+        }
+    }
+
+    /// See ``BinnedAllocator/deallocate(_:)``.
+    public func deallocate(_ pointer: UnsafeMutableRawPointer?) {
+        guard let pointer else { return }
+        if Layout.isLarge(pointer) { return LargeSpan.free(pointer, counters: heap.largeCounters) }
+        let slab = Slab(containing: pointer)
+        slab.assertOwns(pointer)
+        lock.pointee.withLock {
+            if slab.owner == heap.base {
+                heap.freeLocal(pointer, in: slab)
+            } else {
+                Heap(slab.owner).remoteFrees.push(pointer)
+            }
+        }
+    }
+
+    /// See ``BinnedAllocator/reallocate(_:byteCount:)``.
+    public func reallocate(_ pointer: UnsafeMutableRawPointer?, byteCount: Int) -> UnsafeMutableRawPointer? {
+        precondition(byteCount >= 0, "LockedBinnedAllocator.reallocate: negative byteCount \(byteCount)")
+        guard let pointer else { return allocate(byteCount: byteCount) }
+        return Layout.reallocate(
+            pointer, byteCount: byteCount, counters: heap.largeCounters,
+            allocate: { self.allocate(byteCount: $0) }, deallocate: { self.deallocate($0) })
+    }
+
+    /// See ``BinnedAllocator/usableSize(of:)``.
+    public func usableSize(of pointer: UnsafeRawPointer?) -> Int {
+        guard let pointer else { return 0 }
+        return Layout.usableSize(of: UnsafeMutableRawPointer(mutating: pointer))
+    }
+
+    /// See ``BinnedAllocator/allocate(_:capacity:)``.
+    public func allocate<T>(_ type: T.Type, capacity: Int) -> UnsafeMutableBufferPointer<T>? {
+        guard let byteCount = checkedByteCount(count: capacity, stride: MemoryLayout<T>.stride),
+            let raw = allocate(byteCount: byteCount, alignment: max(MemoryLayout<T>.alignment, Layout.quantum))
+        else { return nil }
+        return UnsafeMutableBufferPointer(start: raw.bindMemory(to: T.self, capacity: capacity), count: capacity)
+    }
+
+    /// See ``BinnedAllocator/deallocate(_:)-(UnsafeMutableBufferPointer<T>)``.
+    public func deallocate<T>(_ buffer: UnsafeMutableBufferPointer<T>) {
+        deallocate(buffer.baseAddress.map(UnsafeMutableRawPointer.init))
+    }
+
+    /// This allocator's counters (exact: one heap); bytes mapped and returned are the
+    /// process-wide figures of all binned allocators.
+    public func statistics() -> BinnedStatistics {
+        var statistics = BinnedStatistics.empty
+        lock.pointee.withLock { heap.addStatistics(to: &statistics) }
+        statistics.addGlobalFigures(largeFrom: heap.largeCounters)
+        statistics.threadCaches = 0
+        statistics.parkedThreadCaches = 0
+        return statistics
+    }
+}
+
+/// Page spans straight from the OS, each with a one-page header that remembers its size,
+/// so freeing needs no size (rsbmalloc's page allocator). Spans are also blocks of the
+/// binned allocators: ``BinnedAllocator/deallocate(_:)`` frees them too.
+public struct BinnedPageAllocator: Sendable {
+    public init() {}
+
+    /// A span of at least `byteCount` bytes (rounded up to whole pages, at least one)
+    /// aligned to `alignment` (at least the page size), or nil.
+    public func allocate(byteCount: Int, alignment: Int = 4096) -> UnsafeMutableRawPointer? {
+        precondition(byteCount >= 0, "BinnedPageAllocator.allocate: negative byteCount \(byteCount)")
+        guard alignment > 0, isPowerOfTwo(alignment), alignment <= Layout.maximumAlignment else { return nil }
+        return LargeSpan.allocate(
+            byteCount: max(byteCount, 1), alignment: alignment, counters: GlobalState.get()?.largeCounters)
+    }
+
+    /// Unmaps a span; nil is ignored.
+    public func deallocate(_ pointer: UnsafeMutableRawPointer?) {
+        guard let pointer else { return }
+        precondition(Layout.isLarge(pointer), "BinnedPageAllocator.deallocate: \(pointer) is not a page span")
+        LargeSpan.free(pointer, counters: GlobalState.get()?.largeCounters)
+    }
+
+    /// Grows or shrinks a span in place or by remapping (never copying); nil allocates.
+    public func reallocate(_ pointer: UnsafeMutableRawPointer?, byteCount: Int) -> UnsafeMutableRawPointer? {
+        precondition(byteCount >= 0, "BinnedPageAllocator.reallocate: negative byteCount \(byteCount)")
+        guard let pointer else { return allocate(byteCount: byteCount) }
+        precondition(Layout.isLarge(pointer), "BinnedPageAllocator.reallocate: \(pointer) is not a page span")
+        return LargeSpan.resize(pointer, byteCount: max(byteCount, 1), counters: GlobalState.get()?.largeCounters)
+    }
+
+    /// The span's size in bytes (whole pages); 0 for nil.
+    public func usableSize(of pointer: UnsafeRawPointer?) -> Int {
+        guard let pointer else { return 0 }
+        return Layout.usableSize(of: UnsafeMutableRawPointer(mutating: pointer))
+    }
+}
+
+/// A snapshot of the binned allocators' counters.
+public struct BinnedStatistics: Sendable, Equatable {
+    /// Counters of one size class.
+    public struct SizeClass: Sendable, Equatable {
+        /// The bytes a block of this class holds.
+        public var size: Int
+        public var allocations: Int
+        public var frees: Int
+        /// `allocations - frees`.
+        public var liveBlocks: Int
+        /// Slabs of this class held by heaps now.
+        public var slabs: Int
+    }
+
+    /// One entry per class, at its class index.
+    public var sizeClasses: [SizeClass]
+    /// Blocks above ``BinnedAllocator/smallSizeLimit`` (and page-allocator spans).
+    public var largeAllocations: Int
+    public var largeFrees: Int
+    /// Usable bytes of large blocks not yet freed.
+    public var largeLiveBytes: Int
+    /// Bytes of slab chunks and large spans mapped now (process-wide).
+    public var bytesMapped: Int
+    /// Bytes given back to the OS so far, by `MADV_DONTNEED` or `munmap` (process-wide).
+    public var bytesReturned: Int
+    /// Heaps ever created for threads (each is reused after its thread exits).
+    public var threadCaches: Int
+    /// Heaps of exited threads waiting to be adopted.
+    public var parkedThreadCaches: Int
+
+    static var empty: BinnedStatistics {
+        BinnedStatistics(
+            sizeClasses: (0..<Layout.classCount).map {
+                SizeClass(size: Layout.sizeClasses.size(ofClass: $0), allocations: 0, frees: 0, liveBlocks: 0, slabs: 0)
+            },
+            largeAllocations: 0, largeFrees: 0, largeLiveBytes: 0, bytesMapped: 0, bytesReturned: 0,
+            threadCaches: 0, parkedThreadCaches: 0)
+    }
+
+    mutating func addGlobalFigures(largeFrom large: Counters<LargeEvent>?) {
+        if let large {
+            largeAllocations += large.value(of: .allocations)
+            largeFrees += large.value(of: .frees)
+            largeLiveBytes += large.value(of: .liveBytes)
+        }
+        guard let global = GlobalState.get() else { return }
+        bytesMapped = global.counters.value(of: .bytesMapped)
+        bytesReturned = global.counters.value(of: .bytesReturned)
+        threadCaches = global.counters.value(of: .heaps)
+        parkedThreadCaches = global.counters.value(of: .parkedHeaps)
+    }
+}
+
+// MARK: - C ABI
+
+// The malloc family under `binned_` names, with glibc's answers to bad input (GUIDE
+// section 5). Sizes are `size_t` in C: a negative `Int` here is a size of 2^63 or more.
+
+/// `malloc`: NULL with ENOMEM when the size cannot be met.
+@c(binned_malloc)
+public func binned_malloc(_ size: Int) -> UnsafeMutableRawPointer? {
+    guard size >= 0, let block = BinnedAllocator.shared.allocate(byteCount: size) else { return outOfMemory() }
+    return block
+}
+
+/// `free`: NULL is a no-op; errno is never changed.
+@c(binned_free)
+public func binned_free(_ pointer: UnsafeMutableRawPointer?) {
+    BinnedAllocator.shared.deallocate(pointer)
+}
+
+/// `calloc`: zeroed memory; NULL with ENOMEM when `count * size` overflows.
+@c(binned_calloc)
+public func binned_calloc(_ count: Int, _ size: Int) -> UnsafeMutableRawPointer? {
+    guard let byteCount = checkedByteCount(count: UInt(bitPattern: count), stride: UInt(bitPattern: size)),
+        let block = BinnedAllocator.shared.allocate(byteCount: byteCount)
+    else { return outOfMemory() }
+    // Fresh large spans come zeroed from the kernel; slab blocks may be reused.
+    if !Layout.isLarge(block) { memset(block, 0, byteCount) }
+    return block
+}
+
+/// `realloc`: NULL pointer allocates; size 0 frees and returns NULL; on failure NULL with
+/// ENOMEM and the block unchanged.
+@c(binned_realloc)
+public func binned_realloc(_ pointer: UnsafeMutableRawPointer?, _ size: Int) -> UnsafeMutableRawPointer? {
+    if pointer != nil && size == 0 {
+        BinnedAllocator.shared.deallocate(pointer)
+        return nil
+    }
+    guard size >= 0, let block = BinnedAllocator.shared.reallocate(pointer, byteCount: size) else {
+        return outOfMemory()
+    }
+    return block
+}
+
+/// `reallocarray`: `realloc(pointer, count * size)` with NULL and ENOMEM on overflow.
+@c(binned_reallocarray)
+public func binned_reallocarray(
+    _ pointer: UnsafeMutableRawPointer?, _ count: Int, _ size: Int
+)
+    -> UnsafeMutableRawPointer?
+{
+    guard let byteCount = checkedByteCount(count: UInt(bitPattern: count), stride: UInt(bitPattern: size)) else {
+        return outOfMemory()
+    }
+    return binned_realloc(pointer, byteCount)
+}
+
+/// `posix_memalign`: EINVAL for an alignment that is not a power of two multiple of
+/// `sizeof(void *)`, ENOMEM when the size cannot be met; `*result` is only written on
+/// success.
+@c(binned_posix_memalign)
+public func binned_posix_memalign(
+    _ result: UnsafeMutablePointer<UnsafeMutableRawPointer?>?, _ alignment: Int, _ size: Int
+) -> Int32 {
+    guard alignment >= MemoryLayout<UnsafeRawPointer>.size, isPowerOfTwo(alignment) else { return EINVAL }
+    guard size >= 0, alignment <= Layout.maximumAlignment,
+        let block = BinnedAllocator.shared.allocate(byteCount: size, alignment: alignment)
+    else { return ENOMEM }
+    result?.pointee = block
+    return 0
+}
+
+/// `aligned_alloc`: glibc's leniency, the alignment is rounded up to a power of two and
+/// the size need not be a multiple of it.
+@c(binned_aligned_alloc)
+public func binned_aligned_alloc(_ alignment: Int, _ size: Int) -> UnsafeMutableRawPointer? {
+    binned_memalign(alignment, size)
+}
+
+/// `memalign`: like `aligned_alloc`; EINVAL for an alignment above 2^62.
+@c(binned_memalign)
+public func binned_memalign(_ alignment: Int, _ size: Int) -> UnsafeMutableRawPointer? {
+    guard alignment >= 0, let rounded = nextPowerOfTwo(alignment) else {
+        errno = EINVAL
+        return nil
+    }
+    guard size >= 0, rounded <= Layout.maximumAlignment,
+        let block = BinnedAllocator.shared.allocate(byteCount: size, alignment: max(rounded, Layout.quantum))
+    else { return outOfMemory() }
+    return block
+}
+
+/// `valloc`: page-aligned.
+@c(binned_valloc)
+public func binned_valloc(_ size: Int) -> UnsafeMutableRawPointer? {
+    binned_memalign(SystemInfo.pageSize, size)
+}
+
+/// `pvalloc`: page-aligned, the size rounded up to whole pages (one page for 0).
+@c(binned_pvalloc)
+public func binned_pvalloc(_ size: Int) -> UnsafeMutableRawPointer? {
+    guard size >= 0, let rounded = alignUp(max(size, 1), to: SystemInfo.pageSize) else { return outOfMemory() }
+    return binned_memalign(SystemInfo.pageSize, rounded)
+}
+
+/// `malloc_usable_size`: 0 for NULL.
+@c(binned_malloc_usable_size)
+public func binned_malloc_usable_size(_ pointer: UnsafeMutableRawPointer?) -> Int {
+    BinnedAllocator.shared.usableSize(of: pointer)
+}
+
+/// C23 `free_sized`: the size is a hint this allocator does not need.
+@c(binned_free_sized)
+public func binned_free_sized(_ pointer: UnsafeMutableRawPointer?, _ size: Int) {
+    BinnedAllocator.shared.deallocate(pointer)
+}
+
+/// C23 `free_aligned_sized`.
+@c(binned_free_aligned_sized)
+public func binned_free_aligned_sized(_ pointer: UnsafeMutableRawPointer?, _ alignment: Int, _ size: Int) {
+    BinnedAllocator.shared.deallocate(pointer)
+}
+
+func outOfMemory() -> UnsafeMutableRawPointer? {
+    errno = ENOMEM
+    return nil
+}
+
+// MARK: - Layout and constants
+
+/// The numbers every part agrees on.
+@usableFromInline
+enum Layout {
+    /// Every block is a multiple of this and aligned to it: malloc's 16-byte guarantee.
+    @inlinable static var quantum: Int { 16 }
+    /// Slabs are this big and aligned to it. Big enough that the header page costs 1.6% and
+    /// even the 32 KiB class gets 7 blocks; small enough that a heap's partly used current
+    /// slabs (one per class) stay cheap, since untouched pages are never faulted in.
+    @inlinable static var slabSize: Int { 256 << 10 }
+    @inlinable static var slabMask: Int { slabSize &- 1 }
+    /// A slab's header page; also the distance from a large block back to its header.
+    @inlinable static var headerSize: Int { 4096 }
+    /// The largest small request: half of what a slab could hold is the point past which
+    /// a slab would have too few blocks, and a span of its own costs little next to it.
+    @inlinable static var smallSizeLimit: Int { 32 << 10 }
+    @inlinable static var sizeClasses: SizeClasses {
+        SizeClasses(quantum: quantum, stepsPerDoubling: 4, maximumSize: smallSizeLimit)
+    }
+    @inlinable static var classCount: Int { 40 }
+    /// Alignments above this are refused: an aligned span over-maps by its alignment.
+    @inlinable static var maximumAlignment: Int { 1 << 30 }
+    /// Requests above this are refused without asking the OS: no machine maps 2^62 bytes.
+    @inlinable static var maximumByteCount: Int { 1 << 62 }
+
+    /// Whether `pointer` is a large block (its address is slab-aligned).
+    @inlinable
+    static func isLarge(_ pointer: UnsafeMutableRawPointer) -> Bool {
+        Int(bitPattern: pointer) & slabMask == 0
+    }
+
+    /// Where a request goes.
+    enum Shape {
+        case small(classIndex: Int)
+        case large(byteCount: Int, alignment: Int)
+
+        /// nil for an alignment that is not a power of two or too large, or a size too large.
+        init?(byteCount: Int, alignment: Int) {
+            guard alignment > 0, isPowerOfTwo(alignment), alignment <= maximumAlignment,
+                byteCount <= maximumByteCount
+            else { return nil }
+            if byteCount <= smallSizeLimit && alignment <= headerSize {
+                // Blocks sit at `slab + page + i * size`: a class whose size is a multiple of
+                // the alignment gives aligned blocks. Powers of two close every group of 4
+                // classes, so the walk takes at most 3 steps.
+                var index = sizeClasses.index(for: max(byteCount, alignment))
+                while sizeClasses.size(ofClass: index) % alignment != 0 { index += 1 }
+                if index < classCount {
+                    self = .small(classIndex: index)
+                    return
+                }
+            }
+            self = .large(byteCount: max(byteCount, 1), alignment: alignment)
+        }
+    }
+
+    /// The usable size of a block of any kind.
+    @usableFromInline
+    static func usableSize(of pointer: UnsafeMutableRawPointer) -> Int {
+        if isLarge(pointer) {
+            let span = LargeSpan(user: pointer)
+            span.assertValid()
+            return span.usableSize
+        }
+        let slab = Slab(containing: pointer)
+        slab.assertOwns(pointer)
+        return slab.blockSize
+    }
+
+    /// Reallocation shared by the allocators: in place within the block's class (or when
+    /// it still fits and is used more than half), by remapping for large spans, else by
+    /// moving.
+    static func reallocate(
+        _ pointer: UnsafeMutableRawPointer, byteCount: Int, counters: Counters<LargeEvent>?,
+        allocate: (Int) -> UnsafeMutableRawPointer?, deallocate: (UnsafeMutableRawPointer) -> Void
+    ) -> UnsafeMutableRawPointer? {
+        guard byteCount <= maximumByteCount else { return nil }
+        let oldSize: Int
+        if isLarge(pointer) {
+            if byteCount > smallSizeLimit {
+                return LargeSpan.resize(pointer, byteCount: byteCount, counters: counters)
+            }
+            oldSize = LargeSpan(user: pointer).usableSize
+        } else {
+            let slab = Slab(containing: pointer)
+            slab.assertOwns(pointer)
+            oldSize = slab.blockSize
+            // The same class, or a bigger one still more than half used (a block whose class
+            // was raised for alignment), stays where it is.
+            if byteCount <= oldSize
+                && (byteCount > oldSize / 2 || sizeClasses.index(for: byteCount) == slab.classIndex)
+            {
+                return pointer
+            }
+        }
+        guard let moved = allocate(byteCount) else { return nil }
+        moved.copyMemory(from: pointer, byteCount: min(oldSize, byteCount))
+        deallocate(pointer)
+        return moved
+    }
+}
+
+// MARK: - Fast path
+
+/// The shared allocator's entry points: the calling thread's heap, found through the
+/// thread-local slot.
+@usableFromInline
+enum SharedHeap {
+    /// Pops a block of class `classIndex` from the current slab of the calling thread's
+    /// heap: a TLS load and four memory operations, no atomic read-modify-write.
+    @inlinable
+    static func allocateSmall(classIndex: Int) -> UnsafeMutableRawPointer? {
+        if let base = ThreadLocalSlot.binnedAlloc.value {
+            let heap = Heap(base)
+            let bin = heap.bin(classIndex)
+            if let slab = bin.current, let block = slab.freeList {
+                slab.freeList = Slab.next(after: block)
+                slab.used &+= 1
+                bin.counters.addFromOwner(1, to: .allocations)
+                return block
+            }
+        }
+        return allocateSmallSlow(classIndex: classIndex)
+    }
+
+    /// Frees any block: to the freeing thread's own slab when it owns it (a push, no
+    /// atomic), else as a remote free.
+    @inlinable
+    static func deallocate(_ pointer: UnsafeMutableRawPointer) {
+        if Layout.isLarge(pointer) { return deallocateLarge(pointer) }
+        let slab = Slab(containing: pointer)
+        slab.assertOwns(pointer)
+        if let base = ThreadLocalSlot.binnedAlloc.value, slab.owner == base {
+            Heap(base).freeLocal(pointer, in: slab)
+        } else {
+            deallocateRemote(pointer, slab: slab)
+        }
+    }
+
+    // MARK: Slow path
+
+    @usableFromInline @inline(never)
+    static func allocateSmallSlow(classIndex: Int) -> UnsafeMutableRawPointer? {
+        if let heap = currentHeap() { return heap.allocate(classIndex: classIndex) }
+        // An exiting thread (or one that could not get a heap) uses the global locked heap.
+        guard let global = GlobalState.get() else { return nil }
+        return global.fallbackLock.pointee.withLock { global.fallbackHeap.allocate(classIndex: classIndex) }
+    }
+
+    @usableFromInline @inline(never)
+    static func allocateShaped(byteCount: Int, alignment: Int) -> UnsafeMutableRawPointer? {
+        guard let shape = Layout.Shape(byteCount: byteCount, alignment: alignment) else { return nil }
+        switch shape {
+        case .small(let classIndex):
+            return allocateSmall(classIndex: classIndex)
+        case .large(let byteCount, let alignment):
+            return LargeSpan.allocate(
+                byteCount: byteCount, alignment: alignment, counters: GlobalState.get()?.largeCounters)
+        }
+    }
+
+    @usableFromInline @inline(never)
+    static func deallocateLarge(_ pointer: UnsafeMutableRawPointer) {
+        LargeSpan.free(pointer, counters: GlobalState.get()?.largeCounters)
+    }
+
+    /// A block whose slab belongs to another heap: into this thread's batch for that
+    /// owner, or straight onto the owner's remote list when this thread has no heap.
+    @usableFromInline @inline(never)
+    static func deallocateRemote(_ pointer: UnsafeMutableRawPointer, slab: Slab) {
+        let owner = Heap(slab.owner)
+        if let base = ThreadLocalSlot.binnedAlloc.value {
+            Heap(base).batchRemoteFree(pointer, owner: owner)
+        } else {
+            owner.remoteFrees.push(pointer)
+        }
+    }
+
+    @usableFromInline @inline(never)
+    static func reallocate(_ pointer: UnsafeMutableRawPointer, byteCount: Int) -> UnsafeMutableRawPointer? {
+        Layout.reallocate(
+            pointer, byteCount: byteCount, counters: GlobalState.get()?.largeCounters,
+            allocate: { BinnedAllocator.shared.allocate(byteCount: $0) },
+            deallocate: { BinnedAllocator.shared.deallocate($0) })
+    }
+
+    /// The calling thread's heap: adopted from the parked stack or created, and installed
+    /// in the thread-local slot with the exit hook armed. nil while the thread is exiting
+    /// (a heap made now could outlive the last exit hook) or when no page can be mapped.
+    static func currentHeap() -> Heap? {
+        let slot = ThreadLocalSlot.binnedAlloc
+        if let base = slot.value { return Heap(base) }
+        guard !ThreadLocalSlot.isCurrentThreadExiting, let global = GlobalState.get() else { return nil }
+        let heap: Heap
+        if let parked = global.parkedHeaps.pop() {
+            global.counters.add(-1, to: .parkedHeaps)
+            heap = Heap(parked - Heap.parkedLinkOffset)
+        } else if let created = Heap.create(kind: .threadCache, global: global) {
+            heap = created
+        } else {
+            return nil
+        }
+        // If arming fails the heap still works; it is just not parked at thread exit.
+        try? slot.install(heap.base)
+        return heap
+    }
+
+    /// The thread-exit hook: gives the heap's memory back and parks it for the next thread.
+    static let threadExitHook: @convention(c) (UnsafeMutableRawPointer?) -> Void = { base in
+        guard let base, let global = GlobalState.get() else { return }
+        let heap = Heap(base)
+        heap.flushRemoteBatch()
+        heap.collectRemoteFrees()
+        heap.retireEmptyCurrentSlabs()
+        heap.releaseReserve()
+        global.parkedHeaps.push(base + Heap.parkedLinkOffset)
+        global.counters.add(1, to: .parkedHeaps)
+    }
+
+    static func statistics() -> BinnedStatistics {
+        var statistics = BinnedStatistics.empty
+        guard let global = GlobalState.get() else { return statistics }
+        var node = global.registryHead
+        while let base = node {
+            Heap(base).addStatistics(to: &statistics)
+            node = Heap(base).registryNext
+        }
+        global.fallbackHeap.addStatistics(to: &statistics)
+        statistics.addGlobalFigures(largeFrom: global.largeCounters)
+        return statistics
+    }
+
+    static func releaseUnusedMemory() {
+        guard let global = GlobalState.get() else { return }
+        if let base = ThreadLocalSlot.binnedAlloc.value {
+            let heap = Heap(base)
+            heap.flushRemoteBatch()
+            heap.collectRemoteFrees()
+            heap.retireEmptyCurrentSlabs()
+            heap.releaseReserve()
+        }
+        // Parked heaps are taken one by one, so no other thread uses them meanwhile, and
+        // pushed back once trimmed. The taken ones wait on a local list through their
+        // registry-independent parked link, so trimming allocates nothing.
+        var trimmed: UnsafeMutableRawPointer? = nil
+        while let node = global.parkedHeaps.pop() {
+            let heap = Heap(node - Heap.parkedLinkOffset)
+            heap.collectRemoteFrees()
+            heap.retireEmptyCurrentSlabs()
+            heap.releaseReserve()
+            node.storeBytes(of: trimmed, as: UnsafeMutableRawPointer?.self)
+            trimmed = node
+        }
+        while let node = trimmed {
+            trimmed = node.load(as: UnsafeMutableRawPointer?.self)
+            global.parkedHeaps.push(node)
+        }
+        global.fallbackLock.pointee.withLock {
+            global.fallbackHeap.collectRemoteFrees()
+            global.fallbackHeap.retireEmptyCurrentSlabs()
+            global.fallbackHeap.releaseReserve()
+        }
+    }
+}
+
+// MARK: - Heaps
+
+/// A heap: one page holding a thread's (or a locked allocator's) bins. Only its owner
+/// touches it, except `remoteFrees`, which any thread pushes to, and the counters, which
+/// any thread reads.
+///
+/// ```
+/// 0     remote frees (AtomicPushList head), alone on its cache line
+/// 64    parked-stack link (AtomicStack node)   72  registry next   80  kind
+/// 88    remote batch: owner, head, tail, count
+/// 120   reserve count   128  reserve head   136  all-slabs head
+/// 144   spin lock (locked allocators)   152  large-span list lock   160  large-span list
+/// 192   large counters (3 words)
+/// 256   bins: 40 × 64 bytes (current slab, partial head, allocations, frees, slabs)
+/// ```
+@usableFromInline
+struct Heap {
+    @usableFromInline let base: UnsafeMutableRawPointer
+
+    @inlinable init(_ base: UnsafeMutableRawPointer) { self.base = base }
+
+    enum Kind: Int { case threadCache = 0, locked = 1 }
+
+    static let parkedLinkOffset = 64
+    static let registryNextOffset = 72
+    static let kindOffset = 80
+    static let batchOwnerOffset = 88
+    static let batchHeadOffset = 96
+    static let batchTailOffset = 104
+    static let batchCountOffset = 112
+    static let reserveCountOffset = 120
+    static let reserveHeadOffset = 128
+    static let allSlabsOffset = 136
+    static let lockOffset = 144
+    static let largeSpansLockOffset = 152
+    static let largeSpansOffset = 160
+    static let largeCountersOffset = 192
+    @inlinable static var binsOffset: Int { 256 }
+    static let byteCount = 4096
+
+    /// Remote frees for one owner are pushed as one chain once this many wait: one
+    /// compare-exchange per 64 cross-thread frees, and never more than 63 blocks parked
+    /// in a thread that stops freeing.
+    static let remoteBatchLimit = 64
+    /// Empty slabs a heap keeps warm for any class before returning them to the OS: two
+    /// absorb the churn of a working set that hovers around a slab boundary, and bound
+    /// what an idle heap holds to 512 KiB.
+    static let reserveSlabLimit = 2
+
+    @inlinable
+    func bin(_ classIndex: Int) -> Bin {
+        Bin(base + (Heap.binsOffset &+ classIndex &* Bin.stride))
+    }
+
+    var remoteFrees: AtomicPushList { AtomicPushList(at: base) }
+
+    var registryNext: UnsafeMutableRawPointer? {
+        get { base.load(fromByteOffset: Heap.registryNextOffset, as: UnsafeMutableRawPointer?.self) }
+        nonmutating set {
+            base.storeBytes(of: newValue, toByteOffset: Heap.registryNextOffset, as: UnsafeMutableRawPointer?.self)
+        }
+    }
+
+    var largeCounters: Counters<LargeEvent> { Counters(at: base + Heap.largeCountersOffset) }
+
+    /// The large spans of a locked heap, linked through their headers.
+    var largeSpansHead: UnsafeMutableRawPointer? {
+        get { base.load(fromByteOffset: Heap.largeSpansOffset, as: UnsafeMutableRawPointer?.self) }
+        nonmutating set {
+            base.storeBytes(of: newValue, toByteOffset: Heap.largeSpansOffset, as: UnsafeMutableRawPointer?.self)
+        }
+    }
+
+    /// Runs `body` holding the lock that guards a locked heap's list of large spans (a
+    /// lock of its own, so that freeing a span never waits for the heap's block lock).
+    func withLargeSpans<Result>(_ body: () -> Result) -> Result {
+        (base + Heap.largeSpansLockOffset).assumingMemoryBound(to: SpinLock.self).pointee.withLock(body)
+    }
+
+    /// Unmaps every large span still linked (a locked allocator's deinit).
+    func releaseAllLargeSpans() {
+        while let header = withLargeSpans({ largeSpansHead }) {
+            LargeSpan.free(header + Layout.headerSize, counters: nil)
+        }
+    }
+
+    /// Maps a heap (and registers a thread heap with `global`). Its page comes zeroed:
+    /// every list empty, every counter 0.
+    static func create(kind: Kind, global: GlobalState?) -> Heap? {
+        guard let base = try? PageSource().allocate(byteCount: byteCount) else { return nil }
+        let heap = Heap(base)
+        _ = AtomicPushList(initializingAt: base)
+        base.storeBytes(of: kind.rawValue, toByteOffset: kindOffset, as: Int.self)
+        _ = Counters<LargeEvent>(initializingAt: base + largeCountersOffset)
+        (base + largeSpansLockOffset).bindMemory(to: SpinLock.self, capacity: 1).initialize(to: SpinLock())
+        for index in 0..<Layout.classCount { heap.bin(index).initialize() }
+        if kind == .threadCache, let global {
+            global.register(heap)
+            global.counters.add(1, to: .heaps)
+        }
+        return heap
+    }
+
+    static func unmapHeader(_ heap: Heap) {
+        try? PageSource().release(heap.base, byteCount: byteCount)
+    }
+
+    // MARK: Allocation
+
+    /// A block of class `classIndex`: the current slab's free list, else the refill path.
+    func allocate(classIndex: Int) -> UnsafeMutableRawPointer? {
+        let bin = bin(classIndex)
+        if let slab = bin.current, let block = slab.freeList {
+            slab.freeList = Slab.next(after: block)
+            slab.used &+= 1
+            bin.counters.addFromOwner(1, to: .allocations)
+            return block
+        }
+        return refill(classIndex: classIndex)
+    }
+
+    /// The current slab ran dry: collect remote frees, carve fresh blocks, move to a
+    /// partial slab, or take a new slab, in that order.
+    func refill(classIndex: Int) -> UnsafeMutableRawPointer? {
+        flushRemoteBatch()
+        collectRemoteFrees()
+        let bin = bin(classIndex)
+        if let slab = bin.current {
+            if slab.freeList == nil { slab.carve() }
+            if slab.freeList == nil {
+                // Exhausted: it leaves the bin and is tracked by no list until a free lands.
+                slab.state = .full
+                bin.current = nil
+            }
+        }
+        if bin.current == nil {
+            if let slab = bin.popPartial() {
+                slab.state = .current
+                bin.current = slab
+            } else if let slab = acquireSlab(classIndex: classIndex) {
+                bin.current = slab
+            } else {
+                return nil
+            }
+        }
+        let slab = bin.current!
+        if slab.freeList == nil { slab.carve() }
+        guard let block = slab.freeList else {
+            assertionFailure("BinnedAlloc: slab \(slab.base) of class \(classIndex) has no block after refill")
+            return nil
+        }
+        slab.freeList = Slab.next(after: block)
+        slab.used &+= 1
+        bin.counters.addFromOwner(1, to: .allocations)
+        return block
+    }
+
+    /// A slab for class `classIndex`, current and owned by this heap: from the heap's
+    /// reserve, the global pool, or a newly mapped chunk.
+    func acquireSlab(classIndex: Int) -> Slab? {
+        let slab: Slab
+        if let reserved = popReserve() {
+            slab = reserved
+        } else if let global = GlobalState.get(), let pooled = global.takeSlab() {
+            slab = pooled
+        } else {
+            return nil
+        }
+        slab.format(classIndex: classIndex, owner: self)
+        linkSlab(slab)
+        bin(classIndex).counters.addFromOwner(1, to: .slabs)
+        return slab
+    }
+
+    // MARK: Free
+
+    /// Frees a block of a slab this heap owns: a push onto the slab's free list.
+    @inlinable
+    func freeLocal(_ block: UnsafeMutableRawPointer, in slab: Slab) {
+        block.storeBytes(of: slab.freeList, as: UnsafeMutableRawPointer?.self)
+        slab.freeList = block
+        slab.used &-= 1
+        bin(slab.classIndex).counters.addFromOwner(1, to: .frees)
+        if slab.state != .current { freedIntoNonCurrent(slab) }
+    }
+
+    /// A free landed in a slab that is not its class's current one: a full slab becomes
+    /// partial again, and a slab with no block left in use is retired.
+    @usableFromInline @inline(never)
+    func freedIntoNonCurrent(_ slab: Slab) {
+        let bin = bin(slab.classIndex)
+        if slab.state == .full {
+            slab.state = .partial
+            bin.pushPartial(slab)
+        }
+        if slab.used == 0 {
+            bin.removePartial(slab)
+            retire(slab)
+        }
+    }
+
+    /// Adds a remote free to the batch for `owner`; a batch for another owner, or a full
+    /// one, is pushed first.
+    @usableFromInline
+    func batchRemoteFree(_ block: UnsafeMutableRawPointer, owner: Heap) {
+        var count = base.load(fromByteOffset: Heap.batchCountOffset, as: Int.self)
+        let batchOwner = base.load(fromByteOffset: Heap.batchOwnerOffset, as: UnsafeMutableRawPointer?.self)
+        if count > 0 && batchOwner != owner.base {
+            flushRemoteBatch()
+            count = 0
+        }
+        if count == 0 {
+            AtomicPushList.link(block, to: nil)
+            base.storeBytes(of: owner.base, toByteOffset: Heap.batchOwnerOffset, as: UnsafeMutableRawPointer.self)
+            base.storeBytes(of: block, toByteOffset: Heap.batchTailOffset, as: UnsafeMutableRawPointer.self)
+        } else {
+            AtomicPushList.link(
+                block, to: base.load(fromByteOffset: Heap.batchHeadOffset, as: UnsafeMutableRawPointer?.self))
+        }
+        base.storeBytes(of: block, toByteOffset: Heap.batchHeadOffset, as: UnsafeMutableRawPointer.self)
+        base.storeBytes(of: count + 1, toByteOffset: Heap.batchCountOffset, as: Int.self)
+        if count + 1 >= Heap.remoteBatchLimit { flushRemoteBatch() }
+    }
+
+    /// Pushes the waiting remote frees to their owner with one compare-exchange.
+    func flushRemoteBatch() {
+        guard base.load(fromByteOffset: Heap.batchCountOffset, as: Int.self) > 0 else { return }
+        let owner = Heap(base.load(fromByteOffset: Heap.batchOwnerOffset, as: UnsafeMutableRawPointer.self))
+        owner.remoteFrees.pushChain(
+            first: base.load(fromByteOffset: Heap.batchHeadOffset, as: UnsafeMutableRawPointer.self),
+            last: base.load(fromByteOffset: Heap.batchTailOffset, as: UnsafeMutableRawPointer.self))
+        base.storeBytes(of: 0, toByteOffset: Heap.batchCountOffset, as: Int.self)
+    }
+
+    /// Takes every block other threads freed into this heap's slabs and frees it locally.
+    func collectRemoteFrees() {
+        var node = remoteFrees.takeAll()
+        while let block = node {
+            node = AtomicPushList.next(after: block)
+            let slab = Slab(containing: block)
+            assert(slab.owner == base, "BinnedAlloc: remote free of \(block) reached heap \(base), not its owner")
+            freeLocal(block, in: slab)
+        }
+    }
+
+    // MARK: Slabs
+
+    /// An empty slab leaves this heap: into the reserve, else back to the OS.
+    func retire(_ slab: Slab) {
+        assert(slab.used == 0, "BinnedAlloc: retiring slab \(slab.base) with \(slab.used) blocks in use")
+        bin(slab.classIndex).counters.addFromOwner(-1, to: .slabs)
+        unlinkSlab(slab)
+        let reserved = base.load(fromByteOffset: Heap.reserveCountOffset, as: Int.self)
+        if reserved < Heap.reserveSlabLimit {
+            slab.state = .reserved
+            slab.next = Slab(
+                optional: base.load(fromByteOffset: Heap.reserveHeadOffset, as: UnsafeMutableRawPointer?.self))
+            base.storeBytes(of: slab.base, toByteOffset: Heap.reserveHeadOffset, as: UnsafeMutableRawPointer.self)
+            base.storeBytes(of: reserved + 1, toByteOffset: Heap.reserveCountOffset, as: Int.self)
+        } else {
+            GlobalState.get()?.returnSlab(slab)
+        }
+    }
+
+    func popReserve() -> Slab? {
+        guard let first = base.load(fromByteOffset: Heap.reserveHeadOffset, as: UnsafeMutableRawPointer?.self) else {
+            return nil
+        }
+        let slab = Slab(first)
+        base.storeBytes(of: slab.next?.base, toByteOffset: Heap.reserveHeadOffset, as: UnsafeMutableRawPointer?.self)
+        base.storeBytes(
+            of: base.load(fromByteOffset: Heap.reserveCountOffset, as: Int.self) - 1,
+            toByteOffset: Heap.reserveCountOffset, as: Int.self)
+        return slab
+    }
+
+    /// Sends every reserved slab back to the OS.
+    func releaseReserve() {
+        while let slab = popReserve() { GlobalState.get()?.returnSlab(slab) }
+    }
+
+    /// Retires each class's current slab when nothing in it is in use (thread exit, trim).
+    func retireEmptyCurrentSlabs() {
+        for index in 0..<Layout.classCount {
+            let bin = bin(index)
+            if let slab = bin.current, slab.used == 0 {
+                bin.current = nil
+                slab.state = .partial
+                retire(slab)
+            }
+        }
+    }
+
+    /// Every slab this heap owns is linked through `allNext`/`allPrevious`, so that a
+    /// locked allocator can unmap them all at deinit.
+    func linkSlab(_ slab: Slab) {
+        let head = Slab(optional: base.load(fromByteOffset: Heap.allSlabsOffset, as: UnsafeMutableRawPointer?.self))
+        slab.allPrevious = nil
+        slab.allNext = head
+        head?.allPrevious = slab
+        base.storeBytes(of: slab.base, toByteOffset: Heap.allSlabsOffset, as: UnsafeMutableRawPointer.self)
+    }
+
+    func unlinkSlab(_ slab: Slab) {
+        if let previous = slab.allPrevious {
+            previous.allNext = slab.allNext
+        } else {
+            base.storeBytes(
+                of: slab.allNext?.base, toByteOffset: Heap.allSlabsOffset, as: UnsafeMutableRawPointer?.self)
+        }
+        slab.allNext?.allPrevious = slab.allPrevious
+    }
+
+    /// Unmaps every slab (a locked allocator's deinit).
+    func releaseAllSlabs() {
+        releaseReserve()
+        var node = Slab(optional: base.load(fromByteOffset: Heap.allSlabsOffset, as: UnsafeMutableRawPointer?.self))
+        while let slab = node {
+            node = slab.allNext
+            GlobalState.get()?.returnSlab(slab)
+        }
+    }
+
+    // MARK: Statistics
+
+    func addStatistics(to statistics: inout BinnedStatistics) {
+        for index in 0..<Layout.classCount {
+            let bin = bin(index)
+            let allocations = bin.counters.value(of: .allocations)
+            let frees = bin.counters.value(of: .frees)
+            statistics.sizeClasses[index].allocations += allocations
+            statistics.sizeClasses[index].frees += frees
+            statistics.sizeClasses[index].liveBlocks += allocations - frees
+            statistics.sizeClasses[index].slabs += bin.counters.value(of: .slabs)
+        }
+    }
+}
+
+/// One size class of a heap: its current slab, the slabs with free blocks, and counters.
+@usableFromInline
+struct Bin {
+    @usableFromInline let base: UnsafeMutableRawPointer
+
+    @inlinable init(_ base: UnsafeMutableRawPointer) { self.base = base }
+
+    @inlinable static var stride: Int { 64 }
+
+    /// The slab allocations pop from.
+    @inlinable
+    var current: Slab? {
+        get { Slab(optional: base.load(as: UnsafeMutableRawPointer?.self)) }
+        nonmutating set { base.storeBytes(of: newValue?.base, as: UnsafeMutableRawPointer?.self) }
+    }
+
+    /// Slabs (not current) with at least one free block, doubly linked.
+    var partialHead: Slab? {
+        get { Slab(optional: base.load(fromByteOffset: 8, as: UnsafeMutableRawPointer?.self)) }
+        nonmutating set { base.storeBytes(of: newValue?.base, toByteOffset: 8, as: UnsafeMutableRawPointer?.self) }
+    }
+
+    /// Counters written by the owner only, read by `statistics()` on any thread.
+    @inlinable var counters: Counters<BinEvent> { Counters(at: base + 16) }
+
+    func initialize() {
+        _ = Counters<BinEvent>(initializingAt: base + 16)
+    }
+
+    func pushPartial(_ slab: Slab) {
+        slab.previous = nil
+        slab.next = partialHead
+        partialHead?.previous = slab
+        partialHead = slab
+    }
+
+    func removePartial(_ slab: Slab) {
+        if let previous = slab.previous {
+            previous.next = slab.next
+        } else {
+            partialHead = slab.next
+        }
+        slab.next?.previous = slab.previous
+        slab.next = nil
+        slab.previous = nil
+    }
+
+    func popPartial() -> Slab? {
+        guard let slab = partialHead else { return nil }
+        removePartial(slab)
+        return slab
+    }
+}
+
+/// The counters of a bin.
+@usableFromInline enum BinEvent: Int, CaseIterable { case allocations, frees, slabs }
+/// Large-block counters of an allocator.
+@usableFromInline enum LargeEvent: Int, CaseIterable { case allocations, frees, liveBytes }
+
+// MARK: - Slabs
+
+/// A slab: a 256 KiB region whose first page is this header and whose other pages hold
+/// blocks of one class. Fields other than `magic` and `owner` are the owner heap's alone.
+///
+/// ```
+/// 0 magic (slabMagic ^ address)   8 owner heap   16 class   24 block size   32 block count
+/// 40 free list   48 used   56 bump cursor   64 bump end   72 previous   80 next
+/// 88 state   96 all-slabs next   104 all-slabs previous
+/// ```
+@usableFromInline
+struct Slab {
+    @usableFromInline let base: UnsafeMutableRawPointer
+
+    @inlinable init(_ base: UnsafeMutableRawPointer) { self.base = base }
+
+    @inlinable init?(optional base: UnsafeMutableRawPointer?) {
+        guard let base else { return nil }
+        self.base = base
+    }
+
+    /// The slab holding a small block.
+    @inlinable
+    init(containing block: UnsafeMutableRawPointer) {
+        base = UnsafeMutableRawPointer(bitPattern: Int(bitPattern: block) & ~Layout.slabMask)!
+    }
+
+    /// "BINNEDSL", mixed with the address so a copied header does not validate elsewhere.
+    static let magic = 0x4249_4E4E_4544_534C
+
+    @usableFromInline
+    enum State: Int { case current = 0, partial = 1, full = 2, reserved = 3 }
+
+    var magicWord: Int {
+        get { base.load(as: Int.self) }
+        nonmutating set { base.storeBytes(of: newValue, as: Int.self) }
+    }
+
+    /// The owning heap's address; written when the slab is formatted, read by freeing
+    /// threads (an atomic word, since they may be other threads).
+    @inlinable
+    var owner: UnsafeMutableRawPointer {
+        UnsafeMutableRawPointer(bitPattern: AtomicWord(at: base + 8).load(ordering: .relaxed))!
+    }
+
+    @inlinable
+    var classIndex: Int { base.load(fromByteOffset: 16, as: Int.self) }
+    @inlinable
+    var blockSize: Int { base.load(fromByteOffset: 24, as: Int.self) }
+    var blockCount: Int { base.load(fromByteOffset: 32, as: Int.self) }
+
+    @inlinable
+    var freeList: UnsafeMutableRawPointer? {
+        get { base.load(fromByteOffset: 40, as: UnsafeMutableRawPointer?.self) }
+        nonmutating set { base.storeBytes(of: newValue, toByteOffset: 40, as: UnsafeMutableRawPointer?.self) }
+    }
+
+    /// Blocks handed out and not freed back to this slab (remote frees count once collected).
+    @inlinable
+    var used: Int {
+        get { base.load(fromByteOffset: 48, as: Int.self) }
+        nonmutating set { base.storeBytes(of: newValue, toByteOffset: 48, as: Int.self) }
+    }
+
+    var bumpCursor: UnsafeMutableRawPointer {
+        get { base.load(fromByteOffset: 56, as: UnsafeMutableRawPointer.self) }
+        nonmutating set { base.storeBytes(of: newValue, toByteOffset: 56, as: UnsafeMutableRawPointer.self) }
+    }
+
+    var bumpEnd: UnsafeMutableRawPointer { base.load(fromByteOffset: 64, as: UnsafeMutableRawPointer.self) }
+
+    var previous: Slab? {
+        get { Slab(optional: base.load(fromByteOffset: 72, as: UnsafeMutableRawPointer?.self)) }
+        nonmutating set { base.storeBytes(of: newValue?.base, toByteOffset: 72, as: UnsafeMutableRawPointer?.self) }
+    }
+
+    var next: Slab? {
+        get { Slab(optional: base.load(fromByteOffset: 80, as: UnsafeMutableRawPointer?.self)) }
+        nonmutating set { base.storeBytes(of: newValue?.base, toByteOffset: 80, as: UnsafeMutableRawPointer?.self) }
+    }
+
+    @inlinable
+    var state: State {
+        get { State(rawValue: base.load(fromByteOffset: 88, as: Int.self)).unsafelyUnwrapped }
+        nonmutating set { base.storeBytes(of: newValue.rawValue, toByteOffset: 88, as: Int.self) }
+    }
+
+    var allNext: Slab? {
+        get { Slab(optional: base.load(fromByteOffset: 96, as: UnsafeMutableRawPointer?.self)) }
+        nonmutating set { base.storeBytes(of: newValue?.base, toByteOffset: 96, as: UnsafeMutableRawPointer?.self) }
+    }
+
+    var allPrevious: Slab? {
+        get { Slab(optional: base.load(fromByteOffset: 104, as: UnsafeMutableRawPointer?.self)) }
+        nonmutating set { base.storeBytes(of: newValue?.base, toByteOffset: 104, as: UnsafeMutableRawPointer?.self) }
+    }
+
+    /// The link of a free block: its first word.
+    @inlinable
+    static func next(after block: UnsafeMutableRawPointer) -> UnsafeMutableRawPointer? {
+        block.load(as: UnsafeMutableRawPointer?.self)
+    }
+
+    /// Makes the slab an empty current slab of `classIndex` owned by `owner`.
+    func format(classIndex: Int, owner: Heap) {
+        let blockSize = Layout.sizeClasses.size(ofClass: classIndex)
+        let blockCount = (Layout.slabSize - Layout.headerSize) / blockSize
+        magicWord = Slab.magic ^ Int(bitPattern: base)
+        AtomicWord(at: base + 8).store(Int(bitPattern: owner.base), ordering: .releasing)
+        base.storeBytes(of: classIndex, toByteOffset: 16, as: Int.self)
+        base.storeBytes(of: blockSize, toByteOffset: 24, as: Int.self)
+        base.storeBytes(of: blockCount, toByteOffset: 32, as: Int.self)
+        freeList = nil
+        used = 0
+        bumpCursor = base + Layout.headerSize
+        base.storeBytes(
+            of: base + Layout.headerSize + blockCount * blockSize, toByteOffset: 64, as: UnsafeMutableRawPointer.self)
+        previous = nil
+        next = nil
+        state = .current
+    }
+
+    /// Moves never-used blocks onto the free list, lowest address first: those that end
+    /// within the cursor's page (at least one), so pages are touched as they are needed.
+    func carve() {
+        let cursor = bumpCursor
+        let remaining = bumpEnd - cursor
+        guard remaining > 0 else { return }
+        let size = blockSize
+        let pageEnd = alignUp(cursor + 1, to: SystemInfo.pageSize)!
+        let count = min(max(1, (pageEnd - cursor) / size), remaining / size)
+        for index in 0..<(count - 1) {
+            (cursor + index * size).storeBytes(of: cursor + (index + 1) * size, as: UnsafeMutableRawPointer.self)
+        }
+        (cursor + (count - 1) * size).storeBytes(of: freeList, as: UnsafeMutableRawPointer?.self)
+        freeList = cursor
+        bumpCursor = cursor + count * size
+    }
+
+    /// In debug builds, traps unless `block` is a block boundary of a live slab.
+    @inlinable
+    func assertOwns(_ block: UnsafeMutableRawPointer) {
+        assert(ownsBlock(block), "BinnedAlloc: \(block) was not allocated by BinnedAlloc, or its slab was freed")
+    }
+
+    @usableFromInline
+    func ownsBlock(_ block: UnsafeMutableRawPointer) -> Bool {
+        guard SystemMemory.isMapped(base), magicWord == Slab.magic ^ Int(bitPattern: base) else { return false }
+        let offset = block - (base + Layout.headerSize)
+        return offset >= 0 && offset < blockCount * blockSize && offset % blockSize == 0
+    }
+}
+
+// MARK: - Large spans
+
+/// A large block: a mapping whose user part starts on a slab boundary, with this header
+/// in the page before it.
+///
+/// ```
+/// header page: 0 magic (largeMagic ^ address)   8 usable size   16 alignment
+///              24 owner heap (a locked allocator's, else 0)   32 previous   40 next
+/// user part:   slab-aligned (and aligned to the request), usable size bytes
+/// ```
+/// The mapping is exactly the header page and the user part. A span of a
+/// `LockedBinnedAllocator` is linked into its heap's list (under its lock), so that the
+/// allocator's deinit unmaps what is still allocated, whichever path frees it before.
+struct LargeSpan {
+    let header: UnsafeMutableRawPointer
+
+    /// "BINNEDLG", mixed with the header's address.
+    static let magic = 0x4249_4E4E_4544_4C47
+
+    init(user: UnsafeMutableRawPointer) { header = user - Layout.headerSize }
+
+    var user: UnsafeMutableRawPointer { header + Layout.headerSize }
+    var usableSize: Int { header.load(fromByteOffset: 8, as: Int.self) }
+    var alignment: Int { header.load(fromByteOffset: 16, as: Int.self) }
+    var mappingSize: Int { Layout.headerSize + usableSize }
+
+    var owner: Heap? { base(at: 24).map(Heap.init) }
+    var previous: LargeSpan? { base(at: 32).map { LargeSpan(user: $0 + Layout.headerSize) } }
+    var next: LargeSpan? { base(at: 40).map { LargeSpan(user: $0 + Layout.headerSize) } }
+
+    func base(at offset: Int) -> UnsafeMutableRawPointer? {
+        header.load(fromByteOffset: offset, as: UnsafeMutableRawPointer?.self)
+    }
+
+    func setBase(_ value: UnsafeMutableRawPointer?, at offset: Int) {
+        header.storeBytes(of: value, toByteOffset: offset, as: UnsafeMutableRawPointer?.self)
+    }
+
+    func write(usableSize: Int, alignment: Int, owner: Heap?) {
+        header.storeBytes(of: LargeSpan.magic ^ Int(bitPattern: header), as: Int.self)
+        header.storeBytes(of: usableSize, toByteOffset: 8, as: Int.self)
+        header.storeBytes(of: alignment, toByteOffset: 16, as: Int.self)
+        setBase(owner?.base, at: 24)
+        setBase(nil, at: 32)
+        setBase(nil, at: 40)
+        if let owner { owner.withLargeSpans { link(into: owner) } }
+    }
+
+    /// A new size after an in-place resize or a move.
+    func resized(usableSize: Int) {
+        header.storeBytes(of: usableSize, toByteOffset: 8, as: Int.self)
+    }
+
+    /// After `mremap` moved the span, its magic and its neighbours' links name the new
+    /// place (the owner's list lock held, as during the whole move).
+    func relinkAfterMove() {
+        header.storeBytes(of: LargeSpan.magic ^ Int(bitPattern: header), as: Int.self)
+        guard let owner else { return }
+        if let previous { previous.setBase(header, at: 40) } else { owner.largeSpansHead = header }
+        next?.setBase(header, at: 32)
+    }
+
+    /// Links the span at the head of its owner's list (the owner's lock held).
+    func link(into owner: Heap) {
+        let head = owner.largeSpansHead
+        setBase(head, at: 40)
+        if let head { LargeSpan(user: head + Layout.headerSize).setBase(header, at: 32) }
+        owner.largeSpansHead = header
+    }
+
+    /// Takes the span out of its owner's list (the owner's lock held).
+    func unlink(from owner: Heap) {
+        if let previous { previous.setBase(base(at: 40), at: 40) } else { owner.largeSpansHead = base(at: 40) }
+        next?.setBase(base(at: 32), at: 32)
+    }
+
+    func assertValid() {
+        assert(
+            SystemMemory.isMapped(header) && header.load(as: Int.self) == LargeSpan.magic ^ Int(bitPattern: header),
+            "BinnedAlloc: \(user) was not allocated by BinnedAlloc, or was already freed")
+    }
+
+    /// Where the user part of a span goes: slab-aligned (so frees recognise it), and
+    /// aligned as asked.
+    static func userAlignment(_ alignment: Int) -> Int { max(alignment, Layout.slabSize) }
+
+    /// Maps `byteCount` (rounded up to pages) with a header page before it. The mapping
+    /// is over-sized by the user alignment and trimmed on both sides.
+    static func allocate(
+        byteCount: Int, alignment: Int, counters: Counters<LargeEvent>?, owner: Heap? = nil
+    ) -> UnsafeMutableRawPointer? {
+        let page = SystemInfo.pageSize
+        let userAlignment = userAlignment(alignment)
+        guard byteCount <= Layout.maximumByteCount, let usable = alignUp(byteCount, to: page) else { return nil }
+        let padded = Layout.headerSize + usable + userAlignment
+        let savedErrno = errno
+        defer { errno = savedErrno }
+        guard let raw = try? SystemMemory.map(byteCount: padded) else { return nil }
+        let user = alignUp(raw + Layout.headerSize, to: userAlignment)!
+        let start = user - Layout.headerSize
+        let end = user + usable
+        if start > raw { try? SystemMemory.unmap(raw, byteCount: start - raw) }
+        if raw + padded > end { try? SystemMemory.unmap(end, byteCount: raw + padded - end) }
+        LargeSpan(user: user).write(usableSize: usable, alignment: alignment, owner: owner)
+        GlobalState.get()?.counters.add(end - start, to: .bytesMapped)
+        counters?.add(1, to: .allocations)
+        counters?.add(usable, to: .liveBytes)
+        return user
+    }
+
+    /// Unmaps a span, counted by its owner when a locked allocator owns it. errno is left
+    /// as it was.
+    static func free(_ pointer: UnsafeMutableRawPointer, counters: Counters<LargeEvent>?) {
+        let span = LargeSpan(user: pointer)
+        span.assertValid()
+        let savedErrno = errno
+        defer { errno = savedErrno }
+        let size = span.mappingSize
+        let counters = span.owner?.largeCounters ?? counters
+        if let owner = span.owner { owner.withLargeSpans { span.unlink(from: owner) } }
+        counters?.add(1, to: .frees)
+        counters?.add(-span.usableSize, to: .liveBytes)
+        if let global = GlobalState.get() {
+            global.counters.add(-size, to: .bytesMapped)
+            global.counters.add(size, to: .bytesReturned)
+        }
+        try? SystemMemory.unmap(span.header, byteCount: size)
+    }
+
+    /// Resizes a span's user part to `byteCount` (rounded up to pages): shrinks in place,
+    /// grows in place when the address space after it is free, else moves the pages to a
+    /// new aligned place with mremap (no copy). nil when the OS refuses; the span is then
+    /// unchanged.
+    static func resize(
+        _ pointer: UnsafeMutableRawPointer, byteCount: Int, counters: Counters<LargeEvent>?
+    ) -> UnsafeMutableRawPointer? {
+        let span = LargeSpan(user: pointer)
+        span.assertValid()
+        // A span in a locked allocator's list is resized under the list's lock, so that no
+        // neighbour is unlinked through its header while the header moves.
+        guard let owner = span.owner else { return resizeUnlocked(span, byteCount: byteCount, counters: counters) }
+        return owner.withLargeSpans { resizeUnlocked(span, byteCount: byteCount, counters: owner.largeCounters) }
+    }
+
+    static func resizeUnlocked(
+        _ span: LargeSpan, byteCount: Int, counters: Counters<LargeEvent>?
+    ) -> UnsafeMutableRawPointer? {
+        let pointer = span.user
+        let page = SystemInfo.pageSize
+        guard byteCount <= Layout.maximumByteCount, let usable = alignUp(byteCount, to: page) else { return nil }
+        let oldUsable = span.usableSize
+        let alignment = span.alignment
+        if usable == oldUsable { return pointer }
+        let savedErrno = errno
+        defer { errno = savedErrno }
+        let oldSize = span.mappingSize
+        let newSize = Layout.headerSize + usable
+        let global = GlobalState.get()
+        // Shrinking always succeeds in place; growing in place needs free address space
+        // after the span.
+        if (try? SystemMemory.resize(span.header, from: oldSize, to: newSize, move: .never)) != nil {
+            span.resized(usableSize: usable)
+            global?.counters.add(newSize - oldSize, to: .bytesMapped)
+            if newSize < oldSize { global?.counters.add(oldSize - newSize, to: .bytesReturned) }
+            counters?.add(usable - oldUsable, to: .liveBytes)
+            return pointer
+        }
+        // Move: reserve an aligned place, then remap the header and user pages onto it.
+        let userAlignment = userAlignment(alignment)
+        let padded = newSize + userAlignment
+        guard let raw = try? SystemMemory.reserve(byteCount: padded) else { return nil }
+        let user = alignUp(raw + Layout.headerSize, to: userAlignment)!
+        let target = user - Layout.headerSize
+        guard (try? SystemMemory.resize(span.header, from: oldSize, to: newSize, move: .to(target))) != nil else {
+            try? SystemMemory.unmap(raw, byteCount: padded)
+            return nil
+        }
+        // The rest of the reservation, before and after the moved span, goes away.
+        if target > raw { try? SystemMemory.unmap(raw, byteCount: target - raw) }
+        if raw + padded > user + usable {
+            try? SystemMemory.unmap(user + usable, byteCount: raw + padded - (user + usable))
+        }
+        // The header moved with the pages: only its size and the owner's links change.
+        let moved = LargeSpan(user: user)
+        moved.resized(usableSize: usable)
+        moved.relinkAfterMove()
+        global?.counters.add(newSize - oldSize, to: .bytesMapped)
+        counters?.add(usable - oldUsable, to: .liveBytes)
+        return user
+    }
+}
+
+// MARK: - Global state
+
+/// Process-wide counters.
+enum GlobalEvent: Int, CaseIterable {
+    case bytesMapped, bytesReturned, heaps, parkedHeaps, pooledSlabs
+}
+
+/// The state every heap shares, in one page mapped on first use (no initializer has to
+/// run first, which a process allocator needs): the pool of empty slabs, the stack of
+/// parked heaps, the registry of every thread heap, counters, and the fallback heap for
+/// exiting threads.
+///
+/// ```
+/// 0 parked heaps (AtomicStack)   16 registry head   24 pool head   32 pool lock
+/// 40 fallback lock   48 fallback heap   64 counters (GlobalEvent)   128 large counters
+/// ```
+struct GlobalState {
+    let base: UnsafeMutableRawPointer
+
+    /// Slabs mapped at once: 16 slabs (4 MiB) per mmap keeps system calls rare; the spare
+    /// slabs wait in the pool, untouched, so they cost address space, not memory.
+    static let slabsPerChunk = 16
+    /// Empty slabs the pool keeps (decommitted: one resident page each) before unmapping
+    /// further ones: 64 slabs are 16 MiB of address space ready for the next burst.
+    static let pooledSlabLimit = 64
+
+    var parkedHeaps: AtomicStack { AtomicStack(at: base) }
+    var counters: Counters<GlobalEvent> { Counters(at: base + 64) }
+    var largeCounters: Counters<LargeEvent> { Counters(at: base + 128) }
+    /// The pool is a plain list under a lock, not a lock-free stack: pooled slabs may be
+    /// unmapped later, which a lock-free pop could still be reading.
+    var poolLock: UnsafeMutablePointer<SpinLock> { (base + 32).assumingMemoryBound(to: SpinLock.self) }
+    var fallbackLock: UnsafeMutablePointer<SpinLock> { (base + 40).assumingMemoryBound(to: SpinLock.self) }
+    var fallbackHeap: Heap { Heap(base.load(fromByteOffset: 48, as: UnsafeMutableRawPointer.self)) }
+
+    var registryHead: UnsafeMutableRawPointer? {
+        UnsafeMutableRawPointer(bitPattern: AtomicWord(at: base + 16).load(ordering: .acquiring))
+    }
+
+    /// Adds a heap to the registry (a list that only grows: heaps are reused, never freed).
+    func register(_ heap: Heap) {
+        let head = AtomicWord(at: base + 16)
+        var current = head.load(ordering: .relaxed)
+        while true {
+            heap.registryNext = UnsafeMutableRawPointer(bitPattern: current)
+            let (exchanged, original) = head.compareExchange(
+                expected: current, desired: Int(bitPattern: heap.base), ordering: .releasing)
+            if exchanged { return }
+            current = original
+        }
+    }
+
+    /// Pops a pooled slab (under the pool lock).
+    func popPooled() -> Slab? {
+        poolLock.pointee.withLock {
+            guard let first = base.load(fromByteOffset: 24, as: UnsafeMutableRawPointer?.self) else { return nil }
+            base.storeBytes(of: Slab(first).next?.base, toByteOffset: 24, as: UnsafeMutableRawPointer?.self)
+            counters.add(-1, to: .pooledSlabs)
+            return Slab(first)
+        }
+    }
+
+    /// Pools a slab unless the pool is full; returns whether it did.
+    func pool(_ slab: Slab, decommit: Bool) -> Bool {
+        poolLock.pointee.withLock {
+            guard counters.value(of: .pooledSlabs) < GlobalState.pooledSlabLimit else { return false }
+            if decommit {
+                try? PageSource().decommit(
+                    slab.base + Layout.headerSize, byteCount: Layout.slabSize - Layout.headerSize)
+                counters.add(Layout.slabSize - Layout.headerSize, to: .bytesReturned)
+            }
+            // A pooled slab has no valid magic, so a late free into it traps in debug builds.
+            slab.magicWord = 0
+            slab.next = Slab(optional: base.load(fromByteOffset: 24, as: UnsafeMutableRawPointer?.self))
+            base.storeBytes(of: slab.base, toByteOffset: 24, as: UnsafeMutableRawPointer.self)
+            counters.add(1, to: .pooledSlabs)
+            return true
+        }
+    }
+
+    /// An empty slab: from the pool, else from a newly mapped chunk (whose other slabs
+    /// join the pool untouched).
+    func takeSlab() -> Slab? {
+        if let pooled = popPooled() { return pooled }
+        let chunkSize = GlobalState.slabsPerChunk * Layout.slabSize
+        let savedErrno = errno
+        defer { errno = savedErrno }
+        guard let chunk = try? PageSource().allocate(byteCount: chunkSize, alignment: Layout.slabSize) else {
+            return nil
+        }
+        counters.add(chunkSize, to: .bytesMapped)
+        for index in 1..<GlobalState.slabsPerChunk {
+            let spare = Slab(chunk + index * Layout.slabSize)
+            if !pool(spare, decommit: false) { returnSlab(spare) }
+        }
+        return Slab(chunk)
+    }
+
+    /// An empty slab goes back to the OS: its block pages are decommitted and it joins the
+    /// pool, or it is unmapped when the pool is full. errno is left as it was.
+    func returnSlab(_ slab: Slab) {
+        let savedErrno = errno
+        defer { errno = savedErrno }
+        if !pool(slab, decommit: true) {
+            try? PageSource().release(slab.base, byteCount: Layout.slabSize)
+            counters.add(-Layout.slabSize, to: .bytesMapped)
+            counters.add(Layout.slabSize, to: .bytesReturned)
+        }
+    }
+
+    /// The address of the global page once it exists (0 before).
+    static let address = Atomic<Int>(0)
+
+    /// The global state, mapped and initialized by the first caller (racing callers map
+    /// one each; all but one unmap theirs). nil only if no page can be mapped.
+    @inline(__always)
+    static func get() -> GlobalState? {
+        let existing = address.load(ordering: .acquiring)
+        if existing != 0 { return GlobalState(base: UnsafeMutableRawPointer(bitPattern: existing)!) }
+        return create()
+    }
+
+    @inline(never)
+    static func create() -> GlobalState? {
+        guard let page = try? PageSource().allocate(byteCount: 4096) else { return nil }
+        guard let fallback = Heap.create(kind: .locked, global: nil) else {
+            try? PageSource().release(page, byteCount: 4096)
+            return nil
+        }
+        // Everything is in place before the page is published.
+        _ = AtomicStack(initializingAt: page)
+        _ = AtomicWord(initializingAt: page + 16, to: 0)
+        (page + 32).bindMemory(to: SpinLock.self, capacity: 1).initialize(to: SpinLock())
+        (page + 40).bindMemory(to: SpinLock.self, capacity: 1).initialize(to: SpinLock())
+        page.storeBytes(of: fallback.base, toByteOffset: 48, as: UnsafeMutableRawPointer.self)
+        _ = Counters<GlobalEvent>(initializingAt: page + 64)
+        _ = Counters<LargeEvent>(initializingAt: page + 128)
+        ThreadLocalSlot.binnedAlloc.setThreadExitHook(SharedHeap.threadExitHook)
+        let (exchanged, winner) = address.compareExchange(
+            expected: 0, desired: Int(bitPattern: page), ordering: .acquiringAndReleasing)
+        guard exchanged else {
+            Heap.unmapHeader(fallback)
+            try? PageSource().release(page, byteCount: 4096)
+            return GlobalState(base: UnsafeMutableRawPointer(bitPattern: winner)!)
+        }
+        return GlobalState(base: page)
+    }
+}
