@@ -1,0 +1,239 @@
+// Multi-threaded stress: threads allocate blocks, write a pattern and hand them to other
+// threads through shared slots swapped atomically, so most frees are cross-thread; the
+// receiver checks the pattern and frees. The thread-sanitizer run selects these suites
+// with `--filter Stress`.
+
+import AllocCore
+import BinnedAlloc
+import Glibc
+import Synchronization
+import Testing
+
+/// What the threads of a stress run share: the slots, the counters and the problems seen.
+final class ExchangeBoard: @unchecked Sendable {
+    let slotCount: Int
+    /// `slotCount` pairs: (block address, size << 32 | tag), or (0, 0) for an empty slot.
+    let slots: UnsafeMutableRawPointer
+    let allocations = Atomic<Int>(0)
+    let frees = Atomic<Int>(0)
+    let crossThreadFrees = Atomic<Int>(0)
+    let problems = Mutex<[String]>([])
+
+    init(slotCount: Int) {
+        self.slotCount = slotCount
+        slots = UnsafeMutableRawPointer.allocate(byteCount: slotCount * 16, alignment: 16)
+        for index in 0..<slotCount {
+            _ = AtomicWordPair(initializingAt: slots + index * 16, first: 0, second: 0)
+        }
+    }
+
+    deinit { slots.deallocate() }
+
+    func slot(_ index: Int) -> AtomicWordPair { AtomicWordPair(at: slots + index * 16) }
+
+    func report(_ problem: String) {
+        problems.withLock { if $0.count < 20 { $0.append(problem) } }
+    }
+}
+
+/// A block in flight: its address, size and pattern tag (thread index << 20 | serial).
+struct FlyingBlock {
+    var pointer: UnsafeMutableRawPointer
+    var size: Int
+    var tag: Int
+
+    var packed: WordPair {
+        WordPair(first: UInt(bitPattern: Int(bitPattern: pointer)), second: UInt(size << 32 | tag))
+    }
+
+    init(pointer: UnsafeMutableRawPointer, size: Int, tag: Int) {
+        self.pointer = pointer
+        self.size = size
+        self.tag = tag
+    }
+
+    init?(_ pair: WordPair) {
+        guard let pointer = UnsafeMutableRawPointer(bitPattern: pair.first) else { return nil }
+        self.pointer = pointer
+        size = Int(pair.second >> 32)
+        tag = Int(pair.second & 0xFFFF_FFFF)
+    }
+
+    var owner: Int { tag >> 20 }
+}
+
+/// The stress body shared by the allocators under test.
+struct ExchangeStress<Allocator: ModelledAllocator & Sendable>: Sendable {
+    let allocator: Allocator
+    let board: ExchangeBoard
+    let seed: UInt64
+    let operationsPerThread: Int
+    let maximumSize: Int
+
+    /// Checks a block received from anywhere and frees it on this thread.
+    func verifyAndFree(_ block: FlyingBlock, on thread: Int) {
+        guard Pattern.matches(block.pointer, tag: block.tag, range: 0..<block.size) else {
+            board.report(
+                "seed \(seed): block \(block.pointer) of \(block.size) bytes from thread \(block.owner) "
+                    + "(tag \(block.tag)) was overwritten before thread \(thread) freed it")
+            return  // leaked on purpose: it may be in use twice
+        }
+        let usable = allocator.usableSize(of: block.pointer)
+        if usable < block.size {
+            board.report("seed \(seed): usableSize \(usable) < \(block.size) on a thread that did not allocate it")
+        }
+        allocator.deallocate(block.pointer)
+        board.frees.add(1, ordering: .relaxed)
+        if block.owner != thread { board.crossThreadFrees.add(1, ordering: .relaxed) }
+    }
+
+    func newBlock(_ generator: inout SplitMix64, thread: Int, serial: inout Int) -> FlyingBlock? {
+        let bits = Int.random(in: 0...maximumSize.trailingZeroBitCount, using: &generator)
+        let size = Int.random(in: max(1, (1 << bits) >> 1)...(1 << bits), using: &generator)
+        let alignment = generator.next() % 10 == 0 ? 1 << Int.random(in: 5...12, using: &generator) : 16
+        guard let pointer = allocator.allocate(byteCount: size, alignment: alignment) else {
+            board.report("seed \(seed): allocate(byteCount: \(size), alignment: \(alignment)) returned nil")
+            return nil
+        }
+        guard isMultiple(pointer, of: max(alignment, 16)) else {
+            board.report("seed \(seed): \(pointer) is not aligned to \(max(alignment, 16))")
+            return nil
+        }
+        board.allocations.add(1, ordering: .relaxed)
+        serial += 1
+        let block = FlyingBlock(pointer: pointer, size: size, tag: thread << 20 | (serial & 0xF_FFFF))
+        Pattern.fill(pointer, tag: block.tag, range: 0..<size)
+        return block
+    }
+
+    func run(thread: Int) {
+        var generator = SplitMix64(seed: seed &+ UInt64(thread) &* 0x9E37_79B9)
+        var serial = 0
+        var local: [FlyingBlock] = []
+        for _ in 0..<operationsPerThread {
+            let roll = generator.next() % 100
+            let slot = board.slot(Int.random(in: 0..<board.slotCount, using: &generator))
+            if roll < 55 {
+                // Publish a new block; free whatever the slot held (usually another thread's).
+                guard let block = newBlock(&generator, thread: thread, serial: &serial) else { return }
+                if let previous = FlyingBlock(slot.exchange(block.packed, ordering: .acquiringAndReleasing)) {
+                    verifyAndFree(previous, on: thread)
+                }
+            } else if roll < 70 {
+                // Take a block from a slot.
+                if let taken = FlyingBlock(
+                    slot.exchange(WordPair(first: 0, second: 0), ordering: .acquiringAndReleasing))
+                {
+                    verifyAndFree(taken, on: thread)
+                }
+            } else if roll < 85 || local.isEmpty {
+                // Thread-local traffic: allocate, or free the block allocated longest ago.
+                if local.count < 64 {
+                    guard let block = newBlock(&generator, thread: thread, serial: &serial) else { return }
+                    local.append(block)
+                } else {
+                    verifyAndFree(local.removeFirst(), on: thread)
+                }
+            } else {
+                // Reallocate a local block; its pattern survives up to the smaller size.
+                let index = Int.random(in: 0..<local.count, using: &generator)
+                var block = local[index]
+                let newSize = Int.random(in: 1...maximumSize, using: &generator)
+                guard let moved = allocator.reallocate(block.pointer, byteCount: newSize) else {
+                    board.report("seed \(seed): reallocate to \(newSize) returned nil")
+                    return
+                }
+                if !Pattern.matches(moved, tag: block.tag, range: 0..<min(block.size, newSize)) {
+                    board.report("seed \(seed): reallocate from \(block.size) to \(newSize) bytes lost the contents")
+                    local.remove(at: index)
+                    continue
+                }
+                serial += 1
+                block = FlyingBlock(pointer: moved, size: newSize, tag: thread << 20 | (serial & 0xF_FFFF))
+                Pattern.fill(moved, tag: block.tag, range: 0..<newSize)
+                local[index] = block
+            }
+        }
+        for block in local { verifyAndFree(block, on: thread) }
+    }
+
+    /// Runs `threads` threads, then empties the slots on the calling thread.
+    func runAll(threads: Int) throws {
+        _ = Pattern.bytes  // built once, before the threads read it
+        try onThreads(threads) { thread in run(thread: thread) }
+        for index in 0..<board.slotCount {
+            if let block = FlyingBlock(
+                board.slot(index).exchange(WordPair(first: 0, second: 0), ordering: .acquiringAndReleasing))
+            {
+                verifyAndFree(block, on: -1)
+            }
+        }
+    }
+}
+
+@Suite("BinnedStress: cross-thread frees through shared slots")
+struct BinnedStressTests {
+    static let threadCount = 2 * SystemInfo.cpuCount + 1
+
+    @Test("BinnedAllocator.shared: blocks handed between threads keep their contents and free anywhere")
+    func sharedAllocatorExchange() throws {
+        let seed = testSeed()
+        print("sharedAllocatorExchange seed \(seed), \(Self.threadCount) threads")
+        let board = ExchangeBoard(slotCount: 512)
+        let stress = ExchangeStress(
+            allocator: BinnedAllocator.shared, board: board, seed: seed, operationsPerThread: 20_000,
+            maximumSize: 65536)
+        try stress.runAll(threads: Self.threadCount)
+        let problems = board.problems.withLock { $0 }
+        #expect(problems.isEmpty, "seed \(seed): \(problems)")
+        let allocations = board.allocations.load(ordering: .relaxed)
+        let frees = board.frees.load(ordering: .relaxed)
+        #expect(allocations == frees, "seed \(seed): \(allocations) allocations, \(frees) frees")
+        // Most frees must be cross-thread, or the test does not test what it says.
+        #expect(board.crossThreadFrees.load(ordering: .relaxed) * 3 > frees, "seed \(seed)")
+        BinnedAllocator.shared.releaseUnusedMemory()
+    }
+
+    @Test("BinnedAllocator.shared: threads that allocate, free remotely and exit at the same time")
+    func sharedAllocatorThreadsExitWhileBlocksAreRemote() throws {
+        // Several rounds of short threads; blocks stay in the slots after their allocating
+        // thread exited, and are freed by the threads of the next round.
+        let seed = testSeed()
+        let board = ExchangeBoard(slotCount: 256)
+        let stress = ExchangeStress(
+            allocator: BinnedAllocator.shared, board: board, seed: seed, operationsPerThread: 2_000,
+            maximumSize: 4096)
+        _ = Pattern.bytes
+        for round in 0..<8 {
+            try onThreads(Self.threadCount) { thread in stress.run(thread: round * 64 + thread) }
+        }
+        try stress.runAll(threads: 1)
+        let problems = board.problems.withLock { $0 }
+        #expect(problems.isEmpty, "seed \(seed): \(problems)")
+        #expect(board.allocations.load(ordering: .relaxed) == board.frees.load(ordering: .relaxed), "seed \(seed)")
+        BinnedAllocator.shared.releaseUnusedMemory()
+    }
+}
+
+@Suite("LockedStress: one LockedBinnedAllocator shared by several threads")
+struct LockedStressTests {
+    @Test("blocks handed between threads keep their contents; statistics balance exactly at the end")
+    func lockedAllocatorExchange() throws {
+        let seed = testSeed()
+        print("lockedAllocatorExchange seed \(seed)")
+        let allocator = LockedBinnedAllocator()
+        let board = ExchangeBoard(slotCount: 256)
+        let stress = ExchangeStress(
+            allocator: allocator, board: board, seed: seed, operationsPerThread: 10_000, maximumSize: 65536)
+        try stress.runAll(threads: max(4, SystemInfo.cpuCount + 1))
+        let problems = board.problems.withLock { $0 }
+        #expect(problems.isEmpty, "seed \(seed): \(problems)")
+        let allocations = board.allocations.load(ordering: .relaxed)
+        #expect(allocations == board.frees.load(ordering: .relaxed), "seed \(seed)")
+        let statistics = allocator.statistics()
+        #expect(statistics.inconsistentClasses.isEmpty, "seed \(seed): \(statistics.inconsistentClasses)")
+        #expect(statistics.liveBlocks == 0, "seed \(seed): \(statistics.liveBlocks) blocks still counted live")
+        #expect(statistics.largeLiveBytes == 0, "seed \(seed)")
+        #expect(statistics.smallAllocations + statistics.largeAllocations >= allocations, "seed \(seed)")
+    }
+}

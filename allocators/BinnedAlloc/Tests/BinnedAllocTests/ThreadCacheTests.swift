@@ -1,0 +1,150 @@
+// Per-thread caches: a thread that exits gives its cache back (parked, then reused by the
+// next thread), blocks of an exited thread can still be freed anywhere, and the global
+// statistics balance once every block is freed.
+//
+// These tests count caches and live blocks of the process-wide allocator, which the other
+// suites use at the same time; so each runs in a fresh child process (an exit test), where
+// its thread is the only user of the allocator and every count is exact.
+
+import AllocCore
+import BinnedAlloc
+import Glibc
+import Synchronization
+import Testing
+
+/// Blocks that one thread hands to another in the thread-cache tests.
+final class BlockBox: @unchecked Sendable {
+    let blocks = Mutex<[Int]>([])
+    func put(_ pointer: UnsafeMutableRawPointer) { blocks.withLock { $0.append(Int(bitPattern: pointer)) } }
+    func takeAll() -> [UnsafeMutableRawPointer] {
+        blocks.withLock { list in
+            defer { list.removeAll() }
+            return list.map { UnsafeMutableRawPointer(bitPattern: $0)! }
+        }
+    }
+}
+
+/// Allocates `count` blocks of assorted sizes (small and large), writes into each, frees
+/// every other one and puts the rest in `box`.
+func allocateOnThisThread(_ count: Int, keepingHalfIn box: BlockBox, salt: Int = 0) {
+    let allocator = BinnedAllocator.shared
+    for index in 0..<count {
+        let size = index % 10 == 9 ? 40_000 + 4096 * (index % 3) : 16 + (index * 97 + salt) % 3000
+        guard let pointer = allocator.allocate(byteCount: size) else {
+            fatalError("allocate(byteCount: \(size)) returned nil")
+        }
+        memset(pointer, Int32(index & 0xFF), size)
+        if index % 2 == 0 { allocator.deallocate(pointer) } else { box.put(pointer) }
+    }
+}
+
+@Suite("Thread caches, in a fresh process")
+struct ThreadCacheTests {
+    @Test("a thread that exits parks its cache; the next new thread reuses it")
+    func exitedThreadParksItsCache() async {
+        await #expect(processExitsWith: .success) {
+            let allocator = BinnedAllocator.shared
+            let before = allocator.statistics()
+            let box = BlockBox()
+            try onNewThread { allocateOnThisThread(100, keepingHalfIn: box) }
+            let afterExit = allocator.statistics()
+            #expect(afterExit.threadCaches >= before.threadCaches + 1, "the thread got no cache")
+            #expect(afterExit.parkedThreadCaches >= 1, "no parked cache after the thread exited")
+            #expect(afterExit.liveBlocks == before.liveBlocks + 50, "\(afterExit.liveBlocks) live, expected 50 more")
+
+            // A second thread, started after the first ended, takes the parked cache.
+            try onNewThread { allocateOnThisThread(100, keepingHalfIn: box, salt: 1) }
+            let afterSecond = allocator.statistics()
+            #expect(
+                afterSecond.threadCaches == afterExit.threadCaches,
+                "a new cache was created although one was parked: \(afterExit.threadCaches) -> \(afterSecond.threadCaches)"
+            )
+            #expect(afterSecond.parkedThreadCaches >= 1, "the second thread's cache was not parked either")
+
+            // The blocks of both exited threads are freed here, on another thread.
+            for pointer in box.takeAll() { allocator.deallocate(pointer) }
+            allocator.releaseUnusedMemory()
+            let end = allocator.statistics()
+            #expect(end.inconsistentClasses.isEmpty, "\(end.inconsistentClasses)")
+            #expect(end.liveBlocks == before.liveBlocks, "\(end.liveBlocks) blocks live, \(before.liveBlocks) before")
+            #expect(end.largeLiveBytes == before.largeLiveBytes, "end.largeLiveBytes == before.largeLiveBytes")
+        }
+    }
+
+    @Test("200 short threads one after another: the number of caches stays flat")
+    func threadChurnReusesCaches() async {
+        await #expect(processExitsWith: .success) {
+            let allocator = BinnedAllocator.shared
+            let box = BlockBox()
+            // One thread first, so that any one-time setup is done.
+            try onNewThread { allocateOnThisThread(20, keepingHalfIn: box) }
+            let before = allocator.statistics()
+            for round in 0..<200 {
+                // Each thread also frees the blocks the previous (exited) thread left.
+                try onNewThread {
+                    for pointer in box.takeAll() { allocator.deallocate(pointer) }
+                    allocateOnThisThread(20, keepingHalfIn: box, salt: round)
+                }
+            }
+            let after = allocator.statistics()
+            #expect(
+                after.threadCaches - before.threadCaches <= 4,
+                "200 sequential threads created \(after.threadCaches - before.threadCaches) caches")
+            #expect(after.parkedThreadCaches >= 1, "after.parkedThreadCaches >= 1")
+            for pointer in box.takeAll() { allocator.deallocate(pointer) }
+            allocator.releaseUnusedMemory()
+            let end = allocator.statistics()
+            #expect(end.inconsistentClasses.isEmpty, "\(end.inconsistentClasses)")
+            #expect(end.liveBlocks == 0, "\(end.liveBlocks) blocks still live after every block was freed")
+            #expect(end.largeLiveBytes == 0, "end.largeLiveBytes == 0")
+        }
+    }
+
+    @Test("concurrent threads get distinct caches, and all of them are parked when the threads end")
+    func concurrentThreadsGetTheirOwnCaches() async {
+        await #expect(processExitsWith: .success) {
+            let allocator = BinnedAllocator.shared
+            let threadCount = 4
+            let arrived = Atomic<Int>(0)
+            let box = BlockBox()
+            try onThreads(threadCount) { thread in
+                allocateOnThisThread(10, keepingHalfIn: box, salt: thread)
+                // Stay alive until every thread has its cache, so none can be reused.
+                arrived.add(1, ordering: .sequentiallyConsistent)
+                while arrived.load(ordering: .sequentiallyConsistent) < threadCount { sched_yield() }
+            }
+            let after = allocator.statistics()
+            #expect(after.threadCaches >= threadCount, "\(threadCount) live threads, \(after.threadCaches) caches")
+            #expect(after.parkedThreadCaches >= threadCount, "only \(after.parkedThreadCaches) caches parked")
+            for pointer in box.takeAll() { allocator.deallocate(pointer) }
+            allocator.releaseUnusedMemory()
+            #expect(allocator.statistics().liveBlocks == 0, "allocator.statistics().liveBlocks == 0")
+        }
+    }
+
+    @Test("after a cross-thread stress, the statistics balance: nothing live, every class consistent")
+    func statisticsBalanceAfterCrossThreadTraffic() async {
+        await #expect(processExitsWith: .success) {
+            let allocator = BinnedAllocator.shared
+            let seed = testSeed()
+            let board = ExchangeBoard(slotCount: 128)
+            let stress = ExchangeStress(
+                allocator: allocator, board: board, seed: seed, operationsPerThread: 5_000, maximumSize: 65536)
+            let threads = 2 * SystemInfo.cpuCount + 1
+            try stress.runAll(threads: threads)
+            #expect(board.problems.withLock { $0 }.isEmpty, "seed \(seed): \(board.problems.withLock { $0 })")
+            let beforeRelease = allocator.statistics()
+            #expect(beforeRelease.threadCaches >= threads, "seed \(seed): \(beforeRelease.threadCaches) caches")
+            allocator.releaseUnusedMemory()
+            let statistics = allocator.statistics()
+            #expect(statistics.inconsistentClasses.isEmpty, "seed \(seed): \(statistics.inconsistentClasses)")
+            #expect(statistics.liveBlocks == 0, "seed \(seed): \(statistics.liveBlocks) blocks still counted live")
+            #expect(statistics.largeLiveBytes == 0, "seed \(seed)")
+            let allocations = board.allocations.load(ordering: .relaxed)
+            #expect(statistics.smallAllocations + statistics.largeAllocations >= allocations, "seed \(seed)")
+            #expect(
+                statistics.smallFrees + statistics.largeFrees
+                    == statistics.smallAllocations + statistics.largeAllocations, "seed \(seed)")
+        }
+    }
+}
