@@ -15,6 +15,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(path: "../shared"),
+        .package(path: "../allocators/BinnedAlloc"),
     ],
     targets: [
         .systemLibrary(
@@ -22,7 +23,13 @@ let package = Package(
             pkgConfig: "jemalloc",
             providers: [.apt(["libjemalloc-dev"])]
         ),
-        .target(name: "Workloads", dependencies: [.product(name: "AllocCore", package: "shared")]),
+        .target(
+            name: "Workloads",
+            dependencies: [
+                .product(name: "AllocCore", package: "shared"),
+                .product(name: "BinnedAlloc", package: "BinnedAlloc"),
+            ]
+        ),
         .executableTarget(name: "compare-worker", dependencies: ["Workloads"]),
         .executableTarget(name: "compare-worker-jemalloc", dependencies: ["Workloads", "CJemalloc"]),
         .executableTarget(

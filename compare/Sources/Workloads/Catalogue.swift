@@ -22,6 +22,10 @@ public enum WorkloadKind: Sendable, Equatable {
     /// One thread allocates blocks of random sizes (log-uniform) and hands them through a
     /// bounded queue to a second thread, which frees them: every free is cross-thread.
     case producerConsumer(minimumSize: Int, maximumSize: Int, queueCapacity: Int)
+    /// `count` blocks of random sizes (log-uniform) allocated, then all freed newest
+    /// first, over and over: the allocate-a-batch-then-drop-it pattern of rsbmalloc's
+    /// benchmarks (and of a request's temporary objects).
+    case batch(count: Int, minimumSize: Int, maximumSize: Int)
 }
 
 /// One benchmark: a name that `--filter` matches, its family (one table per family), what
@@ -41,6 +45,7 @@ public struct Workload: Sendable {
         case fifo = "Live blocks freed in FIFO order"
         case workingSet = "Random sizes over a working set"
         case producerConsumer = "Producer/consumer (cross-thread frees)"
+        case batch = "Batches (rsbmalloc-style)"
 
         /// What a row's time measures, printed under the table's title.
         public var unit: String {
@@ -50,6 +55,7 @@ public struct Workload: Sendable {
             case .workingSet:
                 "ns per replacement (free a random block, malloc a random size), wall time over all threads' replacements"
             case .producerConsumer: "ns per block (malloc on the producer, free on the consumer), wall time"
+            case .batch: "ns per block (allocate the batch, then free it newest first), one thread"
             }
         }
     }
@@ -73,6 +79,9 @@ public struct Workload: Sendable {
             name: "producer-consumer-16-1024", family: .producerConsumer,
             kind: .producerConsumer(minimumSize: 16, maximumSize: 1024, queueCapacity: 1024),
             operations: 2_000_000),
+        Workload(
+            name: "batch-1000-16-4096", family: .batch,
+            kind: .batch(count: 1000, minimumSize: 16, maximumSize: 4096), operations: 5_000_000),
     ]
 
     public static func named(_ name: String) -> Workload? { all.first { $0.name == name } }
@@ -92,8 +101,11 @@ public struct AllocatorColumn: Sendable, Equatable {
     /// jemalloc: the process allocator of `compare-worker-jemalloc`, which links it.
     public static let jemalloc = AllocatorColumn(name: "jemalloc", worker: "compare-worker-jemalloc", isBaseline: true)
 
+    /// BinnedAlloc through its Swift API, in a process whose malloc is glibc's.
+    public static let binnedAlloc = AllocatorColumn(name: "BinnedAlloc", worker: "compare-worker", isBaseline: false)
+
     /// Every column, baselines first. Each allocator package adds its own.
-    public static let all: [AllocatorColumn] = [.glibc, .jemalloc]
+    public static let all: [AllocatorColumn] = [.glibc, .jemalloc, .binnedAlloc]
 
     public static func named(_ name: String) -> AllocatorColumn? { all.first { $0.name == name } }
 }

@@ -23,6 +23,16 @@ public enum Worker {
             self.measure = measure
         }
 
+        /// BinnedAlloc through its Swift API, in a process whose own malloc is glibc's.
+        public static var binnedAlloc: Entry {
+            Entry(
+                name: AllocatorColumn.binnedAlloc.name,
+                verify: {
+                    ProcessMalloc().isProvided(by: "libc.so.6") ? nil : "the process malloc is not glibc's"
+                },
+                measure: { workload, scale in Workloads.measure(workload, on: BinnedAllocBench(), scale: scale) })
+        }
+
         /// The process's own malloc, which must come from `library`.
         public static func processMalloc(name: String, library: String) -> Entry {
             Entry(

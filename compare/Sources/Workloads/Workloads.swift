@@ -123,6 +123,9 @@ func run<A: BenchAllocator>(_ kind: WorkloadKind, on allocator: A, operations: I
         return producerConsumer(
             allocator, minimumSize: minimumSize, maximumSize: maximumSize, queueCapacity: queueCapacity,
             operations: operations)
+    case .batch(let count, let minimumSize, let maximumSize):
+        return batch(
+            allocator, count: count, minimumSize: minimumSize, maximumSize: maximumSize, operations: operations)
     }
 }
 
@@ -165,6 +168,39 @@ func fifo<A: BenchAllocator>(_ allocator: A, live: Int, size: Int, operations: I
     }
     let end = SystemInfo.monotonicNanoseconds()
     return Measurement(nanoseconds: end - start, operations: rounds * live, checksum: checksum)
+}
+
+@inline(never)
+func batch<A: BenchAllocator>(
+    _ allocator: A, count: Int, minimumSize: Int, maximumSize: Int, operations: Int
+)
+    -> Measurement
+{
+    let table = RandomTable(seed: 7, minimumSize: minimumSize, maximumSize: maximumSize, slotCount: 1)
+    let blocks = UnsafeMutablePointer<UnsafeMutableRawPointer>.allocate(capacity: count)
+    defer { blocks.deallocate() }
+    let rounds = max(1, operations / count)
+    var checksum: UInt64 = 0
+    let start = SystemInfo.monotonicNanoseconds()
+    table.sizes.withUnsafeBufferPointer { sizes in
+        var drawn = 0
+        for _ in 0..<rounds {
+            for index in 0..<count {
+                let block = allocator.allocate(sizes[drawn & (RandomTable.count - 1)])
+                drawn &+= 1
+                checksum &+= touch(block, index)
+                (blocks + index).initialize(to: block)
+            }
+            var index = count
+            while index > 0 {
+                index -= 1
+                allocator.deallocate(
+                    blocks[index], byteCount: sizes[(drawn &- count &+ index) & (RandomTable.count - 1)])
+            }
+        }
+    }
+    let end = SystemInfo.monotonicNanoseconds()
+    return Measurement(nanoseconds: end - start, operations: rounds * count, checksum: checksum)
 }
 
 /// A start line for threads: every thread waits until all are ready, then the clock

@@ -2,4 +2,7 @@
 // through their Swift APIs.
 import Workloads
 
-Worker.main(entries: [.processMalloc(name: AllocatorColumn.glibc.name, library: "libc.so.6")])
+Worker.main(entries: [
+    .processMalloc(name: AllocatorColumn.glibc.name, library: "libc.so.6"),
+    .binnedAlloc,
+])

@@ -77,6 +77,8 @@ extension Spread {
         #expect(Set(Workload.all.map(\.name)).count == Workload.all.count)
         #expect(Workload.Family.allCases.allSatisfy { family in Workload.all.contains { $0.family == family } })
         #expect(AllocatorColumn.all.prefix(2) == [.glibc, .jemalloc])
+        #expect(AllocatorColumn.all.filter(\.isBaseline) == [.glibc, .jemalloc])
+        #expect(AllocatorColumn.named("BinnedAlloc")?.worker == "compare-worker")
         #expect(Workload.named("pairs-64")?.kind == .pairs(size: 64))
         #expect(Workload.named("nonexistent") == nil)
         #expect(Workload.named("pairs-16")!.operations(at: .quick) * 20 == Workload.named("pairs-16")!.operations)
@@ -134,7 +136,20 @@ final class CountingAllocator: BenchAllocator, @unchecked Sendable {
         case .producerConsumer(_, _, let capacity):
             #expect(allocator.allocations == 2_000)
             #expect(allocator.maximumLive <= capacity + 2)
+        case .batch(let count, _, _):
+            #expect(allocator.maximumLive == count)
+            #expect(allocator.allocations == first.operations)
         }
+    }
+
+    /// The BinnedAlloc adapter runs every workload to the same checksum as the model.
+    @Test(arguments: Workload.all.map(\.name))
+    func binnedAllocRunsEveryWorkload(name: String) {
+        let workload = Workload.named(name)!
+        let expected = run(workload.kind, on: CountingAllocator(), operations: 2_000)
+        let measured = run(workload.kind, on: BinnedAllocBench(), operations: 2_000)
+        #expect(measured.checksum == expected.checksum)
+        #expect(measured.operations == expected.operations)
     }
 
     @Test func processMallocKnowsWhichLibraryProvidesIt() {
