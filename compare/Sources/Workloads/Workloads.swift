@@ -74,14 +74,8 @@ struct RandomTable {
     var slots: [Int]
 
     init(seed: UInt64, minimumSize: Int, maximumSize: Int, slotCount: Int) {
-        var state = seed
-        func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
+        var generator = SplitMix64(seed: seed)
+        func next() -> UInt64 { generator.next() }
         let low = log2(Double(minimumSize))
         let high = log2(Double(maximumSize))
         sizes = (0..<Self.count).map { _ in

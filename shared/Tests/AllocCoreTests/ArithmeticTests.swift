@@ -108,3 +108,15 @@ import Testing
         }
     }
 }
+
+@Suite struct SplitMix64Tests {
+    /// The reference sequence from seed 0, and the same seed replaying the same values.
+    @Test func matchesTheReferenceSequenceAndReplays() {
+        var generator = SplitMix64(seed: 0)
+        #expect(generator.next() == 0xE220_A839_7B1D_CDAF)
+        #expect(generator.next() == 0x6E78_9E6A_A1B9_65F4)
+        var first = SplitMix64(seed: 1234)
+        var second = SplitMix64(seed: 1234)
+        #expect((0..<100).map { _ in first.next() } == (0..<100).map { _ in second.next() })
+    }
+}

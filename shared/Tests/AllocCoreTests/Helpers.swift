@@ -6,19 +6,6 @@ func onThreads(_ count: Int, _ body: @escaping @Sendable (Int) -> Void) throws {
     for thread in threads { thread.join() }
 }
 
-/// A deterministic generator (SplitMix64) so that failures print a seed that replays them.
-struct SeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
 /// Page-aligned raw memory for the raw-memory types, freed by the caller. It comes from
 /// malloc rather than SystemMemory so that the tests that check SystemMemory's
 /// process-wide counters see only their own mappings.

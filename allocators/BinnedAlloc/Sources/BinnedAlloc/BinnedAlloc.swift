@@ -1215,13 +1215,13 @@ struct Slab {
     var bumpEnd: UnsafeMutableRawPointer { base.load(fromByteOffset: 64, as: UnsafeMutableRawPointer.self) }
 
     var previous: Slab? {
-        get { Slab(optional: base.load(fromByteOffset: 72, as: UnsafeMutableRawPointer?.self)) }
-        nonmutating set { base.storeBytes(of: newValue?.base, toByteOffset: 72, as: UnsafeMutableRawPointer?.self) }
+        get { link(at: 72) }
+        nonmutating set { setLink(newValue, at: 72) }
     }
 
     var next: Slab? {
-        get { Slab(optional: base.load(fromByteOffset: 80, as: UnsafeMutableRawPointer?.self)) }
-        nonmutating set { base.storeBytes(of: newValue?.base, toByteOffset: 80, as: UnsafeMutableRawPointer?.self) }
+        get { link(at: 80) }
+        nonmutating set { setLink(newValue, at: 80) }
     }
 
     @inlinable
@@ -1231,13 +1231,22 @@ struct Slab {
     }
 
     var allNext: Slab? {
-        get { Slab(optional: base.load(fromByteOffset: 96, as: UnsafeMutableRawPointer?.self)) }
-        nonmutating set { base.storeBytes(of: newValue?.base, toByteOffset: 96, as: UnsafeMutableRawPointer?.self) }
+        get { link(at: 96) }
+        nonmutating set { setLink(newValue, at: 96) }
     }
 
     var allPrevious: Slab? {
-        get { Slab(optional: base.load(fromByteOffset: 104, as: UnsafeMutableRawPointer?.self)) }
-        nonmutating set { base.storeBytes(of: newValue?.base, toByteOffset: 104, as: UnsafeMutableRawPointer?.self) }
+        get { link(at: 104) }
+        nonmutating set { setLink(newValue, at: 104) }
+    }
+
+    /// A header word holding another slab's address (a list link).
+    func link(at offset: Int) -> Slab? {
+        Slab(optional: base.load(fromByteOffset: offset, as: UnsafeMutableRawPointer?.self))
+    }
+
+    func setLink(_ slab: Slab?, at offset: Int) {
+        base.storeBytes(of: slab?.base, toByteOffset: offset, as: UnsafeMutableRawPointer?.self)
     }
 
     /// The link of a free block: its first word.

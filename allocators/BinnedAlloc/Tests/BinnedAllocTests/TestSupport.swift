@@ -7,19 +7,6 @@ import BinnedAlloc
 import Glibc
 import Testing
 
-/// SplitMix64: deterministic, so a failure prints a seed that replays it.
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
 /// A seed for a randomized test: `BINNED_TEST_SEED` from the environment when set (to
 /// replay a failure), otherwise fresh from the clock.
 func testSeed() -> UInt64 {
