@@ -142,6 +142,36 @@ struct MemoryReturnTests {
         }
     }
 
+    /// The policy needs no call: a slab that empties while it is not current is retired at
+    /// once (two kept warm, the rest decommitted or unmapped), so only the current slab and
+    /// the reserve stay resident.
+    @Test("a freed burst goes back to the OS by itself, with no releaseUnusedMemory call")
+    func burstReturnsWithoutAnyCall() async {
+        await #expect(processExitsWith: .success) {
+            let allocator = BinnedAllocator.shared
+            let count = 64 * mebibyte / 128
+            let pointers = pointerArray(count)
+            allocator.deallocate(allocator.allocate(byteCount: 128))
+            let before = allocator.statistics()
+            let residentBefore = residentBytes()
+            for index in 0..<count {
+                guard let pointer = allocator.allocate(byteCount: 128) else { fatalError("allocation \(index) failed") }
+                memset(pointer, Int32(index & 0xFF), 128)
+                pointers[index] = pointer
+            }
+            let residentPeak = residentBytes()
+            #expect(residentPeak - residentBefore >= 48 * mebibyte, "the burst did not raise RSS: test is void")
+            for index in 0..<count { allocator.deallocate(pointers[index]) }
+            let after = allocator.statistics()
+            #expect(after.bytesReturned - before.bytesReturned >= 48 * mebibyte)
+            #expect(
+                residentBytes() <= residentBefore + 4 * mebibyte,
+                "RSS \(residentBefore / mebibyte) MiB before, \(residentPeak / mebibyte) MiB at the peak, \(residentBytes() / mebibyte) MiB after"
+            )
+            #expect(after.sizeClasses[classIndex(128)].slabs <= 1, "only the current slab stays with the heap")
+        }
+    }
+
     @Test("a LockedBinnedAllocator gives back its slabs and large spans when it goes away, live blocks and all")
     func lockedAllocatorDeinitUnmaps() async {
         await #expect(processExitsWith: .success) {
