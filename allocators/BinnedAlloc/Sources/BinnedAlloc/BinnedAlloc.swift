@@ -204,14 +204,14 @@ public final class LockedBinnedAllocator: @unchecked Sendable {
             return lock.pointee.withLock { heap.allocate(classIndex: classIndex) }
         case .large(let byteCount, let alignment):
             return LargeSpan.allocate(
-                byteCount: byteCount, alignment: alignment, counters: heap.largeCounters, owner: heap)
+                byteCount: byteCount, alignment: alignment, owner: heap)
         }
     }
 
     /// See ``BinnedAllocator/deallocate(_:)``.
     public func deallocate(_ pointer: UnsafeMutableRawPointer?) {
         guard let pointer else { return }
-        if Layout.isLarge(pointer) { return LargeSpan.free(pointer, counters: heap.largeCounters) }
+        if Layout.isLarge(pointer) { return LargeSpan.free(pointer) }
         let slab = Slab(containing: pointer)
         slab.assertOwns(pointer)
         lock.pointee.withLock {
@@ -228,7 +228,7 @@ public final class LockedBinnedAllocator: @unchecked Sendable {
         precondition(byteCount >= 0, "LockedBinnedAllocator.reallocate: negative byteCount \(byteCount)")
         guard let pointer else { return allocate(byteCount: byteCount) }
         return Layout.reallocate(
-            pointer, byteCount: byteCount, counters: heap.largeCounters,
+            pointer, byteCount: byteCount,
             allocate: { self.allocate(byteCount: $0) }, deallocate: { self.deallocate($0) })
     }
 
@@ -275,14 +275,14 @@ public struct BinnedPageAllocator: Sendable {
         precondition(byteCount >= 0, "BinnedPageAllocator.allocate: negative byteCount \(byteCount)")
         guard alignment > 0, isPowerOfTwo(alignment), alignment <= Layout.maximumAlignment else { return nil }
         return LargeSpan.allocate(
-            byteCount: max(byteCount, 1), alignment: alignment, counters: GlobalState.get()?.largeCounters)
+            byteCount: max(byteCount, 1), alignment: alignment)
     }
 
     /// Unmaps a span; nil is ignored.
     public func deallocate(_ pointer: UnsafeMutableRawPointer?) {
         guard let pointer else { return }
         precondition(Layout.isLarge(pointer), "BinnedPageAllocator.deallocate: \(pointer) is not a page span")
-        LargeSpan.free(pointer, counters: GlobalState.get()?.largeCounters)
+        LargeSpan.free(pointer)
     }
 
     /// Grows or shrinks a span in place or by remapping (never copying); nil allocates.
@@ -290,7 +290,7 @@ public struct BinnedPageAllocator: Sendable {
         precondition(byteCount >= 0, "BinnedPageAllocator.reallocate: negative byteCount \(byteCount)")
         guard let pointer else { return allocate(byteCount: byteCount) }
         precondition(Layout.isLarge(pointer), "BinnedPageAllocator.reallocate: \(pointer) is not a page span")
-        return LargeSpan.resize(pointer, byteCount: max(byteCount, 1), counters: GlobalState.get()?.largeCounters)
+        return LargeSpan.resize(pointer, byteCount: max(byteCount, 1))
     }
 
     /// The span's size in bytes (whole pages); 0 for nil.
@@ -416,8 +416,12 @@ public func binned_reallocarray(
 public func binned_posix_memalign(
     _ result: UnsafeMutablePointer<UnsafeMutableRawPointer?>?, _ alignment: Int, _ size: Int
 ) -> Int32 {
-    guard alignment >= MemoryLayout<UnsafeRawPointer>.size, isPowerOfTwo(alignment) else { return EINVAL }
-    guard size >= 0, alignment <= Layout.maximumAlignment,
+    // size_t semantics: 2^63 is a power of two (that no allocator can honour: ENOMEM).
+    let requested = UInt(bitPattern: alignment)
+    guard requested >= UInt(MemoryLayout<UnsafeRawPointer>.size), requested & (requested &- 1) == 0 else {
+        return EINVAL
+    }
+    guard size >= 0, requested <= UInt(Layout.maximumAlignment),
         let block = BinnedAllocator.shared.allocate(byteCount: size, alignment: alignment)
     else { return ENOMEM }
     result?.pointee = block
@@ -431,15 +435,18 @@ public func binned_aligned_alloc(_ alignment: Int, _ size: Int) -> UnsafeMutable
     binned_memalign(alignment, size)
 }
 
-/// `memalign`: like `aligned_alloc`; EINVAL for an alignment above 2^62.
+/// `memalign`: like `aligned_alloc`; as in glibc, EINVAL only for an alignment above
+/// 2^63 (`SIZE_MAX / 2 + 1`), ENOMEM for one too large to honour.
 @c(binned_memalign)
 public func binned_memalign(_ alignment: Int, _ size: Int) -> UnsafeMutableRawPointer? {
-    guard alignment >= 0, let rounded = nextPowerOfTwo(alignment) else {
+    let requested = UInt(bitPattern: alignment)
+    guard requested <= UInt(1) << 63 else {
         errno = EINVAL
         return nil
     }
-    guard size >= 0, rounded <= Layout.maximumAlignment,
-        let block = BinnedAllocator.shared.allocate(byteCount: size, alignment: max(rounded, Layout.quantum))
+    let rounded = requested <= 1 ? 1 : UInt(1) << (UInt.bitWidth - (requested &- 1).leadingZeroBitCount)
+    guard size >= 0, rounded <= UInt(Layout.maximumAlignment),
+        let block = BinnedAllocator.shared.allocate(byteCount: size, alignment: max(Int(rounded), Layout.quantum))
     else { return outOfMemory() }
     return block
 }
@@ -554,14 +561,14 @@ enum Layout {
     /// it still fits and is used more than half), by remapping for large spans, else by
     /// moving.
     static func reallocate(
-        _ pointer: UnsafeMutableRawPointer, byteCount: Int, counters: Counters<LargeEvent>?,
+        _ pointer: UnsafeMutableRawPointer, byteCount: Int,
         allocate: (Int) -> UnsafeMutableRawPointer?, deallocate: (UnsafeMutableRawPointer) -> Void
     ) -> UnsafeMutableRawPointer? {
         guard byteCount <= maximumByteCount else { return nil }
         let oldSize: Int
         if isLarge(pointer) {
             if byteCount > smallSizeLimit {
-                return LargeSpan.resize(pointer, byteCount: byteCount, counters: counters)
+                return LargeSpan.resize(pointer, byteCount: byteCount)
             }
             oldSize = LargeSpan(user: pointer).usableSize
         } else {
@@ -638,21 +645,23 @@ enum SharedHeap {
             return allocateSmall(classIndex: classIndex)
         case .large(let byteCount, let alignment):
             return LargeSpan.allocate(
-                byteCount: byteCount, alignment: alignment, counters: GlobalState.get()?.largeCounters)
+                byteCount: byteCount, alignment: alignment)
         }
     }
 
     @usableFromInline @inline(never)
     static func deallocateLarge(_ pointer: UnsafeMutableRawPointer) {
-        LargeSpan.free(pointer, counters: GlobalState.get()?.largeCounters)
+        LargeSpan.free(pointer)
     }
 
     /// A block whose slab belongs to another heap: into this thread's batch for that
-    /// owner, or straight onto the owner's remote list when this thread has no heap.
+    /// owner when the owner is a thread heap (never unmapped, so a batch may wait), else
+    /// straight onto the owner's remote list: a locked allocator's heap goes away at its
+    /// deinit, and a batch must not outlive it; so does a thread with no heap.
     @usableFromInline @inline(never)
     static func deallocateRemote(_ pointer: UnsafeMutableRawPointer, slab: Slab) {
         let owner = Heap(slab.owner)
-        if let base = ThreadLocalSlot.binnedAlloc.value {
+        if let base = ThreadLocalSlot.binnedAlloc.value, owner.kind == .threadCache {
             Heap(base).batchRemoteFree(pointer, owner: owner)
         } else {
             owner.remoteFrees.push(pointer)
@@ -662,7 +671,7 @@ enum SharedHeap {
     @usableFromInline @inline(never)
     static func reallocate(_ pointer: UnsafeMutableRawPointer, byteCount: Int) -> UnsafeMutableRawPointer? {
         Layout.reallocate(
-            pointer, byteCount: byteCount, counters: GlobalState.get()?.largeCounters,
+            pointer, byteCount: byteCount,
             allocate: { BinnedAllocator.shared.allocate(byteCount: $0) },
             deallocate: { BinnedAllocator.shared.deallocate($0) })
     }
@@ -676,8 +685,9 @@ enum SharedHeap {
         guard !ThreadLocalSlot.isCurrentThreadExiting, let global = GlobalState.get() else { return nil }
         let heap: Heap
         if let parked = global.parkedHeaps.pop() {
-            global.counters.add(-1, to: .parkedHeaps)
             heap = Heap(parked - Heap.parkedLinkOffset)
+            heap.claimParked()
+            global.counters.add(-1, to: .parkedHeaps)
         } else if let created = Heap.create(kind: .threadCache, global: global) {
             heap = created
         } else {
@@ -696,8 +706,9 @@ enum SharedHeap {
         heap.collectRemoteFrees()
         heap.retireEmptyCurrentSlabs()
         heap.releaseReserve()
-        global.parkedHeaps.push(base + Heap.parkedLinkOffset)
         global.counters.add(1, to: .parkedHeaps)
+        heap.ownership.store(Heap.Ownership.parked.rawValue, ordering: .releasing)
+        global.parkedHeaps.push(base + Heap.parkedLinkOffset)
     }
 
     static func statistics() -> BinnedStatistics {
@@ -722,21 +733,23 @@ enum SharedHeap {
             heap.retireEmptyCurrentSlabs()
             heap.releaseReserve()
         }
-        // Parked heaps are taken one by one, so no other thread uses them meanwhile, and
-        // pushed back once trimmed. The taken ones wait on a local list through their
-        // registry-independent parked link, so trimming allocates nothing.
-        var trimmed: UnsafeMutableRawPointer? = nil
-        while let node = global.parkedHeaps.pop() {
-            let heap = Heap(node - Heap.parkedLinkOffset)
+        // Parked heaps are trimmed where they are: each is claimed with a compare-exchange
+        // (parked → trimming) and stays on the parked stack, so a thread starting meanwhile
+        // still finds it (and waits the moment it takes to trim) rather than mapping a new one.
+        var node = global.registryHead
+        while let base = node {
+            let heap = Heap(base)
+            node = heap.registryNext
+            guard
+                heap.ownership.compareExchange(
+                    expected: Heap.Ownership.parked.rawValue, desired: Heap.Ownership.trimming.rawValue,
+                    ordering: .acquiringAndReleasing
+                ).exchanged
+            else { continue }
             heap.collectRemoteFrees()
             heap.retireEmptyCurrentSlabs()
             heap.releaseReserve()
-            node.storeBytes(of: trimmed, as: UnsafeMutableRawPointer?.self)
-            trimmed = node
-        }
-        while let node = trimmed {
-            trimmed = node.load(as: UnsafeMutableRawPointer?.self)
-            global.parkedHeaps.push(node)
+            heap.ownership.store(Heap.Ownership.parked.rawValue, ordering: .releasing)
         }
         global.fallbackLock.pointee.withLock {
             global.fallbackHeap.collectRemoteFrees()
@@ -758,7 +771,7 @@ enum SharedHeap {
 /// 88    remote batch: owner, head, tail, count
 /// 120   reserve count   128  reserve head   136  all-slabs head
 /// 144   spin lock (locked allocators)   152  large-span list lock   160  large-span list
-/// 192   large counters (3 words)
+/// 184   ownership (active, parked, trimming)   192  large counters (3 words)
 /// 256   bins: 40 × 64 bytes (current slab, partial head, allocations, frees, slabs)
 /// ```
 @usableFromInline
@@ -780,6 +793,7 @@ struct Heap {
     static let reserveHeadOffset = 128
     static let allSlabsOffset = 136
     static let lockOffset = 144
+    static let ownershipOffset = 184
     static let largeSpansLockOffset = 152
     static let largeSpansOffset = 160
     static let largeCountersOffset = 192
@@ -801,6 +815,15 @@ struct Heap {
     }
 
     var remoteFrees: AtomicPushList { AtomicPushList(at: base) }
+
+    /// Written once when the heap is made, before any of its blocks exists.
+    var kind: Kind { Kind(rawValue: base.load(fromByteOffset: Heap.kindOffset, as: Int.self)).unsafelyUnwrapped }
+
+    /// Whether a thread heap is in use by a thread, parked, or being trimmed by
+    /// `releaseUnusedMemory()`; an adopter that pops a heap being trimmed waits for it.
+    enum Ownership: Int { case active = 0, parked = 1, trimming = 2 }
+
+    var ownership: AtomicWord { AtomicWord(at: base + Heap.ownershipOffset) }
 
     var registryNext: UnsafeMutableRawPointer? {
         get { base.load(fromByteOffset: Heap.registryNextOffset, as: UnsafeMutableRawPointer?.self) }
@@ -828,7 +851,7 @@ struct Heap {
     /// Unmaps every large span still linked (a locked allocator's deinit).
     func releaseAllLargeSpans() {
         while let header = withLargeSpans({ largeSpansHead }) {
-            LargeSpan.free(header + Layout.headerSize, counters: nil)
+            LargeSpan.free(header + Layout.headerSize)
         }
     }
 
@@ -839,6 +862,7 @@ struct Heap {
         let heap = Heap(base)
         _ = AtomicPushList(initializingAt: base)
         base.storeBytes(of: kind.rawValue, toByteOffset: kindOffset, as: Int.self)
+        _ = AtomicWord(initializingAt: base + ownershipOffset, to: Ownership.active.rawValue)
         _ = Counters<LargeEvent>(initializingAt: base + largeCountersOffset)
         (base + largeSpansLockOffset).bindMemory(to: SpinLock.self, capacity: 1).initialize(to: SpinLock())
         for index in 0..<Layout.classCount { heap.bin(index).initialize() }
@@ -851,6 +875,16 @@ struct Heap {
 
     static func unmapHeader(_ heap: Heap) {
         try? PageSource().release(heap.base, byteCount: byteCount)
+    }
+
+    /// Takes a heap just popped from the parked stack for the calling thread, waiting while
+    /// `releaseUnusedMemory()` trims it.
+    func claimParked() {
+        while !ownership.compareExchange(
+            expected: Ownership.parked.rawValue, desired: Ownership.active.rawValue, ordering: .acquiringAndReleasing
+        ).exchanged {
+            sched_yield()
+        }
     }
 
     // MARK: Allocation
@@ -1393,9 +1427,7 @@ struct LargeSpan {
 
     /// Maps `byteCount` (rounded up to pages) with a header page before it. The mapping
     /// is over-sized by the user alignment and trimmed on both sides.
-    static func allocate(
-        byteCount: Int, alignment: Int, counters: Counters<LargeEvent>?, owner: Heap? = nil
-    ) -> UnsafeMutableRawPointer? {
+    static func allocate(byteCount: Int, alignment: Int, owner: Heap? = nil) -> UnsafeMutableRawPointer? {
         let page = SystemInfo.pageSize
         let userAlignment = userAlignment(alignment)
         guard byteCount <= Layout.maximumByteCount, let usable = alignUp(byteCount, to: page) else { return nil }
@@ -1408,22 +1440,26 @@ struct LargeSpan {
         let end = user + usable
         if start > raw { try? SystemMemory.unmap(raw, byteCount: start - raw) }
         if raw + padded > end { try? SystemMemory.unmap(end, byteCount: raw + padded - end) }
-        LargeSpan(user: user).write(usableSize: usable, alignment: alignment, owner: owner)
+        let span = LargeSpan(user: user)
+        span.write(usableSize: usable, alignment: alignment, owner: owner)
         GlobalState.get()?.counters.add(end - start, to: .bytesMapped)
-        counters?.add(1, to: .allocations)
-        counters?.add(usable, to: .liveBytes)
+        span.counters?.add(1, to: .allocations)
+        span.counters?.add(usable, to: .liveBytes)
         return user
     }
 
-    /// Unmaps a span, counted by its owner when a locked allocator owns it. errno is left
+    /// The counters a span is counted in: its locked allocator's, or the global ones.
+    var counters: Counters<LargeEvent>? { owner?.largeCounters ?? GlobalState.get()?.largeCounters }
+
+    /// Unmaps a span, counted where it was allocated. errno is left
     /// as it was.
-    static func free(_ pointer: UnsafeMutableRawPointer, counters: Counters<LargeEvent>?) {
+    static func free(_ pointer: UnsafeMutableRawPointer) {
         let span = LargeSpan(user: pointer)
         span.assertValid()
         let savedErrno = errno
         defer { errno = savedErrno }
         let size = span.mappingSize
-        let counters = span.owner?.largeCounters ?? counters
+        let counters = span.counters
         if let owner = span.owner { owner.withLargeSpans { span.unlink(from: owner) } }
         counters?.add(1, to: .frees)
         counters?.add(-span.usableSize, to: .liveBytes)
@@ -1438,14 +1474,12 @@ struct LargeSpan {
     /// grows in place when the address space after it is free, else moves the pages to a
     /// new aligned place with mremap (no copy). nil when the OS refuses; the span is then
     /// unchanged.
-    static func resize(
-        _ pointer: UnsafeMutableRawPointer, byteCount: Int, counters: Counters<LargeEvent>?
-    ) -> UnsafeMutableRawPointer? {
+    static func resize(_ pointer: UnsafeMutableRawPointer, byteCount: Int) -> UnsafeMutableRawPointer? {
         let span = LargeSpan(user: pointer)
         span.assertValid()
         // A span in a locked allocator's list is resized under the list's lock, so that no
         // neighbour is unlinked through its header while the header moves.
-        guard let owner = span.owner else { return resizeUnlocked(span, byteCount: byteCount, counters: counters) }
+        guard let owner = span.owner else { return resizeUnlocked(span, byteCount: byteCount, counters: span.counters) }
         return owner.withLargeSpans { resizeUnlocked(span, byteCount: byteCount, counters: owner.largeCounters) }
     }
 
