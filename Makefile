@@ -48,12 +48,14 @@ test:
 	@set -e; for package in $(PACKAGES); do echo "== swift test: $$package"; $(SWIFT) test --package-path $$package --disable-xctest; done
 
 # Every package whose tests have a suite named *Stress*, under the thread sanitizer, in a
-# build folder of its own so the plain build is not thrown away each time.
+# build folder of its own so the plain build is not thrown away each time. Release mode:
+# in a debug build, raw-pointer loads and stores are calls into the (uninstrumented)
+# standard library, so the sanitizer would not see the allocators' header accesses.
 tsan:
 	@set -e; for package in $(PACKAGES); do \
 		if grep -rqs 'Stress' $$package/Tests; then \
 			echo "== thread sanitizer: $$package"; \
-			TSAN_OPTIONS=$(TSAN_OPTIONS) $(SWIFT) test --package-path $$package --disable-xctest \
+			TSAN_OPTIONS=$(TSAN_OPTIONS) $(SWIFT) test --package-path $$package --disable-xctest -c release \
 				--sanitize=thread --scratch-path $$package/.build-tsan --filter Stress; \
 		fi; \
 	done
