@@ -40,8 +40,10 @@ public struct Counters<Key: RawRepresentable & CaseIterable>: @unchecked Sendabl
         for index in 0..<count { (base + index).initialize(to: Atomic(0)) }
     }
 
-    /// A handle to a block that was already initialized. Costs nothing: no access asks
-    /// `Key.allCases` (which allocates), since the set-up checked the keys once.
+    /// A handle to a block that was already initialized, or to zero-filled memory (fresh
+    /// pages from the kernel: a zero word is a zero counter). Costs nothing and calls no
+    /// runtime function, so a malloc implementation may use it anywhere; the set-up with
+    /// ``init(initializingAt:)`` asks the runtime for `Key.allCases`, which allocates.
     @inlinable
     public init(at address: UnsafeMutableRawPointer) {
         base = address.assumingMemoryBound(to: Atomic<Int>.self)

@@ -856,16 +856,16 @@ struct Heap {
     }
 
     /// Maps a heap (and registers a thread heap with `global`). Its page comes zeroed:
-    /// every list empty, every counter 0.
+    /// every list empty, every counter 0 (a zero word is a zero `Counters` entry, so the
+    /// counters are attached, not initialized: `Counters(initializingAt:)` asks the
+    /// runtime for `allCases`, which allocates, and nothing on a malloc path may).
     static func create(kind: Kind, global: GlobalState?) -> Heap? {
         guard let base = try? PageSource().allocate(byteCount: byteCount) else { return nil }
         let heap = Heap(base)
         _ = AtomicPushList(initializingAt: base)
         base.storeBytes(of: kind.rawValue, toByteOffset: kindOffset, as: Int.self)
         _ = AtomicWord(initializingAt: base + ownershipOffset, to: Ownership.active.rawValue)
-        _ = Counters<LargeEvent>(initializingAt: base + largeCountersOffset)
         (base + largeSpansLockOffset).bindMemory(to: SpinLock.self, capacity: 1).initialize(to: SpinLock())
-        for index in 0..<Layout.classCount { heap.bin(index).initialize() }
         if kind == .threadCache, let global {
             global.register(heap)
             global.counters.add(1, to: .heaps)
@@ -1142,10 +1142,6 @@ struct Bin {
 
     /// Counters written by the owner only, read by `statistics()` on any thread.
     @inlinable var counters: Counters<BinEvent> { Counters(at: base + 16) }
-
-    func initialize() {
-        _ = Counters<BinEvent>(initializingAt: base + 16)
-    }
 
     func pushPartial(_ slab: Slab) {
         slab.previous = nil
@@ -1666,8 +1662,6 @@ struct GlobalState {
         (page + 32).bindMemory(to: SpinLock.self, capacity: 1).initialize(to: SpinLock())
         (page + 40).bindMemory(to: SpinLock.self, capacity: 1).initialize(to: SpinLock())
         page.storeBytes(of: fallback.base, toByteOffset: 48, as: UnsafeMutableRawPointer.self)
-        _ = Counters<GlobalEvent>(initializingAt: page + 64)
-        _ = Counters<LargeEvent>(initializingAt: page + 128)
         ThreadLocalSlot.binnedAlloc.setThreadExitHook(SharedHeap.threadExitHook)
         let (exchanged, winner) = address.compareExchange(
             expected: 0, desired: Int(bitPattern: page), ordering: .acquiringAndReleasing)
