@@ -600,15 +600,8 @@ enum SharedHeap {
     /// heap: a TLS load and four memory operations, no atomic read-modify-write.
     @inlinable
     static func allocateSmall(classIndex: Int) -> UnsafeMutableRawPointer? {
-        if let base = ThreadLocalSlot.binnedAlloc.value {
-            let heap = Heap(base)
-            let bin = heap.bin(classIndex)
-            if let slab = bin.current, let block = slab.freeList {
-                slab.freeList = Slab.next(after: block)
-                slab.used &+= 1
-                bin.counters.addFromOwner(1, to: .allocations)
-                return block
-            }
+        if let base = ThreadLocalSlot.binnedAlloc.value, let block = Heap(base).bin(classIndex).popCurrent() {
+            return block
         }
         return allocateSmallSlow(classIndex: classIndex)
     }
@@ -703,9 +696,7 @@ enum SharedHeap {
         guard let base, let global = GlobalState.get() else { return }
         let heap = Heap(base)
         heap.flushRemoteBatch()
-        heap.collectRemoteFrees()
-        heap.retireEmptyCurrentSlabs()
-        heap.releaseReserve()
+        heap.trim()
         global.counters.add(1, to: .parkedHeaps)
         heap.ownership.store(Heap.Ownership.parked.rawValue, ordering: .releasing)
         global.parkedHeaps.push(base + Heap.parkedLinkOffset)
@@ -729,9 +720,7 @@ enum SharedHeap {
         if let base = ThreadLocalSlot.binnedAlloc.value {
             let heap = Heap(base)
             heap.flushRemoteBatch()
-            heap.collectRemoteFrees()
-            heap.retireEmptyCurrentSlabs()
-            heap.releaseReserve()
+            heap.trim()
         }
         // Parked heaps are trimmed where they are: each is claimed with a compare-exchange
         // (parked → trimming) and stays on the parked stack, so a thread starting meanwhile
@@ -746,16 +735,10 @@ enum SharedHeap {
                     ordering: .acquiringAndReleasing
                 ).exchanged
             else { continue }
-            heap.collectRemoteFrees()
-            heap.retireEmptyCurrentSlabs()
-            heap.releaseReserve()
+            heap.trim()
             heap.ownership.store(Heap.Ownership.parked.rawValue, ordering: .releasing)
         }
-        global.fallbackLock.pointee.withLock {
-            global.fallbackHeap.collectRemoteFrees()
-            global.fallbackHeap.retireEmptyCurrentSlabs()
-            global.fallbackHeap.releaseReserve()
-        }
+        global.fallbackLock.pointee.withLock { global.fallbackHeap.trim() }
     }
 }
 
@@ -891,14 +874,7 @@ struct Heap {
 
     /// A block of class `classIndex`: the current slab's free list, else the refill path.
     func allocate(classIndex: Int) -> UnsafeMutableRawPointer? {
-        let bin = bin(classIndex)
-        if let slab = bin.current, let block = slab.freeList {
-            slab.freeList = Slab.next(after: block)
-            slab.used &+= 1
-            bin.counters.addFromOwner(1, to: .allocations)
-            return block
-        }
-        return refill(classIndex: classIndex)
+        bin(classIndex).popCurrent() ?? refill(classIndex: classIndex)
     }
 
     /// The current slab ran dry: collect remote frees, carve fresh blocks, move to a
@@ -927,13 +903,10 @@ struct Heap {
         }
         let slab = bin.current!
         if slab.freeList == nil { slab.carve() }
-        guard let block = slab.freeList else {
+        guard let block = bin.popCurrent() else {
             assertionFailure("BinnedAlloc: slab \(slab.base) of class \(classIndex) has no block after refill")
             return nil
         }
-        slab.freeList = Slab.next(after: block)
-        slab.used &+= 1
-        bin.counters.addFromOwner(1, to: .allocations)
         return block
     }
 
@@ -1061,6 +1034,14 @@ struct Heap {
         while let slab = popReserve() { GlobalState.get()?.returnSlab(slab) }
     }
 
+    /// Gives back what the heap holds without need: collects the frees other threads made
+    /// into it, then retires its empty current slabs and its reserve.
+    func trim() {
+        collectRemoteFrees()
+        retireEmptyCurrentSlabs()
+        releaseReserve()
+    }
+
     /// Retires each class's current slab when nothing in it is in use (thread exit, trim).
     func retireEmptyCurrentSlabs() {
         for index in 0..<Layout.classCount {
@@ -1142,6 +1123,17 @@ struct Bin {
 
     /// Counters written by the owner only, read by `statistics()` on any thread.
     @inlinable var counters: Counters<BinEvent> { Counters(at: base + 16) }
+
+    /// Pops a block from the current slab's free list, or nil when there is no current
+    /// slab or it has no free block: the whole fast path of allocation.
+    @inlinable
+    func popCurrent() -> UnsafeMutableRawPointer? {
+        guard let slab = current, let block = slab.freeList else { return nil }
+        slab.freeList = Slab.next(after: block)
+        slab.used &+= 1
+        counters.addFromOwner(1, to: .allocations)
+        return block
+    }
 
     func pushPartial(_ slab: Slab) {
         slab.previous = nil
