@@ -1,7 +1,9 @@
 # The monorepo's commands. The tests use Swift Testing only, so XCTest's runner is off. Packages are discovered, never listed: AllocCore in shared/,
 # every allocators/<Name>/ that has a Package.swift, and the compare harness.
 #
-#   make test-all     every package's tests, then the thread-sanitizer run of the stress tests
+#   make              every package, and libbinnedmalloc.so (BinnedAlloc as an LD_PRELOAD malloc)
+#   make test-all     every package's tests, the thread-sanitizer run of the stress tests, and
+#                     programs run under libbinnedmalloc.so
 #   make bench        release build of compare, full benchmark tables on stdout
 #   make bench-quick  the short benchmark run CI makes so the harness cannot rot
 #   make deps         installs libjemalloc-dev (apt-get, as root) or says how
@@ -24,9 +26,10 @@ TSAN_OPTIONS ?= halt_on_error=1
 # One SwiftPM build at a time: two builds of one package share its .build lock, and
 # compare builds the allocator packages it depends on.
 .NOTPARALLEL:
-.PHONY: all build test-all test tsan bench bench-quick deps lint format clean path-dependency-check
+.PHONY: all build preload test-all test tsan test-preload bench bench-quick deps lint format clean \
+	path-dependency-check
 
-all: build
+all: build preload
 
 build:
 	@set -e; for package in $(PACKAGES); do echo "== swift build: $$package"; $(SWIFT) build --package-path $$package; done
@@ -42,7 +45,7 @@ deps:
 		echo "deps: missing libjemalloc-dev; run: sudo apt-get install -y libjemalloc-dev pkg-config"; exit 1; \
 	fi
 
-test-all: deps test tsan path-dependency-check
+test-all: deps test tsan test-preload path-dependency-check
 
 test:
 	@set -e; for package in $(PACKAGES); do echo "== swift test: $$package"; $(SWIFT) test --package-path $$package --disable-xctest; done
@@ -59,6 +62,24 @@ tsan:
 				--sanitize=thread --scratch-path $$package/.build-tsan --filter Stress; \
 		fi; \
 	done
+
+# libbinnedmalloc.so: BinnedAlloc under the standard malloc names, with the Swift runtime
+# linked in statically (it loads into any process, Swift or not, and needs only libc,
+# libm, libstdc++ and libgcc_s) and only the malloc family exported. Its own build folder
+# keeps these flags away from the package's ordinary builds.
+PRELOAD_PACKAGE := allocators/BinnedAlloc
+PRELOAD_LIBRARY := $(PRELOAD_PACKAGE)/.build-preload/release/libbinnedmalloc.so
+
+preload:
+	@$(SWIFT) build -c release --package-path $(PRELOAD_PACKAGE) --scratch-path $(PRELOAD_PACKAGE)/.build-preload \
+		--product binnedmalloc -Xswiftc -static-stdlib -Xlinker --version-script=$(CURDIR)/$(PRELOAD_PACKAGE)/binnedmalloc.map
+	@echo "built $(PRELOAD_LIBRARY)"
+
+# C programs (GUIDE section 5 row by row, stress, fork, thread churn) and real programs
+# (python3's own tests, git, cc) run under the library.
+test-preload: preload
+	@echo "== programs under LD_PRELOAD=$(PRELOAD_LIBRARY)"
+	@bash $(PRELOAD_PACKAGE)/Tests/Preload/run $(PRELOAD_LIBRARY)
 
 # Builds a throwaway package that depends on every package here by path, as the README
 # shows, and imports each library: the README's snippet cannot rot.
@@ -80,5 +101,5 @@ format:
 	@$(SWIFT) format --configuration $(FORMAT_CONFIG) --in-place --parallel $(SWIFT_SOURCES)
 
 clean:
-	@for package in $(PACKAGES); do rm -rf $$package/.build $$package/.build-tsan; done
+	@for package in $(PACKAGES); do rm -rf $$package/.build $$package/.build-tsan $$package/.build-preload; done
 	@rm -rf compare/results

@@ -1662,6 +1662,35 @@ struct GlobalState {
             try? PageSource().release(page, byteCount: 4096)
             return GlobalState(base: UnsafeMutableRawPointer(bitPattern: winner)!)
         }
+        // Only now: registering may allocate, and that allocation must find the state.
+        pthread_atfork(GlobalState.forkPrepare, GlobalState.forkParent, GlobalState.forkChild)
         return GlobalState(base: page)
+    }
+
+    // MARK: fork
+
+    // A fork while another thread holds the pool or fallback lock would leave it held
+    // forever in the child, whose first slab refill would then spin. So the forking thread
+    // takes both locks before fork and releases them on both sides. Everything else
+    // shared is lock-free (the parked stack, the registry, remote lists). Other threads'
+    // heaps are orphaned in the child, which has only the forking thread: their memory
+    // stays mapped and unused there, as glibc's arenas of vanished threads do.
+
+    static let forkPrepare: @convention(c) () -> Void = {
+        guard let global = GlobalState.get() else { return }
+        global.poolLock.pointee.lock()
+        global.fallbackLock.pointee.lock()
+    }
+
+    static let forkParent: @convention(c) () -> Void = {
+        guard let global = GlobalState.get() else { return }
+        global.fallbackLock.pointee.unlock()
+        global.poolLock.pointee.unlock()
+    }
+
+    static let forkChild: @convention(c) () -> Void = {
+        guard let global = GlobalState.get() else { return }
+        global.fallbackLock.pointee.unlock()
+        global.poolLock.pointee.unlock()
     }
 }
