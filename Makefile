@@ -29,7 +29,7 @@ TSAN_OPTIONS ?= halt_on_error=1
 .PHONY: all build preload test-all test tsan test-preload bench bench-quick deps lint format clean \
 	path-dependency-check
 
-all: build preload
+all: deps build preload
 
 build:
 	@set -e; for package in $(PACKAGES); do echo "== swift build: $$package"; $(SWIFT) build --package-path $$package; done
