@@ -130,3 +130,51 @@ public struct OSThread: Sendable {
         precondition(error == 0, "pthread_join failed with error \(error)")
     }
 }
+
+/// Sleeping until a word changes: futex(2) waits and wakes on an `AtomicWord`, for the
+/// blocking paths of allocators (a full queue, a background worker's interval, a ring
+/// whose oldest buffer is still held). Nothing here allocates.
+///
+/// The kernel compares only the word's low 32 bits, so a word used for waiting must change
+/// in those bits on every change a waiter cares about (a state, or a counter that the
+/// waker increments). The word must be in this process's private memory.
+///
+/// ```swift
+/// // Waiter:                                   // Waker:
+/// while word.load(ordering: .acquiring) == 0 {  word.store(1, ordering: .releasing)
+///     Futex.wait(word, whileEqualTo: 0)        Futex.wake(word)
+/// }
+/// ```
+public enum Futex {
+    /// Why a wait returned. Wake-ups can be spurious: callers re-check their condition.
+    public enum WaitResult: Sendable, Equatable {
+        /// Woken by `wake`, by a signal, or spuriously.
+        case woken
+        /// The word did not hold the expected value when the wait began.
+        case valueChanged
+        /// The timeout passed.
+        case timedOut
+    }
+
+    /// Sleeps while the low 32 bits of `word` equal those of `expected`, for at most
+    /// `timeoutNanoseconds` (nil: until woken).
+    @discardableResult
+    public static func wait(
+        _ word: AtomicWord, whileEqualTo expected: Int, timeoutNanoseconds: UInt64? = nil
+    ) -> WaitResult {
+        let timeout = timeoutNanoseconds.map { Int64(clamping: $0) } ?? -1
+        let result = alloc_core_futex_wait(
+            word.address.assumingMemoryBound(to: UInt32.self), UInt32(truncatingIfNeeded: expected), timeout)
+        switch result {
+        case EAGAIN: return .valueChanged
+        case ETIMEDOUT: return .timedOut
+        default: return .woken
+        }
+    }
+
+    /// Wakes at most `count` threads waiting on `word`; returns how many woke.
+    @discardableResult
+    public static func wake(_ word: AtomicWord, count: Int = Int(Int32.max)) -> Int {
+        Int(alloc_core_futex_wake(word.address.assumingMemoryBound(to: UInt32.self), Int32(clamping: count)))
+    }
+}

@@ -10,7 +10,9 @@
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
+#include <linux/futex.h>
 
 __thread void *alloc_core_tls_slots[ALLOC_CORE_TLS_SLOT_COUNT]
     __attribute__((tls_model("initial-exec"))) = {0};
@@ -106,3 +108,18 @@ const int alloc_core_madv_hugepage = MADV_HUGEPAGE;
 const int alloc_core_madv_nohugepage = MADV_NOHUGEPAGE;
 const int alloc_core_madv_willneed = MADV_WILLNEED;
 const int alloc_core_madv_remove = MADV_REMOVE;
+
+int alloc_core_futex_wait(uint32_t *address, uint32_t expected, int64_t timeout_ns) {
+  struct timespec timeout;
+  if (timeout_ns >= 0) {
+    timeout.tv_sec = (time_t)(timeout_ns / 1000000000);
+    timeout.tv_nsec = (long)(timeout_ns % 1000000000);
+  }
+  long result = syscall(SYS_futex, address, FUTEX_WAIT_PRIVATE, expected, timeout_ns >= 0 ? &timeout : NULL, NULL, 0);
+  return result == 0 ? 0 : errno;
+}
+
+int alloc_core_futex_wake(uint32_t *address, int count) {
+  long result = syscall(SYS_futex, address, FUTEX_WAKE_PRIVATE, count, NULL, NULL, 0);
+  return result < 0 ? 0 : (int)result;
+}

@@ -117,3 +117,37 @@ let exitHookSawExiting = Atomic<Int>(0)
         #expect(!ids.withLock { $0.contains(currentThreadID()) })
     }
 }
+
+@Suite struct FutexTests {
+    /// A waiter sleeps until the word changes and it is woken; the waker sees it woke.
+    @Test func waiterSleepsUntilWokenAfterAChange() throws {
+        let memory = rawPages()
+        defer { memory.deallocate() }
+        let word = AtomicWord(initializingAt: memory, to: 0)
+        let woke = AtomicWord(initializingAt: memory + 64, to: 0)
+        let address = Int(bitPattern: memory)
+        let waiter = try OSThread.spawn {
+            let word = AtomicWord(at: UnsafeMutableRawPointer(bitPattern: address)!)
+            while word.load(ordering: .acquiring) == 0 { Futex.wait(word, whileEqualTo: 0) }
+            AtomicWord(at: UnsafeMutableRawPointer(bitPattern: address)! + 64).store(1, ordering: .releasing)
+        }
+        // The waiter cannot finish before the store: it only leaves the loop on a change.
+        usleep(20_000)
+        #expect(woke.load(ordering: .acquiring) == 0)
+        word.store(1, ordering: .releasing)
+        Futex.wake(word)
+        waiter.join()
+        #expect(woke.load(ordering: .acquiring) == 1)
+    }
+
+    @Test func waitReturnsAtOnceWhenTheWordDiffersAndTimesOutOtherwise() {
+        let memory = rawPages()
+        defer { memory.deallocate() }
+        let word = AtomicWord(initializingAt: memory, to: 7)
+        #expect(Futex.wait(word, whileEqualTo: 8, timeoutNanoseconds: 5_000_000_000) == .valueChanged)
+        let start = SystemInfo.monotonicNanoseconds()
+        #expect(Futex.wait(word, whileEqualTo: 7, timeoutNanoseconds: 20_000_000) == .timedOut)
+        #expect(SystemInfo.monotonicNanoseconds() - start >= 20_000_000)
+        #expect(Futex.wake(word) == 0)
+    }
+}

@@ -97,6 +97,16 @@ int alloc_core_mkstemp_cloexec(char *path_template);
 /// The number of CPUs in the calling thread's affinity mask, or 0 if it cannot be read.
 int alloc_core_affinity_cpu_count(void);
 
+/// futex(2) FUTEX_WAIT_PRIVATE on the 32-bit word at `address`: sleeps while it holds
+/// `expected`, at most `timeout_ns` nanoseconds (negative: no limit). Returns 0 when woken
+/// (or spuriously), else the errno value: EAGAIN (the word did not hold `expected`),
+/// ETIMEDOUT, EINTR.
+int alloc_core_futex_wait(uint32_t *address, uint32_t expected, int64_t timeout_ns);
+
+/// futex(2) FUTEX_WAKE_PRIVATE: wakes at most `count` threads waiting on `address`.
+/// Returns how many were woken.
+int alloc_core_futex_wake(uint32_t *address, int count);
+
 /// The madvise(2) advice values, whatever the headers' feature macros.
 extern const int alloc_core_madv_dontneed;
 extern const int alloc_core_madv_free;
