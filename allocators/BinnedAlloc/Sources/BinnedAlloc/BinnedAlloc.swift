@@ -325,6 +325,10 @@ public struct BinnedStatistics: Sendable, Equatable {
     public var bytesMapped: Int
     /// Bytes given back to the OS so far, by `MADV_DONTNEED` or `munmap` (process-wide).
     public var bytesReturned: Int
+    /// Freed large blocks kept mapped for reuse by the next request of their size class,
+    /// and their bytes (process-wide; ``BinnedAllocator/releaseUnusedMemory()`` unmaps them).
+    public var cachedLargeBlocks: Int
+    public var cachedLargeBytes: Int
     /// Heaps ever created for threads (each is reused after its thread exits).
     public var threadCaches: Int
     /// Heaps of exited threads waiting to be adopted.
@@ -336,7 +340,7 @@ public struct BinnedStatistics: Sendable, Equatable {
                 SizeClass(size: Layout.sizeClasses.size(ofClass: $0), allocations: 0, frees: 0, liveBlocks: 0, slabs: 0)
             },
             largeAllocations: 0, largeFrees: 0, largeLiveBytes: 0, bytesMapped: 0, bytesReturned: 0,
-            threadCaches: 0, parkedThreadCaches: 0)
+            cachedLargeBlocks: 0, cachedLargeBytes: 0, threadCaches: 0, parkedThreadCaches: 0)
     }
 
     mutating func addGlobalFigures(largeFrom large: Counters<LargeEvent>?) {
@@ -348,6 +352,8 @@ public struct BinnedStatistics: Sendable, Equatable {
         guard let global = GlobalState.get() else { return }
         bytesMapped = global.counters.value(of: .bytesMapped)
         bytesReturned = global.counters.value(of: .bytesReturned)
+        cachedLargeBlocks = global.counters.value(of: .cachedSpans)
+        cachedLargeBytes = global.counters.value(of: .cachedSpanBytes)
         threadCaches = global.counters.value(of: .heaps)
         parkedThreadCaches = global.counters.value(of: .parkedHeaps)
     }
@@ -377,8 +383,8 @@ public func binned_calloc(_ count: Int, _ size: Int) -> UnsafeMutableRawPointer?
     guard let byteCount = checkedByteCount(count: UInt(bitPattern: count), stride: UInt(bitPattern: size)),
         let block = BinnedAllocator.shared.allocate(byteCount: byteCount)
     else { return outOfMemory() }
-    // Fresh large spans come zeroed from the kernel; slab blocks may be reused.
-    if !Layout.isLarge(block) { memset(block, 0, byteCount) }
+    // Fresh large spans come zeroed from the kernel; slab blocks and cached spans are reused.
+    if !Layout.isLarge(block) || !LargeSpan(user: block).isZeroed { memset(block, 0, byteCount) }
     return block
 }
 
@@ -568,7 +574,7 @@ enum Layout {
         let oldSize: Int
         if isLarge(pointer) {
             if byteCount > smallSizeLimit {
-                return LargeSpan.resize(pointer, byteCount: byteCount)
+                return LargeSpan.resize(pointer, byteCount: byteCount, classSized: true)
             }
             oldSize = LargeSpan(user: pointer).usableSize
         } else {
@@ -637,14 +643,13 @@ enum SharedHeap {
         case .small(let classIndex):
             return allocateSmall(classIndex: classIndex)
         case .large(let byteCount, let alignment):
-            return LargeSpan.allocate(
-                byteCount: byteCount, alignment: alignment)
+            return LargeSpan.allocateShared(byteCount: byteCount, alignment: alignment)
         }
     }
 
     @usableFromInline @inline(never)
     static func deallocateLarge(_ pointer: UnsafeMutableRawPointer) {
-        LargeSpan.free(pointer)
+        LargeSpan.free(pointer, cacheable: true)
     }
 
     /// A block whose slab belongs to another heap: into this thread's batch for that
@@ -739,6 +744,7 @@ enum SharedHeap {
             heap.ownership.store(Heap.Ownership.parked.rawValue, ordering: .releasing)
         }
         global.fallbackLock.pointee.withLock { global.fallbackHeap.trim() }
+        global.emptySpanCache()
     }
 }
 
@@ -1335,11 +1341,16 @@ struct Slab {
 /// ```
 /// header page: 0 magic (largeMagic ^ address)   8 usable size   16 alignment
 ///              24 owner heap (a locked allocator's, else 0)   32 previous   40 next
+///              48 zeroed (1 while the user part is as the kernel mapped it)
 /// user part:   slab-aligned (and aligned to the request), usable size bytes
 /// ```
 /// The mapping is exactly the header page and the user part. A span of a
 /// `LockedBinnedAllocator` is linked into its heap's list (under its lock), so that the
 /// allocator's deinit unmaps what is still allocated, whichever path frees it before.
+///
+/// Spans of the shared allocator up to ``spanCacheMaximumSize`` are sized in classes (four
+/// per doubling) and, when freed, wait in the global span cache for the next request of
+/// their class: a freed 100 KiB block is reused warm, without mmap, munmap and page faults.
 struct LargeSpan {
     let header: UnsafeMutableRawPointer
 
@@ -1354,6 +1365,8 @@ struct LargeSpan {
     var mappingSize: Int { Layout.headerSize + usableSize }
 
     var owner: Heap? { base(at: 24).map(Heap.init) }
+    /// Whether the user part still reads as zero (fresh from the kernel, not from the cache).
+    var isZeroed: Bool { header.load(fromByteOffset: 48, as: Int.self) == 1 }
     var previous: LargeSpan? { base(at: 32).map { LargeSpan(user: $0 + Layout.headerSize) } }
     var next: LargeSpan? { base(at: 40).map { LargeSpan(user: $0 + Layout.headerSize) } }
 
@@ -1365,19 +1378,21 @@ struct LargeSpan {
         header.storeBytes(of: value, toByteOffset: offset, as: UnsafeMutableRawPointer?.self)
     }
 
-    func write(usableSize: Int, alignment: Int, owner: Heap?) {
+    func write(usableSize: Int, alignment: Int, owner: Heap?, zeroed: Bool) {
         header.storeBytes(of: LargeSpan.magic ^ Int(bitPattern: header), as: Int.self)
         header.storeBytes(of: usableSize, toByteOffset: 8, as: Int.self)
         header.storeBytes(of: alignment, toByteOffset: 16, as: Int.self)
         setBase(owner?.base, at: 24)
         setBase(nil, at: 32)
         setBase(nil, at: 40)
+        header.storeBytes(of: zeroed ? 1 : 0, toByteOffset: 48, as: Int.self)
         if let owner { owner.withLargeSpans { link(into: owner) } }
     }
 
     /// A new size after an in-place resize or a move.
     func resized(usableSize: Int) {
         header.storeBytes(of: usableSize, toByteOffset: 8, as: Int.self)
+        header.storeBytes(of: 0, toByteOffset: 48, as: Int.self)
     }
 
     /// After `mremap` moved the span, its magic and its neighbours' links name the new
@@ -1413,6 +1428,38 @@ struct LargeSpan {
     /// aligned as asked.
     static func userAlignment(_ alignment: Int) -> Int { max(alignment, Layout.slabSize) }
 
+    /// The largest span the cache keeps. Past 4 MiB the mapping's system calls and page
+    /// faults are small next to what a program does with that much memory, and keeping it
+    /// would cost too much resident memory.
+    static let spanCacheMaximumSize = 4 << 20
+
+    /// The usable size of a cacheable span for `byteCount`: its class, four per doubling
+    /// (at most 25% more, which stays untouched address space until written). nil above
+    /// ``spanCacheMaximumSize``.
+    static func cacheClassSize(for byteCount: Int) -> Int? {
+        guard byteCount > Layout.smallSizeLimit, byteCount <= spanCacheMaximumSize else { return nil }
+        // (2^k, 2^(k+1)] in steps of 2^(k-2): 40, 48, 56, 64 KiB, 80, 96... always whole pages.
+        let step = 1 << (log2Floor(byteCount - 1) - 2)
+        return (byteCount + step - 1) & ~(step - 1)
+    }
+
+    /// A block of the shared allocator: a warm span of its class from the cache, else a new
+    /// mapping (of the class size when it may be cached later).
+    static func allocateShared(byteCount: Int, alignment: Int) -> UnsafeMutableRawPointer? {
+        guard alignment <= Layout.slabSize, let classSize = cacheClassSize(for: byteCount) else {
+            return allocate(byteCount: byteCount, alignment: alignment)
+        }
+        if let global = GlobalState.get(), let header = global.takeCachedSpan(usableSize: classSize) {
+            let span = LargeSpan(user: header + Layout.headerSize)
+            let usable = header.load(fromByteOffset: 8, as: Int.self)
+            span.write(usableSize: usable, alignment: alignment, owner: nil, zeroed: false)
+            global.largeCounters.add(1, to: .allocations)
+            global.largeCounters.add(usable, to: .liveBytes)
+            return span.user
+        }
+        return allocate(byteCount: classSize, alignment: alignment)
+    }
+
     /// Maps `byteCount` (rounded up to pages) with a header page before it. The mapping
     /// is over-sized by the user alignment and trimmed on both sides.
     static func allocate(byteCount: Int, alignment: Int, owner: Heap? = nil) -> UnsafeMutableRawPointer? {
@@ -1429,7 +1476,7 @@ struct LargeSpan {
         if start > raw { try? SystemMemory.unmap(raw, byteCount: start - raw) }
         if raw + padded > end { try? SystemMemory.unmap(end, byteCount: raw + padded - end) }
         let span = LargeSpan(user: user)
-        span.write(usableSize: usable, alignment: alignment, owner: owner)
+        span.write(usableSize: usable, alignment: alignment, owner: owner, zeroed: true)
         GlobalState.get()?.counters.add(end - start, to: .bytesMapped)
         span.counters?.add(1, to: .allocations)
         span.counters?.add(usable, to: .liveBytes)
@@ -1439,9 +1486,9 @@ struct LargeSpan {
     /// The counters a span is counted in: its locked allocator's, or the global ones.
     var counters: Counters<LargeEvent>? { owner?.largeCounters ?? GlobalState.get()?.largeCounters }
 
-    /// Unmaps a span, counted where it was allocated. errno is left
-    /// as it was.
-    static func free(_ pointer: UnsafeMutableRawPointer) {
+    /// Unmaps a span, counted where it was allocated, or keeps it in the span cache when
+    /// it is a shared allocator's span of a cache class. errno is left as it was.
+    static func free(_ pointer: UnsafeMutableRawPointer, cacheable: Bool = false) {
         let span = LargeSpan(user: pointer)
         span.assertValid()
         let savedErrno = errno
@@ -1451,6 +1498,12 @@ struct LargeSpan {
         if let owner = span.owner { owner.withLargeSpans { span.unlink(from: owner) } }
         counters?.add(1, to: .frees)
         counters?.add(-span.usableSize, to: .liveBytes)
+        if cacheable, span.owner == nil, span.alignment <= Layout.slabSize,
+            cacheClassSize(for: span.usableSize) == span.usableSize, let global = GlobalState.get(),
+            global.cacheSpan(span.header, usableSize: span.usableSize)
+        {
+            return
+        }
         if let global = GlobalState.get() {
             global.counters.add(-size, to: .bytesMapped)
             global.counters.add(size, to: .bytesReturned)
@@ -1462,23 +1515,37 @@ struct LargeSpan {
     /// grows in place when the address space after it is free, else moves the pages to a
     /// new aligned place with mremap (no copy). nil when the OS refuses; the span is then
     /// unchanged.
-    static func resize(_ pointer: UnsafeMutableRawPointer, byteCount: Int) -> UnsafeMutableRawPointer? {
+    /// `classSized`: the span is a block of the shared allocator, kept in the span cache's
+    /// classes so that it can be cached when freed.
+    static func resize(
+        _ pointer: UnsafeMutableRawPointer, byteCount: Int, classSized: Bool = false
+    ) -> UnsafeMutableRawPointer? {
         let span = LargeSpan(user: pointer)
         span.assertValid()
         // A span in a locked allocator's list is resized under the list's lock, so that no
         // neighbour is unlinked through its header while the header moves.
-        guard let owner = span.owner else { return resizeUnlocked(span, byteCount: byteCount, counters: span.counters) }
-        return owner.withLargeSpans { resizeUnlocked(span, byteCount: byteCount, counters: owner.largeCounters) }
+        guard let owner = span.owner else {
+            return resizeUnlocked(span, byteCount: byteCount, counters: span.counters, classSized: classSized)
+        }
+        return owner.withLargeSpans {
+            resizeUnlocked(span, byteCount: byteCount, counters: owner.largeCounters, classSized: false)
+        }
     }
 
     static func resizeUnlocked(
-        _ span: LargeSpan, byteCount: Int, counters: Counters<LargeEvent>?
+        _ span: LargeSpan, byteCount: Int, counters: Counters<LargeEvent>?, classSized: Bool
     ) -> UnsafeMutableRawPointer? {
         let pointer = span.user
         let page = SystemInfo.pageSize
-        guard byteCount <= Layout.maximumByteCount, let usable = alignUp(byteCount, to: page) else { return nil }
+        guard byteCount <= Layout.maximumByteCount, var usable = alignUp(byteCount, to: page) else { return nil }
         let oldUsable = span.usableSize
         let alignment = span.alignment
+        // A shared span stays in the cache's classes, so that it can be cached when freed;
+        // and one still more than half used keeps its size rather than shrinking by a page.
+        if classSized && alignment <= Layout.slabSize, let classSize = cacheClassSize(for: byteCount) {
+            if byteCount <= oldUsable && byteCount > oldUsable / 2 { return pointer }
+            usable = classSize
+        }
         if usable == oldUsable { return pointer }
         let savedErrno = errno
         defer { errno = savedErrno }
@@ -1523,7 +1590,7 @@ struct LargeSpan {
 
 /// Process-wide counters.
 enum GlobalEvent: Int, CaseIterable {
-    case bytesMapped, bytesReturned, heaps, parkedHeaps, pooledSlabs
+    case bytesMapped, bytesReturned, heaps, parkedHeaps, pooledSlabs, cachedSpans, cachedSpanBytes
 }
 
 /// The state every heap shares, in one page mapped on first use (no initializer has to
@@ -1534,6 +1601,7 @@ enum GlobalEvent: Int, CaseIterable {
 /// ```
 /// 0 parked heaps (AtomicStack)   16 registry head   24 pool head   32 pool lock
 /// 40 fallback lock   48 fallback heap   64 counters (GlobalEvent)   128 large counters
+/// 256 span cache lock   512 span cache: `spanCacheSlots` (128) span headers
 /// ```
 struct GlobalState {
     let base: UnsafeMutableRawPointer
@@ -1545,6 +1613,12 @@ struct GlobalState {
     /// further ones: 64 slabs are 16 MiB of address space ready for the next burst.
     static let pooledSlabLimit = 64
 
+    /// Freed spans the cache holds at most, and their bytes at most: enough for a burst of
+    /// medium blocks (a program's buffers of 64 KiB to a few MiB) to be reused warm, little
+    /// next to the RSS of a program that allocates them.
+    static let spanCacheSlots = 128
+    static let spanCacheByteLimit = 64 << 20
+
     var parkedHeaps: AtomicStack { AtomicStack(at: base) }
     var counters: Counters<GlobalEvent> { Counters(at: base + 64) }
     var largeCounters: Counters<LargeEvent> { Counters(at: base + 128) }
@@ -1553,6 +1627,67 @@ struct GlobalState {
     var poolLock: UnsafeMutablePointer<SpinLock> { (base + 32).assumingMemoryBound(to: SpinLock.self) }
     var fallbackLock: UnsafeMutablePointer<SpinLock> { (base + 40).assumingMemoryBound(to: SpinLock.self) }
     var fallbackHeap: Heap { Heap(base.load(fromByteOffset: 48, as: UnsafeMutableRawPointer.self)) }
+    var spanCacheLock: UnsafeMutablePointer<SpinLock> { (base + 256).assumingMemoryBound(to: SpinLock.self) }
+    var spanCache: UnsafeMutablePointer<UnsafeMutableRawPointer> {
+        (base + 512).assumingMemoryBound(to: UnsafeMutableRawPointer.self)
+    }
+
+    /// Keeps a freed span (its header) for reuse unless the cache is full; returns whether
+    /// it did. A cached span has no valid magic, so a late free of it traps in debug builds.
+    func cacheSpan(_ header: UnsafeMutableRawPointer, usableSize: Int) -> Bool {
+        spanCacheLock.pointee.withLock {
+            let count = counters.value(of: .cachedSpans)
+            guard count < GlobalState.spanCacheSlots,
+                counters.value(of: .cachedSpanBytes) + usableSize <= GlobalState.spanCacheByteLimit
+            else { return false }
+            header.storeBytes(of: 0, as: Int.self)
+            spanCache[count] = header
+            counters.add(1, to: .cachedSpans)
+            counters.add(usableSize, to: .cachedSpanBytes)
+            return true
+        }
+    }
+
+    /// The cached span (its header) that fits `usableSize` most closely, if one holds at
+    /// most half as much again (two classes up): a program's sizes vary, and an exact match
+    /// alone would miss most of the time. nil when none fits.
+    func takeCachedSpan(usableSize: Int) -> UnsafeMutableRawPointer? {
+        spanCacheLock.pointee.withLock {
+            let count = counters.value(of: .cachedSpans)
+            var best: (index: Int, size: Int)? = nil
+            for index in 0..<count {
+                let size = spanCache[index].load(fromByteOffset: 8, as: Int.self)
+                guard size >= usableSize, size <= usableSize + usableSize / 2, size < best?.size ?? .max else {
+                    continue
+                }
+                best = (index, size)
+                if size == usableSize { break }
+            }
+            guard let best else { return nil }
+            let header = spanCache[best.index]
+            spanCache[best.index] = spanCache[count - 1]
+            counters.add(-1, to: .cachedSpans)
+            counters.add(-best.size, to: .cachedSpanBytes)
+            return header
+        }
+    }
+
+    /// Unmaps every cached span.
+    func emptySpanCache() {
+        while let header = spanCacheLock.pointee.withLock({ () -> UnsafeMutableRawPointer? in
+            let count = counters.value(of: .cachedSpans)
+            guard count > 0 else { return nil }
+            let header = spanCache[count - 1]
+            counters.add(-1, to: .cachedSpans)
+            counters.add(-header.load(fromByteOffset: 8, as: Int.self), to: .cachedSpanBytes)
+            return header
+        }) {
+            let size = Layout.headerSize + header.load(fromByteOffset: 8, as: Int.self)
+            try? SystemMemory.unmap(header, byteCount: size)
+            counters.add(-size, to: .bytesMapped)
+            counters.add(size, to: .bytesReturned)
+        }
+    }
 
     var registryHead: UnsafeMutableRawPointer? {
         UnsafeMutableRawPointer(bitPattern: AtomicWord(at: base + 16).load(ordering: .acquiring))
@@ -1653,6 +1788,7 @@ struct GlobalState {
         _ = AtomicWord(initializingAt: page + 16, to: 0)
         (page + 32).bindMemory(to: SpinLock.self, capacity: 1).initialize(to: SpinLock())
         (page + 40).bindMemory(to: SpinLock.self, capacity: 1).initialize(to: SpinLock())
+        (page + 256).bindMemory(to: SpinLock.self, capacity: 1).initialize(to: SpinLock())
         page.storeBytes(of: fallback.base, toByteOffset: 48, as: UnsafeMutableRawPointer.self)
         ThreadLocalSlot.binnedAlloc.setThreadExitHook(SharedHeap.threadExitHook)
         let (exchanged, winner) = address.compareExchange(
@@ -1669,9 +1805,9 @@ struct GlobalState {
 
     // MARK: fork
 
-    // A fork while another thread holds the pool or fallback lock would leave it held
-    // forever in the child, whose first slab refill would then spin. So the forking thread
-    // takes both locks before fork and releases them on both sides. Everything else
+    // A fork while another thread holds the pool, fallback or span cache lock would leave
+    // it held forever in the child, whose first refill would then spin. So the forking
+    // thread takes the three locks before fork and releases them on both sides. Everything else
     // shared is lock-free (the parked stack, the registry, remote lists). Other threads'
     // heaps are orphaned in the child, which has only the forking thread: their memory
     // stays mapped and unused there, as glibc's arenas of vanished threads do.
@@ -1680,16 +1816,19 @@ struct GlobalState {
         guard let global = GlobalState.get() else { return }
         global.poolLock.pointee.lock()
         global.fallbackLock.pointee.lock()
+        global.spanCacheLock.pointee.lock()
     }
 
     static let forkParent: @convention(c) () -> Void = {
         guard let global = GlobalState.get() else { return }
+        global.spanCacheLock.pointee.unlock()
         global.fallbackLock.pointee.unlock()
         global.poolLock.pointee.unlock()
     }
 
     static let forkChild: @convention(c) () -> Void = {
         guard let global = GlobalState.get() else { return }
+        global.spanCacheLock.pointee.unlock()
         global.fallbackLock.pointee.unlock()
         global.poolLock.pointee.unlock()
     }

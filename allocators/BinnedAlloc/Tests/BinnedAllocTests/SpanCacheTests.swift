@@ -1,0 +1,113 @@
+// The span cache (spec section 6, "Large blocks"): freed large blocks of the shared
+// allocator up to 4 MiB wait, mapped, for the next request of their size class. Each test
+// runs in a fresh child process (an exit test), where no other test takes from the
+// process-wide cache meanwhile.
+
+import AllocCore
+import BinnedAlloc
+import Glibc
+import Testing
+
+@Suite("Large span cache, in a fresh process")
+struct SpanCacheTests {
+    @Test("a freed large block is reused for its class, warm, and counted as cached meanwhile")
+    func freedSpanIsReusedForItsClass() async {
+        await #expect(processExitsWith: .success) {
+            let allocator = BinnedAllocator.shared
+            let first = allocator.allocate(byteCount: 100_000)!
+            // 100,000 bytes fall in the (64 KiB, 128 KiB] classes of 16 KiB steps: 112 KiB.
+            #expect(allocator.usableSize(of: first) == 112 << 10)
+            memset(first, 0x5A, 100_000)
+            let mappedBefore = allocator.statistics().bytesMapped
+            allocator.deallocate(first)
+            let cached = allocator.statistics()
+            #expect(cached.cachedLargeBlocks == 1 && cached.cachedLargeBytes == 112 << 10)
+            #expect(cached.bytesMapped == mappedBefore, "a cached span stays mapped")
+            // Any size of the same class takes it back.
+            let second = allocator.allocate(byteCount: 99_000)!
+            #expect(second == first)
+            #expect(second.load(fromByteOffset: 50_000, as: UInt8.self) == 0x5A, "reused warm, not remapped")
+            #expect(allocator.statistics().cachedLargeBlocks == 0)
+            // A class more than half as big again does not (a smaller one would).
+            allocator.deallocate(second)
+            let third = allocator.allocate(byteCount: 60_000)!
+            #expect(third != first)
+            #expect(allocator.statistics().cachedLargeBlocks == 1)
+            allocator.deallocate(third)
+        }
+    }
+
+    @Test("a freed span serves a smaller class within half as much again; realloc keeps spans in classes")
+    func closestFitAndClassSizedRealloc() async {
+        await #expect(processExitsWith: .success) {
+            let allocator = BinnedAllocator.shared
+            let big = allocator.allocate(byteCount: 120 << 10)!  // class 128 KiB
+            allocator.deallocate(big)
+            let smaller = allocator.allocate(byteCount: 90 << 10)!  // class 96 KiB: 128 ≤ 96 × 1.5
+            #expect(smaller == big)
+            #expect(allocator.usableSize(of: smaller) == 128 << 10)
+            // Growing past the span moves it to a class size, so it is cached when freed.
+            let grown = allocator.reallocate(smaller, byteCount: 300_000)!
+            #expect(allocator.usableSize(of: grown) == 320 << 10)
+            // Shrinking while more than half stays used keeps the span as it is.
+            #expect(allocator.reallocate(grown, byteCount: 200_000) == grown)
+            #expect(allocator.usableSize(of: grown) == 320 << 10)
+            allocator.deallocate(grown)
+            #expect(allocator.statistics().cachedLargeBlocks == 1)
+            // The page allocator's spans keep their page-rounded sizes.
+            let pages = BinnedPageAllocator().allocate(byteCount: 100_000)!
+            let resized = BinnedPageAllocator().reallocate(pages, byteCount: 150_000)!
+            #expect(BinnedPageAllocator().usableSize(of: resized) == 151_552)
+            BinnedPageAllocator().deallocate(resized)
+        }
+    }
+
+    @Test("calloc of a reused span reads zero")
+    func callocZeroesACachedSpan() async {
+        await #expect(processExitsWith: .success) {
+            let first = binned_malloc(200_000)!
+            memset(first, 0xFF, 200_000)
+            binned_free(first)
+            let second = binned_calloc(1, 200_000)!.assumingMemoryBound(to: UInt8.self)
+            #expect(UnsafeMutableRawPointer(second) == first, "the test needs the cached span back")
+            #expect((0..<200_000).allSatisfy { second[$0] == 0 })
+            binned_free(second)
+        }
+    }
+
+    @Test("the cache is bounded (128 spans, 64 MiB), skips spans above 4 MiB, and releaseUnusedMemory empties it")
+    func cacheIsBoundedAndReleasable() async {
+        await #expect(processExitsWith: .success) {
+            let allocator = BinnedAllocator.shared
+            let small = (0..<140).map { _ in allocator.allocate(byteCount: 40 << 10)! }
+            for block in small { allocator.deallocate(block) }
+            #expect(allocator.statistics().cachedLargeBlocks == 128)
+            allocator.releaseUnusedMemory()
+            #expect(allocator.statistics().cachedLargeBlocks == 0)
+            #expect(allocator.statistics().cachedLargeBytes == 0)
+
+            let big = (0..<25).map { _ in allocator.allocate(byteCount: 3 << 20)! }
+            for block in big { allocator.deallocate(block) }
+            let statistics = allocator.statistics()
+            #expect(statistics.cachedLargeBytes <= 64 << 20)
+            #expect(statistics.cachedLargeBlocks == 21, "21 spans of 3 MiB fit in 64 MiB")
+            let huge = allocator.allocate(byteCount: 5 << 20)!
+            let mapped = allocator.statistics().bytesMapped
+            allocator.deallocate(huge)
+            #expect(allocator.statistics().bytesMapped < mapped, "a span above 4 MiB is unmapped at once")
+            allocator.releaseUnusedMemory()
+        }
+    }
+
+    @Test("spans of locked allocators, page allocators and large alignments are never cached")
+    func onlySharedDefaultAlignedSpansAreCached() async {
+        await #expect(processExitsWith: .success) {
+            let locked = LockedBinnedAllocator()
+            locked.deallocate(locked.allocate(byteCount: 100_000))
+            BinnedPageAllocator().deallocate(BinnedPageAllocator().allocate(byteCount: 100_000))
+            let shared = BinnedAllocator.shared
+            shared.deallocate(shared.allocate(byteCount: 100_000, alignment: 1 << 20))
+            #expect(shared.statistics().cachedLargeBlocks == 0)
+        }
+    }
+}
