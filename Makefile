@@ -2,8 +2,8 @@
 # every allocators/<Name>/ that has a Package.swift, and the compare harness.
 #
 #   make              every package, and libbinnedmalloc.so (BinnedAlloc as an LD_PRELOAD malloc)
-#   make test-all     every package's tests, the thread-sanitizer run of the stress tests, and
-#                     programs run under libbinnedmalloc.so
+#   make test-all     every package's tests, the thread-sanitizer run of the stress tests,
+#                     programs run under libbinnedmalloc.so, and a Swift executable linking BinnedMalloc
 #   make bench        release build of compare, full benchmark tables on stdout
 #   make bench-quick  the short benchmark run CI makes so the harness cannot rot
 #   make deps         installs libjemalloc-dev (apt-get, as root) or says how
@@ -26,7 +26,7 @@ TSAN_OPTIONS ?= halt_on_error=1
 # One SwiftPM build at a time: two builds of one package share its .build lock, and
 # compare builds the allocator packages it depends on.
 .NOTPARALLEL:
-.PHONY: all build preload test-all test tsan test-preload bench bench-quick deps lint format clean \
+.PHONY: all build preload test-all test tsan test-preload test-link-in bench bench-quick deps lint format clean \
 	path-dependency-check
 
 all: deps build preload
@@ -45,7 +45,7 @@ deps:
 		echo "deps: missing libjemalloc-dev; run: sudo apt-get install -y libjemalloc-dev pkg-config"; exit 1; \
 	fi
 
-test-all: deps test tsan test-preload path-dependency-check
+test-all: deps test tsan test-preload test-link-in path-dependency-check
 
 test:
 	@set -e; for package in $(PACKAGES); do echo "== swift test: $$package"; $(SWIFT) test --package-path $$package --disable-xctest; done
@@ -81,6 +81,20 @@ test-preload: preload
 	@echo "== programs under LD_PRELOAD=$(PRELOAD_LIBRARY)"
 	@bash $(PRELOAD_PACKAGE)/Tests/Preload/run $(PRELOAD_LIBRARY)
 
+# A Swift executable in a package of its own that depends on BinnedAlloc by path and links
+# the BinnedMalloc product, as the README shows: it checks that the whole process, the Swift
+# runtime included, allocates from BinnedAlloc (a debug build, as `swift run` makes).
+LINK_IN_PACKAGE := $(PRELOAD_PACKAGE)/Tests/LinkIn
+
+test-link-in:
+	@echo "== Swift executable linking BinnedMalloc"
+	@$(SWIFT) build --package-path $(LINK_IN_PACKAGE) -q
+	@BINNEDMALLOC_STATS=1 "$$($(SWIFT) build --package-path $(LINK_IN_PACKAGE) --show-bin-path)/LinkInCheck" \
+		2>$(LINK_IN_PACKAGE)/.build/statistics.txt
+	@grep -q '^BinnedAlloc statistics' $(LINK_IN_PACKAGE)/.build/statistics.txt || \
+		{ echo "BINNEDMALLOC_STATS=1 printed no statistics at exit"; exit 1; }
+	@echo "BINNEDMALLOC_STATS=1 printed $$(wc -l < $(LINK_IN_PACKAGE)/.build/statistics.txt) lines of statistics at exit"
+
 # Builds a throwaway package that depends on every package here by path, as the README
 # shows, and imports each library: the README's snippet cannot rot.
 path-dependency-check:
@@ -102,4 +116,5 @@ format:
 
 clean:
 	@for package in $(PACKAGES); do rm -rf $$package/.build $$package/.build-tsan $$package/.build-preload; done
+	@rm -rf $(LINK_IN_PACKAGE)/.build
 	@rm -rf compare/results

@@ -10,7 +10,12 @@ let package = Package(
     ],
     targets: [
         .target(name: "CAllocCore"),
-        .target(name: "AllocCore", dependencies: ["CAllocCore"]),
+        .target(
+            name: "AllocCore", dependencies: ["CAllocCore"],
+            // Optimized in debug builds too, with debug assertions kept: unoptimized generic
+            // code instantiates type metadata, which allocates, and inside a process
+            // allocator that would recurse into malloc before its state exists.
+            swiftSettings: [.unsafeFlags(["-O", "-assert-config", "Debug"], .when(configuration: .debug))]),
         .testTarget(name: "AllocCoreTests", dependencies: ["AllocCore"]),
     ],
     swiftLanguageModes: [.v6]

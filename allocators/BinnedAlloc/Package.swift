@@ -3,10 +3,23 @@
 // and batched cross-thread frees; also exported to C under binned_* names.
 import PackageDescription
 
+/// The malloc family, as BinnedMalloc defines it. A Swift executable's own symbols are not
+/// in the dynamic symbol table, so the shared libraries it loads (libswiftCore, libc,
+/// libstdc++) would keep glibc's malloc: exporting every name makes BinnedAlloc the
+/// allocator of the whole process. All of them: exporting only malloc and free leaves
+/// libswiftCore calling glibc's malloc_usable_size on BinnedAlloc's blocks.
+let mallocFamily = [
+    "malloc", "free", "calloc", "realloc", "reallocarray", "posix_memalign", "aligned_alloc", "memalign",
+    "valloc", "pvalloc", "malloc_usable_size", "free_sized", "free_aligned_sized",
+]
+
 let package = Package(
     name: "BinnedAlloc",
     products: [
         .library(name: "BinnedAlloc", targets: ["BinnedAlloc"]),
+        // Link this into a Swift executable and BinnedAlloc serves the whole process,
+        // the Swift runtime included: Swift's counterpart of Rust's #[global_allocator].
+        .library(name: "BinnedMalloc", targets: ["BinnedMalloc"]),
         // The LD_PRELOAD library: `make` builds it with the Swift runtime linked in
         // statically and only the malloc family exported (see the Makefile).
         .library(name: "binnedmalloc", type: .dynamic, targets: ["BinnedMalloc"]),
@@ -15,9 +28,18 @@ let package = Package(
         .package(path: "../../shared")
     ],
     targets: [
-        .target(name: "BinnedAlloc", dependencies: [.product(name: "AllocCore", package: "shared")]),
-        // The standard malloc names over the binned_* family, with default visibility.
-        .target(name: "BinnedMalloc", dependencies: ["BinnedAlloc"]),
+        .target(
+            name: "BinnedAlloc", dependencies: [.product(name: "AllocCore", package: "shared")],
+            // Optimized in debug builds too, with debug assertions kept: unoptimized generic
+            // code instantiates type metadata, which allocates, and inside a process
+            // allocator that would recurse into malloc before its state exists.
+            swiftSettings: [.unsafeFlags(["-O", "-assert-config", "Debug"], .when(configuration: .debug))]),
+        // The standard malloc names over the binned_* family, with default visibility, and
+        // exported from the executable that links them.
+        .target(
+            name: "BinnedMalloc", dependencies: ["BinnedAlloc"],
+            linkerSettings: [.unsafeFlags(mallocFamily.flatMap { ["-Xlinker", "--export-dynamic-symbol=\($0)"] })]
+        ),
         .testTarget(name: "BinnedAllocTests", dependencies: ["BinnedAlloc"]),
     ],
     swiftLanguageModes: [.v6]

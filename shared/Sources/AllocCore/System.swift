@@ -12,7 +12,7 @@ public struct SystemError: Error, Equatable, CustomStringConvertible, Sendable {
         case memoryFile = "memfd_create", temporaryFile = "mkstemp", truncate = "ftruncate"
         case fileAllocate = "fallocate", close = "close"
         case threadCreate = "pthread_create", threadLocal = "pthread_key"
-        case spawn = "posix_spawn", pipe = "pipe", wait = "wait4", read = "read"
+        case spawn = "posix_spawn", pipe = "pipe", wait = "wait4", read = "read", write = "write"
     }
 
     public let operation: Operation
@@ -278,4 +278,84 @@ public struct MemoryFile: ~Copyable, Sendable {
     }
 
     deinit { close(descriptor) }
+}
+
+/// Text built without allocating, for reports an allocator prints from inside a process
+/// it serves (at exit, from a signal-free context): its memory comes from `mmap`, its
+/// numbers are formatted by hand, and `write(to:)` hands it to a file descriptor.
+///
+/// ```swift
+/// var text = try RawText(capacity: 4096)
+/// text.append("live blocks: ")
+/// text.append(42, width: 8)
+/// text.append("\n")
+/// try text.write(to: 2)
+/// ```
+/// Text past the capacity is dropped.
+public struct RawText: ~Copyable {
+    @usableFromInline let base: UnsafeMutableRawPointer
+    @usableFromInline let capacity: Int
+    /// Bytes written so far.
+    public private(set) var count = 0
+
+    /// A buffer of at least `capacity` bytes (whole pages) from `mmap`.
+    public init(capacity: Int) throws(SystemError) {
+        self.capacity = alignUp(max(capacity, 1), to: SystemInfo.pageSize) ?? SystemInfo.pageSize
+        base = try SystemMemory.map(byteCount: self.capacity)
+    }
+
+    deinit { try? SystemMemory.unmap(base, byteCount: capacity) }
+
+    /// The text so far.
+    public var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: base, count: count) }
+
+    public mutating func append(_ text: StaticString) {
+        text.withUTF8Buffer { utf8 in
+            let length = min(utf8.count, capacity - count)
+            guard length > 0 else { return }
+            (base + count).copyMemory(from: utf8.baseAddress!, byteCount: length)
+            count += length
+        }
+    }
+
+    /// `value` in decimal, right-aligned in `width` columns (wider numbers are not cut).
+    public mutating func append(_ value: Int, width: Int = 0) {
+        // 20 digits and a sign hold any Int.
+        var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)
+        let length = withUnsafeMutableBytes(of: &digits) { scratch in
+            var magnitude = value.magnitude
+            var index = scratch.count
+            repeat {
+                index -= 1
+                scratch[index] = UInt8(ascii: "0") + UInt8(magnitude % 10)
+                magnitude /= 10
+            } while magnitude > 0
+            if value < 0 {
+                index -= 1
+                scratch[index] = UInt8(ascii: "-")
+            }
+            let length = scratch.count - index
+            for _ in 0..<max(0, width - length) where count < capacity {
+                base.storeBytes(of: UInt8(ascii: " "), toByteOffset: count, as: UInt8.self)
+                count += 1
+            }
+            let copied = min(length, capacity - count)
+            (base + count).copyMemory(from: scratch.baseAddress! + index, byteCount: copied)
+            return copied
+        }
+        count += length
+    }
+
+    /// Writes the whole text to `descriptor`, retrying short writes and EINTR.
+    public func write(to descriptor: Int32) throws(SystemError) {
+        var offset = 0
+        while offset < count {
+            let written = Glibc.write(descriptor, base + offset, count - offset)
+            if written < 0 {
+                if errno == EINTR { continue }
+                throw SystemError(.write, code: errno)
+            }
+            offset += written
+        }
+    }
 }

@@ -165,3 +165,39 @@ extension MappingSuites {
         }
     }
 }
+
+extension MappingSuites {
+    @Suite struct RawTextTests {
+        @Test func formatsNumbersAndTextAndWritesThemToADescriptor() throws {
+            var text = try RawText(capacity: 100)
+            text.append("live: ")
+            text.append(0)
+            text.append(",")
+            text.append(-1234, width: 8)
+            text.append(",")
+            text.append(Int.max)
+            text.append(",")
+            text.append(Int.min)
+            text.append("\n")
+            let expected = "live: 0,   -1234,9223372036854775807,-9223372036854775808\n"
+            #expect(String(decoding: text.bytes, as: UTF8.self) == expected)
+
+            var descriptors: [Int32] = [0, 0]
+            #expect(pipe(&descriptors) == 0)
+            defer { close(descriptors[0]) }
+            try text.write(to: descriptors[1])
+            close(descriptors[1])
+            var buffer = [UInt8](repeating: 0, count: 200)
+            let read = Glibc.read(descriptors[0], &buffer, buffer.count)
+            #expect(String(decoding: buffer[0..<max(0, read)], as: UTF8.self) == expected)
+            #expect(throws: SystemError(.write, code: EBADF)) { try text.write(to: -1) }
+        }
+
+        @Test func textPastTheCapacityIsDropped() throws {
+            var text = try RawText(capacity: 1)
+            for _ in 0..<SystemInfo.pageSize { text.append("ab") }
+            text.append(123_456)
+            #expect(text.count == SystemInfo.pageSize)
+        }
+    }
+}

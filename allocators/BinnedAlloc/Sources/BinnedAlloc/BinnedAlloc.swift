@@ -488,6 +488,23 @@ public func binned_free_aligned_sized(_ pointer: UnsafeMutableRawPointer?, _ ali
     BinnedAllocator.shared.deallocate(pointer)
 }
 
+/// Writes the shared allocator's statistics to `descriptor` as text, without allocating
+/// (the text is built in pages from mmap): what `BINNEDMALLOC_STATS=1` prints to stderr at
+/// exit. Returns 0, or the errno of the mmap or write that failed.
+@c(binned_print_statistics)
+public func binned_print_statistics(_ descriptor: Int32) -> Int32 {
+    let savedErrno = errno
+    defer { errno = savedErrno }
+    do {
+        var text = try RawText(capacity: 16 << 10)
+        SharedHeap.report(into: &text)
+        try text.write(to: descriptor)
+        return 0
+    } catch {
+        return error.code
+    }
+}
+
 func outOfMemory() -> UnsafeMutableRawPointer? {
     errno = ENOMEM
     return nil
@@ -718,6 +735,60 @@ enum SharedHeap {
         global.fallbackHeap.addStatistics(to: &statistics)
         statistics.addGlobalFigures(largeFrom: global.largeCounters)
         return statistics
+    }
+
+    /// The statistics as text, summed straight from the counters: `statistics()` builds an
+    /// array, and this runs inside processes whose malloc is BinnedAlloc, at exit.
+    static func report(into text: inout RawText) {
+        text.append("BinnedAlloc statistics\n")
+        guard let global = GlobalState.get() else { return }
+        let counters = global.counters
+        let large = global.largeCounters
+        text.append("thread caches ")
+        text.append(counters.value(of: .heaps))
+        text.append(" (parked ")
+        text.append(counters.value(of: .parkedHeaps))
+        text.append("), bytes mapped ")
+        text.append(counters.value(of: .bytesMapped))
+        text.append(", bytes returned ")
+        text.append(counters.value(of: .bytesReturned))
+        text.append(", pooled slabs ")
+        text.append(counters.value(of: .pooledSlabs))
+        text.append("\nlarge blocks: allocations ")
+        text.append(large.value(of: .allocations))
+        text.append(", frees ")
+        text.append(large.value(of: .frees))
+        text.append(", live bytes ")
+        text.append(large.value(of: .liveBytes))
+        text.append(", cached ")
+        text.append(counters.value(of: .cachedSpans))
+        text.append(" (")
+        text.append(counters.value(of: .cachedSpanBytes))
+        text.append(" bytes)\n")
+        text.append("class      size    allocations          frees     live   slabs\n")
+        for index in 0..<Layout.classCount {
+            var sums = (allocations: 0, frees: 0, slabs: 0)
+            func add(_ heap: Heap) {
+                let bin = heap.bin(index)
+                sums.allocations += bin.counters.value(of: .allocations)
+                sums.frees += bin.counters.value(of: .frees)
+                sums.slabs += bin.counters.value(of: .slabs)
+            }
+            var node = global.registryHead
+            while let base = node {
+                add(Heap(base))
+                node = Heap(base).registryNext
+            }
+            add(global.fallbackHeap)
+            guard sums.allocations > 0 else { continue }
+            text.append(index, width: 5)
+            text.append(Layout.sizeClasses.size(ofClass: index), width: 10)
+            text.append(sums.allocations, width: 15)
+            text.append(sums.frees, width: 15)
+            text.append(sums.allocations - sums.frees, width: 9)
+            text.append(sums.slabs, width: 8)
+            text.append("\n")
+        }
     }
 
     static func releaseUnusedMemory() {

@@ -5,6 +5,7 @@
 // reference to protected function `free' ... may break pointer equality") in hosts that
 // take the address of free. These definitions have default visibility, like glibc's.
 #include <stddef.h>
+#include <stdlib.h>
 
 #include "binned_malloc.h"
 
@@ -28,4 +29,12 @@ BINNED_EXPORT size_t malloc_usable_size(void *pointer) { return binned_malloc_us
 BINNED_EXPORT void free_sized(void *pointer, size_t size) { binned_free_sized(pointer, size); }
 BINNED_EXPORT void free_aligned_sized(void *pointer, size_t alignment, size_t size) {
   binned_free_aligned_sized(pointer, alignment, size);
+}
+
+// BINNEDMALLOC_STATS=1 (any value but empty or "0"): the statistics go to stderr when the
+// process exits, written without allocating. A destructor runs after the program's atexit
+// handlers, whether this is linked into the executable or preloaded.
+__attribute__((destructor)) static void binned_report_at_exit(void) {
+  const char *value = getenv("BINNEDMALLOC_STATS");
+  if (value != NULL && value[0] != '\0' && !(value[0] == '0' && value[1] == '\0')) binned_print_statistics(2);
 }

@@ -408,3 +408,46 @@ struct CABIAccountingTests {
         }
     }
 }
+
+@Suite("Statistics report (BINNEDMALLOC_STATS), in a fresh process")
+struct StatisticsReportTests {
+    /// Every block the shared allocator has handed out, small and large.
+    static func totalAllocations() -> Int {
+        let statistics = BinnedAllocator.shared.statistics()
+        return statistics.sizeClasses.reduce(statistics.largeAllocations) { $0 + $1.allocations }
+    }
+
+    @Test("the report lists the counters and the classes in use, and allocates nothing")
+    func reportIsCompleteAndDoesNotAllocate() async {
+        await #expect(processExitsWith: .success) {
+            let blocks = (0..<100).map { _ in binned_malloc(48)! }
+            // What reading the statistics twice allocates by itself (its arrays)...
+            let first = StatisticsReportTests.totalAllocations()
+            let second = StatisticsReportTests.totalAllocations()
+            // ...is all that two reads around a report allocate.
+            var descriptors: [Int32] = [0, 0]
+            #expect(pipe(&descriptors) == 0)
+            let third = StatisticsReportTests.totalAllocations()
+            #expect(binned_print_statistics(descriptors[1]) == 0)
+            let fourth = StatisticsReportTests.totalAllocations()
+            #expect(
+                fourth - third == second - first, "the report allocated \(fourth - third - (second - first)) blocks")
+            close(descriptors[1])
+            var buffer = [UInt8](repeating: 0, count: 64 << 10)
+            var length = 0
+            while case let count = read(descriptors[0], &buffer[length], buffer.count - length), count > 0 {
+                length += count
+            }
+            close(descriptors[0])
+            let text = String(decoding: buffer[0..<length], as: UTF8.self)
+            #expect(text.hasPrefix("BinnedAlloc statistics\nthread caches "))
+            #expect(text.contains("large blocks: allocations "))
+            // Class 2 holds 48-byte blocks: at least the 100 live ones.
+            let row = text.split(separator: "\n").first { $0.split(separator: " ").first == "2" }
+            let fields = row?.split(separator: " ").compactMap { Int($0) } ?? []
+            #expect(fields.count == 6 && fields[1] == 48 && fields[4] >= 100, "class 2 row: \(row ?? "missing")")
+            #expect(binned_print_statistics(-1) == EBADF)
+            for block in blocks { binned_free(block) }
+        }
+    }
+}
