@@ -95,6 +95,10 @@ public func checkedByteCount(count: UInt, stride: UInt) -> Int? {
 /// classes.index(for: 65)     // 4
 /// classes.size(ofClass: 4)   // 80
 /// ```
+///
+/// Everything here is always inlined: allocators build their table in a computed property
+/// on every call, and only inlining lets the optimizer fold it into constants (an
+/// out-of-line copy would rebuild the table on each malloc).
 public struct SizeClasses: Sendable, Equatable {
     /// log2 of the spacing in the linear range.
     public let quantumShift: Int
@@ -110,7 +114,7 @@ public struct SizeClasses: Sendable, Equatable {
     ///     size; a power of two.
     ///   - stepsPerDoubling: classes per power-of-two range; a power of two.
     ///   - maximumSize: the largest size that gets a class (rounded up to its class).
-    @inlinable
+    @inlinable @inline(__always)
     public init(quantum: Int, stepsPerDoubling: Int, maximumSize: Int) {
         precondition(isPowerOfTwo(quantum), "quantum \(quantum) is not a power of two")
         precondition(isPowerOfTwo(stepsPerDoubling), "stepsPerDoubling \(stepsPerDoubling) is not a power of two")
@@ -124,7 +128,7 @@ public struct SizeClasses: Sendable, Equatable {
         self.maximumSize = provisional.size(ofClass: count - 1)
     }
 
-    @inlinable
+    @inlinable @inline(__always)
     init(quantumShift: Int, stepsShift: Int, maximumSize: Int, count: Int) {
         self.quantumShift = quantumShift
         self.stepsShift = stepsShift
@@ -134,7 +138,7 @@ public struct SizeClasses: Sendable, Equatable {
 
     /// The index of the smallest class that holds `size` bytes (0 for sizes 0 and 1).
     /// `size` must be at most `maximumSize`.
-    @inlinable
+    @inlinable @inline(__always)
     public func index(for size: Int) -> Int {
         precondition(size >= 0 && size <= maximumSize, "size \(size) has no class (maximum \(maximumSize))")
         let steps = 1 &<< stepsShift
@@ -149,7 +153,7 @@ public struct SizeClasses: Sendable, Equatable {
     }
 
     /// The size of class `index`: the most bytes a block of that class holds.
-    @inlinable
+    @inlinable @inline(__always)
     public func size(ofClass index: Int) -> Int {
         precondition(index >= 0, "class index \(index) is negative")
         let steps = 1 &<< stepsShift

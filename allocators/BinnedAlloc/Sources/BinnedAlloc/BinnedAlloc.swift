@@ -621,7 +621,7 @@ enum Layout {
 enum SharedHeap {
     /// Pops a block of class `classIndex` from the current slab of the calling thread's
     /// heap: a TLS load and four memory operations, no atomic read-modify-write.
-    @inlinable
+    @inlinable @inline(__always)
     static func allocateSmall(classIndex: Int) -> UnsafeMutableRawPointer? {
         if let base = ThreadLocalSlot.binnedAlloc.value, let block = Heap(base).bin(classIndex).popCurrent() {
             return block
@@ -631,7 +631,7 @@ enum SharedHeap {
 
     /// Frees any block: to the freeing thread's own slab when it owns it (a push, no
     /// atomic), else as a remote free.
-    @inlinable
+    @inlinable @inline(__always)
     static func deallocate(_ pointer: UnsafeMutableRawPointer) {
         if Layout.isLarge(pointer) { return deallocateLarge(pointer) }
         let slab = Slab(containing: pointer)
@@ -1007,7 +1007,7 @@ struct Heap {
     // MARK: Free
 
     /// Frees a block of a slab this heap owns: a push onto the slab's free list.
-    @inlinable
+    @inlinable @inline(__always)
     func freeLocal(_ block: UnsafeMutableRawPointer, in slab: Slab) {
         block.storeBytes(of: slab.freeList, as: UnsafeMutableRawPointer?.self)
         slab.freeList = block
