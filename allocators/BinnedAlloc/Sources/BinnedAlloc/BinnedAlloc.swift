@@ -476,6 +476,15 @@ public func binned_malloc_usable_size(_ pointer: UnsafeMutableRawPointer?) -> In
     BinnedAllocator.shared.usableSize(of: pointer)
 }
 
+/// Whether `pointer` is a block BinnedAlloc handed out (or lies in a region that holds
+/// them): the test the standard malloc names make before freeing, so that a foreign
+/// pointer goes to glibc (see `RegionMap`). False for NULL.
+@c(binned_owns)
+public func binned_owns(_ pointer: UnsafeRawPointer?) -> Bool {
+    guard let pointer else { return false }
+    return RegionMap.contains(pointer)
+}
+
 /// C23 `free_sized`: the size is a hint this allocator does not need.
 @c(binned_free_sized)
 public func binned_free_sized(_ pointer: UnsafeMutableRawPointer?, _ size: Int) {
@@ -1536,7 +1545,10 @@ struct LargeSpan {
     static func allocate(byteCount: Int, alignment: Int, owner: Heap? = nil) -> UnsafeMutableRawPointer? {
         let page = SystemInfo.pageSize
         let userAlignment = userAlignment(alignment)
-        guard byteCount <= Layout.maximumByteCount, let usable = alignUp(byteCount, to: page) else { return nil }
+        // The global state (and with it the region map) exists before any block is mapped.
+        guard byteCount <= Layout.maximumByteCount, let usable = alignUp(byteCount, to: page),
+            let global = GlobalState.get()
+        else { return nil }
         let padded = Layout.headerSize + usable + userAlignment
         let savedErrno = errno
         defer { errno = savedErrno }
@@ -1548,7 +1560,8 @@ struct LargeSpan {
         if raw + padded > end { try? SystemMemory.unmap(end, byteCount: raw + padded - end) }
         let span = LargeSpan(user: user)
         span.write(usableSize: usable, alignment: alignment, owner: owner, zeroed: true)
-        GlobalState.get()?.counters.add(end - start, to: .bytesMapped)
+        RegionMap.mark(user, byteCount: usable)
+        global.counters.add(end - start, to: .bytesMapped)
         span.counters?.add(1, to: .allocations)
         span.counters?.add(usable, to: .liveBytes)
         return user
@@ -1579,6 +1592,7 @@ struct LargeSpan {
             global.counters.add(-size, to: .bytesMapped)
             global.counters.add(size, to: .bytesReturned)
         }
+        RegionMap.unmark(span.user, byteCount: span.usableSize)
         try? SystemMemory.unmap(span.header, byteCount: size)
     }
 
@@ -1625,8 +1639,14 @@ struct LargeSpan {
         let global = GlobalState.get()
         // Shrinking always succeeds in place; growing in place needs free address space
         // after the span.
+        // Regions leave the map before their address space is given up, and join it after it
+        // is taken: in between, another thread may map the same addresses and mark them.
+        let keptEnd = alignUp(pointer + usable, to: 1 << RegionMap.regionShift)!
+        let droppedBytes = pointer + oldUsable - keptEnd
+        if droppedBytes > 0 { RegionMap.unmark(keptEnd, byteCount: droppedBytes) }
         if (try? SystemMemory.resize(span.header, from: oldSize, to: newSize, move: .never)) != nil {
             span.resized(usableSize: usable)
+            RegionMap.mark(pointer, byteCount: usable)
             global?.counters.add(newSize - oldSize, to: .bytesMapped)
             if newSize < oldSize { global?.counters.add(oldSize - newSize, to: .bytesReturned) }
             counters?.add(usable - oldUsable, to: .liveBytes)
@@ -1638,7 +1658,9 @@ struct LargeSpan {
         guard let raw = try? SystemMemory.reserve(byteCount: padded) else { return nil }
         let user = alignUp(raw + Layout.headerSize, to: userAlignment)!
         let target = user - Layout.headerSize
+        RegionMap.unmark(pointer, byteCount: oldUsable)
         guard (try? SystemMemory.resize(span.header, from: oldSize, to: newSize, move: .to(target))) != nil else {
+            RegionMap.mark(pointer, byteCount: oldUsable)
             try? SystemMemory.unmap(raw, byteCount: padded)
             return nil
         }
@@ -1650,10 +1672,86 @@ struct LargeSpan {
         // The header moved with the pages: only its size and the owner's links change.
         let moved = LargeSpan(user: user)
         moved.resized(usableSize: usable)
+        RegionMap.mark(user, byteCount: usable)
         moved.relinkAfterMove()
         global?.counters.add(newSize - oldSize, to: .bytesMapped)
         counters?.add(usable - oldUsable, to: .liveBytes)
         return user
+    }
+}
+
+// MARK: - Region map
+
+/// Which 256 KiB regions of the address space hold BinnedAlloc's blocks: one bit per
+/// region, set while a slab or a large block's user part covers it. The standard malloc
+/// names (BinnedMalloc) ask it before freeing, so that a pointer BinnedAlloc did not hand
+/// out (glibc's, from before the library was interposed or from `__libc_malloc`) goes to
+/// glibc's free instead of being read as a slab.
+///
+/// Each region belongs to at most one mapping's user part: slabs are exactly one region,
+/// a large block's user part starts on a region boundary, and a mapping that follows a
+/// block's tail starts with its header page, so its own user part starts a region later.
+/// So bits are set and cleared without counting.
+///
+/// The map covers the 47-bit user address space of x86_64 and arm64 Linux: 2^29 bits in
+/// 64 MiB of address space reserved without commit charge; only the pages whose bits were
+/// ever set become resident (one page per 8 GiB of address space used).
+enum RegionMap {
+    static let regionShift = 18
+    static let addressBits = 47
+    static let byteCount = 1 << (addressBits - regionShift - 3)
+
+    /// The map's address once it exists (0 before).
+    static let address = Atomic<Int>(0)
+
+    /// Maps the map (racing callers map one each; all but one unmap theirs). False only
+    /// when no address space is left.
+    static func create() -> Bool {
+        guard address.load(ordering: .acquiring) == 0 else { return true }
+        let savedErrno = errno
+        defer { errno = savedErrno }
+        guard let map = try? SystemMemory.reserve(byteCount: byteCount) else { return false }
+        guard (try? SystemMemory.commit(map, byteCount: byteCount)) != nil else {
+            try? SystemMemory.unmap(map, byteCount: byteCount)
+            return false
+        }
+        if !address.compareExchange(expected: 0, desired: Int(bitPattern: map), ordering: .acquiringAndReleasing)
+            .exchanged
+        {
+            try? SystemMemory.unmap(map, byteCount: byteCount)
+        }
+        return true
+    }
+
+    /// Whether `pointer` lies in a region that holds BinnedAlloc's blocks.
+    static func contains(_ pointer: UnsafeRawPointer) -> Bool {
+        let map = address.load(ordering: .relaxed)
+        let region = Int(bitPattern: UInt(bitPattern: pointer) &>> UInt(regionShift))
+        guard map != 0, region >= 0, region < 1 &<< (addressBits - regionShift) else { return false }
+        let word = AtomicWord(at: UnsafeMutableRawPointer(bitPattern: map)! + (region &>> 6) &* 8)
+        return word.load(ordering: .relaxed) & (1 &<< (region & 63)) != 0
+    }
+
+    static func mark(_ start: UnsafeMutableRawPointer, byteCount: Int) { update(start, byteCount, set: true) }
+    static func unmark(_ start: UnsafeMutableRawPointer, byteCount: Int) { update(start, byteCount, set: false) }
+
+    /// Sets or clears the bits of every region that [start, start + byteCount) overlaps.
+    static func update(_ start: UnsafeMutableRawPointer, _ byteCount: Int, set: Bool) {
+        let map = address.load(ordering: .acquiring)
+        assert(map != 0, "BinnedAlloc: the region map does not exist yet")
+        guard map != 0, byteCount > 0 else { return }
+        let first = Int(bitPattern: start) >> regionShift
+        let last = (Int(bitPattern: start) + byteCount - 1) >> regionShift
+        assert(last < 1 << (addressBits - regionShift), "BinnedAlloc: \(start) is beyond the region map")
+        for region in first...last {
+            let word = AtomicWord(at: UnsafeMutableRawPointer(bitPattern: map)! + (region >> 6) * 8)
+            let bit = 1 << (region & 63)
+            if set {
+                word.bitwiseOr(bit, ordering: .relaxed)
+            } else {
+                word.bitwiseAnd(~bit, ordering: .relaxed)
+            }
+        }
     }
 }
 
@@ -1754,6 +1852,7 @@ struct GlobalState {
             return header
         }) {
             let size = Layout.headerSize + header.load(fromByteOffset: 8, as: Int.self)
+            RegionMap.unmark(header + Layout.headerSize, byteCount: size - Layout.headerSize)
             try? SystemMemory.unmap(header, byteCount: size)
             counters.add(-size, to: .bytesMapped)
             counters.add(size, to: .bytesReturned)
@@ -1816,6 +1915,7 @@ struct GlobalState {
             return nil
         }
         counters.add(chunkSize, to: .bytesMapped)
+        RegionMap.mark(chunk, byteCount: chunkSize)
         for index in 1..<GlobalState.slabsPerChunk {
             let spare = Slab(chunk + index * Layout.slabSize)
             if !pool(spare, decommit: false) { returnSlab(spare) }
@@ -1829,6 +1929,7 @@ struct GlobalState {
         let savedErrno = errno
         defer { errno = savedErrno }
         if !pool(slab, decommit: true) {
+            RegionMap.unmark(slab.base, byteCount: Layout.slabSize)
             try? PageSource().release(slab.base, byteCount: Layout.slabSize)
             counters.add(-Layout.slabSize, to: .bytesMapped)
             counters.add(Layout.slabSize, to: .bytesReturned)
@@ -1849,7 +1950,7 @@ struct GlobalState {
 
     @inline(never)
     static func create() -> GlobalState? {
-        guard let page = try? PageSource().allocate(byteCount: 4096) else { return nil }
+        guard RegionMap.create(), let page = try? PageSource().allocate(byteCount: 4096) else { return nil }
         guard let fallback = Heap.create(kind: .locked, global: nil) else {
             try? PageSource().release(page, byteCount: 4096)
             return nil

@@ -1,9 +1,12 @@
-// The standard malloc names, each a tail call into BinnedAlloc's binned_* function.
+// The standard malloc names, each a tail call into BinnedAlloc's binned_* function once
+// pointers BinnedAlloc did not hand out have been sent to glibc.
 //
 // Why C: Swift gives every public symbol protected visibility on ELF, and an alias of a
 // protected symbol stays protected, which makes the dynamic loader warn ("direct
 // reference to protected function `free' ... may break pointer equality") in hosts that
 // take the address of free. These definitions have default visibility, like glibc's.
+#define _GNU_SOURCE
+#include <dlfcn.h>
 #include <stddef.h>
 #include <stdlib.h>
 
@@ -11,11 +14,39 @@
 
 #define BINNED_EXPORT __attribute__((visibility("default")))
 
+// glibc's own allocator, for pointers BinnedAlloc did not hand out (see binned_owns):
+// blocks from before the library was interposed, or from a direct __libc_malloc call.
+extern void __libc_free(void *pointer);
+extern void *__libc_realloc(void *pointer, size_t size);
+
+/// glibc's malloc_usable_size, found once (it has no __libc_ name): a foreign pointer's
+/// size. Looked up only when a foreign pointer is asked about.
+static size_t foreign_usable_size(void *pointer) {
+  static size_t (*glibc_usable_size)(void *);
+  size_t (*function)(void *) = __atomic_load_n(&glibc_usable_size, __ATOMIC_ACQUIRE);
+  if (function == NULL) {
+    function = (size_t (*)(void *))dlsym(RTLD_NEXT, "malloc_usable_size");
+    if (function == NULL) return 0;
+    __atomic_store_n(&glibc_usable_size, function, __ATOMIC_RELEASE);
+  }
+  return function(pointer);
+}
+
+#define FOREIGN(pointer) __builtin_expect((pointer) != NULL && !binned_owns(pointer), 0)
+
 BINNED_EXPORT void *malloc(size_t size) { return binned_malloc(size); }
-BINNED_EXPORT void free(void *pointer) { binned_free(pointer); }
+BINNED_EXPORT void free(void *pointer) {
+  if (FOREIGN(pointer)) return __libc_free(pointer);
+  binned_free(pointer);
+}
 BINNED_EXPORT void *calloc(size_t count, size_t size) { return binned_calloc(count, size); }
-BINNED_EXPORT void *realloc(void *pointer, size_t size) { return binned_realloc(pointer, size); }
+BINNED_EXPORT void *realloc(void *pointer, size_t size) {
+  if (FOREIGN(pointer)) return __libc_realloc(pointer, size);
+  return binned_realloc(pointer, size);
+}
 BINNED_EXPORT void *reallocarray(void *pointer, size_t count, size_t size) {
+  size_t total;
+  if (FOREIGN(pointer) && !__builtin_mul_overflow(count, size, &total)) return __libc_realloc(pointer, total);
   return binned_reallocarray(pointer, count, size);
 }
 BINNED_EXPORT int posix_memalign(void **result, size_t alignment, size_t size) {
@@ -25,9 +56,16 @@ BINNED_EXPORT void *aligned_alloc(size_t alignment, size_t size) { return binned
 BINNED_EXPORT void *memalign(size_t alignment, size_t size) { return binned_memalign(alignment, size); }
 BINNED_EXPORT void *valloc(size_t size) { return binned_valloc(size); }
 BINNED_EXPORT void *pvalloc(size_t size) { return binned_pvalloc(size); }
-BINNED_EXPORT size_t malloc_usable_size(void *pointer) { return binned_malloc_usable_size(pointer); }
-BINNED_EXPORT void free_sized(void *pointer, size_t size) { binned_free_sized(pointer, size); }
+BINNED_EXPORT size_t malloc_usable_size(void *pointer) {
+  if (FOREIGN(pointer)) return foreign_usable_size(pointer);
+  return binned_malloc_usable_size(pointer);
+}
+BINNED_EXPORT void free_sized(void *pointer, size_t size) {
+  if (FOREIGN(pointer)) return __libc_free(pointer);
+  binned_free_sized(pointer, size);
+}
 BINNED_EXPORT void free_aligned_sized(void *pointer, size_t alignment, size_t size) {
+  if (FOREIGN(pointer)) return __libc_free(pointer);
   binned_free_aligned_sized(pointer, alignment, size);
 }
 

@@ -451,3 +451,26 @@ struct StatisticsReportTests {
         }
     }
 }
+
+@Suite("Foreign pointers (spec: C ABI, foreign pointers)")
+struct ForeignPointerTests {
+    @Test("binned_owns: true for every kind of block while it lives, false for glibc's, the stack and NULL")
+    func ownershipFollowsTheRegionMap() throws {
+        let small = try #require(binned_malloc(64))
+        let aligned = try #require(binned_memalign(4096, 5000))
+        let large = try #require(binned_malloc(100_000))
+        let huge = try #require(binned_malloc(8 << 20))
+        for block in [small, aligned, large, huge] { #expect(binned_owns(block)) }
+        #expect(binned_owns(huge + (8 << 20) - 1), "the last byte of a large block is in its regions")
+        let foreign = try #require(malloc(100))  // this test process's malloc is glibc's
+        #expect(!binned_owns(foreign))
+        free(foreign)
+        var local = 0
+        withUnsafeMutablePointer(to: &local) { #expect(!binned_owns($0)) }
+        #expect(!binned_owns(nil))
+        // A block above the span cache's limit is unmapped when freed, and its regions with it.
+        binned_free(huge)
+        #expect(!binned_owns(huge))
+        for block in [small, aligned, large] { binned_free(block) }
+    }
+}

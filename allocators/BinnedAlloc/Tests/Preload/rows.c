@@ -155,6 +155,23 @@ int main(void) {
     free_aligned_sized(aligned_alloc(64, 64), 64, 64);
   }
 
+  // Foreign pointers: glibc's blocks (as from before the library was interposed) reach
+  // glibc's free, realloc and malloc_usable_size, never BinnedAlloc's slab code.
+  void *(*glibc_malloc)(size_t) = (void *(*)(size_t))dlsym(RTLD_DEFAULT, "__libc_malloc");
+  CHECK(glibc_malloc != NULL);
+  if (glibc_malloc) {
+    char *foreign = glibc_malloc(100);
+    CHECK(foreign != NULL && malloc_usable_size(foreign) >= 100);
+    memset(foreign, 'f', 100);
+    foreign = realloc(foreign, 5000);
+    CHECK(foreign != NULL && foreign[99] == 'f' && malloc_usable_size(foreign) >= 5000);
+    free(foreign);
+    if (free_sized) free_sized(glibc_malloc(64), 64);
+    errno = 0;
+    free(glibc_malloc(1 << 20));  // glibc's mmapped chunk
+    CHECK(errno == 0);
+  }
+
   printf("rows: %d passed, %d failed\n", passed, failed);
   return failed != 0;
 }

@@ -24,6 +24,10 @@ size_t binned_malloc_usable_size(void *pointer);
 void binned_free_sized(void *pointer, size_t size);
 void binned_free_aligned_sized(void *pointer, size_t alignment, size_t size);
 
+/// Whether `pointer` is a block BinnedAlloc handed out (false for NULL). The standard
+/// names send other pointers to glibc's allocator.
+_Bool binned_owns(const void *pointer);
+
 /// Writes the allocator's statistics to `descriptor` as text, without allocating. Returns 0
 /// or an errno value. `BINNEDMALLOC_STATS=1` makes the process print them to stderr at exit.
 int binned_print_statistics(int descriptor);
