@@ -1424,7 +1424,8 @@ struct Slab {
 ///              48 zeroed (1 while the user part is as the kernel mapped it)
 /// user part:   slab-aligned (and aligned to the request), usable size bytes
 /// ```
-/// The mapping is exactly the header page and the user part. A span of a
+/// The mapping is the header page and the user part, up to the end of the user part's last
+/// 256 KiB region (see `mappingSize(usable:)`). A span of a
 /// `LockedBinnedAllocator` is linked into its heap's list (under its lock), so that the
 /// allocator's deinit unmaps what is still allocated, whichever path frees it before.
 ///
@@ -1442,7 +1443,13 @@ struct LargeSpan {
     var user: UnsafeMutableRawPointer { header + Layout.headerSize }
     var usableSize: Int { header.load(fromByteOffset: 8, as: Int.self) }
     var alignment: Int { header.load(fromByteOffset: 16, as: Int.self) }
-    var mappingSize: Int { Layout.headerSize + usableSize }
+    var mappingSize: Int { LargeSpan.mappingSize(usable: usableSize) }
+
+    /// The mapping of a span with `usable` bytes: the header page and the user part up to
+    /// the end of its last 256 KiB region. Untouched, the tail costs address space only,
+    /// and it keeps every region the span's user part touches wholly the span's, which
+    /// the region map relies on (no other mapping, glibc's included, can land in it).
+    static func mappingSize(usable: Int) -> Int { Layout.headerSize + alignUp(usable, to: Layout.slabSize)! }
 
     var owner: Heap? { base(at: 24).map(Heap.init) }
     /// Whether the user part still reads as zero (fresh from the kernel, not from the cache).
@@ -1549,13 +1556,17 @@ struct LargeSpan {
         guard byteCount <= Layout.maximumByteCount, let usable = alignUp(byteCount, to: page),
             let global = GlobalState.get()
         else { return nil }
-        let padded = Layout.headerSize + usable + userAlignment
+        let padded = mappingSize(usable: usable) + userAlignment
         let savedErrno = errno
         defer { errno = savedErrno }
         guard let raw = try? SystemMemory.map(byteCount: padded) else { return nil }
         let user = alignUp(raw + Layout.headerSize, to: userAlignment)!
         let start = user - Layout.headerSize
-        let end = user + usable
+        let end = start + mappingSize(usable: usable)
+        guard RegionMap.covers(user, byteCount: usable) else {
+            try? SystemMemory.unmap(raw, byteCount: padded)
+            return nil
+        }
         if start > raw { try? SystemMemory.unmap(raw, byteCount: start - raw) }
         if raw + padded > end { try? SystemMemory.unmap(end, byteCount: raw + padded - end) }
         let span = LargeSpan(user: user)
@@ -1635,44 +1646,50 @@ struct LargeSpan {
         let savedErrno = errno
         defer { errno = savedErrno }
         let oldSize = span.mappingSize
-        let newSize = Layout.headerSize + usable
+        let newSize = mappingSize(usable: usable)
         let global = GlobalState.get()
+        // Within the same regions the mapping stays as it is.
+        if newSize == oldSize {
+            span.resized(usableSize: usable)
+            counters?.add(usable - oldUsable, to: .liveBytes)
+            return pointer
+        }
         // Shrinking always succeeds in place; growing in place needs free address space
-        // after the span.
-        // Regions leave the map before their address space is given up, and join it after it
-        // is taken: in between, another thread may map the same addresses and mark them.
-        let keptEnd = alignUp(pointer + usable, to: 1 << RegionMap.regionShift)!
-        let droppedBytes = pointer + oldUsable - keptEnd
-        if droppedBytes > 0 { RegionMap.unmark(keptEnd, byteCount: droppedBytes) }
+        // after the span. Regions leave the map before their address space is given up,
+        // and join it after it is taken: in between, another thread may map the same
+        // addresses and mark them.
+        let dropped = oldSize - newSize
+        if dropped > 0 { RegionMap.unmark(span.header + newSize, byteCount: dropped) }
         if (try? SystemMemory.resize(span.header, from: oldSize, to: newSize, move: .never)) != nil {
             span.resized(usableSize: usable)
-            RegionMap.mark(pointer, byteCount: usable)
+            if dropped < 0 { RegionMap.mark(span.header + oldSize, byteCount: -dropped) }
             global?.counters.add(newSize - oldSize, to: .bytesMapped)
             if newSize < oldSize { global?.counters.add(oldSize - newSize, to: .bytesReturned) }
             counters?.add(usable - oldUsable, to: .liveBytes)
             return pointer
         }
+        if dropped > 0 { RegionMap.mark(span.header + newSize, byteCount: dropped) }
         // Move: reserve an aligned place, then remap the header and user pages onto it.
         let userAlignment = userAlignment(alignment)
         let padded = newSize + userAlignment
         guard let raw = try? SystemMemory.reserve(byteCount: padded) else { return nil }
         let user = alignUp(raw + Layout.headerSize, to: userAlignment)!
         let target = user - Layout.headerSize
-        RegionMap.unmark(pointer, byteCount: oldUsable)
+        RegionMap.unmark(pointer, byteCount: oldSize - Layout.headerSize)
         guard (try? SystemMemory.resize(span.header, from: oldSize, to: newSize, move: .to(target))) != nil else {
-            RegionMap.mark(pointer, byteCount: oldUsable)
+            RegionMap.mark(pointer, byteCount: oldSize - Layout.headerSize)
             try? SystemMemory.unmap(raw, byteCount: padded)
             return nil
         }
         // The rest of the reservation, before and after the moved span, goes away.
         if target > raw { try? SystemMemory.unmap(raw, byteCount: target - raw) }
-        if raw + padded > user + usable {
-            try? SystemMemory.unmap(user + usable, byteCount: raw + padded - (user + usable))
+        if raw + padded > target + newSize {
+            try? SystemMemory.unmap(target + newSize, byteCount: raw + padded - (target + newSize))
         }
         // The header moved with the pages: only its size and the owner's links change.
         let moved = LargeSpan(user: user)
         moved.resized(usableSize: usable)
-        RegionMap.mark(user, byteCount: usable)
+        RegionMap.mark(user, byteCount: newSize - Layout.headerSize)
         moved.relinkAfterMove()
         global?.counters.add(newSize - oldSize, to: .bytesMapped)
         counters?.add(usable - oldUsable, to: .liveBytes)
@@ -1688,17 +1705,20 @@ struct LargeSpan {
 /// out (glibc's, from before the library was interposed or from `__libc_malloc`) goes to
 /// glibc's free instead of being read as a slab.
 ///
-/// Each region belongs to at most one mapping's user part: slabs are exactly one region,
-/// a large block's user part starts on a region boundary, and a mapping that follows a
-/// block's tail starts with its header page, so its own user part starts a region later.
+/// A marked region is wholly one mapping's: slabs are exactly one region, and a large
+/// block's user part starts on a region boundary and its mapping runs to the end of its
+/// last region (`LargeSpan.mappingSize(usable:)`), so no other mapping, glibc's included,
+/// can land in it.
 /// So bits are set and cleared without counting.
 ///
-/// The map covers the 47-bit user address space of x86_64 and arm64 Linux: 2^29 bits in
-/// 64 MiB of address space reserved without commit charge; only the pages whose bits were
-/// ever set become resident (one page per 8 GiB of address space used).
+/// The map covers a 48-bit user address space (x86_64 Linux uses 47 bits, arm64 Linux 48):
+/// 2^30 bits in 128 MiB of address space reserved without commit charge; only the pages
+/// whose bits were ever set become resident (one page per 8 GiB of address space used).
+/// A kernel that maps higher (5-level paging, asked for by hint only) would put blocks
+/// beyond it: they are refused at mapping time (nil, ENOMEM).
 enum RegionMap {
     static let regionShift = 18
-    static let addressBits = 47
+    static let addressBits = 48
     static let byteCount = 1 << (addressBits - regionShift - 3)
 
     /// The map's address once it exists (0 before).
@@ -1732,6 +1752,11 @@ enum RegionMap {
         return word.load(ordering: .relaxed) & (1 &<< (region & 63)) != 0
     }
 
+    /// Whether the map has bits for every region of [start, start + byteCount).
+    static func covers(_ start: UnsafeMutableRawPointer, byteCount: Int) -> Bool {
+        (Int(bitPattern: start) + byteCount - 1) >> regionShift < 1 << (addressBits - regionShift)
+    }
+
     static func mark(_ start: UnsafeMutableRawPointer, byteCount: Int) { update(start, byteCount, set: true) }
     static func unmark(_ start: UnsafeMutableRawPointer, byteCount: Int) { update(start, byteCount, set: false) }
 
@@ -1743,7 +1768,7 @@ enum RegionMap {
         let first = Int(bitPattern: start) >> regionShift
         let last = (Int(bitPattern: start) + byteCount - 1) >> regionShift
         assert(last < 1 << (addressBits - regionShift), "BinnedAlloc: \(start) is beyond the region map")
-        for region in first...last {
+        for region in first...min(last, (1 << (addressBits - regionShift)) - 1) {
             let word = AtomicWord(at: UnsafeMutableRawPointer(bitPattern: map)! + (region >> 6) * 8)
             let bit = 1 << (region & 63)
             if set {
@@ -1805,6 +1830,11 @@ struct GlobalState {
     /// it did. A cached span has no valid magic, so a late free of it traps in debug builds.
     func cacheSpan(_ header: UnsafeMutableRawPointer, usableSize: Int) -> Bool {
         spanCacheLock.pointee.withLock {
+            // One load keeps a double free from caching a span twice (two later blocks
+            // would share it): the first free cleared the magic.
+            precondition(
+                header.load(as: Int.self) == LargeSpan.magic ^ Int(bitPattern: header),
+                "BinnedAlloc: double free of the large block \(header + Layout.headerSize)")
             let count = counters.value(of: .cachedSpans)
             guard count < GlobalState.spanCacheSlots,
                 counters.value(of: .cachedSpanBytes) + usableSize <= GlobalState.spanCacheByteLimit
@@ -1851,7 +1881,7 @@ struct GlobalState {
             counters.add(-header.load(fromByteOffset: 8, as: Int.self), to: .cachedSpanBytes)
             return header
         }) {
-            let size = Layout.headerSize + header.load(fromByteOffset: 8, as: Int.self)
+            let size = LargeSpan.mappingSize(usable: header.load(fromByteOffset: 8, as: Int.self))
             RegionMap.unmark(header + Layout.headerSize, byteCount: size - Layout.headerSize)
             try? SystemMemory.unmap(header, byteCount: size)
             counters.add(-size, to: .bytesMapped)
@@ -1912,6 +1942,10 @@ struct GlobalState {
         let savedErrno = errno
         defer { errno = savedErrno }
         guard let chunk = try? PageSource().allocate(byteCount: chunkSize, alignment: Layout.slabSize) else {
+            return nil
+        }
+        guard RegionMap.covers(chunk, byteCount: chunkSize) else {
+            try? PageSource().release(chunk, byteCount: chunkSize)
             return nil
         }
         counters.add(chunkSize, to: .bytesMapped)
@@ -1986,22 +2020,24 @@ struct GlobalState {
 
     static let forkPrepare: @convention(c) () -> Void = {
         guard let global = GlobalState.get() else { return }
-        global.poolLock.pointee.lock()
+        // The order every other path takes them in: a fallback-heap refill or trim takes
+        // the pool lock under the fallback lock; the span-cache lock is taken alone.
         global.fallbackLock.pointee.lock()
+        global.poolLock.pointee.lock()
         global.spanCacheLock.pointee.lock()
     }
 
     static let forkParent: @convention(c) () -> Void = {
         guard let global = GlobalState.get() else { return }
         global.spanCacheLock.pointee.unlock()
-        global.fallbackLock.pointee.unlock()
         global.poolLock.pointee.unlock()
+        global.fallbackLock.pointee.unlock()
     }
 
     static let forkChild: @convention(c) () -> Void = {
         guard let global = GlobalState.get() else { return }
         global.spanCacheLock.pointee.unlock()
-        global.fallbackLock.pointee.unlock()
         global.poolLock.pointee.unlock()
+        global.fallbackLock.pointee.unlock()
     }
 }

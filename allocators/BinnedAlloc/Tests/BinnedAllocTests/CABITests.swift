@@ -473,4 +473,18 @@ struct ForeignPointerTests {
         #expect(!binned_owns(huge))
         for block in [small, aligned, large] { binned_free(block) }
     }
+
+    /// A large block's mapping runs to the end of its last 256 KiB region, so no other
+    /// mapping (glibc's mmap'd chunks, say) can land in a region the map says is ours: the
+    /// kernel hands out the most recent hole first, which used to be the block's tail.
+    @Test("mappings made right after small large blocks are never taken for BinnedAlloc's")
+    func nothingElseLandsInAMarkedRegion() throws {
+        for round in 0..<32 {
+            let block = try #require(binned_malloc(40_000 + round * 4096))
+            let other = try SystemMemory.map(byteCount: 200 << 10)
+            #expect(!binned_owns(other) && !binned_owns(other + (100 << 10)), "round \(round): \(other) taken as ours")
+            try SystemMemory.unmap(other, byteCount: 200 << 10)
+            binned_free(block)
+        }
+    }
 }
