@@ -1,0 +1,1539 @@
+// ArenaAlloc: bump arenas that reset in one step, for memory whose lifetime is a cycle
+// (a frame, a request, a compiler pass).
+//
+// # What it is
+//
+// An arena hands out memory by moving a cursor through a *chunk*; nothing is freed one
+// by one. `reset()` runs the deinitializers of the values put into the arena (newest
+// first), keeps one chunk and moves the cursor back to its start, so the next cycle
+// allocates without calling malloc at all. When a chunk is full the arena takes a bigger
+// one (blink-alloc's rule: at least the sum of all earlier chunks plus the request), so
+// the number of chunks stays logarithmic in the bytes of a cycle. A reset after a cycle
+// that spanned chunks replaces them by one chunk that holds the whole cycle, so a cycle
+// that repeats takes no new chunk after the first.
+//
+// ```swift
+// var arena = Arena()
+// let total = try arena.withScope { scope in
+//     let numbers = try scope.collect(1...100)            // an array in the arena
+//     let name = try scope.copy("arena")                  // UTF-8 bytes in the arena
+//     let node = try scope.put(Node(id: 7))               // deinitialized at the reset
+//     return numbers.count + name.count + node.value.id
+// }                                                       // the arena is reset here
+// ```
+//
+// # The four roles (blink-alloc's, with Swift names)
+//
+// - ``Arena``: one owner at a time (`~Copyable`, may move to another thread); the fast
+//   path is a few integer operations on stored properties.
+// - ``SharedArena``: any number of threads allocate at once; each thread bumps through
+//   its own 4 KiB window of the shared chunk (found through AllocCore's `arenaAlloc`
+//   thread-local slot) and takes a new window with one fetch-and-add. Copies of the
+//   value share one arena; `reset()` needs the only copy.
+// - ``LocalArena``: a thread's own ``Arena`` whose chunks are lent by a ``SharedArena``;
+//   its allocations live until the shared arena resets, and the shared arena remembers
+//   the largest chunk a local arena needed, so the next one starts that big.
+// - ``ArenaCache``: warm arenas that tasks take and give back; a given-back arena is
+//   reset and keeps its chunk.
+//
+// # Safety, in three tiers (the spec's section 5 has the table)
+//
+// 1. Compile time: inside ``Arena/withScope(_:)`` the references (``ArenaRef``,
+//    ``ArenaSpan``) are `~Escapable` and depend on the scope, so they cannot be returned,
+//    stored outside or captured by an escaping closure; the arena is accessed exclusively
+//    for the whole body, so it cannot be reset, moved or destroyed meanwhile.
+// 2. Run time, debug builds: the escapable handles of the direct API (``ArenaPointer``,
+//    ``ArenaBuffer``) carry the arena's generation, and every access traps with a message
+//    when the arena was reset since. A reset while a scope is open traps in every build.
+// 3. The caller's duty: raw pointers from `allocate`, and any handle used after its
+//    arena was destroyed or (for release builds) reset.
+//
+// # Memory
+//
+// Chunks come from the C heap (`malloc`): chunks start at 4 KiB, where a page mapping
+// would cost a system call per chunk and a page per arena, and glibc and jemalloc map
+// large requests directly anyway. A failed `malloc` is an answer (nil, or
+// ``ArenaError/outOfMemory``), never a crash.
+
+import AllocCore
+import Glibc
+import Synchronization
+
+// MARK: - Public API: Arena
+
+/// A bump arena for one owner at a time: allocation moves a cursor, ``reset()`` frees
+/// everything at once and keeps the memory warm for the next cycle.
+///
+/// `Arena` is `~Copyable`: it has one owner, which may move it to another thread
+/// (it is `Sendable`) but never share it. Every allocation and the reset are `mutating`,
+/// so Swift's exclusivity rules keep them from overlapping.
+///
+/// ```swift
+/// var arena = Arena()
+/// for frame in frames {
+///     let vertices = arena.allocate(of: Vertex.self, capacity: frame.count)!
+///     render(frame, into: vertices)
+///     arena.reset()                      // no free per vertex buffer; no malloc next frame
+/// }
+/// ```
+///
+/// Three ways to use it, from safest to rawest:
+/// - ``withScope(_:)``: values, strings and collections put in the arena through a
+///   scope whose references cannot leave the closure (checked by the compiler); the
+///   arena is reset when the closure returns.
+/// - ``put(_:)``, ``copy(_:)-(StringProtocol)``, ``collect(_:)``: the same operations
+///   returning escapable handles that check, in debug builds, that the arena was not
+///   reset since they were made.
+/// - ``allocate(byteCount:alignment:)`` and ``allocate(of:capacity:)``: raw memory, the
+///   caller's to keep within the cycle; the newest allocation can grow, shrink or be
+///   rolled back in place (``resize(_:from:to:alignment:)``, ``deallocate(_:)``).
+public struct Arena: ~Copyable, @unchecked Sendable {
+    /// The largest alignment any allocation may ask for: the page size.
+    public static let maximumAlignment = 4096
+    /// The first chunk's default size. Small enough that an arena used for a handful of
+    /// objects costs a page; the growth rule makes later chunks as big as they need to be.
+    public static let defaultFirstChunkByteCount = 4096
+    /// Chunk sizes are powers of two below this and multiples of it above (blink-alloc's
+    /// threshold): a power-of-two rounding would waste up to half of a large chunk.
+    public static let chunkGranularity = 16 << 10
+
+    // The fast path's state. Addresses are kept as integers so that the bound check is
+    // one subtraction and an empty arena (cursor 1, limit 0) fails it for every request.
+    @usableFromInline var cursor: Int
+    @usableFromInline var limit: Int
+    /// The start of the newest raw allocation (what `resize` and `deallocate` may move), or 0.
+    @usableFromInline var newest: Int
+    /// Whether a ``withScope(_:)`` body is running: a reset then traps.
+    @usableFromInline var scopeIsOpen: Bool
+    /// The newest chunk (the largest: every chunk is larger than all earlier ones together).
+    @usableFromInline var chunk: UnsafeMutableRawPointer?
+    /// The newest deinit record (values to deinitialize at the reset, newest first).
+    @usableFromInline var deinitRecords: UnsafeMutableRawPointer?
+    /// Bytes used in chunks before the newest: what `bytesInUse` adds to the newest's use.
+    @usableFromInline var bytesUsedInEarlierChunks: Int
+    /// The highest `bytesInUse` of this cycle seen at a point where it fell (a rollback, a
+    /// shrink); `reset` sizes a consolidated chunk by it.
+    @usableFromInline var cyclePeakBytes: Int
+    @usableFromInline var chunkCount: Int
+    var reservedBytes: Int
+    @usableFromInline var peakBytes: Int
+    @usableFromInline var resetCount: Int
+    let firstChunkByteCount: Int
+    /// Where chunks come from when the arena is a ``LocalArena``'s; nil for the C heap.
+    let lender: SharedArenaStorage?
+    #if DEBUG
+        /// The arena's generation, in memory of its own so that handles can read it while
+        /// the arena value moves: one more per reset (debug builds only).
+        @usableFromInline let generation: UnsafeMutablePointer<Int>
+    #endif
+
+    /// An empty arena; it takes its first chunk (of `firstChunkByteCount` bytes, or more
+    /// for a larger first request) when it first allocates.
+    ///
+    /// - Precondition: `firstChunkByteCount` is positive.
+    public init(firstChunkByteCount: Int = Arena.defaultFirstChunkByteCount) {
+        self.init(firstChunkByteCount: firstChunkByteCount, lender: nil, adopting: nil)
+    }
+
+    init(firstChunkByteCount: Int, lender: SharedArenaStorage?, adopting warmChunk: UnsafeMutableRawPointer?) {
+        precondition(firstChunkByteCount > 0, "Arena: firstChunkByteCount \(firstChunkByteCount) is not positive")
+        cursor = 1
+        limit = 0
+        newest = 0
+        scopeIsOpen = false
+        chunk = nil
+        deinitRecords = nil
+        bytesUsedInEarlierChunks = 0
+        cyclePeakBytes = 0
+        chunkCount = 0
+        reservedBytes = 0
+        peakBytes = 0
+        resetCount = 0
+        self.firstChunkByteCount = firstChunkByteCount
+        self.lender = lender
+        #if DEBUG
+            generation = .allocate(capacity: 1)
+            generation.initialize(to: 0)
+        #endif
+        if let warmChunk {
+            // Its first word linked it into the cache: it is the arena's only chunk now.
+            ChunkHeader.setPrevious(of: warmChunk, to: nil)
+            install(warmChunk)
+        }
+    }
+
+    deinit {
+        precondition(!scopeIsOpen, "Arena destroyed while a withScope body is running")
+        Arena.runDeinitializers(from: deinitRecords)
+        var next = chunk
+        while let current = next {
+            next = ChunkHeader.previous(of: current)
+            releaseChunk(current)
+        }
+        #if DEBUG
+            generation.deallocate()
+        #endif
+    }
+
+    /// `byteCount` bytes aligned to `alignment`, or nil when the arena cannot get a chunk
+    /// that large (the size overflows, or `malloc` fails).
+    ///
+    /// The memory is uninitialized and stays valid until the next ``reset()`` or the
+    /// arena's end. A zero-byte request returns a pointer that must not be read or written
+    /// (it may equal the next allocation's address).
+    ///
+    /// - Precondition: `byteCount >= 0`; `alignment` is a power of two at most
+    ///   ``maximumAlignment``.
+    /// - Complexity: O(1): a few integer operations; a new chunk (one `malloc`) when the
+    ///   current one is full.
+    @inlinable @inline(__always)
+    public mutating func allocate(byteCount: Int, alignment: Int = 16) -> UnsafeMutableRawPointer? {
+        precondition(byteCount >= 0, "Arena.allocate: negative byteCount \(byteCount)")
+        precondition(
+            isPowerOfTwo(alignment) && alignment <= Arena.maximumAlignment,
+            "Arena.allocate: alignment \(alignment) is not a power of two up to \(Arena.maximumAlignment)")
+        let aligned = (cursor &+ (alignment &- 1)) & ~(alignment &- 1)
+        if byteCount <= limit &- aligned {
+            newest = aligned
+            cursor = aligned &+ byteCount
+            return UnsafeMutableRawPointer(bitPattern: aligned)
+        }
+        return allocateInNewChunk(byteCount: byteCount, alignment: alignment)
+    }
+
+    /// Uninitialized memory for `capacity` values of `T`, bound to `T`, or nil when the
+    /// byte count overflows or memory is exhausted. Nothing is deinitialized at the reset:
+    /// values with a deinit belong in ``put(_:)`` or ``collect(_:)``.
+    ///
+    /// - Precondition: `capacity >= 0`; `T`'s alignment is at most ``maximumAlignment``.
+    @inlinable @inline(__always)
+    public mutating func allocate<T>(of type: T.Type, capacity: Int) -> UnsafeMutableBufferPointer<T>? {
+        precondition(capacity >= 0, "Arena.allocate(of:capacity:): negative capacity \(capacity)")
+        guard let byteCount = checkedByteCount(count: capacity, stride: MemoryLayout<T>.stride),
+            let raw = allocate(byteCount: byteCount, alignment: MemoryLayout<T>.alignment)
+        else { return nil }
+        return UnsafeMutableBufferPointer(start: raw.bindMemory(to: T.self, capacity: capacity), count: capacity)
+    }
+
+    /// Resizes the block at `pointer` (from ``allocate(byteCount:alignment:)``, asked with
+    /// `oldByteCount` and `alignment`) to `newByteCount` bytes, keeping its first
+    /// `min(oldByteCount, newByteCount)` bytes.
+    ///
+    /// The newest allocation grows and shrinks in place while it fits its chunk (a shrink
+    /// gives the bytes back to the arena). An older block shrinks in place (its tail stays
+    /// used until the reset) and grows by moving to a new allocation (the old bytes stay
+    /// used until the reset).
+    ///
+    /// - Returns: the block's address, or nil when it must move and memory is exhausted;
+    ///   the block is then unchanged.
+    /// - Precondition: `newByteCount >= 0`; `pointer` is a live block of this arena.
+    @inlinable
+    public mutating func resize(
+        _ pointer: UnsafeMutableRawPointer, from oldByteCount: Int, to newByteCount: Int, alignment: Int = 16
+    ) -> UnsafeMutableRawPointer? {
+        precondition(newByteCount >= 0, "Arena.resize: negative byteCount \(newByteCount)")
+        let start = Int(bitPattern: pointer)
+        assert(
+            start &+ oldByteCount <= cursor || chunkCount > 1,
+            "Arena.resize of \(pointer) (\(oldByteCount) bytes), which ends past the cursor \(cursor)")
+        if start == newest {
+            if newByteCount <= limit &- start {
+                if newByteCount < oldByteCount { noteFall() }
+                cursor = start &+ newByteCount
+                return pointer
+            }
+        } else if newByteCount <= oldByteCount {
+            return pointer
+        }
+        return moveBlock(pointer, from: oldByteCount, to: newByteCount, alignment: alignment)
+    }
+
+    /// Gives the newest allocation's bytes back (a rollback); an older block is left
+    /// until the reset.
+    ///
+    /// - Returns: whether the bytes came back. After a rollback no block is the newest
+    ///   until the next allocation.
+    @inlinable @discardableResult
+    public mutating func deallocate(_ pointer: UnsafeMutableRawPointer) -> Bool {
+        guard Int(bitPattern: pointer) == newest else { return false }
+        noteFall()
+        cursor = newest
+        newest = 0
+        return true
+    }
+
+    /// Deinitializes every value put with a deinit (newest first), frees every chunk but
+    /// one, and moves the cursor back to that chunk's start.
+    ///
+    /// The chunk kept is the largest when it held the whole cycle; when the cycle spanned
+    /// chunks that one cannot hold, they are all replaced by a single chunk sized for the
+    /// cycle (by the growth rule), so a cycle that repeats needs no new chunk after the
+    /// first. Were that `malloc` to fail, the largest chunk is kept: a reset never fails.
+    ///
+    /// Every pointer and handle from before is invalid afterwards; in debug builds the
+    /// handles (``ArenaPointer``, ``ArenaBuffer``) trap when used.
+    ///
+    /// - Precondition: no ``withScope(_:)`` body is running on this arena (traps with a
+    ///   message; the compiler already refuses it for an arena in a variable).
+    /// - Complexity: O(values with a deinit + chunks); O(1) after warm-up with trivial values.
+    @inlinable
+    public mutating func reset() {
+        precondition(!scopeIsOpen, "Arena.reset() while a withScope body is running on this arena")
+        if deinitRecords == nil && chunkCount <= 1, let chunk {
+            // The warm case: one chunk, nothing to deinitialize.
+            let used = max(cursor &- ChunkHeader.dataStart(of: chunk), cyclePeakBytes)
+            if used > peakBytes { peakBytes = used }
+            cursor = ChunkHeader.dataStart(of: chunk)
+            newest = 0
+            cyclePeakBytes = 0
+            resetCount &+= 1
+            #if DEBUG
+                generation.pointee &+= 1
+            #endif
+            return
+        }
+        resetSlow()
+    }
+
+    /// Runs `body` with a scope that puts values, strings and collections into the arena,
+    /// then resets the arena (also when `body` throws).
+    ///
+    /// The references a scope returns (``ArenaRef``, ``ArenaSpan``) are non-escapable and
+    /// depend on the scope: the compiler refuses to return them from `body`, store them
+    /// outside it or capture them in an escaping closure. The arena is borrowed mutably for
+    /// the whole call, so `body` cannot reset, move or destroy it.
+    ///
+    /// ```swift
+    /// var arena = Arena()
+    /// let sum = try arena.withScope { scope in
+    ///     let squares = try scope.collect((1...10).lazy.map { $0 * $0 })
+    ///     return squares.withUnsafeBufferPointer { $0.reduce(0, +) }
+    /// }
+    /// ```
+    ///
+    /// - Precondition: no scope is open on this arena (it cannot be, short of reaching
+    ///   the arena through an unsafe pointer inside `body`).
+    @inlinable
+    public mutating func withScope<Result, Failure: Error>(
+        _ body: (ArenaScope) throws(Failure) -> Result
+    ) throws(Failure) -> Result {
+        precondition(!scopeIsOpen, "Arena.withScope inside a withScope body of the same arena")
+        scopeIsOpen = true
+        let result = withUnsafeMutablePointer(to: &self) { arena in
+            Swift.Result { () throws(Failure) -> Result in try body(ArenaScope(arena: arena)) }
+        }
+        scopeIsOpen = false
+        reset()
+        return try result.get()
+    }
+
+    /// The arena's counters (section 8 of the spec).
+    public var statistics: ArenaStatistics {
+        ArenaStatistics(
+            chunks: chunkCount, reservedBytes: reservedBytes, bytesInUse: bytesInUse,
+            peakBytesInUse: max(peakBytes, cyclePeakBytes, bytesInUse), resets: resetCount)
+    }
+
+    /// Bytes handed out since the last reset, alignment padding included (the unused tail
+    /// of a full chunk is not counted).
+    @inlinable
+    public var bytesInUse: Int {
+        guard let chunk else { return 0 }
+        return bytesUsedInEarlierChunks &+ (cursor &- ChunkHeader.dataStart(of: chunk))
+    }
+}
+
+// MARK: - Public API: values in the arena
+
+extension Arena {
+    /// Moves `value` into the arena and returns a handle to it, or nil when memory is
+    /// exhausted (the value is then destroyed). A value with a deinit (not trivially
+    /// copyable) is deinitialized at the next reset, newest first; a trivial one costs
+    /// only its bytes.
+    @inlinable
+    public mutating func put<T>(_ value: T) -> ArenaPointer<T>? {
+        guard let slot = allocateValues(of: T.self, count: 1) else { return nil }
+        slot.initialize(to: value)
+        return ArenaPointer(slot, in: self)
+    }
+
+    /// Like ``put(_:)`` for a type that has no deinit, enforced by the compiler: never
+    /// leaves a record, whatever the build.
+    @inlinable
+    public mutating func putWithoutDeinit<T: BitwiseCopyable>(_ value: T) -> ArenaPointer<T>? {
+        guard let raw = allocate(byteCount: MemoryLayout<T>.stride, alignment: MemoryLayout<T>.alignment) else {
+            return nil
+        }
+        newest = 0
+        let slot = raw.bindMemory(to: T.self, capacity: 1)
+        slot.initialize(to: value)
+        return ArenaPointer(slot, in: self)
+    }
+
+    /// Copies the UTF-8 bytes of `string` into the arena (no terminating zero), or nil
+    /// when memory is exhausted. ``ArenaBuffer/string`` reads them back as a `String`.
+    @inlinable
+    public mutating func copy(_ string: some StringProtocol) -> ArenaBuffer<UInt8>? {
+        copy(string.utf8)
+    }
+
+    /// Copies the elements of `collection` into the arena, or nil when memory is
+    /// exhausted. Elements with a deinit are deinitialized at the reset.
+    ///
+    /// - Precondition: the collection's `count` is its number of elements (a collection
+    ///   whose count lies belongs in ``collect(_:)``).
+    @inlinable
+    public mutating func copy<C: Collection>(_ collection: C) -> ArenaBuffer<C.Element>? {
+        let count = collection.count
+        guard let start = allocateValues(of: C.Element.self, count: count) else { return nil }
+        let buffer = UnsafeMutableBufferPointer(start: start, count: count)
+        var (rest, written) = buffer.initialize(from: collection)
+        precondition(
+            written == count && rest.next() == nil,
+            "Arena.copy: the collection's count \(count) is not its number of elements; use collect")
+        return ArenaBuffer(start, count: count, in: self)
+    }
+
+    /// Builds an array in the arena from any sequence, or nil when memory is exhausted.
+    ///
+    /// The sequence's `underestimatedCount` is only a first guess: the array starts at
+    /// that capacity (at most ``collectInitialCapacityLimit``), grows in place while it
+    /// is the newest allocation and its chunk has room, doubles into a new chunk when
+    /// not, and gives back what it did not use. A count that lies either way costs time,
+    /// never correctness. The sequence must not allocate from this arena while it is
+    /// iterated (it cannot: the arena is borrowed mutably).
+    @inlinable
+    public mutating func collect<S: Sequence>(_ sequence: S) -> ArenaBuffer<S.Element>? {
+        guard let (start, count) = collectElements(sequence) else { return nil }
+        return ArenaBuffer(start, count: count, in: self)
+    }
+
+    /// The initial capacity `collect` trusts a sequence's `underestimatedCount` with;
+    /// beyond it the array doubles as elements arrive, so a count that lies upwards cannot
+    /// make the arena reserve more than this many elements in vain.
+    public static let collectInitialCapacityLimit = 1 << 16
+}
+
+/// A value in an arena, from ``Arena/put(_:)``: an escapable handle that, in debug
+/// builds, traps when used after the arena was reset.
+///
+/// It is valid until the arena's next reset or its end; with a release build, using it
+/// after that is undefined (the caller's duty). Inside ``Arena/withScope(_:)`` prefer
+/// ``ArenaRef``, which the compiler keeps inside the scope.
+public struct ArenaPointer<Pointee>: @unchecked Sendable {
+    @usableFromInline let base: UnsafeMutablePointer<Pointee>
+    #if DEBUG
+        @usableFromInline let stamp: GenerationStamp
+    #endif
+
+    @inlinable
+    init(_ base: UnsafeMutablePointer<Pointee>, in arena: borrowing Arena) {
+        self.base = base
+        #if DEBUG
+            stamp = GenerationStamp(arena.generation)
+        #endif
+    }
+
+    /// The value (read and written in place).
+    @inlinable
+    public var value: Pointee {
+        get {
+            checkGeneration()
+            return base.pointee
+        }
+        nonmutating set {
+            checkGeneration()
+            base.pointee = newValue
+        }
+    }
+
+    /// The value's address, for APIs that take a pointer. The caller's duty: do not use
+    /// it past the arena's reset.
+    @inlinable
+    public var unsafePointer: UnsafeMutablePointer<Pointee> {
+        checkGeneration()
+        return base
+    }
+
+    @inlinable @inline(__always)
+    func checkGeneration() {
+        #if DEBUG
+            stamp.check(kind: "ArenaPointer<\(Pointee.self)>", address: UnsafeRawPointer(base))
+        #endif
+    }
+}
+
+/// Values in an arena, from ``Arena/copy(_:)-(Collection)`` or ``Arena/collect(_:)``: an
+/// escapable random-access collection that, in debug builds, traps when used after the
+/// arena was reset.
+public struct ArenaBuffer<Element>: RandomAccessCollection, @unchecked Sendable {
+    @usableFromInline let base: UnsafeMutablePointer<Element>?
+    public let count: Int
+    #if DEBUG
+        @usableFromInline let stamp: GenerationStamp
+    #endif
+
+    @inlinable
+    init(_ base: UnsafeMutablePointer<Element>?, count: Int, in arena: borrowing Arena) {
+        self.base = base
+        self.count = count
+        #if DEBUG
+            stamp = GenerationStamp(arena.generation)
+        #endif
+    }
+
+    @inlinable public var startIndex: Int { 0 }
+    @inlinable public var endIndex: Int { count }
+
+    /// The element at `index` (read and written in place).
+    @inlinable
+    public subscript(index: Int) -> Element {
+        get {
+            precondition(index >= 0 && index < count, "ArenaBuffer index \(index) out of range 0..<\(count)")
+            checkGeneration()
+            return base.unsafelyUnwrapped[index]
+        }
+        nonmutating set {
+            precondition(index >= 0 && index < count, "ArenaBuffer index \(index) out of range 0..<\(count)")
+            checkGeneration()
+            base.unsafelyUnwrapped[index] = newValue
+        }
+    }
+
+    /// The elements as a buffer, for the duration of `body`.
+    @inlinable
+    public func withUnsafeBufferPointer<Result, Failure: Error>(
+        _ body: (UnsafeBufferPointer<Element>) throws(Failure) -> Result
+    ) throws(Failure) -> Result {
+        checkGeneration()
+        return try body(UnsafeBufferPointer(start: base, count: count))
+    }
+
+    @inlinable @inline(__always)
+    func checkGeneration() {
+        #if DEBUG
+            if let base { stamp.check(kind: "ArenaBuffer<\(Element.self)>", address: UnsafeRawPointer(base)) }
+        #endif
+    }
+}
+
+extension ArenaBuffer where Element == UInt8 {
+    /// The bytes decoded as UTF-8 (a new `String`).
+    @inlinable
+    public var string: String {
+        withUnsafeBufferPointer { String(decoding: $0, as: UTF8.self) }
+    }
+}
+
+#if DEBUG
+    /// The arena generation a debug handle was made in, and where to read the current one.
+    @usableFromInline struct GenerationStamp: @unchecked Sendable {
+        @usableFromInline let current: UnsafeMutablePointer<Int>
+        @usableFromInline let made: Int
+
+        @inlinable
+        init(_ current: UnsafeMutablePointer<Int>) {
+            self.current = current
+            made = current.pointee
+        }
+
+        @inlinable
+        func check(kind: @autoclosure () -> String, address: UnsafeRawPointer) {
+            if current.pointee != made { staleHandle(kind(), address: address, made: made, now: current.pointee) }
+        }
+    }
+
+    @usableFromInline @inline(never)
+    func staleHandle(_ kind: String, address: UnsafeRawPointer, made: Int, now: Int) -> Never {
+        preconditionFailure(
+            "\(kind) at \(address) used after its arena was reset: made in generation \(made), the arena is in generation \(now)"
+        )
+    }
+#endif
+
+// MARK: - Public API: scopes
+
+/// Ways to put things into an arena inside ``Arena/withScope(_:)``, whose references
+/// cannot leave the scope.
+///
+/// Exhaustion throws ``ArenaError/outOfMemory``, so a scope's body reads as straight
+/// code with `try`.
+public struct ArenaScope: ~Escapable {
+    @usableFromInline let arena: UnsafeMutablePointer<Arena>
+
+    @usableFromInline @_lifetime(immortal)
+    init(arena: UnsafeMutablePointer<Arena>) { self.arena = arena }
+
+    /// Moves `value` into the arena; see ``Arena/put(_:)``.
+    @inlinable @_lifetime(copy self)
+    public func put<T>(_ value: T) throws(ArenaError) -> ArenaRef<T> {
+        guard let pointer = arena.pointee.put(value) else { throw .outOfMemory }
+        return _overrideLifetime(ArenaRef(pointer), copying: self)
+    }
+
+    /// Stores a value with no deinit; see ``Arena/putWithoutDeinit(_:)``.
+    @inlinable @_lifetime(copy self)
+    public func putWithoutDeinit<T: BitwiseCopyable>(_ value: T) throws(ArenaError) -> ArenaRef<T> {
+        guard let pointer = arena.pointee.putWithoutDeinit(value) else { throw .outOfMemory }
+        return _overrideLifetime(ArenaRef(pointer), copying: self)
+    }
+
+    /// Copies a string's UTF-8 bytes; see ``Arena/copy(_:)-(StringProtocol)``.
+    @inlinable @_lifetime(copy self)
+    public func copy(_ string: some StringProtocol) throws(ArenaError) -> ArenaSpan<UInt8> {
+        guard let buffer = arena.pointee.copy(string) else { throw .outOfMemory }
+        return _overrideLifetime(ArenaSpan(buffer), copying: self)
+    }
+
+    /// Copies a collection; see ``Arena/copy(_:)-(Collection)``.
+    @inlinable @_lifetime(copy self)
+    public func copy<C: Collection>(_ collection: C) throws(ArenaError) -> ArenaSpan<C.Element> {
+        guard let buffer = arena.pointee.copy(collection) else { throw .outOfMemory }
+        return _overrideLifetime(ArenaSpan(buffer), copying: self)
+    }
+
+    /// Builds an array from any sequence; see ``Arena/collect(_:)``.
+    @inlinable @_lifetime(copy self)
+    public func collect<S: Sequence>(_ sequence: S) throws(ArenaError) -> ArenaSpan<S.Element> {
+        guard let buffer = arena.pointee.collect(sequence) else { throw .outOfMemory }
+        return _overrideLifetime(ArenaSpan(buffer), copying: self)
+    }
+
+    /// Uninitialized memory for `capacity` values of `T`, valid for the scope; nothing is
+    /// deinitialized at the reset.
+    @inlinable
+    public func allocate<T>(of type: T.Type, capacity: Int) throws(ArenaError) -> UnsafeMutableBufferPointer<T> {
+        guard let buffer = arena.pointee.allocate(of: type, capacity: capacity) else { throw .outOfMemory }
+        return buffer
+    }
+
+    /// The arena's counters now.
+    public var statistics: ArenaStatistics { arena.pointee.statistics }
+}
+
+/// A value in an arena, from a scope: non-escapable, so it cannot outlive the scope.
+public struct ArenaRef<Pointee>: ~Escapable {
+    @usableFromInline let pointer: ArenaPointer<Pointee>
+
+    @usableFromInline @_lifetime(immortal)
+    init(_ pointer: ArenaPointer<Pointee>) { self.pointer = pointer }
+
+    /// The value (read and written in place).
+    @inlinable
+    public var value: Pointee {
+        get { pointer.value }
+        nonmutating set { pointer.value = newValue }
+    }
+}
+
+/// Values in an arena, from a scope: non-escapable, so they cannot outlive the scope.
+public struct ArenaSpan<Element>: ~Escapable {
+    @usableFromInline let buffer: ArenaBuffer<Element>
+
+    @usableFromInline @_lifetime(immortal)
+    init(_ buffer: ArenaBuffer<Element>) { self.buffer = buffer }
+
+    /// The number of elements.
+    @inlinable public var count: Int { buffer.count }
+
+    /// The element at `index` (read and written in place).
+    @inlinable
+    public subscript(index: Int) -> Element {
+        get { buffer[index] }
+        nonmutating set { buffer[index] = newValue }
+    }
+
+    /// The elements as a buffer, for the duration of `body`.
+    @inlinable
+    public func withUnsafeBufferPointer<Result, Failure: Error>(
+        _ body: (UnsafeBufferPointer<Element>) throws(Failure) -> Result
+    ) throws(Failure) -> Result {
+        try buffer.withUnsafeBufferPointer(body)
+    }
+
+    /// The elements as a standard-library `Span`, which shares the scope's lifetime.
+    @inlinable
+    public var span: Span<Element> {
+        @_lifetime(copy self) get {
+            buffer.checkGeneration()
+            let span = Span(_unsafeStart: UnsafePointer(buffer.base.unsafelyUnwrapped), count: buffer.count)
+            return _overrideLifetime(span, copying: self)
+        }
+    }
+}
+
+extension ArenaSpan where Element == UInt8 {
+    /// The bytes decoded as UTF-8 (a new `String`).
+    @inlinable public var string: String { buffer.string }
+}
+
+/// Why an arena could not give memory.
+public enum ArenaError: Error, Equatable, Sendable {
+    /// The request's size overflows, or the C heap refused a chunk.
+    case outOfMemory
+}
+
+/// An arena's counters at one moment.
+public struct ArenaStatistics: Sendable, Equatable {
+    /// Chunks the arena holds (for a ``SharedArena``: its own, those lent to local
+    /// arenas, and spare ones).
+    public var chunks: Int
+    /// Bytes of those chunks, headers included.
+    public var reservedBytes: Int
+    /// Bytes handed out since the last reset, alignment padding included.
+    public var bytesInUse: Int
+    /// The most bytes ever in use at once.
+    public var peakBytesInUse: Int
+    /// Resets so far.
+    public var resets: Int
+
+    public init(chunks: Int, reservedBytes: Int, bytesInUse: Int, peakBytesInUse: Int, resets: Int) {
+        self.chunks = chunks
+        self.reservedBytes = reservedBytes
+        self.bytesInUse = bytesInUse
+        self.peakBytesInUse = peakBytesInUse
+        self.resets = resets
+    }
+}
+
+// MARK: - Public API: SharedArena and LocalArena
+
+/// An arena that any number of threads allocate from at once (blink-alloc's
+/// `SyncBlinkAlloc`).
+///
+/// Each thread bumps through a *window* of its own: 4 KiB of the shared chunk, taken with
+/// one fetch-and-add on the chunk's cursor, found through AllocCore's `arenaAlloc`
+/// thread-local slot. So a small allocation costs a thread-local load, a compare and a
+/// bump, and threads do not contend for the cursor's cache line but once per window. A
+/// request above 1 KiB goes to the shared cursor directly. A window's unused rest stays
+/// reserved until the reset (at most 4 KiB per thread and arena).
+///
+/// Copies of a `SharedArena` value share one arena (hand a copy to each thread).
+/// ``reset()`` is `mutating` and traps unless it is called on the only copy left, which
+/// proves that no other thread, and no ``LocalArena``, can still allocate from it.
+///
+/// ```swift
+/// var shared = SharedArena()
+/// let workers = (0..<4).map { _ in
+///     try! OSThread.spawn { [shared] in
+///         var local = shared.makeLocalArena()        // no atomics on its fast path
+///         for _ in 0..<1000 { _ = local.allocate(byteCount: 32) }
+///     }
+/// }
+/// for worker in workers { worker.join() }
+/// shared.reset()                                      // the workers' copies are gone
+/// ```
+///
+/// A thread that allocates a lot, or large blocks, is better served by a ``LocalArena``:
+/// no thread-local lookup, and it resets on its own.
+public struct SharedArena: Sendable {
+    @usableFromInline var storage: SharedArenaStorage
+
+    /// An empty shared arena; its first chunk (and a local arena's) is at least
+    /// `firstChunkByteCount` bytes.
+    ///
+    /// - Precondition: `firstChunkByteCount` is positive.
+    public init(firstChunkByteCount: Int = Arena.defaultFirstChunkByteCount) {
+        precondition(firstChunkByteCount > 0, "SharedArena: firstChunkByteCount \(firstChunkByteCount) is not positive")
+        storage = SharedArenaStorage(firstChunkByteCount: firstChunkByteCount)
+    }
+
+    /// `byteCount` bytes aligned to `alignment`, valid until the shared arena's reset, or
+    /// nil when memory is exhausted. Any thread.
+    ///
+    /// - Precondition: as ``Arena/allocate(byteCount:alignment:)``.
+    /// - Complexity: O(1): a bump in the thread's window; one fetch-and-add per window
+    ///   (a compare-exchange loop for alignments above 8 outside a window); a chunk is
+    ///   added under a lock when the current one is full.
+    @inlinable
+    public func allocate(byteCount: Int, alignment: Int = 16) -> UnsafeMutableRawPointer? {
+        precondition(byteCount >= 0, "SharedArena.allocate: negative byteCount \(byteCount)")
+        precondition(
+            isPowerOfTwo(alignment) && alignment <= Arena.maximumAlignment,
+            "SharedArena.allocate: alignment \(alignment) is not a power of two up to \(Arena.maximumAlignment)")
+        return storage.allocate(byteCount: byteCount, alignment: alignment)
+    }
+
+    /// Uninitialized memory for `capacity` values of `T` (never deinitialized), or nil.
+    @inlinable
+    public func allocate<T>(of type: T.Type, capacity: Int) -> UnsafeMutableBufferPointer<T>? {
+        precondition(capacity >= 0, "SharedArena.allocate(of:capacity:): negative capacity \(capacity)")
+        guard let byteCount = checkedByteCount(count: capacity, stride: MemoryLayout<T>.stride),
+            let raw = allocate(byteCount: byteCount, alignment: MemoryLayout<T>.alignment)
+        else { return nil }
+        return UnsafeMutableBufferPointer(start: raw.bindMemory(to: T.self, capacity: capacity), count: capacity)
+    }
+
+    /// A local arena for the calling thread, fed with whole chunks by this arena. Its
+    /// first chunk is as large as the largest chunk any local arena of this shared arena
+    /// has needed so far.
+    public func makeLocalArena() -> LocalArena {
+        LocalArena(lender: storage)
+    }
+
+    /// Frees its own chunks but one (the largest if it held the cycle, else one new chunk
+    /// sized for the cycle, as ``Arena/reset()``), makes the chunks that local arenas gave
+    /// back spare (lent again to the next local arenas), moves the cursor back, and
+    /// retires every thread's window.
+    ///
+    /// - Precondition: this is the only copy of the shared arena, and no local arena of
+    ///   it is alive (traps with a message otherwise).
+    public mutating func reset() {
+        precondition(
+            isKnownUniquelyReferenced(&storage),
+            "SharedArena.reset() while another copy of it (another thread's, or a LocalArena's) still exists")
+        storage.reset()
+    }
+
+    /// The counters (any thread; each counter is read separately).
+    public var statistics: ArenaStatistics { storage.statistics }
+}
+
+/// A thread's own arena fed by a ``SharedArena`` (blink-alloc's `LocalBlinkAlloc`): the
+/// fast path of an ``Arena``, with chunks lent by the shared arena.
+///
+/// What a local arena allocates stays valid after the local arena ends, until the shared
+/// arena's reset: its chunks go back to the shared arena, which keeps them. A local
+/// ``reset()`` reuses its own largest chunk and hands the others back as spares.
+public struct LocalArena: ~Copyable, @unchecked Sendable {
+    @usableFromInline var arena: Arena
+
+    init(lender: SharedArenaStorage) {
+        arena = Arena(firstChunkByteCount: lender.firstLocalChunkByteCount, lender: lender, adopting: nil)
+    }
+
+    /// See ``Arena/allocate(byteCount:alignment:)``.
+    @inlinable @inline(__always)
+    public mutating func allocate(byteCount: Int, alignment: Int = 16) -> UnsafeMutableRawPointer? {
+        arena.allocate(byteCount: byteCount, alignment: alignment)
+    }
+
+    /// See ``Arena/allocate(of:capacity:)``.
+    @inlinable @inline(__always)
+    public mutating func allocate<T>(of type: T.Type, capacity: Int) -> UnsafeMutableBufferPointer<T>? {
+        arena.allocate(of: type, capacity: capacity)
+    }
+
+    /// See ``Arena/resize(_:from:to:alignment:)``.
+    @inlinable
+    public mutating func resize(
+        _ pointer: UnsafeMutableRawPointer, from oldByteCount: Int, to newByteCount: Int, alignment: Int = 16
+    ) -> UnsafeMutableRawPointer? {
+        arena.resize(pointer, from: oldByteCount, to: newByteCount, alignment: alignment)
+    }
+
+    /// See ``Arena/deallocate(_:)``.
+    @inlinable @discardableResult
+    public mutating func deallocate(_ pointer: UnsafeMutableRawPointer) -> Bool {
+        arena.deallocate(pointer)
+    }
+
+    /// See ``Arena/withScope(_:)``: the scope's values live until the local arena resets.
+    @inlinable
+    public mutating func withScope<Result, Failure: Error>(
+        _ body: (ArenaScope) throws(Failure) -> Result
+    ) throws(Failure) -> Result {
+        try arena.withScope(body)
+    }
+
+    /// See ``Arena/reset()``; chunks it does not keep become the shared arena's spares.
+    @inlinable
+    public mutating func reset() { arena.reset() }
+
+    /// The local arena's own counters.
+    public var statistics: ArenaStatistics { arena.statistics }
+}
+
+// MARK: - Public API: ArenaCache
+
+/// Warm arenas that tasks take and give back (blink-alloc's `BlinkAllocCache`): an arena
+/// given back is reset and keeps its chunk, so the next task starts with memory already
+/// sized for its cycle.
+///
+/// ```swift
+/// let cache = ArenaCache()
+/// // on any thread, per task:
+/// var arena = cache.take()
+/// handle(request, in: &arena)
+/// cache.give(arena)
+/// ```
+///
+/// Any thread may take and give; the cache holds a lock for a few instructions.
+public final class ArenaCache: @unchecked Sendable {
+    /// Warm chunks, linked through their first word.
+    var warmChunks: UnsafeMutableRawPointer?
+    var warmCount = 0
+    let lock = SpinLock()
+    /// The first chunk size of the arenas the cache makes when it holds none.
+    public let firstChunkByteCount: Int
+
+    /// An empty cache.
+    public init(firstChunkByteCount: Int = Arena.defaultFirstChunkByteCount) {
+        precondition(firstChunkByteCount > 0, "ArenaCache: firstChunkByteCount \(firstChunkByteCount) is not positive")
+        self.firstChunkByteCount = firstChunkByteCount
+    }
+
+    deinit {
+        var next = warmChunks
+        while let chunk = next {
+            next = ChunkHeader.previous(of: chunk)
+            free(chunk)
+        }
+    }
+
+    /// A warm arena (the most recently given back), or a new one.
+    public func take() -> Arena {
+        let chunk: UnsafeMutableRawPointer? = lock.withLock {
+            guard let chunk = warmChunks else { return nil }
+            warmChunks = ChunkHeader.previous(of: chunk)
+            warmCount -= 1
+            return chunk
+        }
+        return Arena(firstChunkByteCount: firstChunkByteCount, lender: nil, adopting: chunk)
+    }
+
+    /// Resets `arena` (its values are deinitialized) and keeps its chunk for the next
+    /// ``take()``.
+    ///
+    /// - Precondition: `arena` came from ``take()`` or `Arena()`, not from a local arena.
+    public func give(_ arena: consuming Arena) {
+        precondition(arena.lender == nil, "ArenaCache.give of a LocalArena's arena")
+        arena.reset()
+        guard let chunk = arena.detachChunk() else { return }
+        lock.withLock {
+            ChunkHeader.setPrevious(of: chunk, to: warmChunks)
+            warmChunks = chunk
+            warmCount += 1
+        }
+    }
+
+    /// How many warm arenas the cache holds.
+    public var count: Int { lock.withLock { warmCount } }
+}
+
+// MARK: - Slow path
+
+extension Arena {
+    /// Takes a chunk that holds the request (the growth rule), then allocates from it.
+    @usableFromInline @inline(never)
+    mutating func allocateInNewChunk(byteCount: Int, alignment: Int) -> UnsafeMutableRawPointer? {
+        // Room for the header and for aligning the data start (16-aligned) to `alignment`.
+        let (needed, overflow) = byteCount.addingReportingOverflow(
+            ChunkHeader.byteCount + max(0, alignment - ChunkHeader.byteCount))
+        guard !overflow, let size = Arena.chunkSize(forAtLeast: max(needed, firstChunkByteCount), after: reservedBytes)
+        else { return nil }
+        guard let newChunk = takeChunk(byteCount: size) else { return nil }
+        if let chunk { bytesUsedInEarlierChunks &+= cursor &- ChunkHeader.dataStart(of: chunk) }
+        ChunkHeader.setPrevious(of: newChunk, to: chunk)
+        install(newChunk)
+        let aligned = (cursor &+ (alignment &- 1)) & ~(alignment &- 1)
+        assert(byteCount <= limit &- aligned, "Arena: a chunk of \(size) bytes does not hold \(byteCount) bytes")
+        newest = aligned
+        cursor = aligned &+ byteCount
+        return UnsafeMutableRawPointer(bitPattern: aligned)
+    }
+
+    /// The size of the next chunk: at least `byteCount` plus every earlier chunk's bytes
+    /// (`earlierBytes`), rounded to a power of two below ``chunkGranularity`` and to a
+    /// multiple of it above; nil when that overflows.
+    @usableFromInline
+    static func chunkSize(forAtLeast byteCount: Int, after earlierBytes: Int) -> Int? {
+        let (sum, overflow) = byteCount.addingReportingOverflow(earlierBytes)
+        guard !overflow else { return nil }
+        return sum < chunkGranularity ? nextPowerOfTwo(sum) : alignUp(sum, to: chunkGranularity)
+    }
+
+    /// Makes `newChunk` (its header filled in except the size, which is already there)
+    /// the current chunk.
+    mutating func install(_ newChunk: UnsafeMutableRawPointer) {
+        let size = ChunkHeader.size(of: newChunk)
+        chunk = newChunk
+        chunkCount += 1
+        reservedBytes += size
+        cursor = ChunkHeader.dataStart(of: newChunk)
+        limit = Int(bitPattern: newChunk) &+ size
+        newest = 0
+    }
+
+    /// A chunk of `byteCount` bytes with its size recorded, from the lender or the C heap.
+    func takeChunk(byteCount: Int) -> UnsafeMutableRawPointer? {
+        if let lender { return lender.lendChunk(byteCount: byteCount) }
+        guard let chunk = malloc(byteCount) else { return nil }
+        ChunkHeader.setSize(of: chunk, to: byteCount)
+        return chunk
+    }
+
+    /// Gives a chunk back: to the lender (which keeps its data alive, or makes it spare
+    /// when `dataIsDead`), or to the C heap.
+    func releaseChunk(_ chunk: UnsafeMutableRawPointer, dataIsDead: Bool = false) {
+        if let lender { lender.takeBack(chunk, dataIsDead: dataIsDead) } else { free(chunk) }
+    }
+
+    /// Before `bytesInUse` falls, keeps the cycle's high-water mark.
+    @usableFromInline
+    mutating func noteFall() {
+        let inUse = bytesInUse
+        if inUse > cyclePeakBytes { cyclePeakBytes = inUse }
+    }
+
+    /// Moves a block that cannot change size in place; the old bytes stay used.
+    @usableFromInline @inline(never)
+    mutating func moveBlock(
+        _ pointer: UnsafeMutableRawPointer, from oldByteCount: Int, to newByteCount: Int, alignment: Int
+    ) -> UnsafeMutableRawPointer? {
+        let wasNewest = Int(bitPattern: pointer) == newest
+        let (savedCursor, savedNewest) = (cursor, newest)
+        if wasNewest {
+            // Give the old bytes back first: in a new chunk they are dead anyway.
+            cursor = newest
+        }
+        guard let moved = allocate(byteCount: newByteCount, alignment: alignment) else {
+            (cursor, newest) = (savedCursor, savedNewest)
+            return nil
+        }
+        // The old block lies before the new one (same chunk, lower address) or in an
+        // earlier chunk: the ranges do not overlap unless the block stayed where it was.
+        if moved != pointer { moved.copyMemory(from: pointer, byteCount: min(oldByteCount, newByteCount)) }
+        return moved
+    }
+
+    /// The reset of everything but the warm single-chunk case.
+    @usableFromInline @inline(never)
+    mutating func resetSlow() {
+        runDeinitializers()
+        guard let newestChunk = chunk else {
+            resetCount &+= 1
+            #if DEBUG
+                generation.pointee &+= 1
+            #endif
+            return
+        }
+        noteFall()
+        if cyclePeakBytes > peakBytes { peakBytes = cyclePeakBytes }
+        let cycleBytes = cyclePeakBytes
+        var kept = newestChunk
+        var earlier = ChunkHeader.previous(of: newestChunk)
+        let largestHolds = ChunkHeader.size(of: newestChunk) - ChunkHeader.byteCount >= cycleBytes
+        if !largestHolds, chunkCount > 1,
+            let size = Arena.chunkSize(forAtLeast: cycleBytes + ChunkHeader.byteCount, after: 0),
+            let consolidated = takeChunk(byteCount: size)
+        {
+            // One chunk for the whole cycle: the next cycle needs no new chunk.
+            earlier = newestChunk
+            kept = consolidated
+        }
+        while let current = earlier {
+            earlier = ChunkHeader.previous(of: current)
+            releaseChunk(current, dataIsDead: true)
+        }
+        ChunkHeader.setPrevious(of: kept, to: nil)
+        chunk = nil
+        chunkCount = 0
+        reservedBytes = 0
+        install(kept)
+        bytesUsedInEarlierChunks = 0
+        cyclePeakBytes = 0
+        resetCount &+= 1
+        #if DEBUG
+            generation.pointee &+= 1
+        #endif
+    }
+
+    /// Deinitializes the values of every deinit record, newest first, and forgets them.
+    mutating func runDeinitializers() {
+        let first = deinitRecords
+        deinitRecords = nil
+        Arena.runDeinitializers(from: first)
+    }
+
+    static func runDeinitializers(from first: UnsafeMutableRawPointer?) {
+        var next = first
+        while let record = next {
+            next = DeinitRecord.next(of: record)
+            DeinitRecord.run(record)
+        }
+    }
+
+    /// Hands the arena's single chunk over (the arena then holds none); for the cache.
+    consuming func detachChunk() -> UnsafeMutableRawPointer? {
+        assert(chunkCount <= 1, "Arena.detachChunk with \(chunkCount) chunks: reset first")
+        let detached = chunk
+        chunk = nil
+        return detached
+    }
+
+    /// Memory for `count` values of `T`, with a deinit record when `T` has a deinit;
+    /// nil on exhaustion or overflow. Never the newest block (a rollback would free the
+    /// record too).
+    @inlinable
+    mutating func allocateValues<T>(of type: T.Type, count: Int) -> UnsafeMutablePointer<T>? {
+        guard let byteCount = checkedByteCount(count: count, stride: MemoryLayout<T>.stride),
+            let raw = allocate(byteCount: byteCount, alignment: MemoryLayout<T>.alignment)
+        else { return nil }
+        let values = raw.bindMemory(to: T.self, capacity: count)
+        if !_isPOD(T.self) && count > 0 {
+            guard recordDeinit(of: values, count: count) else {
+                deallocate(raw)
+                return nil
+            }
+        }
+        newest = 0
+        return values
+    }
+
+    /// Records that `count` values of `T` at `values` are deinitialized at the reset.
+    @inlinable
+    mutating func recordDeinit<T>(of values: UnsafeMutablePointer<T>, count: Int) -> Bool {
+        guard let record = allocate(byteCount: DeinitRecord.byteCount, alignment: 8) else { return false }
+        DeinitRecord.initialize(record, next: deinitRecords, type: T.self, values: values, count: count)
+        deinitRecords = record
+        newest = 0
+        return true
+    }
+
+    /// The elements of `sequence` in a growing array at the cursor; nil on exhaustion (the
+    /// elements collected so far are then deinitialized).
+    @inlinable
+    mutating func collectElements<S: Sequence>(_ sequence: S) -> (UnsafeMutablePointer<S.Element>?, Int)? {
+        typealias Element = S.Element
+        let stride = MemoryLayout<Element>.stride
+        let alignment = MemoryLayout<Element>.alignment
+        var capacity = min(max(sequence.underestimatedCount, 0), Arena.collectInitialCapacityLimit)
+        guard let initialByteCount = checkedByteCount(count: capacity, stride: stride),
+            var raw = allocate(byteCount: initialByteCount, alignment: alignment)
+        else { return nil }
+        var values = raw.bindMemory(to: Element.self, capacity: capacity)
+        var iterator = sequence.makeIterator()
+        var count = 0
+        var failed = false
+        // The guessed part: a loop with one test per element.
+        while count < capacity, let element = iterator.next() {
+            (values + count).initialize(to: element)
+            count &+= 1
+        }
+        // The rest (when the guess was low): grow as needed.
+        while count == capacity, let element = iterator.next() {
+            let newCapacity = max(8, capacity &* 2)
+            guard let byteCount = checkedByteCount(count: newCapacity, stride: stride),
+                let grown = resize(raw, from: capacity &* stride, to: byteCount, alignment: alignment)
+            else {
+                failed = true
+                break
+            }
+            raw = grown
+            values = raw.bindMemory(to: Element.self, capacity: newCapacity)
+            capacity = newCapacity
+            (values + count).initialize(to: element)
+            count &+= 1
+            while count < capacity, let element = iterator.next() {
+                (values + count).initialize(to: element)
+                count &+= 1
+            }
+        }
+        if failed {
+            values.deinitialize(count: count)
+            deallocate(raw)
+            return nil
+        }
+        // Give back what the guess over-reserved (in place: the array is the newest block).
+        _ = resize(raw, from: capacity * stride, to: count * stride, alignment: alignment)
+        if !_isPOD(Element.self) && count > 0 {
+            guard recordDeinit(of: values, count: count) else {
+                values.deinitialize(count: count)
+                return nil
+            }
+        }
+        newest = 0
+        return (values, count)
+    }
+}
+
+// MARK: - Internals: SharedArena storage
+
+/// The state of a ``SharedArena``, shared by its copies and its local arenas.
+///
+/// Its own chunks form a list from `current` (published with release, read with acquire);
+/// each shared chunk has an atomic cursor in its header. Chunks are added under `lock`
+/// and freed only by `reset` (when no other reference exists) or `deinit`, so a thread
+/// that read a chunk's address can always still read its header.
+@usableFromInline
+final class SharedArenaStorage: @unchecked Sendable {
+    /// The newest own chunk's address, or 0.
+    let current = Atomic<Int>(0)
+    /// This arena's epoch, unique in the process (from ``SharedArenaStorage/nextEpoch()``)
+    /// and renewed by every reset: a thread's window is this arena's current one only
+    /// when the epochs match, so a window never outlives a reset, and a window of a
+    /// destroyed arena never matches an arena created later at the same address.
+    @usableFromInline let epoch = Atomic<Int>(0)
+    /// The largest chunk a local arena took: the next local arena's first chunk size.
+    let largestLocalChunk: Atomic<Int>
+    let lock = SpinLock()
+    let firstChunkByteCount: Int
+    // Guarded by `lock`:
+    var ownChunks = 0
+    var ownBytes = 0
+    /// Chunks a local arena gave back with live data: kept until the reset.
+    var retiredChunks: UnsafeMutableRawPointer?
+    /// Chunks with no live data, lent again before anything is taken from the C heap.
+    var spareChunks: UnsafeMutableRawPointer?
+    var otherChunks = 0
+    var otherBytes = 0
+    var peakBytes = 0
+    var resetCount = 0
+
+    init(firstChunkByteCount: Int) {
+        self.firstChunkByteCount = firstChunkByteCount
+        largestLocalChunk = Atomic(firstChunkByteCount)
+        epoch.store(SharedArenaStorage.nextEpoch(), ordering: .relaxed)
+    }
+
+    /// A number no arena had before (epochs start at 1, so a zeroed window matches none).
+    static func nextEpoch() -> Int {
+        epochCounter.wrappingAdd(1, ordering: .relaxed).newValue
+    }
+
+    deinit {
+        freeList(UnsafeMutableRawPointer(bitPattern: current.load(ordering: .relaxed)))
+        freeList(retiredChunks)
+        freeList(spareChunks)
+    }
+
+    func freeList(_ first: UnsafeMutableRawPointer?) {
+        var next = first
+        while let chunk = next {
+            next = ChunkHeader.previous(of: chunk)
+            free(chunk)
+        }
+    }
+
+    /// The fast path: a bump in the calling thread's window of this arena, when it has one.
+    @inlinable
+    func allocate(byteCount: Int, alignment: Int) -> UnsafeMutableRawPointer? {
+        if let state = ThreadLocalSlot.arenaAlloc.value {
+            let window = state.assumingMemoryBound(to: ThreadWindow.self)
+            if window.pointee.epoch == epoch.load(ordering: .relaxed) {
+                let aligned = (window.pointee.cursor &+ (alignment &- 1)) & ~(alignment &- 1)
+                if byteCount <= window.pointee.limit &- aligned {
+                    window.pointee.cursor = aligned &+ byteCount
+                    return UnsafeMutableRawPointer(bitPattern: aligned)
+                }
+            }
+        }
+        return allocateInNewWindow(byteCount: byteCount, alignment: alignment)
+    }
+
+    /// Gives the calling thread a new window of this arena and allocates from it; a large
+    /// request (above a quarter of a window) goes straight to the shared chunk.
+    @usableFromInline @inline(never)
+    func allocateInNewWindow(byteCount: Int, alignment: Int) -> UnsafeMutableRawPointer? {
+        guard byteCount <= SharedArenaStorage.windowByteCount / 4,
+            let window = ThreadWindow.current(),
+            let start = allocateFromChunk(byteCount: SharedArenaStorage.windowByteCount, alignment: 16)
+        else { return allocateFromChunk(byteCount: byteCount, alignment: alignment) }
+        // The leftover of the thread's previous window (of this or another arena) stays
+        // unused until that arena's reset.
+        window.pointee.epoch = epoch.load(ordering: .relaxed)
+        window.pointee.cursor = Int(bitPattern: start)
+        window.pointee.limit = Int(bitPattern: start) &+ SharedArenaStorage.windowByteCount
+        let aligned = (window.pointee.cursor &+ (alignment &- 1)) & ~(alignment &- 1)
+        guard byteCount <= window.pointee.limit &- aligned else {
+            return allocateFromChunk(byteCount: byteCount, alignment: alignment)
+        }
+        window.pointee.cursor = aligned &+ byteCount
+        return UnsafeMutableRawPointer(bitPattern: aligned)
+    }
+
+    /// Bytes a thread takes from the shared chunk at once: it then bumps through them with
+    /// no atomic operation. Small enough that a thread that stops allocating wastes little
+    /// (at most one window per thread and arena until the reset), large enough that the
+    /// one contended fetch-and-add per window costs well under a nanosecond per object.
+    static let windowByteCount = 4096
+
+    /// An allocation from the current chunk. The cursor stays a multiple of 8 (sizes are
+    /// rounded up to 8), so a request aligned to 8 or less is one fetch-and-add, which
+    /// never retries under contention; larger alignments take a compare-exchange loop.
+    func allocateFromChunk(byteCount: Int, alignment: Int) -> UnsafeMutableRawPointer? {
+        let chunkAddress = current.load(ordering: .acquiring)
+        if let chunk = UnsafeMutableRawPointer(bitPattern: chunkAddress) {
+            let cursorWord = SharedChunk.cursor(of: chunk)
+            let limit = SharedChunk.limit(of: chunk)
+            var cursor = cursorWord.load(ordering: .relaxed)
+            // Checked before rounding, so the rounding below cannot overflow.
+            if byteCount <= limit &- cursor {
+                let rounded = (byteCount &+ 7) & ~7
+                if alignment <= 8 {
+                    let start = cursorWord.wrappingAdd(rounded, ordering: .relaxed)
+                    if rounded <= limit &- start { return UnsafeMutableRawPointer(bitPattern: start) }
+                    // Another thread took the room first: the cursor now stands past the
+                    // limit (by less than one request per racing thread) and the chunk
+                    // counts as full.
+                } else {
+                    while true {
+                        let aligned = (cursor &+ (alignment &- 1)) & ~(alignment &- 1)
+                        guard rounded <= limit &- aligned else { break }
+                        let (exchanged, original) = cursorWord.weakCompareExchange(
+                            expected: cursor, desired: aligned &+ rounded, successOrdering: .relaxed,
+                            failureOrdering: .relaxed)
+                        if exchanged { return UnsafeMutableRawPointer(bitPattern: aligned) }
+                        cursor = original
+                    }
+                }
+            }
+        }
+        return allocateInNewChunk(byteCount: byteCount, alignment: alignment, seen: chunkAddress)
+    }
+
+    /// Adds a chunk that holds the request, unless another thread already replaced the
+    /// chunk `seen`; then retries.
+    @usableFromInline @inline(never)
+    func allocateInNewChunk(byteCount: Int, alignment: Int, seen: Int) -> UnsafeMutableRawPointer? {
+        let (needed, overflow) = byteCount.addingReportingOverflow(
+            SharedChunk.headerByteCount + 8 + max(0, alignment - 16))
+        guard !overflow else { return nil }
+        let added: Bool = lock.withLock {
+            guard current.load(ordering: .relaxed) == seen else { return true }
+            guard let size = Arena.chunkSize(forAtLeast: max(needed, firstChunkByteCount), after: ownBytes),
+                let chunk = malloc(size)
+            else { return false }
+            SharedChunk.initialize(chunk, size: size, previous: UnsafeMutableRawPointer(bitPattern: seen))
+            ownChunks += 1
+            ownBytes += size
+            current.store(Int(bitPattern: chunk), ordering: .releasing)
+            return true
+        }
+        return added ? allocateFromChunk(byteCount: byteCount, alignment: alignment) : nil
+    }
+
+    /// The first chunk size of a new local arena.
+    var firstLocalChunkByteCount: Int { largestLocalChunk.load(ordering: .relaxed) }
+
+    /// A chunk of at least `byteCount` bytes for a local arena: a spare one that is large
+    /// enough, else one from the C heap.
+    func lendChunk(byteCount: Int) -> UnsafeMutableRawPointer? {
+        let lent: UnsafeMutableRawPointer? = lock.withLock {
+            var link: UnsafeMutableRawPointer? = nil
+            var candidate = spareChunks
+            while let chunk = candidate {
+                let next = ChunkHeader.previous(of: chunk)
+                if ChunkHeader.size(of: chunk) >= byteCount {
+                    if let link { ChunkHeader.setPrevious(of: link, to: next) } else { spareChunks = next }
+                    return chunk
+                }
+                link = chunk
+                candidate = next
+            }
+            guard let chunk = malloc(byteCount) else { return nil }
+            ChunkHeader.setSize(of: chunk, to: byteCount)
+            otherChunks += 1
+            otherBytes += byteCount
+            return chunk
+        }
+        guard let lent else { return nil }
+        var largest = largestLocalChunk.load(ordering: .relaxed)
+        let size = ChunkHeader.size(of: lent)
+        while size > largest {
+            let (exchanged, original) = largestLocalChunk.compareExchange(
+                expected: largest, desired: size, ordering: .relaxed)
+            if exchanged { break }
+            largest = original
+        }
+        return lent
+    }
+
+    /// A chunk a local arena is done with: retired until the reset when its data may still
+    /// be in use, spare at once when not.
+    func takeBack(_ chunk: UnsafeMutableRawPointer, dataIsDead: Bool) {
+        lock.withLock {
+            if dataIsDead {
+                ChunkHeader.setPrevious(of: chunk, to: spareChunks)
+                spareChunks = chunk
+            } else {
+                ChunkHeader.setPrevious(of: chunk, to: retiredChunks)
+                retiredChunks = chunk
+            }
+        }
+    }
+
+    /// Bytes handed out from the own chunks. Caller holds `lock` (or the only reference).
+    func ownBytesInUse() -> Int {
+        var total = 0
+        var next = UnsafeMutableRawPointer(bitPattern: current.load(ordering: .acquiring))
+        while let chunk = next {
+            let cursor = min(SharedChunk.cursor(of: chunk).load(ordering: .relaxed), SharedChunk.limit(of: chunk))
+            total += cursor - SharedChunk.dataStart(of: chunk)
+            next = ChunkHeader.previous(of: chunk)
+        }
+        return total
+    }
+
+    /// See ``SharedArena/reset()``; the caller proved no other reference exists.
+    func reset() {
+        lock.withLock {
+            let inUse = ownBytesInUse()
+            if inUse > peakBytes { peakBytes = inUse }
+            if let newest = UnsafeMutableRawPointer(bitPattern: current.load(ordering: .relaxed)) {
+                // As `Arena.reset`: keep the largest chunk if it held the cycle, else one
+                // chunk sized for the cycle (its windows included), so a repeating cycle
+                // needs no new chunk after the first.
+                var kept = newest
+                var size = SharedChunk.limit(of: newest) - Int(bitPattern: newest)
+                if ownChunks > 1, size - SharedChunk.headerByteCount < inUse,
+                    let cycleSize = Arena.chunkSize(forAtLeast: inUse + SharedChunk.headerByteCount, after: 0),
+                    let consolidated = malloc(cycleSize)
+                {
+                    freeList(newest)
+                    kept = consolidated
+                    size = cycleSize
+                } else {
+                    freeList(ChunkHeader.previous(of: newest))
+                }
+                SharedChunk.initialize(kept, size: size, previous: nil)
+                current.store(Int(bitPattern: kept), ordering: .releasing)
+                ownChunks = 1
+                ownBytes = size
+            }
+            while let chunk = retiredChunks {
+                retiredChunks = ChunkHeader.previous(of: chunk)
+                ChunkHeader.setPrevious(of: chunk, to: spareChunks)
+                spareChunks = chunk
+            }
+            resetCount += 1
+            epoch.store(SharedArenaStorage.nextEpoch(), ordering: .relaxed)
+        }
+    }
+
+    var statistics: ArenaStatistics {
+        lock.withLock {
+            let inUse = ownBytesInUse()
+            return ArenaStatistics(
+                chunks: ownChunks + otherChunks, reservedBytes: ownBytes + otherBytes, bytesInUse: inUse,
+                peakBytesInUse: max(peakBytes, inUse), resets: resetCount)
+        }
+    }
+}
+
+/// The source of ``SharedArenaStorage`` epochs.
+let epochCounter = Atomic<Int>(0)
+
+/// A thread's window into one shared arena: bytes it took from the arena's chunk and
+/// bumps through alone. Lives in memory of its own, in the thread's `arenaAlloc` slot,
+/// and is freed by the slot's exit hook.
+@usableFromInline
+struct ThreadWindow {
+    /// The epoch of the arena the window belongs to (0: none).
+    @usableFromInline var epoch: Int
+    @usableFromInline var cursor: Int
+    @usableFromInline var limit: Int
+
+    /// The calling thread's window, made on its first use; nil on a thread that is
+    /// exiting or whose exit hook cannot be armed (it then allocates from the chunk).
+    static func current() -> UnsafeMutablePointer<ThreadWindow>? {
+        if let state = ThreadLocalSlot.arenaAlloc.value { return state.assumingMemoryBound(to: ThreadWindow.self) }
+        guard !ThreadLocalSlot.isCurrentThreadExiting, exitHookIsSet,
+            let memory = malloc(MemoryLayout<ThreadWindow>.size)
+        else { return nil }
+        let window = memory.bindMemory(to: ThreadWindow.self, capacity: 1)
+        window.initialize(to: ThreadWindow(epoch: 0, cursor: 0, limit: 0))
+        do {
+            try ThreadLocalSlot.arenaAlloc.install(memory)
+        } catch {
+            ThreadLocalSlot.arenaAlloc.value = nil
+            free(memory)
+            return nil
+        }
+        return window
+    }
+
+    /// Sets the hook that frees a window when its thread exits (once per process).
+    static let exitHookIsSet: Bool = {
+        ThreadLocalSlot.arenaAlloc.setThreadExitHook { state in free(state) }
+        return true
+    }()
+}
+
+// MARK: - Internals: layouts
+
+/// The header at the start of every chunk of an ``Arena`` (16 bytes): the previous
+/// (smaller, older) chunk, and this chunk's size in bytes, header included. The data
+/// starts right after it, 16-aligned because `malloc` memory is.
+@usableFromInline
+enum ChunkHeader {
+    @usableFromInline static let byteCount = 16
+
+    @inlinable
+    static func dataStart(of chunk: UnsafeMutableRawPointer) -> Int { Int(bitPattern: chunk) &+ byteCount }
+
+    @inlinable
+    static func previous(of chunk: UnsafeMutableRawPointer) -> UnsafeMutableRawPointer? {
+        chunk.load(as: UnsafeMutableRawPointer?.self)
+    }
+
+    static func setPrevious(of chunk: UnsafeMutableRawPointer, to previous: UnsafeMutableRawPointer?) {
+        chunk.storeBytes(of: previous, as: UnsafeMutableRawPointer?.self)
+    }
+
+    static func size(of chunk: UnsafeMutableRawPointer) -> Int { chunk.load(fromByteOffset: 8, as: Int.self) }
+
+    static func setSize(of chunk: UnsafeMutableRawPointer, to size: Int) {
+        chunk.storeBytes(of: size, toByteOffset: 8, as: Int.self)
+    }
+}
+
+/// A ``SharedArena`` chunk's header (32 bytes): previous chunk and size as in
+/// ``ChunkHeader``, then the atomic cursor and the limit (the chunk's end).
+@usableFromInline
+enum SharedChunk {
+    @usableFromInline static let headerByteCount = 32
+
+    @inlinable
+    static func cursor(of chunk: UnsafeMutableRawPointer) -> AtomicWord { AtomicWord(at: chunk + 16) }
+
+    @inlinable
+    static func limit(of chunk: UnsafeMutableRawPointer) -> Int { chunk.load(fromByteOffset: 24, as: Int.self) }
+
+    static func dataStart(of chunk: UnsafeMutableRawPointer) -> Int { Int(bitPattern: chunk) + headerByteCount }
+
+    /// Writes the header; the chunk is published afterwards (with release).
+    static func initialize(_ chunk: UnsafeMutableRawPointer, size: Int, previous: UnsafeMutableRawPointer?) {
+        ChunkHeader.setPrevious(of: chunk, to: previous)
+        ChunkHeader.setSize(of: chunk, to: size)
+        _ = AtomicWord(initializingAt: chunk + 16, to: dataStart(of: chunk))
+        chunk.storeBytes(of: Int(bitPattern: chunk) + size, toByteOffset: 24, as: Int.self)
+    }
+}
+
+/// A record of values to deinitialize at the reset, in the arena itself (32 bytes): the
+/// next (older) record, the values' type, their address and their count.
+@usableFromInline
+enum DeinitRecord {
+    @usableFromInline static let byteCount = 32
+
+    @inlinable
+    static func initialize<T>(
+        _ record: UnsafeMutableRawPointer, next: UnsafeMutableRawPointer?, type: T.Type,
+        values: UnsafeMutablePointer<T>, count: Int
+    ) {
+        record.storeBytes(of: next, as: UnsafeMutableRawPointer?.self)
+        record.storeBytes(
+            of: unsafeBitCast(T.self as Any.Type, to: UnsafeRawPointer.self), toByteOffset: 8, as: UnsafeRawPointer.self
+        )
+        record.storeBytes(of: UnsafeMutableRawPointer(values), toByteOffset: 16, as: UnsafeMutableRawPointer.self)
+        record.storeBytes(of: count, toByteOffset: 24, as: Int.self)
+    }
+
+    static func next(of record: UnsafeMutableRawPointer) -> UnsafeMutableRawPointer? {
+        record.load(as: UnsafeMutableRawPointer?.self)
+    }
+
+    /// Deinitializes the record's values, opening the stored type.
+    static func run(_ record: UnsafeMutableRawPointer) {
+        let type = unsafeBitCast(record.load(fromByteOffset: 8, as: UnsafeRawPointer.self), to: Any.Type.self)
+        let values = record.load(fromByteOffset: 16, as: UnsafeMutableRawPointer.self)
+        let count = record.load(fromByteOffset: 24, as: Int.self)
+        deinitialize(type, values, count)
+    }
+
+    static func deinitialize<T>(_ type: T.Type, _ values: UnsafeMutableRawPointer, _ count: Int) {
+        values.assumingMemoryBound(to: T.self).deinitialize(count: count)
+    }
+}

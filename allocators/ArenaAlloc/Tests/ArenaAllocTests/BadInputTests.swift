@@ -1,0 +1,158 @@
+// Every row of the spec's bad-input table (section 9): nil or a typed error for requests
+// no memory can meet, a precondition failure with a message for programmer errors
+// (checked in child processes), a debug trap for handles used after a reset.
+
+import AllocCore
+import Testing
+
+@testable import ArenaAlloc
+
+@Suite("Bad input")
+struct BadInputTests {
+    @Test("sizes that overflow or that malloc refuses answer nil, and leave the arena usable (spec 9)")
+    func impossibleSizes() throws {
+        var arena = Arena()
+        _ = try required(arena.allocate(byteCount: 10))
+        for byteCount in [Int.max, Int.max - 4095, 1 << 62, 1 << 46] {
+            let block = arena.allocate(byteCount: byteCount)
+            #expect(block == nil, "allocate(byteCount: \(byteCount))")
+            let aligned = arena.allocate(byteCount: byteCount, alignment: 4096)
+            #expect(aligned == nil, "allocate(byteCount: \(byteCount), alignment: 4096)")
+        }
+        let typed = arena.allocate(of: UInt64.self, capacity: Int.max / 4)
+        #expect(typed == nil, "count × stride overflow")
+        let shared = SharedArena()
+        #expect(shared.allocate(byteCount: Int.max) == nil && shared.allocate(byteCount: 1 << 46) == nil)
+        #expect(shared.allocate(of: UInt64.self, capacity: Int.max / 2) == nil)
+        var local = shared.makeLocalArena()
+        let localBlock = local.allocate(byteCount: 1 << 46)
+        #expect(localBlock == nil)
+        #expect(arena.statistics.chunks == 1, "a failed request added a chunk")
+        _ = try required(arena.allocate(byteCount: 10))
+    }
+
+    @Test("a scope throws ArenaError.outOfMemory when memory is exhausted (spec 9)")
+    func scopeThrowsOutOfMemory() {
+        var arena = Arena()
+        #expect(throws: ArenaError.outOfMemory) {
+            try arena.withScope { scope throws(ArenaError) in
+                _ = try scope.allocate(of: UInt8.self, capacity: 1 << 46)
+            }
+        }
+        #expect(arena.statistics.resets == 1)
+    }
+
+    @Test("zero-byte requests succeed and take no bytes (spec 9)")
+    func zeroBytes() throws {
+        var arena = Arena()
+        let first = try required(arena.allocate(byteCount: 0))
+        let second = try required(arena.allocate(byteCount: 0))
+        #expect(first == second && arena.bytesInUse == 0)
+        let empty = try required(arena.collect(EmptyCollection<Int>()))
+        #expect(empty.isEmpty)
+    }
+
+    @Test("a negative byteCount is a precondition failure (spec 9)")
+    func negativeByteCount() async {
+        let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            var arena = Arena()
+            _ = arena.allocate(byteCount: -1)
+        }
+        expectTrap(result, "negative byteCount -1")
+    }
+
+    @Test("an alignment that is not a power of two is a precondition failure (spec 9)")
+    func alignmentNotPowerOfTwo() async {
+        let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            var arena = Arena()
+            _ = arena.allocate(byteCount: 8, alignment: 24)
+        }
+        expectTrap(result, "alignment 24 is not a power of two")
+    }
+
+    @Test("an alignment above the page size is a precondition failure (spec 9)")
+    func alignmentAbovePage() async {
+        let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            let shared = SharedArena()
+            _ = shared.allocate(byteCount: 8, alignment: 8192)
+        }
+        expectTrap(result, "alignment 8192 is not a power of two up to 4096")
+    }
+
+    @Test("a negative capacity is a precondition failure (spec 9)")
+    func negativeCapacity() async {
+        let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            var arena = Arena()
+            _ = arena.allocate(of: Int.self, capacity: -3)
+        }
+        expectTrap(result, "negative capacity -3")
+    }
+
+    @Test("a first chunk size that is not positive is a precondition failure (spec 9)")
+    func nonPositiveFirstChunk() async {
+        let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            _ = Arena(firstChunkByteCount: 0)
+        }
+        expectTrap(result, "Arena: firstChunkByteCount 0 is not positive")
+    }
+
+    @Test("a reset while a scope is open traps, even reached through a pointer (spec 5, 9)")
+    func resetInsideScope() async {
+        let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            let arena = UnsafeMutablePointer<Arena>.allocate(capacity: 1)
+            arena.initialize(to: Arena())
+            arena.pointee.withScope { _ in arena.pointee.reset() }
+        }
+        expectTrap(result, "Arena.reset() while a withScope body is running")
+    }
+
+    @Test("a handle used after its arena was reset traps in debug builds (spec 5, 9)")
+    func staleHandle() async {
+        #if DEBUG
+            let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+                var arena = Arena()
+                let pointer = arena.put(5)!
+                arena.reset()
+                print(pointer.value)
+            }
+            expectTrap(result, "ArenaPointer<Int> at 0x")
+            expectTrap(result, "used after its arena was reset: made in generation 0, the arena is in generation 1")
+            let buffer = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+                var arena = Arena()
+                let numbers = arena.collect([1, 2, 3])!
+                arena.reset()
+                print(numbers[0])
+            }
+            expectTrap(buffer, "ArenaBuffer<Int>")
+        #endif
+    }
+
+    @Test("a shared arena's reset while another copy exists traps (spec 5, 9)")
+    func sharedResetWithCopy() async {
+        let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            var shared = SharedArena()
+            let local = shared.makeLocalArena()
+            shared.reset()
+            _ = consume local
+        }
+        expectTrap(result, "SharedArena.reset() while another copy of it")
+    }
+
+    @Test("a copy whose count lies is a precondition failure; collect is the way (spec 9)")
+    func copyWithLyingCount() async {
+        let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            var arena = Arena()
+            _ = arena.copy(LyingCollection())
+        }
+        expectTrap(result, "is not its number of elements; use collect")
+    }
+}
+
+/// A collection whose count says 10 but which holds 3 elements.
+struct LyingCollection: Collection {
+    var startIndex: Int { 0 }
+    var endIndex: Int { 3 }
+    var count: Int { 10 }
+    subscript(index: Int) -> Int { index }
+    func index(after index: Int) -> Int { index + 1 }
+}
