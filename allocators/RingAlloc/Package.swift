@@ -1,0 +1,14 @@
+// swift-tools-version: 6.1
+// RingAlloc: a ring allocator with guard words for short-lived buffers, released from any thread.
+import PackageDescription
+
+let package = Package(
+    name: "RingAlloc",
+    products: [.library(name: "RingAlloc", targets: ["RingAlloc"])],
+    dependencies: [.package(path: "../../shared")],
+    targets: [
+        .target(name: "RingAlloc", dependencies: [.product(name: "AllocCore", package: "shared")]),
+        .testTarget(name: "RingAllocTests", dependencies: ["RingAlloc"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,273 @@
+// Model-based randomized test (spec sections 2 and 4): a seeded run that mixes fixed,
+// extendable, typed and shared buffers on a small ring, so that it wraps, merges, splits
+// and fills up, and checks after every operation that the ring is sound (the integrity
+// walker), that every live buffer lies inside a held region of its own, and, when a buffer
+// is released, that its contents survived. Replay a failure with RING_TEST_SEED=<seed>.
+
+import AllocCore
+import RingAlloc
+import Testing
+
+/// The model: the live buffers, each with the tag of its pattern.
+struct RingModel: ~Copyable {
+    let seed: UInt64
+    var generator: SplitMix64
+    var ring: RingAllocator
+    var fixed: [(box: Box<RingBuffer>, tag: Int)] = []
+    var typed: [(box: Box<TypedRingBuffer<Int>>, values: [Int])] = []
+    /// Clones of shared buffers; clones of one region share the tag.
+    var shared: [(box: Box<SharedRingBuffer>, tag: Int)] = []
+    var nextTag = 1
+    var counts = (fixed: 0, extendable: 0, typed: 0, frozen: 0, clones: 0, failures: 0, releases: 0)
+
+    init(seed: UInt64, capacity: Int) throws {
+        self.seed = seed
+        generator = SplitMix64(seed: seed)
+        ring = try RingAllocator(capacity: capacity)
+    }
+
+    mutating func random(_ bound: Int) -> Int { Int(generator.next() % UInt64(bound)) }
+
+    /// Sizes from 1 to 4096, log-uniform, with the split threshold's neighbours often.
+    mutating func randomSize() -> Int {
+        if random(10) == 0 { return [1, 15, 16, 17, 48, 63, 64, 65, 80, 81][random(10)] }
+        return max(1, 1 << random(13) + random(1 << random(12) + 1))
+    }
+
+    /// One random operation; returns a problem, or nil.
+    mutating func step() -> String? {
+        switch random(100) {
+        case 0..<18: return allocateFixed()
+        case 18..<30: return allocateExtendable()
+        case 30..<38: return allocateTyped()
+        case 38..<48: return operateOnTyped()
+        case 48..<53: return freeze()
+        case 53..<58: return cloneShared()
+        default: return release()
+        }
+    }
+
+    mutating func allocateFixed() -> String? {
+        let capacity = min(randomSize(), ring.largestBufferCapacity - 512)
+        let alignment = [16, 16, 16, 32, 64, 256][random(6)]
+        guard var buffer = ring.fixed(capacity: capacity, alignment: alignment) else {
+            counts.failures += 1
+            return nil
+        }
+        counts.fixed += 1
+        if buffer.capacity < capacity { return "fixed(capacity: \(capacity)) has capacity \(buffer.capacity)" }
+        let aligned = buffer.withUnsafeBytes { Int(bitPattern: $0.baseAddress) } % alignment == 0
+        if !aligned { return "fixed(alignment: \(alignment)) is misaligned" }
+        let tag = nextTag
+        nextTag += 1
+        let length = random(capacity + 1)
+        if random(2) == 0 {
+            guard buffer.append(contentsOf: patternArray(tag: tag, count: length)) else {
+                return "append of \(length) bytes to a buffer of \(buffer.capacity) failed"
+            }
+        } else {
+            guard buffer.append(repeating: 0, count: length) else { return "append(repeating:) failed" }
+            buffer.withUnsafeMutableBytes { fillPattern($0, tag: tag) }
+        }
+        if buffer.append(contentsOf: [UInt8](repeating: 1, count: buffer.capacity - buffer.count + 1)) {
+            return "an append past the capacity succeeded"
+        }
+        fixed.append((Box(buffer), tag))
+        return nil
+    }
+
+    mutating func allocateExtendable() -> String? {
+        let tag = nextTag
+        nextTag += 1
+        var written = 0
+        var refused = false
+        let chunks = 1 + random(8)
+        var sizes: [Int] = []
+        for _ in 0..<chunks { sizes.append(random(4) == 0 ? randomSize() : 1 + random(300)) }
+        let initial = 1 + random(200)
+        let result = ring.extendable(capacity: initial) { buffer in
+            for size in sizes where !refused {
+                if buffer.append(contentsOf: patternArray(tag: tag, count: size, offset: written)) {
+                    written += size
+                } else {
+                    refused = true
+                }
+            }
+        }
+        guard let buffer = result else {
+            counts.failures += 1
+            return nil
+        }
+        // A refused append is a failure too (a growth that found the ring full).
+        if refused { counts.failures += 1 }
+        counts.extendable += 1
+        if buffer.count != written { return "an extendable buffer holds \(buffer.count) bytes, \(written) written" }
+        if let index = buffer.withUnsafeBytes({ firstPatternMismatch($0, tag: tag) }) {
+            return "an extendable buffer lost its byte \(index) of \(written) when it grew or moved"
+        }
+        fixed.append((Box(buffer), tag))
+        return nil
+    }
+
+    mutating func allocateTyped() -> String? {
+        let capacity = 1 + random(100)
+        guard let buffer = ring.typed(Int.self, capacity: capacity) else {
+            counts.failures += 1
+            return nil
+        }
+        counts.typed += 1
+        if buffer.capacity < capacity { return "typed(capacity: \(capacity)) has capacity \(buffer.capacity)" }
+        typed.append((Box(buffer), []))
+        return nil
+    }
+
+    mutating func operateOnTyped() -> String? {
+        guard !typed.isEmpty else { return nil }
+        let index = random(typed.count)
+        var values = typed[index].values
+        let box = typed[index].box
+        let operation = random(6)
+        let value = Int(truncatingIfNeeded: generator.next())
+        let position = random(values.count + 1)
+        let problem: String? = box.with { buffer in
+            switch operation {
+            case 0, 1:
+                let pushed = buffer.push(value)
+                if pushed != (values.count < buffer.capacity) {
+                    return "push answered \(pushed) at \(values.count)/\(buffer.capacity)"
+                }
+                if pushed { values.append(value) }
+            case 2:
+                if buffer.pop() != values.popLast() { return "pop disagrees with the model" }
+            case 3:
+                let inserted = buffer.insert(value, at: position)
+                if inserted != (values.count < buffer.capacity) { return "insert answered \(inserted)" }
+                if inserted { values.insert(value, at: position) }
+            case 4:
+                guard !values.isEmpty else { return nil }
+                let at = position % values.count
+                if buffer.remove(at: at) != values.remove(at: at) {
+                    return "remove(at: \(at)) disagrees with the model"
+                }
+            default:
+                guard !values.isEmpty else { return nil }
+                let at = position % values.count
+                let expected = values[at]
+                values[at] = values[values.count - 1]
+                values.removeLast()
+                if buffer.swapRemove(at: at) != expected { return "swapRemove(at: \(at)) disagrees with the model" }
+            }
+            let same = buffer.withUnsafeBufferPointer { Array($0) } == values
+            return same ? nil : "a typed buffer holds other elements than the model"
+        }
+        typed[index].values = values
+        return problem
+    }
+
+    mutating func freeze() -> String? {
+        guard !fixed.isEmpty else { return nil }
+        let entry = fixed.remove(at: random(fixed.count))
+        let frozen = entry.box.take()!.freeze()
+        if frozen.cloneCount != 1 { return "a frozen buffer starts with \(frozen.cloneCount) clones" }
+        counts.frozen += 1
+        shared.append((Box(frozen), entry.tag))
+        return nil
+    }
+
+    mutating func cloneShared() -> String? {
+        guard !shared.isEmpty else { return nil }
+        let entry = shared[random(shared.count)]
+        let clone = entry.box.with { $0.clone() }
+        counts.clones += 1
+        shared.append((Box(clone), entry.tag))
+        return nil
+    }
+
+    /// Releases a buffer, the oldest more often than not (a ring's usual order), after
+    /// checking its contents.
+    mutating func release() -> String? {
+        let kind = random(3)
+        let oldest = random(10) < 7
+        counts.releases += 1
+        if kind == 0, !fixed.isEmpty {
+            let entry = fixed.remove(at: oldest ? 0 : random(fixed.count))
+            let buffer = entry.box.take()!
+            if let index = buffer.withUnsafeBytes({ firstPatternMismatch($0, tag: entry.tag) }) {
+                return "a buffer's byte \(index) changed before its release"
+            }
+        } else if kind == 1, !typed.isEmpty {
+            let entry = typed.remove(at: oldest ? 0 : random(typed.count))
+            let same = entry.box.with { buffer in buffer.withUnsafeBufferPointer { Array($0) } } == entry.values
+            if !same { return "a typed buffer's elements changed before its release" }
+            _ = entry.box.take()
+        } else if !shared.isEmpty {
+            let entry = shared.remove(at: oldest ? 0 : random(shared.count))
+            let buffer = entry.box.take()!
+            if let index = buffer.withUnsafeBytes({ firstPatternMismatch($0, tag: entry.tag) }) {
+                return "a shared buffer's byte \(index) changed before its release"
+            }
+        }
+        return nil
+    }
+
+    /// Every live buffer inside a held region, one region per buffer (clones share
+    /// theirs), and as many held regions as buffers.
+    func checkPlacement() -> String? {
+        var ranges: [(start: UInt, end: UInt, owner: String)] = []
+        for (index, entry) in fixed.enumerated() {
+            let (start, capacity) = entry.box.with { buffer in
+                (UInt(bitPattern: buffer.withUnsafeBytes { $0.baseAddress }), buffer.capacity)
+            }
+            ranges.append((start, start + UInt(capacity), "fixed #\(index)"))
+        }
+        for (index, entry) in typed.enumerated() {
+            let (start, capacity) = entry.box.with { buffer in
+                (UInt(bitPattern: buffer.withUnsafeBufferPointer { $0.baseAddress }), buffer.capacity)
+            }
+            ranges.append((start, start + UInt(capacity * MemoryLayout<Int>.stride), "typed #\(index)"))
+        }
+        var sharedStarts = Set<UInt>()
+        for entry in shared {
+            let (start, count) = entry.box.with { buffer in
+                (UInt(bitPattern: buffer.withUnsafeBytes { $0.baseAddress }), buffer.count)
+            }
+            if sharedStarts.insert(start).inserted { ranges.append((start, start + UInt(count), "shared")) }
+        }
+        let held = ring.regions().filter(\.isHeld)
+        if held.count != ranges.count { return "\(held.count) held regions for \(ranges.count) live buffers" }
+        var used = Set<UInt>()
+        for range in ranges {
+            guard
+                let region = held.first(where: {
+                    $0.start + 16 <= range.start && range.end <= $0.start + UInt($0.byteCount)
+                })
+            else { return "\(range.owner) at 0x\(String(range.start, radix: 16)) lies in no held region" }
+            if !used.insert(region.start).inserted { return "\(range.owner) shares a region with another buffer" }
+        }
+        return nil
+    }
+}
+
+@Suite("Model-based randomized test")
+struct ModelTests {
+    // Spec sections 2 and 4: every operation of every buffer kind keeps the ring sound.
+    @Test("a seeded mix of every buffer kind keeps the ring sound and the contents intact", arguments: 0..<4)
+    func randomizedMix(run: Int) throws {
+        let seed = testSeed(0x52_494E_4700 + UInt64(run))
+        var model = try RingModel(seed: seed, capacity: 40 * 1024)
+        for step in 0..<2500 {
+            if let problem = model.step() ?? model.ring.integrityViolation() ?? model.checkPlacement() {
+                Issue.record("seed \(seed), step \(step): \(problem)")
+                return
+            }
+        }
+        let statistics = model.ring.statistics()
+        // The run must have exercised what it claims to check.
+        #expect(
+            model.counts.extendable > 50 && model.counts.typed > 50 && model.counts.clones > 20,
+            "seed \(seed): \(model.counts)")
+        #expect(
+            model.counts.failures > 0 && statistics.failures == model.counts.failures, "seed \(seed): \(statistics)")
+        #expect(statistics.wraps > 5 && statistics.merges > 50 && statistics.splits > 50, "seed \(seed): \(statistics)")
+    }
+}

@@ -1,0 +1,457 @@
+// The allocation walk and the buffer kinds, one rule at a time (spec sections 2, 3, 7, 8):
+// split and exact fit, merges, wraps, a held guard and a full lap, the waiting opt-in,
+// extendable growth and its move, typed and shared buffers, statistics, the per-thread
+// allocator and teardown.
+
+import AllocCore
+import Glibc
+import RingAlloc
+import Testing
+
+/// The address of a buffer's first byte.
+func address(of buffer: borrowing RingBuffer) -> UInt {
+    UInt(bitPattern: buffer.withUnsafeBytes { $0.baseAddress })
+}
+
+@Suite("The allocation walk")
+struct WalkTests {
+    // Spec 3: a region is its 16-byte header and the payload rounded to 16 bytes; a free
+    // region with more than 64 bytes to spare is split.
+    @Test("a request splits the free region when more than 8 words are left over")
+    func splitsBigSlack() throws {
+        var ring = try RingAllocator(capacity: 64 * 1024)
+        let buffer = try unwrap(ring.fixed(capacity: 100))
+        #expect(ok(buffer.capacity == 112))
+        let regions = ring.regions()
+        #expect(regions.count == 2)
+        #expect(regions[0].start == address(of: buffer) - 16 && regions[0].byteCount == 128 && regions[0].isHeld)
+        #expect(regions[1].isHeld == false && regions[1].byteCount == ring.capacity - 128)
+        #expect(ring.statistics().splits == 1)
+        expectSound(ring, "after a split")
+    }
+
+    // Spec 3: with 64 bytes or fewer to spare the whole region is taken (exact fit).
+    @Test("a request takes the whole region when at most 8 words are left over")
+    func takesSmallSlackWhole() throws {
+        var ring = try RingAllocator(capacity: 64 * 1024)
+        // Leave exactly 96 bytes before the tail: a 16-byte request (a 32-byte region)
+        // then has 64 bytes to spare, not more, and takes the region whole.
+        let filler = try unwrap(ring.fixed(capacity: ring.capacity - 96 - 16))
+        let small = try unwrap(ring.fixed(capacity: 16))
+        #expect(small.capacity == 80, "the 64 spare bytes belong to the buffer")
+        #expect(ring.statistics().splits == 1, "only the filler split its region")
+        #expect(ring.regions().count == 2)
+        expectSound(ring, "after an exact fit")
+        _ = filler
+    }
+
+    // Spec 3: free neighbours are merged until the request fits; the tail wraps to the head.
+    @Test("a walk wraps at the tail and merges free neighbours")
+    func wrapsAndMerges() throws {
+        var ring = try RingAllocator(capacity: 64 * 1024)
+        var first = ring.fixed(capacity: 1000)
+        var second = ring.fixed(capacity: 1000)
+        #expect(ok(!isNil(second)))
+        let headAddress = address(of: first!)
+        let rest = try unwrap(ring.fixed(capacity: ring.capacity - 2 * 1024 - 16))
+        #expect(ok(ring.regions().allSatisfy { $0.isHeld }), "the ring is exactly full")
+        #expect(ok(isNil(ring.fixed(capacity: 16))), "a full ring answers nil")
+        first = nil
+        second = nil
+        let merged = try unwrap(ring.fixed(capacity: 1500))
+        #expect(address(of: merged) == headAddress, "the merged region starts at the head")
+        let statistics = ring.statistics()
+        #expect(statistics.wraps >= 1 && statistics.merges == 1 && statistics.failures == 1)
+        #expect(statistics.liveBuffers == 2)
+        expectSound(ring, "after a wrap and a merge")
+        _ = rest
+    }
+
+    // Spec 3: the walk fails at a held guard, even if there is room beyond it.
+    @Test("a held guard stops the walk: nil, and the oldest release makes room")
+    func heldGuardStops() throws {
+        var ring = try RingAllocator(capacity: 16 * 1024)
+        var buffers: [Box<RingBuffer>] = []
+        while let buffer = ring.fixed(capacity: 1000) { buffers.append(Box(buffer)) }
+        #expect(buffers.count >= 15)
+        var small: [Box<RingBuffer>] = []
+        while let buffer = ring.fixed(capacity: 16) { small.append(Box(buffer)) }
+        // Room in the middle does not help: the cursor's region is the held oldest one.
+        _ = buffers.remove(at: 5).take()
+        #expect(ok(isNil(ring.fixed(capacity: 100))))
+        _ = buffers.removeFirst().take()
+        #expect(ok(!isNil(ring.fixed(capacity: 100))))
+        #expect(ring.statistics().failures == 3)
+        expectSound(ring, "after failures")
+        small.removeAll()
+    }
+
+    // Spec 3: a request that fits nowhere on a lap (fragmented, nothing held at the cursor).
+    @Test("a request that fits nowhere in a whole lap answers nil")
+    func fullLapFails() throws {
+        var ring = try RingAllocator(capacity: 16 * 1024)
+        // One small buffer held in the middle of the ring leaves two free halves, each
+        // smaller than the request.
+        var before = ring.fixed(capacity: ring.capacity / 2 - 32)
+        let middle = try unwrap(ring.fixed(capacity: 16))
+        before = nil
+        #expect(ok(isNil(before)))
+        #expect(ok(isNil(ring.fixed(capacity: ring.capacity * 3 / 4))))
+        #expect(ring.statistics().failures == 1)
+        expectSound(ring, "after a full lap")
+        _ = middle
+    }
+
+    // Spec 2: alignment above 16 bytes is honoured.
+    @Test("buffers honour every power-of-two alignment", arguments: [1, 2, 8, 16, 32, 64, 4096])
+    func alignment(alignment: Int) throws {
+        var ring = try RingAllocator(capacity: 256 * 1024)
+        for capacity in [1, 17, 100, 4000] {
+            let buffer = try unwrap(ring.fixed(capacity: capacity, alignment: alignment))
+            #expect(address(of: buffer) % UInt(max(alignment, 16)) == 0)
+            #expect(ok(buffer.capacity >= capacity))
+        }
+        expectSound(ring, "after aligned buffers")
+    }
+}
+
+@Suite("When the ring is full")
+struct FullRingTests {
+    // Spec 2 and 5: the waiting opt-in sees a release made by another thread.
+    @Test("an allocation with a timeout waits for the oldest buffer's release")
+    func waitsForRelease() throws {
+        var ring = try RingAllocator(capacity: 8 * 1024, fullRingTimeoutNanoseconds: 5_000_000_000)
+        let oldest = try unwrap(ring.fixed(capacity: ring.capacity / 2))
+        let other = try unwrap(ring.fixed(capacity: ring.capacity / 2 - 64))
+        let box = Box(oldest)
+        let releaser = try OSThread.spawn {
+            usleep(30_000)
+            _ = box.take()
+        }
+        let start = SystemInfo.monotonicNanoseconds()
+        let waited = ring.fixed(capacity: 1000)
+        let elapsed = SystemInfo.monotonicNanoseconds() - start
+        releaser.join()
+        #expect(ok(!isNil(waited)), "the release was not noticed within the timeout")
+        #expect(elapsed >= 20_000_000, "it did not wait for the release: \(elapsed) ns")
+        let statistics = ring.statistics()
+        #expect(statistics.waits == 1 && statistics.failures == 0)
+        _ = other
+    }
+
+    @Test("an allocation with a timeout gives up after the timeout")
+    func timesOut() throws {
+        var ring = try RingAllocator(capacity: 8 * 1024)
+        let held = try unwrap(ring.fixed(capacity: ring.capacity - 16))
+        ring.fullRingTimeoutNanoseconds = 40_000_000
+        let start = SystemInfo.monotonicNanoseconds()
+        #expect(ok(isNil(ring.fixed(capacity: 16))))
+        let elapsed = SystemInfo.monotonicNanoseconds() - start
+        #expect(elapsed >= 40_000_000 && elapsed < 2_000_000_000, "waited \(elapsed) ns for a 40 ms timeout")
+        ring.fullRingTimeoutNanoseconds = 0
+        let quick = SystemInfo.monotonicNanoseconds()
+        #expect(ok(isNil(ring.typed(Int.self, capacity: 2))))
+        #expect(SystemInfo.monotonicNanoseconds() - quick < 20_000_000, "no timeout: no wait")
+        let statistics = ring.statistics()
+        #expect(statistics.waits == 1 && statistics.failures == 2)
+        _ = held
+    }
+}
+
+@Suite("Extendable buffers")
+struct ExtendableTests {
+    // Spec 2: growth in place keeps the address and merges the free space after it.
+    @Test("an extendable buffer grows in place, then shrinks to what was written")
+    func growsInPlace() throws {
+        var ring = try RingAllocator(capacity: 64 * 1024)
+        var startAddress: UInt = 0
+        var addressesAfterAppends: Set<UInt> = []
+        let buffer = try unwrap(
+            ring.extendable(capacity: 16) { buffer in
+                startAddress = UInt(bitPattern: buffer.withUnsafeBytes { $0.baseAddress })
+                for chunk in 0..<40 {
+                    #expect(ok(buffer.append(contentsOf: patternArray(tag: 9, count: 100, offset: chunk * 100))))
+                    addressesAfterAppends.insert(UInt(bitPattern: buffer.withUnsafeBytes { $0.baseAddress }))
+                }
+                #expect(ok(buffer.capacity >= 4000))
+            })
+        #expect(addressesAfterAppends == [startAddress], "growth in place never moves")
+        #expect(ok(buffer.count == 4000 && buffer.capacity == 4000), "finalize shrinks to the bytes written")
+        #expect(ok(buffer.withUnsafeBytes { firstPatternMismatch($0, tag: 9) } == nil))
+        let next = try unwrap(ring.fixed(capacity: 16))
+        #expect(address(of: next) == startAddress + 4000 + 16, "the space given back comes next")
+        #expect(ring.statistics().moves == 0 && ring.statistics().allocations == 2)
+        expectSound(ring, "after growth in place")
+    }
+
+    // Spec 2: at the tail, the buffer moves once to the head, keeping its bytes.
+    @Test("an extendable buffer that meets the tail moves to the head once")
+    func movesOnWrap() throws {
+        var ring = try RingAllocator(capacity: 16 * 1024)
+        var first = ring.fixed(capacity: 4000)
+        let headAddress = address(of: first!)
+        let middle = try unwrap(ring.fixed(capacity: ring.capacity - 4016 - 3000))
+        first = nil
+        let buffer = try unwrap(
+            ring.extendable(capacity: 100) { buffer in
+                for chunk in 0..<30 {
+                    #expect(ok(buffer.append(contentsOf: patternArray(tag: 4, count: 100, offset: chunk * 100))))
+                }
+                // The head region is 4000 bytes; the next append needs more and nothing
+                // after the moved buffer is free (the middle buffer is held).
+                #expect(ok(buffer.append(contentsOf: patternArray(tag: 4, count: 2000, offset: 3000)) == false))
+                #expect(ok(buffer.count == 3000))
+            })
+        #expect(address(of: buffer) == headAddress, "the buffer moved to the head")
+        #expect(ok(buffer.withUnsafeBytes { firstPatternMismatch($0, tag: 4) } == nil), "the move kept the bytes")
+        let statistics = ring.statistics()
+        #expect(statistics.moves == 1 && statistics.failures == 1 && statistics.liveBuffers == 2)
+        expectSound(ring, "after a move")
+        _ = middle
+    }
+
+    @Test("appends of single bytes, sequences, raw bytes and repeated bytes all land")
+    func appendKinds() throws {
+        var ring = try RingAllocator(capacity: 64 * 1024)
+        let buffer = try unwrap(
+            ring.extendable(capacity: 1) { buffer in
+                #expect(ok(buffer.append(0x41)))
+                #expect(ok(buffer.append(contentsOf: "BC".utf8)))
+                #expect(ok(buffer.append(contentsOf: (0..<3).lazy.map { UInt8(0x44 + $0) })))
+                [UInt8](repeating: 0x47, count: 2).withUnsafeBytes { #expect(ok(buffer.append(contentsOf: $0))) }
+                #expect(ok(buffer.append(repeating: 0x48, count: 3)))
+                #expect(ok(buffer.reserveCapacity(500) && buffer.capacity >= 500))
+            })
+        #expect(ok(buffer.withUnsafeBytes { Array($0) } == Array("ABCDEFGGHHH".utf8)))
+        buffer.withBytes { span in #expect(span.byteCount == 11) }
+    }
+
+    @Test("a throwing body releases the buffer and rethrows")
+    func throwingBody() throws {
+        struct Stop: Error {}
+        var ring = try RingAllocator(capacity: 16 * 1024)
+        #expect(throws: Stop.self) {
+            _ = try ring.extendable(capacity: 100) { buffer in
+                _ = buffer.append(repeating: 1, count: 10)
+                throw Stop()
+            }
+        }
+        #expect(ring.statistics().liveBuffers == 0)
+        expectSound(ring, "after a throwing body")
+    }
+}
+
+@Suite("Fixed, typed and shared buffers")
+struct BufferKindTests {
+    @Test("a fixed buffer appends up to its capacity, never beyond")
+    func fixedAppends() throws {
+        var ring = try RingAllocator(capacity: 16 * 1024)
+        var buffer = try unwrap(ring.fixed(capacity: 32))
+        #expect(ok(buffer.isEmpty && buffer.capacity == 32))
+        #expect(ok(buffer.append(contentsOf: [UInt8](repeating: 7, count: 30))))
+        #expect(ok(buffer.append(contentsOf: [1, 2, 3]) == false && buffer.count == 30), "all or nothing")
+        #expect(ok(buffer.append(contentsOf: (0..<3).lazy.map { UInt8($0) }) == false && buffer.count == 30))
+        #expect(ok(buffer.append(9) && buffer.append(9) && !buffer.append(9)))
+        #expect(ok(buffer.freeCapacity == 0))
+        buffer.withMutableBytes { span in span.storeBytes(of: 5, toByteOffset: 0, as: UInt8.self) }
+        buffer.withBytes { span in #expect(span.unsafeLoad(fromByteOffset: 0, as: UInt8.self) == 5) }
+        buffer.removeAll()
+        #expect(ok(buffer.count == 0 && buffer.append(repeating: 3, count: 32)))
+    }
+
+    // Spec 2: typed buffers; the elements left are deinitialised when the buffer goes.
+    @Test("a typed buffer deinitialises exactly the elements it still holds")
+    func typedDeinitialises() throws {
+        var ring = try RingAllocator(capacity: 16 * 1024)
+        let counter = DeinitCounter()
+        var capacity = 0
+        defer { _ = capacity }
+        do {
+            var buffer = try unwrap(ring.typed(Tracked.self, capacity: 10))
+            capacity = buffer.capacity
+            #expect(ok(buffer.capacity >= 10))
+            for value in 0..<buffer.capacity { #expect(ok(buffer.push(Tracked(value, counter)))) }
+            #expect(ok(buffer.push(Tracked(-1, counter)) == false))
+            #expect(counter.count == 1, "the element refused by a full buffer is dropped")
+            #expect(ok(buffer.pop()?.value == buffer.capacity - 1))
+            #expect(ok(buffer.remove(at: 0).value == 0))
+            #expect(ok(buffer.swapRemove(at: 0).value == 1))
+            #expect(buffer[0].value == buffer.capacity - 2, "the last element took the removed one's place")
+            #expect(ok(buffer.insert(Tracked(100, counter), at: 1)))
+            #expect(buffer[1].value == 100)
+            #expect(counter.count == 4)
+            #expect(ok(buffer.count == buffer.capacity - 3 + 1))
+        }
+        #expect(counter.count == 4 + capacity - 3 + 1, "the elements left were deinitialised with the buffer")
+        expectSound(ring, "after typed buffers")
+    }
+
+    @Test("typed elements deinitialise when the buffer is dropped, not before")
+    func typedDropCount() throws {
+        var ring = try RingAllocator(capacity: 16 * 1024)
+        let counter = DeinitCounter()
+        var buffer = ring.typed(Tracked.self, capacity: 8)
+        for value in 0..<5 { #expect(ok(buffer!.push(Tracked(value, counter)))) }
+        #expect(counter.count == 0)
+        buffer = nil
+        #expect(counter.count == 5)
+        var cleared = try unwrap(ring.typed(Tracked.self, capacity: 4))
+        _ = cleared.push(Tracked(0, counter))
+        cleared.removeAll()
+        #expect(counter.count == 6 && cleared.isEmpty)
+        cleared.withSpan { #expect($0.count == 0) }
+        #expect(ring.statistics().liveBuffers == 1)
+    }
+
+    // Spec 2: typed buffers take ~Copyable elements too (RingAl's generic buffers take
+    // any Rust type, all of which move).
+    @Test("a typed buffer of ~Copyable elements moves them in and out and drops the rest")
+    func typedNoncopyable() throws {
+        var ring = try RingAllocator(capacity: 16 * 1024)
+        let counter = DeinitCounter()
+        do {
+            var buffer = try unwrap(ring.typed(Resource.self, capacity: 4))
+            for id in 0..<4 { #expect(ok(buffer.push(Resource(id, counter)))) }
+            #expect(ok(!buffer.push(Resource(9, counter))), "a full buffer refuses, dropping the element")
+            #expect(counter.count == 1)
+            let lastID = identifier(of: buffer.pop())
+            let firstID = buffer.remove(at: 0).id
+            #expect(lastID == 3 && firstID == 0)
+            #expect(ok(buffer.insert(Resource(7, counter), at: 0)))
+            let swappedID = buffer.swapRemove(at: 0).id
+            #expect(swappedID == 7)
+            let ids = (buffer[0].id, buffer[1].id, buffer.count)
+            #expect(ids == (2, 1, 2), "the last element took the removed one's place")
+            buffer[1].id = 5
+            let changed = buffer.withSpan { $0[1].id }
+            #expect(changed == 5)
+            #expect(counter.count == 4, "the refused one and the 3 moved out were dropped")
+        }
+        #expect(counter.count == 6, "the 2 left were dropped with the buffer")
+    }
+
+    // Spec 2: the clone count lives in the region; the last clone releases it.
+    @Test("a shared buffer is released by its last clone")
+    func sharedLastClone() throws {
+        var ring = try RingAllocator(capacity: 16 * 1024)
+        var buffer = try unwrap(ring.fixed(capacity: 64))
+        _ = buffer.append(contentsOf: patternArray(tag: 3, count: 50))
+        var first: SharedRingBuffer? = buffer.freeze()
+        var second = first?.clone()
+        var third = second?.clone()
+        #expect(first?.cloneCount == 3)
+        #expect(third?.withUnsafeBytes { firstPatternMismatch($0, tag: 3) } == nil)
+        third?.withBytes { #expect($0.byteCount == 50) }
+        first = nil
+        third = nil
+        #expect(ring.statistics().liveBuffers == 1 && second?.cloneCount == 1)
+        second = nil
+        #expect(ring.statistics().liveBuffers == 0)
+        expectSound(ring, "after shared buffers")
+    }
+}
+
+@Suite("Statistics")
+struct StatisticsTests {
+    // Spec 8.
+    @Test("the counters count what happened and the bytes held now")
+    func counters() throws {
+        var ring = try RingAllocator(capacity: 16 * 1024)
+        var a = ring.fixed(capacity: 100)
+        let b = try unwrap(ring.fixed(capacity: 200))
+        var statistics = ring.statistics()
+        #expect(statistics.allocations == 2 && statistics.liveBuffers == 2)
+        #expect(statistics.bytesInUse == 128 + 224 && statistics.peakBytesInUse == 352)
+        #expect(statistics.capacity == ring.capacity && ring.capacity >= 16 * 1024)
+        a = nil
+        statistics = ring.statistics()
+        #expect(statistics.bytesInUse == 224 && statistics.liveBuffers == 1, "a release shows at once")
+        #expect(statistics.peakBytesInUse == 352)
+        _ = b
+        _ = a
+    }
+}
+
+@Suite("Per-thread allocator and teardown")
+struct ThreadAndTeardownTests {
+    // Spec 5: one allocator per thread, kept between calls.
+    @Test("withCurrentThread gives a thread the same allocator every time, another thread another")
+    func perThread() throws {
+        let box = Box<UInt>(0)
+        let thread = try OSThread.spawn {
+            let first = RingAllocator.withCurrentThread(capacity: 32 * 1024) { $0.fixed(capacity: 100) }!!
+            let second = RingAllocator.withCurrentThread { $0.fixed(capacity: 100) }!!
+            let statistics = RingAllocator.withCurrentThread { $0.statistics() }!
+            box.value =
+                statistics.allocations == 2 && address(of: second) == address(of: first) + 128
+                    && statistics.capacity < 64 * 1024 ? 1 : 2
+        }
+        thread.join()
+        #expect(box.value == 1, "the thread's calls did not share one allocator")
+        let mine = RingAllocator.withCurrentThread { $0.statistics().allocations }
+        #expect(mine == 0, "another thread's allocations showed on this thread")
+    }
+
+    // Spec 5 and 6: teardown with a live buffer keeps the ring mapped until it goes.
+    @Test("dropping the allocator with live buffers unmaps the ring after the last release")
+    func teardownWithLiveBuffers() async {
+        await #expect(processExitsWith: .success) {
+            var ring: RingAllocator? = try! RingAllocator(capacity: 64 * 1024)
+            var buffer = ring!.fixed(capacity: 100)!
+            _ = buffer.append(contentsOf: patternArray(tag: 5, count: 100))
+            let shared = buffer.freeze()
+            let clone = shared.clone()
+            let other = ring!.typed(Int.self, capacity: 3)!
+            let page = UnsafeRawPointer(
+                bitPattern: alignDown(Int(bitPattern: shared.withUnsafeBytes { $0.baseAddress }), to: 4096))!
+            ring = nil
+            guard SystemMemory.isMapped(page), shared.withUnsafeBytes({ firstPatternMismatch($0, tag: 5) }) == nil
+            else { exit(1) }
+            _ = consume shared
+            _ = consume other
+            guard SystemMemory.isMapped(page) else { exit(2) }
+            let box = Box(clone)
+            let thread = try! OSThread.spawn { _ = box.take() }
+            thread.join()
+            guard !SystemMemory.isMapped(page) else { exit(3) }
+            exit(0)
+        }
+    }
+
+    @Test("dropping the allocator with no live buffer unmaps the ring at once")
+    func teardownEmpty() async {
+        await #expect(processExitsWith: .success) {
+            var ring: RingAllocator? = try! RingAllocator(capacity: 64 * 1024)
+            let buffer = ring!.fixed(capacity: 10)!
+            let page = UnsafeRawPointer(bitPattern: alignDown(Int(bitPattern: address(of: buffer)), to: 4096))!
+            _ = consume buffer
+            guard SystemMemory.isMapped(page) else { exit(1) }
+            ring = nil
+            guard !SystemMemory.isMapped(page) else { exit(2) }
+            exit(0)
+        }
+    }
+
+    // Spec 5: a thread's exit drops its allocator; buffers it handed out stay valid.
+    @Test("a thread's exit drops its allocator, and its buffers outlive it")
+    func threadExit() async {
+        await #expect(processExitsWith: .success) {
+            let box = Box<RingBuffer?>(nil)
+            let thread = try! OSThread.spawn {
+                var buffer = RingAllocator.withCurrentThread { $0.fixed(capacity: 200) }!!
+                _ = buffer.append(contentsOf: patternArray(tag: 8, count: 200))
+                box.value = .some(buffer)
+            }
+            thread.join()
+            let buffer = box.take()!!
+            let page = UnsafeRawPointer(bitPattern: alignDown(Int(bitPattern: address(of: buffer)), to: 4096))!
+            guard SystemMemory.isMapped(page), buffer.withUnsafeBytes({ firstPatternMismatch($0, tag: 8) }) == nil
+            else {
+                exit(1)
+            }
+            _ = consume buffer
+            guard !SystemMemory.isMapped(page) else { exit(2) }
+            exit(0)
+        }
+    }
+}

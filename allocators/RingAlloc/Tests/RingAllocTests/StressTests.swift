@@ -1,0 +1,220 @@
+// Multi-threaded stress (spec section 5): buffers released on other threads while the
+// owner keeps allocating, shared buffers cloned to several threads and released in random
+// order, and allocators dropped while other threads still hold and release their buffers.
+// The thread-sanitizer run selects these suites with `--filter Stress`.
+
+import AllocCore
+import Glibc
+import RingAlloc
+import Synchronization
+import Testing
+
+/// What the threads of a stress run report.
+final class StressReport: @unchecked Sendable {
+    let problems = Mutex<[String]>([])
+    let received = Atomic<Int>(0)
+    let done = Atomic<Bool>(false)
+
+    func report(_ problem: String) {
+        problems.withLock { if $0.count < 10 { $0.append(problem) } }
+    }
+}
+
+/// A buffer in flight with the tag of its pattern.
+struct TaggedBuffer: ~Copyable {
+    var buffer: RingBuffer
+    var tag: Int
+}
+
+struct TaggedShared: ~Copyable {
+    var buffer: SharedRingBuffer
+    var tag: Int
+}
+
+/// Pushes `value` onto `queue`, yielding while the queue is full.
+func pushWaiting<Value: ~Copyable>(_ value: consuming Value, onto queue: HandoffQueue<Value>) {
+    var pending = Optional(value)
+    while let rejected = queue.push(pending.take()!) {
+        pending = .some(rejected)
+        sched_yield()
+    }
+}
+
+@Suite("RingAlloc Stress")
+struct StressTests {
+    // Spec 5: a release on another thread is seen by the owner (release/acquire), and the
+    // owner's reuse never touches a buffer another thread still reads.
+    @Test("fixed and typed buffers released on other threads while the owner keeps allocating")
+    func crossThreadRelease() throws {
+        var ring = try RingAllocator(capacity: 32 * 1024, fullRingTimeoutNanoseconds: 10_000_000_000)
+        let queue = HandoffQueue<TaggedBuffer>(capacity: 64)
+        let typedQueue = HandoffQueue<TypedRingBuffer<Int>>(capacity: 16)
+        let report = StressReport()
+        let consumers = try (0..<2).map { _ in
+            try OSThread.spawn {
+                while true {
+                    if let item = queue.pop() {
+                        if let index = item.buffer.withUnsafeBytes({ firstPatternMismatch($0, tag: item.tag) }) {
+                            report.report("buffer \(item.tag): byte \(index) was overwritten before its release")
+                        }
+                        report.received.add(1, ordering: .relaxed)
+                    } else if let typed = typedQueue.pop() {
+                        let sum = typed.withUnsafeBufferPointer { $0.reduce(0, +) }
+                        if sum != typed.count * (typed.count - 1) / 2 { report.report("a typed buffer changed") }
+                        report.received.add(1, ordering: .relaxed)
+                    } else if report.done.load(ordering: .acquiring) {
+                        return
+                    } else {
+                        sched_yield()
+                    }
+                }
+            }
+        }
+        var generator = SplitMix64(seed: 77)
+        let total = 20_000
+        for tag in 0..<total {
+            if tag % 7 == 0 {
+                var typed = try unwrap(ring.typed(Int.self, capacity: 1 + Int(generator.next() % 64)))
+                for value in 0..<typed.capacity { _ = typed.push(value) }
+                pushWaiting(typed, onto: typedQueue)
+            } else {
+                var buffer = try unwrap(ring.fixed(capacity: 1 + Int(generator.next() % 2000)), "buffer \(tag)")
+                _ = buffer.append(repeating: 0, count: buffer.capacity)
+                buffer.withUnsafeMutableBytes { fillPattern($0, tag: tag) }
+                pushWaiting(TaggedBuffer(buffer: buffer, tag: tag), onto: queue)
+            }
+        }
+        report.done.store(true, ordering: .releasing)
+        for consumer in consumers { consumer.join() }
+        #expect(report.problems.withLock { $0 } == [])
+        #expect(report.received.load(ordering: .relaxed) == total)
+        let statistics = ring.statistics()
+        #expect(statistics.allocations == total && statistics.failures == 0 && statistics.liveBuffers == 0)
+        #expect(statistics.wraps > 10, "the ring was reused: \(statistics)")
+        // The ring is smaller than the queues: the owner waited for releases (spec 3, Wait).
+        #expect(statistics.waits > 0, "the owner never found the ring full: \(statistics)")
+        expectSound(ring, "after the cross-thread run")
+    }
+
+    // Spec 2 and 5: clones on several threads; the last one, whichever it is, releases.
+    @Test("shared buffers cloned to several threads and released in random order")
+    func sharedAcrossThreads() throws {
+        var ring = try RingAllocator(capacity: 64 * 1024, fullRingTimeoutNanoseconds: 10_000_000_000)
+        let workers = 3
+        let queues = (0..<workers).map { _ in HandoffQueue<TaggedShared>(capacity: 32) }
+        let report = StressReport()
+        let threads = try (0..<workers).map { index in
+            try OSThread.spawn {
+                var generator = SplitMix64(seed: UInt64(index + 1))
+                var held: [Box<TaggedShared>] = []
+                var finished = false
+                while !finished || !held.isEmpty {
+                    if let item = queues[index].pop() {
+                        held.append(Box(item))
+                    } else if report.done.load(ordering: .acquiring) {
+                        finished = true
+                    } else {
+                        sched_yield()
+                    }
+                    // Keep a few, release a random one: every thread drops in its own order.
+                    while held.count > (finished ? 0 : Int(generator.next() % 6)) {
+                        let item = held.remove(at: Int(generator.next() % UInt64(held.count))).take()!
+                        if let index = item.buffer.withUnsafeBytes({ firstPatternMismatch($0, tag: item.tag) }) {
+                            report.report("shared buffer \(item.tag): byte \(index) changed")
+                        }
+                        report.received.add(1, ordering: .relaxed)
+                    }
+                }
+            }
+        }
+        var generator = SplitMix64(seed: 99)
+        let total = 5000
+        for tag in 0..<total {
+            var buffer = try unwrap(ring.fixed(capacity: 1 + Int(generator.next() % 1000)))
+            _ = buffer.append(contentsOf: patternArray(tag: tag, count: buffer.capacity))
+            let shared = buffer.freeze()
+            for queue in queues { pushWaiting(TaggedShared(buffer: shared.clone(), tag: tag), onto: queue) }
+            // The owner's own handle goes at a random moment among the others'.
+            if generator.next() % 2 == 0 { sched_yield() }
+            _ = consume shared
+        }
+        report.done.store(true, ordering: .releasing)
+        for thread in threads { thread.join() }
+        #expect(report.problems.withLock { $0 } == [])
+        #expect(report.received.load(ordering: .relaxed) == total * workers)
+        let statistics = ring.statistics()
+        #expect(statistics.liveBuffers == 0 && statistics.failures == 0 && statistics.allocations == total)
+        expectSound(ring, "after the shared run")
+    }
+
+    // Spec 5 and 6: teardown never frees memory under a buffer and never waits for one.
+    @Test("allocators dropped while other threads still read and release their buffers")
+    func teardownRace() throws {
+        let rounds = 400
+        let queue = HandoffQueue<TaggedBuffer>(capacity: 4096)
+        let report = StressReport()
+        let consumers = try (0..<2).map { _ in
+            try OSThread.spawn {
+                while true {
+                    if let item = queue.pop() {
+                        if let index = item.buffer.withUnsafeBytes({ firstPatternMismatch($0, tag: item.tag) }) {
+                            report.report("buffer \(item.tag): byte \(index) changed after teardown")
+                        }
+                        report.received.add(1, ordering: .relaxed)
+                    } else if report.done.load(ordering: .acquiring) {
+                        return
+                    } else {
+                        sched_yield()
+                    }
+                }
+            }
+        }
+        for round in 0..<rounds {
+            var ring: RingAllocator? = try RingAllocator(capacity: 16 * 1024)
+            for index in 0..<10 {
+                var buffer = ring!.fixed(capacity: 100 + index * 37)!
+                _ = buffer.append(contentsOf: patternArray(tag: round * 10 + index, count: buffer.capacity))
+                pushWaiting(TaggedBuffer(buffer: buffer, tag: round * 10 + index), onto: queue)
+            }
+            ring = nil  // while the consumers are releasing this round's buffers
+        }
+        report.done.store(true, ordering: .releasing)
+        for consumer in consumers { consumer.join() }
+        #expect(report.problems.withLock { $0 } == [])
+        #expect(report.received.load(ordering: .relaxed) == rounds * 10)
+    }
+
+    // Spec 6: and whichever side finishes last unmaps the ring (checked in a child
+    // process, where no other test maps memory at the same addresses).
+    @Test("after a teardown race every ring is unmapped once its last buffer is gone")
+    func teardownRaceUnmaps() async {
+        await #expect(processExitsWith: .success) {
+            let queue = HandoffQueue<RingBuffer>(capacity: 4096)
+            let done = Atomic<Bool>(false)
+            let consumer = try! OSThread.spawn {
+                while true {
+                    if let buffer = queue.pop() {
+                        _ = consume buffer
+                    } else if done.load(ordering: .acquiring) {
+                        return
+                    } else {
+                        sched_yield()
+                    }
+                }
+            }
+            var pages: [UnsafeRawPointer] = []
+            for _ in 0..<100 {
+                var ring: RingAllocator? = try! RingAllocator(capacity: 8 * 1024)
+                for _ in 0..<8 {
+                    let buffer = ring!.fixed(capacity: 200)!
+                    pages.append(UnsafeRawPointer(bitPattern: Int(bitPattern: address(of: buffer)) & ~4095)!)
+                    pushWaiting(buffer, onto: queue)
+                }
+                ring = nil
+            }
+            done.store(true, ordering: .releasing)
+            consumer.join()
+            exit(pages.contains(where: SystemMemory.isMapped) ? 1 : 0)
+        }
+    }
+}
