@@ -1,0 +1,166 @@
+// The seeded model test (spec sections 3 and 4): random requests across classes, on both
+// backings; every region's content is written and checked until it is released, live
+// regions never overlap, each sits in its class's alignment and holds what was asked;
+// about a third of the releases happen on another thread.
+
+import AllocCore
+import Glibc
+import LargeAlloc
+import Synchronization
+import Testing
+
+@Suite("Randomized model")
+struct ModelTests {
+    static let seeds: [UInt64] = [1, 0x5EED, 0xC0FFEE]
+
+    @Test("random regions keep their content and never overlap", arguments: BackingMode.allCases, seeds)
+    func randomRegions(mode: BackingMode, seed: UInt64) throws {
+        try withTemporaryDirectory { directory in
+            var configuration = testConfiguration(
+                backing: mode.backing(directory: directory), threadCacheBytes: 4 << 20)
+            configuration.eagerReturn = seed % 2 == 1
+            let allocator = try LargeAllocator(configuration: configuration)
+            try run(allocator, seed: seed, mode: mode)
+            let statistics = totals(allocator.statistics())
+            #expect(statistics.liveRegions == 0, "seed \(seed): \(statistics.liveRegions) regions still live")
+            #expect(statistics.allocations == statistics.deallocations, "seed \(seed)")
+            #expect(statistics.allocations == 300, "seed \(seed)")
+            if mode == .file { #expect(statistics.fileBytes == statistics.areaBytes && statistics.fileBytes > 0) }
+        }
+    }
+
+    /// 300 allocations over 12 slots of regions of 64 KiB to 2 MiB (classes 0 to 5).
+    func run(_ allocator: LargeAllocator, seed: UInt64, mode: BackingMode) throws {
+        var generator = SplitMix64(seed: seed)
+        let slotCount = 12
+        let slots: [RegionSlot] = (0..<slotCount).map { _ in RegionSlot() }
+        var live: [Range<Int>?] = Array(repeating: nil, count: slotCount)
+        for _ in 0..<300 {
+            let slot = Int.random(in: 0..<slotCount, using: &generator)
+            if let old = slots[slot].swap(nil) {
+                let intact = old.isIntact
+                #expect(intact, "seed \(seed) \(mode): region in slot \(slot) was overwritten")
+                live[slot] = nil
+                if Int.random(in: 0..<3, using: &generator) == 0 {
+                    // Released on another thread.
+                    let box = RegionSlot()
+                    _ = box.swap(old)
+                    try onThread { _ = box.swap(nil) }
+                } else {
+                    _ = consume old
+                }
+            }
+            let elements = Int.random(in: 1...(2 << 20) / 8, using: &generator)
+            var region = try allocator.allocate(UInt64.self, capacity: elements)
+            let (capacity, byteCapacity) = (region.capacity, region.byteCapacity)
+            #expect(capacity >= elements)
+            #expect(byteCapacity.nonzeroBitCount == 1 && byteCapacity >= LargeAllocator.minimumRegionSize)
+            #expect(byteCapacity / 2 < max(elements * 8, LargeAllocator.minimumRegionSize + 1))
+            let start = region.withUnsafeBufferPointer { Int(bitPattern: $0.baseAddress) }
+            #expect(start % byteCapacity == 0 || mode == .file, "seed \(seed): \(start) not class-aligned")
+            #expect(start % LargeAllocator.minimumRegionSize == 0, "seed \(seed): \(start) not 64 KiB-aligned")
+            let range = start..<(start + byteCapacity)
+            for case let other? in live {
+                #expect(!other.overlaps(range), "seed \(seed) \(mode): \(range) overlaps live \(other)")
+            }
+            let tag = generator.next() | 1
+            try fill(&region, count: min(elements, 64 << 10), tag: tag)
+            live[slot] = range
+            _ = slots[slot].swap(TaggedRegion(region: region, tag: tag))
+        }
+        for slot in 0..<slotCount {
+            if let region = slots[slot].swap(nil) {
+                let intact = region.isIntact
+                #expect(intact, "seed \(seed) \(mode): slot \(slot) overwritten")
+            }
+        }
+    }
+
+    @Test("the largest class: a 64 GiB region can be written at both ends")
+    func largestClass() throws {
+        let allocator = try LargeAllocator(configuration: testConfiguration())
+        var region = try allocator.allocate(UInt8.self, capacity: LargeAllocator.maximumRegionSize)
+        let capacity = region.capacity
+        #expect(capacity == LargeAllocator.maximumRegionSize)
+        try region.append(count: 1, repeating: 7)
+        let value = region[0]
+        region[0] = value + 1
+        // Only address space is reserved: writing the last byte faults in one page.
+        let last = region.withUnsafeBufferPointer { UnsafeMutablePointer(mutating: $0.baseAddress!) } + capacity - 1
+        last.pointee = 9
+        let first = region[0]
+        #expect(first == 8 && last.pointee == 9)
+        let sizeClass = try #require(
+            allocator.statistics().sizeClass(regionByteCount: LargeAllocator.maximumRegionSize))
+        #expect(sizeClass.areas == 1 && sizeClass.liveRegions == 1)
+    }
+
+    @Test("size classes: each request takes the smallest power of two that holds it")
+    func sizeClasses() throws {
+        let allocator = try LargeAllocator(configuration: testConfiguration())
+        #expect(LargeAllocator.regionSizes.count == 21)
+        #expect(LargeAllocator.regionSizes.first == 64 << 10 && LargeAllocator.regionSizes.last == 64 << 30)
+        for (byteCount, expected) in [
+            (1, 64 << 10), (64 << 10, 64 << 10), ((64 << 10) + 1, 128 << 10), (3 << 20, 4 << 20),
+        ] {
+            let region = try allocator.allocate(UInt8.self, capacity: byteCount)
+            let (byteCapacity, capacity) = (region.byteCapacity, region.capacity)
+            #expect(byteCapacity == expected, "\(byteCount) bytes")
+            #expect(capacity == expected)
+        }
+        let doubles = try allocator.allocate(Double.self, capacity: 100_000)
+        let (byteCapacity, capacity) = (doubles.byteCapacity, doubles.capacity)
+        #expect(byteCapacity == 1 << 20 && capacity == (1 << 20) / 8)
+    }
+
+    @Test("append, append(contentsOf:), subscript, removeLast, removeAll and span")
+    func regionAPI() throws {
+        let allocator = try LargeAllocator(configuration: testConfiguration())
+        var region = try allocator.allocate(Int.self, capacity: 10)
+        let (isEmpty, capacity) = (region.isEmpty, region.capacity)
+        #expect(isEmpty && capacity == (64 << 10) / 8)
+        for value in 0..<5 { try region.append(value) }
+        try [10, 11, 12].withUnsafeBufferPointer { buffer throws(LargeAllocError) in
+            try region.append(contentsOf: buffer)
+        }
+        region[0] = 100
+        let (count, first, last) = (region.count, region[0], region[7])
+        #expect(count == 8 && first == 100 && last == 12)
+        let removed = region.removeLast()
+        let countAfter = region.count
+        #expect(removed == 12 && countAfter == 7)
+        do {
+            let span = region.span
+            let (spanCount, spanLast) = (span.count, span[6])
+            #expect(spanCount == 7 && spanLast == 11)
+        }
+        region.prefetch(0..<capacity)
+        region.removeAll()
+        let emptied = region.isEmpty
+        #expect(emptied)
+        try region.append(count: capacity, repeating: 3)
+        let full = region.count
+        #expect(full == capacity)
+    }
+
+    @Test("non-trivial elements are deinitialized when the region goes")
+    func elementsAreDeinitialized() throws {
+        let counter = DeinitCounter()
+        let allocator = try LargeAllocator(configuration: testConfiguration())
+        do {
+            var region = try allocator.allocate(Tracked.self, capacity: 100)
+            for _ in 0..<10 { try region.append(Tracked(counter)) }
+            _ = region.removeLast()
+            #expect(counter.value.load(ordering: .relaxed) == 1)
+        }
+        #expect(counter.value.load(ordering: .relaxed) == 10)
+    }
+}
+
+final class DeinitCounter: Sendable { let value = Atomic<Int>(0) }
+
+final class Tracked: Sendable {
+    let counter: DeinitCounter
+    init(_ counter: DeinitCounter) { self.counter = counter }
+    deinit { counter.value.wrappingAdd(1, ordering: .relaxed) }
+}

@@ -1,0 +1,109 @@
+// Multi-threaded stress (spec section 5): more threads than cores allocate regions, write
+// a pattern, and swap them through shared slots, so most releases happen on another
+// thread, while the worker clears and unmaps and another thread reads statistics. The
+// thread-sanitizer run selects this suite with `--filter Stress`.
+
+import AllocCore
+import Glibc
+import LargeAlloc
+import Synchronization
+import Testing
+
+@Suite("LargeAlloc Stress")
+struct StressTests {
+    static let threadCount = max(6, SystemInfo.cpuCount * 3)
+
+    final class Problems: @unchecked Sendable {
+        let lock = SpinLock()
+        var list: [String] = []
+        func report(_ problem: String) { lock.withLock { if list.count < 10 { list.append(problem) } } }
+    }
+
+    /// Each thread: `operations` times, allocate a region of 64 KiB to 1 MiB, fill it, swap
+    /// it into a random slot, and check and drop what came out.
+    func stress(_ allocator: LargeAllocator, seed: UInt64, operations: Int) throws {
+        let slots = (0..<16).map { _ in RegionSlot() }
+        let problems = Problems()
+        let stop = Signal()
+        let reader = try OSThread.spawn {
+            while stop.word.load(ordering: .acquiring) == 0 {
+                let statistics = totals(allocator.statistics())
+                if statistics.liveRegions < 0 { problems.report("negative live regions \(statistics.liveRegions)") }
+                usleep(500)
+            }
+        }
+        let threads = try (0..<Self.threadCount).map { thread in
+            try OSThread.spawn {
+                var generator = SplitMix64(seed: seed &+ UInt64(thread))
+                for operation in 0..<operations {
+                    let elements = Int.random(in: 1...(1 << 20) / 8, using: &generator)
+                    let tag = UInt64(thread) << 32 | UInt64(operation) | 1
+                    do {
+                        var region = try allocator.allocate(UInt64.self, capacity: elements)
+                        try fill(&region, count: min(elements, 2048), tag: tag)
+                        let slot = slots[Int.random(in: 0..<slots.count, using: &generator)]
+                        if let old = slot.swap(TaggedRegion(region: region, tag: tag)), !old.isIntact {
+                            problems.report("seed \(seed): region tagged \(old.tag) overwritten before release")
+                        }
+                    } catch {
+                        problems.report("seed \(seed): thread \(thread) got \(error)")
+                    }
+                }
+            }
+        }
+        for thread in threads { thread.join() }
+        stop.raise()
+        reader.join()
+        for slot in slots {
+            if let region = slot.swap(nil), !region.isIntact { problems.report("seed \(seed): slot overwritten") }
+        }
+        let found = problems.lock.withLock { problems.list }
+        #expect(found.isEmpty, "\(found)")
+        let statistics = totals(allocator.statistics())
+        #expect(statistics.liveRegions == 0 && statistics.allocations == Self.threadCount * operations, "\(statistics)")
+    }
+
+    @Test("anonymous, small caches, fast worker that unmaps idle areas")
+    func anonymous() throws {
+        var configuration = testConfiguration(threadCacheBytes: 2 << 20, worker: .milliseconds(1))
+        configuration.areaIdleAge = .zero
+        configuration.backgroundBytesPerTick = 1 << 20
+        let allocator = try LargeAllocator(configuration: configuration)
+        try stress(allocator, seed: 0xA11, operations: 1000)
+    }
+
+    @Test("eager return, no thread caches")
+    func eager() throws {
+        var configuration = testConfiguration(threadCacheBytes: 0, worker: .milliseconds(2))
+        configuration.eagerReturn = true
+        let allocator = try LargeAllocator(configuration: configuration)
+        try stress(allocator, seed: 0xEA6, operations: 500)
+    }
+
+    @Test("file-backed, with stealing and reconfiguration on the fly")
+    func fileBacked() throws {
+        try withTemporaryDirectory { directory in
+            var configuration = testConfiguration(
+                backing: .file(directory: directory), threadCacheBytes: 4 << 20, worker: .milliseconds(2))
+            configuration.areaIdleAge = .milliseconds(1)
+            let allocator = try LargeAllocator(configuration: configuration)
+            let stop = Signal()
+            let base = configuration
+            let changer = try OSThread.spawn {
+                var flip = false
+                while stop.word.load(ordering: .acquiring) == 0 {
+                    var changed = base
+                    changed.eagerReturn = flip
+                    changed.threadCacheBytes = flip ? 0 : 4 << 20
+                    changed.backgroundInterval = flip ? nil : .milliseconds(1)
+                    try? allocator.reconfigure(changed)
+                    flip.toggle()
+                    usleep(2000)
+                }
+            }
+            try stress(allocator, seed: 0xF11E, operations: 500)
+            stop.raise()
+            changer.join()
+        }
+    }
+}

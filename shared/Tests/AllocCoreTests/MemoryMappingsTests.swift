@@ -1,0 +1,51 @@
+import AllocCore
+import Testing
+
+/// A read-write span between two inaccessible pages, so the kernel cannot merge it with a
+/// neighbouring mapping (the figures would then be shared with the neighbour).
+func withIsolatedSpan(byteCount: Int, _ body: (UnsafeMutableRawPointer) throws -> Void) throws {
+    let page = SystemInfo.pageSize
+    let reservation = try SystemMemory.reserve(byteCount: byteCount + 2 * page)
+    defer { try? SystemMemory.unmap(reservation, byteCount: byteCount + 2 * page) }
+    try SystemMemory.commit(reservation + page, byteCount: byteCount)
+    try body(reservation + page)
+}
+
+@Suite struct MemoryMappingsTests {
+    @Test func residentAndDirtyBytesFollowTouchesAndAdvice() throws {
+        let byteCount = 8 << 20
+        let touched = 2 << 20
+        try withIsolatedSpan(byteCount: byteCount) { span in
+            let range = Int(bitPattern: span)..<(Int(bitPattern: span) + byteCount)
+
+            let untouched = try #require(MemoryMappings.usage(of: [range]).first)
+            #expect(untouched.mappedBytes == byteCount)
+            #expect(untouched.residentBytes < touched, "nothing was written yet: \(untouched)")
+
+            for offset in stride(from: 0, to: touched, by: SystemInfo.pageSize) {
+                span.storeBytes(of: 1, toByteOffset: offset, as: UInt8.self)
+            }
+            let written = try #require(MemoryMappings.usage(of: [range]).first)
+            #expect(written.residentBytes >= touched, "\(written)")
+            #expect(written.dirtyBytes >= touched, "\(written)")
+            #expect(written.residentBytes <= byteCount, "\(written)")
+
+            try SystemMemory.advise(span, byteCount: byteCount, .dontNeed)
+            let dropped = try #require(MemoryMappings.usage(of: [range]).first)
+            #expect(dropped.residentBytes < touched, "MADV_DONTNEED should drop the pages: \(dropped)")
+        }
+    }
+
+    @Test func rangesAreReportedSeparatelyAndUnmappedRangesAreEmpty() throws {
+        let byteCount = 1 << 20
+        try withIsolatedSpan(byteCount: byteCount) { first in
+            first.initializeMemory(as: UInt8.self, repeating: 7, count: byteCount)
+            let firstRange = Int(bitPattern: first)..<(Int(bitPattern: first) + byteCount)
+            // The page below the null page is never mapped.
+            let usages = try MemoryMappings.usage(of: [firstRange, 0..<4096])
+            #expect(usages.count == 2)
+            #expect(usages[0].mappedBytes == byteCount && usages[0].residentBytes >= byteCount / 2, "\(usages[0])")
+            #expect(usages[1] == MappingUsage())
+        }
+    }
+}
