@@ -1,0 +1,1225 @@
+// BackgroundDrop: deinitialise big values on background threads, so the caller never
+// stalls on a long release (a tree of a million nodes, an array of arrays of strings).
+//
+// # What it is
+//
+// A `BackgroundDropper` owns one or more background threads and a bounded ring of slots.
+// `drop(_:)` moves a value into a slot (the value's bytes go into the slot itself: no
+// box, no allocation, for values of up to 48 bytes, which covers class references,
+// arrays, dictionaries, strings and existentials) and returns; a background thread takes
+// the slot and deinitialises the value there. The caller pays one compare-exchange and a
+// few stores, whatever the value holds.
+//
+// ```swift
+// let dropper = try BackgroundDropper(threads: 1)
+// let tree = Tree(height: 20)          // a million class nodes
+// dropper.drop(consume tree)           // returns at once; the nodes are freed elsewhere
+// dropper.flush()                      // waits until everything dropped so far is gone
+// ```
+//
+// `BackgroundDropper.shared` is a process-wide dropper with one thread, for code that
+// does not want to own one.
+//
+// # The queue
+//
+// The ring is Dmitry Vyukov's bounded multi-producer multi-consumer queue: every slot has
+// a sequence word, producers claim a position with a compare-exchange on the enqueue
+// position and publish the slot by storing `position + 1` into its sequence; a background
+// thread claims it the same way on the dequeue position, deinitialises the value *in the
+// slot*, and frees the slot by storing `position + capacity`. So at most `capacity`
+// values are ever waiting or being deinitialised: memory stays bounded however fast the
+// producers are. When the ring is full, the policy chosen at construction decides: block
+// the caller (with an optional timeout, after which the value is deinitialised inline),
+// or deinitialise it inline at once.
+//
+// # Sleeping
+//
+// Nobody spins while idle. Background threads, producers blocked on a full ring and
+// threads waiting in `flush` sleep on futexes, each behind an *event count* (a word with
+// an epoch in its low 32 bits and the number of sleepers above): the waker pays one load
+// when nobody sleeps, and exactly one claimer pays the `futex` call when someone does.
+//
+// # Shutdown
+//
+// `shutdown()` (and the deinit of the dropper) closes the ring by setting a bit in the
+// enqueue position, so no position can be claimed afterwards, lets the threads drain
+// what was queued, and joins them. A drop after that is deinitialised inline.
+
+import AllocCore
+import Synchronization
+
+// MARK: - Public API
+
+/// Hands values to background threads to be deinitialised there, so the caller does not
+/// pay for a long release.
+///
+/// A dropper is a reference: copies share the same threads and queue. It is `Sendable`;
+/// any thread may drop into it. Its threads stop when ``shutdown()`` is called or the
+/// last reference goes away; both wait until everything queued has been deinitialised.
+///
+/// ```swift
+/// let dropper = try BackgroundDropper(threads: 2, capacity: 1024, whenFull: .dropInline)
+/// dropper.drop(bigDictionary)          // queued: deinitialised on a background thread
+/// dropper.drop(contentsOf: manyTrees)  // one value per slot, claimed together
+/// try dropper.flush(timeoutNanoseconds: 1_000_000_000)
+/// print(dropper.statistics().droppedInBackground)
+/// dropper.shutdown()                   // drains, joins; later drops run inline
+/// ```
+///
+/// # Ownership
+///
+/// `drop(_:)` takes its argument `consuming sending`: the caller gives the value up, and
+/// the compiler rejects a later use of it, or a drop of a non-`Sendable` value still
+/// reachable from the caller's other state. Pass a temporary, or a variable with
+/// `consume`: a variable passed plainly may be *copied* into the call (one more
+/// reference) and released by the caller at the end of its scope, so that the release
+/// the dropper makes is not the last one:
+///
+/// ```swift
+/// let tree = Tree(height: 20)
+/// dropper.drop(consume tree)           // the last reference travels
+/// dropper.drop(makeTree())             // so does a temporary's
+/// ```
+///
+/// If other references to the same object exist, the background thread releases only
+/// its own and the object lives on: only the *last* reference's release does the
+/// expensive work, wherever it happens.
+///
+/// # Deinit on another thread
+///
+/// A dropped value's `deinit` runs on a background thread, at a time of its choosing
+/// (use ``flush()`` to wait for it). Code that observes deinit order, takes locks in a
+/// deinit, or touches thread-affine state (the main actor, thread-local storage, a
+/// non-thread-safe object) from a deinit must not be handed to a dropper, or must be
+/// ready for that. With one thread, values are deinitialised one at a time in the order
+/// their drops took a queue position; with several, in no promised order and up to
+/// `threads` at once (see the spec, section 4).
+public final class BackgroundDropper: Sendable {
+    /// The ring, its counters and its threads, in memory of their own.
+    @usableFromInline let queue: DropQueue
+
+    /// What happens to a drop that finds the queue full.
+    public let policy: FullQueuePolicy
+
+    /// The number of background threads.
+    public var threadCount: Int { queue.threadCount }
+
+    /// The number of slots: values waiting or being deinitialised, at most (the capacity
+    /// asked for, rounded up to a power of two, at least 2).
+    public var capacity: Int { queue.capacity }
+
+    /// The largest value, in bytes, that travels in a slot without an allocation; larger
+    /// values (or values aligned to more than ``inlineAlignment``) are moved into a heap
+    /// box first, one allocation per drop.
+    public static let inlineByteCount = DropQueue.payloadByteCount
+
+    /// The largest alignment a value may have to travel in a slot.
+    public static let inlineAlignment = DropQueue.payloadAlignment
+
+    /// The most threads a dropper may have.
+    public static let maximumThreadCount = DropQueue.maximumThreadCount
+
+    /// The largest capacity a dropper may have (64 MiB of slots).
+    public static let maximumCapacity = DropQueue.maximumCapacity
+
+    /// A dropper with `threads` background threads and a ring of `capacity` slots
+    /// (rounded up to a power of two, at least 2).
+    ///
+    /// The ring is mapped and every slot written once here (64 bytes a slot), so drops
+    /// never take a page fault. The threads start at once and sleep until work arrives.
+    ///
+    /// - Precondition: `1 <= threads <= maximumThreadCount` and
+    ///   `1 <= capacity <= maximumCapacity`: zero threads or zero slots could never drop
+    ///   anything in the background, so they are programmer errors, not resource failures.
+    /// - Throws: `SystemError` when the ring cannot be mapped (`mmap`) or a thread cannot
+    ///   be started (`pthread_create`, typically `EAGAIN`); nothing is left running then.
+    public init(
+        threads: Int = 1, capacity: Int = 4096, whenFull policy: FullQueuePolicy = .block(timeoutNanoseconds: nil)
+    ) throws(SystemError) {
+        precondition(
+            threads >= 1 && threads <= DropQueue.maximumThreadCount,
+            "BackgroundDropper: threads must be 1...\(DropQueue.maximumThreadCount), got \(threads)")
+        precondition(
+            capacity >= 1 && capacity <= DropQueue.maximumCapacity,
+            "BackgroundDropper: capacity must be 1...\(DropQueue.maximumCapacity), got \(capacity)")
+        self.policy = policy
+        queue = try DropQueue.create(threads: threads, capacity: capacity)
+        try queue.startThreads()
+    }
+
+    /// A dropper with no threads whose ring is closed from the start: every drop runs
+    /// inline. What ``shared`` falls back to when its threads cannot be started.
+    init(inlineOnly: Void) throws(SystemError) {
+        policy = .dropInline
+        queue = try DropQueue.create(threads: 0, capacity: 2)
+        queue.close()
+        queue.markStopped()
+    }
+
+    deinit {
+        if let worker = queue.currentWorker {
+            // The last reference went away inside a deinit that one of our own threads
+            // runs: it cannot join itself, so it shuts down what it can and frees the
+            // memory when its loop ends.
+            queue.shutdownFromWorker(worker, freeMemoryWhenDone: true)
+        } else {
+            queue.shutdown()
+            queue.releaseMemory()
+        }
+    }
+
+    /// A process-wide dropper: one thread, 4096 slots, and a full queue blocks the caller
+    /// for at most 10 ms before the value is deinitialised inline.
+    ///
+    /// It is never shut down: values still queued when the process exits are not
+    /// deinitialised (like Swift globals); call ``flush()`` before exiting when their
+    /// deinits matter. If its ring or thread cannot be created, it deinitialises every
+    /// value inline instead (and traps only if not even one page can be mapped).
+    public static let shared: BackgroundDropper = {
+        if let dropper = try? BackgroundDropper(
+            threads: 1, capacity: 4096, whenFull: .block(timeoutNanoseconds: 10_000_000))
+        {
+            return dropper
+        }
+        do {
+            return try BackgroundDropper(inlineOnly: ())
+        } catch {
+            preconditionFailure("BackgroundDropper.shared: cannot map even one page: \(error)")
+        }
+    }()
+
+    /// Gives `value` to a background thread to deinitialise, and returns without waiting.
+    ///
+    /// Any value: a class instance, an array, a dictionary, a string, a `~Copyable`
+    /// struct with a deinit. Values of up to ``inlineByteCount`` bytes (aligned to at
+    /// most ``inlineAlignment``) travel in the slot itself: no allocation. Larger ones
+    /// are boxed (one allocation).
+    ///
+    /// When the queue is full the ``policy`` applies; on one of this dropper's own
+    /// threads (a deinit that drops more values) a full queue never blocks: the value is
+    /// deinitialised inline. After ``shutdown()`` every value is deinitialised inline.
+    ///
+    /// - Returns: where the value went; ignore it unless you count.
+    @inlinable
+    @discardableResult
+    public func drop<T: ~Copyable>(_ value: consuming sending T) -> DropOutcome {
+        handOff(value)
+    }
+
+    /// `drop(_:)` once the value is ours: the fast path, then the policy.
+    @inlinable
+    func handOff<T: ~Copyable>(_ value: consuming T) -> DropOutcome {
+        switch queue.tryEnqueue(value) {
+        case .queued:
+            return .queued
+        case .full(let value):
+            return dropWhenFull(value)
+        case .closed(let value):
+            return dropInline(value, reason: .afterShutdown)
+        }
+    }
+
+    /// Gives every element of `values` to the background threads, each in a slot of its
+    /// own, claiming runs of free slots with one compare-exchange each; the emptied
+    /// array's buffer is freed on the caller (one `free`).
+    ///
+    /// With one thread the elements are deinitialised in array order. Elements that find
+    /// the queue full get the ``policy`` one at a time, like single drops. Pass the array
+    /// with `consume` (or a temporary): a copy of a shared array would copy its elements
+    /// (one more reference each), and the caller's array would release them in the end.
+    ///
+    /// - Returns: how many elements were queued and how many deinitialised inline.
+    @discardableResult
+    public func drop<T>(contentsOf values: consuming sending [T]) -> BatchOutcome {
+        var values = values
+        values.reverse()  // popLast then yields them in array order
+        var outcome = BatchOutcome(queued: 0, droppedInline: 0)
+        while !values.isEmpty {
+            let claimed = queue.enqueueRun(from: &values)
+            outcome.queued += claimed
+            if claimed == 0, let value = values.popLast() {
+                switch handOff(value) {
+                case .queued: outcome.queued += 1
+                case .droppedInline: outcome.droppedInline += 1
+                }
+            }
+        }
+        return outcome
+    }
+
+    /// Waits, as long as it takes, until every value whose drop returned before this call
+    /// has been deinitialised. Values dropped meanwhile by other threads may or may not
+    /// be waited for.
+    ///
+    /// The caller sleeps (no spinning); it is woken when the last of those values is done.
+    ///
+    /// - Precondition: not called from a deinit that one of this dropper's own threads
+    ///   runs (it would wait for itself).
+    public func flush() {
+        _ = queue.flush(deadline: nil)
+    }
+
+    /// Like ``flush()``, but gives up after `timeoutNanoseconds`.
+    ///
+    /// - Throws: ``FlushTimeout`` when the time ran out: how many values were still
+    ///   pending, and every drop that was running for longer than the timeout (which
+    ///   thread, the value's type, for how long): the deinit that blocks. The other
+    ///   threads go on dropping meanwhile.
+    public func flush(timeoutNanoseconds: UInt64) throws(FlushTimeout) {
+        let deadline = SystemInfo.monotonicNanoseconds() &+ timeoutNanoseconds
+        if let timeout = queue.flush(deadline: deadline) { throw timeout }
+    }
+
+    /// The `async` variant of ``flush()``: suspends (polling, with a back-off from 20 µs
+    /// to 5 ms) instead of blocking a thread of the concurrency pool. A cancelled task
+    /// stops waiting and returns (the values are still deinitialised, later).
+    public func flush() async {
+        while (try? await flush(timeoutNanoseconds: UInt64.max / 2)) == nil && !Task.isCancelled {}
+    }
+
+    /// The `async` variant of ``flush(timeoutNanoseconds:)``.
+    ///
+    /// - Throws: ``FlushTimeout``, as the blocking variant; also when the task is
+    ///   cancelled before the values are done (the report then tells what was pending).
+    public func flush(timeoutNanoseconds: UInt64) async throws(FlushTimeout) {
+        let start = SystemInfo.monotonicNanoseconds()
+        let target = queue.flushTarget()
+        var low = target.low
+        var pause: UInt64 = 20_000
+        while !queue.isFlushed(upTo: target.end, low: &low) {
+            let waited = SystemInfo.monotonicNanoseconds() &- start
+            if waited >= timeoutNanoseconds || Task.isCancelled {
+                throw queue.timeoutReport(upTo: target.end, low: low, olderThan: min(waited, timeoutNanoseconds))
+            }
+            try? await Task.sleep(nanoseconds: pause)
+            pause = min(pause * 2, 5_000_000)
+        }
+    }
+
+    /// Closes the queue, lets the threads deinitialise everything queued, and joins them.
+    /// Drops that come afterwards are deinitialised inline. Idempotent: a second call (or
+    /// one racing with the first) returns when the first is done.
+    ///
+    /// Called from a deinit that one of this dropper's own threads runs (which cannot
+    /// wait for itself), it closes the queue and returns at once; that thread then
+    /// deinitialises what is left after its current value, joins the other threads, and
+    /// ends detached. The same happens when the last reference goes away there.
+    public func shutdown() {
+        if let worker = queue.currentWorker {
+            queue.shutdownFromWorker(worker, freeMemoryWhenDone: false)
+        } else {
+            queue.shutdown()
+        }
+    }
+
+    /// Whether ``shutdown()`` has begun: drops are deinitialised inline from then on.
+    public var isShutDown: Bool { queue.isClosed }
+
+    /// The counters, read from any thread (each counter untorn; not one atomic picture).
+    public func statistics() -> BackgroundDropStatistics {
+        queue.statistics()
+    }
+}
+
+/// What a drop does when every slot is taken.
+public enum FullQueuePolicy: Sendable, Equatable {
+    /// The caller sleeps until a slot frees up, for at most `timeoutNanoseconds` (nil:
+    /// as long as it takes); when the time runs out, the value is deinitialised inline.
+    /// Memory stays bounded and the caller is slowed to the droppers' pace.
+    case block(timeoutNanoseconds: UInt64?)
+    /// The value is deinitialised inline at once: the caller never waits for the queue,
+    /// and pays for the release itself when the threads are behind.
+    case dropInline
+}
+
+/// Where a dropped value went.
+public enum DropOutcome: Sendable, Equatable {
+    /// Into the queue: a background thread deinitialises it.
+    case queued
+    /// Deinitialised on the calling thread, before `drop` returned.
+    case droppedInline(InlineReason)
+
+    /// Why a value was deinitialised inline.
+    public enum InlineReason: Sendable, Equatable {
+        /// The queue was full and the policy is `.dropInline`.
+        case queueFull
+        /// The queue stayed full for the policy's whole timeout.
+        case timedOut
+        /// The queue was full and the caller is one of the dropper's own threads, which
+        /// must not wait for itself.
+        case fullOnDropThread
+        /// The dropper was shut down.
+        case afterShutdown
+    }
+}
+
+/// What `drop(contentsOf:)` did with the elements.
+public struct BatchOutcome: Sendable, Equatable {
+    /// Elements handed to the background threads.
+    public var queued: Int
+    /// Elements deinitialised on the calling thread (full queue or shut down).
+    public var droppedInline: Int
+
+    public init(queued: Int, droppedInline: Int) {
+        self.queued = queued
+        self.droppedInline = droppedInline
+    }
+}
+
+/// A flush whose time ran out.
+public struct FlushTimeout: Error, Sendable, Equatable, CustomStringConvertible {
+    /// Values the flush waited for that were not deinitialised yet (queued or running).
+    public let pending: Int
+    /// Deinits that had been running for longer than the flush's timeout.
+    public let blockedDrops: [BlockedDrop]
+
+    public var description: String {
+        let drops = blockedDrops.map { "thread \($0.thread): \($0.typeName) for \($0.nanoseconds) ns" }
+        return "flush timed out with \(pending) values pending; blocked: [\(drops.joined(separator: ", "))]"
+    }
+}
+
+/// A deinit that has been running on a background thread for a long time.
+public struct BlockedDrop: Sendable, Equatable {
+    /// The background thread's index, 0..<threads.
+    public let thread: Int
+    /// The dropped value's type.
+    public let typeName: String
+    /// How long its deinitialisation has been running.
+    public let nanoseconds: UInt64
+}
+
+/// The counters of a dropper (spec section 8).
+public struct BackgroundDropStatistics: Sendable, Equatable {
+    /// Values that went into the queue (every queue position ever taken).
+    public var queued: Int
+    /// Values the background threads finished deinitialising.
+    public var droppedInBackground: Int
+    /// Values deinitialised on the caller: full queue (either policy) or after shutdown.
+    public var droppedInline: Int
+    /// Of `droppedInline`: those dropped after shutdown.
+    public var droppedAfterShutdown: Int
+    /// The most values waiting or being deinitialised at once, as seen by a background
+    /// thread taking a value (it looks at the first value after an idle spell and then
+    /// at every 16th, so the mark is exact to within 16 × threads), or the capacity once
+    /// a drop found the queue full.
+    public var queueHighWaterMark: Int
+    /// Time the background threads spent deinitialising, summed over threads.
+    public var droppingNanoseconds: UInt64
+    /// Times a drop found the queue full and the full-queue policy applied.
+    public var fullQueueEvents: Int
+    /// Of those, blocked drops whose timeout ran out (then deinitialised inline).
+    public var blockTimeouts: Int
+
+    /// Values queued and not yet deinitialised.
+    public var pending: Int { queued - droppedInBackground }
+}
+
+// MARK: - Fast path
+
+/// The result of one attempt to enqueue: the value comes back when it could not go in.
+@usableFromInline
+enum EnqueueAttempt<Value: ~Copyable>: ~Copyable {
+    case queued
+    case full(Value)
+    case closed(Value)
+}
+
+extension DropQueue {
+    /// Moves `value` into a free slot and publishes it, or hands it back when the ring is
+    /// full or closed. One compare-exchange on the enqueue position, the value's stores,
+    /// one release store; then one load to see whether a background thread sleeps.
+    @inlinable
+    func tryEnqueue<T: ~Copyable>(_ value: consuming T) -> EnqueueAttempt<T> {
+        var position = enqueuePosition.load(ordering: .relaxed)
+        while true {
+            if position & DropQueue.closedBit != 0 { return .closed(value) }
+            let slot = slot(at: position)
+            let sequence = AtomicWord(at: slot).load(ordering: .acquiring)
+            if sequence == position {
+                // Sequentially consistent: a background thread that is about to sleep
+                // reads the enqueue position after announcing itself; either it sees
+                // this claim or this thread sees its announcement below.
+                let (exchanged, original) = enqueuePosition.compareExchange(
+                    expected: position, desired: position &+ 1, ordering: .sequentiallyConsistent)
+                if exchanged {
+                    DropQueue.store(value, in: slot)
+                    AtomicWord(at: slot).store(position &+ 1, ordering: .releasing)
+                    if workEvent.hasWaiters { workEvent.notifyOne() }
+                    return .queued
+                }
+                position = original
+            } else if sequence < position {
+                return .full(value)
+            } else {
+                position = enqueuePosition.load(ordering: .relaxed)
+            }
+        }
+    }
+
+    /// Writes `value` and its destroy information into a claimed slot: inline when it
+    /// fits, else into a fresh box whose address goes into the slot.
+    @inlinable
+    static func store<T: ~Copyable>(_ value: consuming T, in slot: UnsafeMutableRawPointer) {
+        let typeBits = unsafeBitCast(T.self as any ~Copyable.Type, to: Int.self)
+        if MemoryLayout<T>.size <= payloadByteCount && MemoryLayout<T>.alignment <= payloadAlignment {
+            (slot + typeOffset).storeBytes(of: typeBits, as: Int.self)
+            (slot + payloadOffset).initializeMemory(as: T.self, to: value)
+        } else {
+            let box = UnsafeMutablePointer<T>.allocate(capacity: 1)
+            box.initialize(to: value)
+            (slot + typeOffset).storeBytes(of: typeBits | boxedFlag, as: Int.self)
+            (slot + payloadOffset).storeBytes(of: box, as: UnsafeMutablePointer<T>.self)
+        }
+    }
+}
+
+// MARK: - Slow path
+
+extension BackgroundDropper {
+    /// A drop that found the queue full: the policy.
+    @usableFromInline
+    @inline(never)
+    func dropWhenFull<T: ~Copyable>(_ value: consuming T) -> DropOutcome {
+        queue.recordFullQueue()
+        if queue.currentWorker != nil { return dropInline(value, reason: .fullOnDropThread) }
+        guard case .block(let timeout) = policy else { return dropInline(value, reason: .queueFull) }
+        let deadline = timeout.map { SystemInfo.monotonicNanoseconds() &+ $0 }
+        var value = value
+        while true {
+            // Announce first, then look again: a background thread that frees a slot
+            // after this look sees the announcement and wakes us.
+            let key = queue.spaceEvent.prepareWait()
+            if !queue.isFull {
+                queue.spaceEvent.cancelWait(key)
+                switch queue.tryEnqueue(value) {
+                case .queued: return .queued
+                case .full(let again): value = again
+                case .closed(let again): return dropInline(again, reason: .afterShutdown)
+                }
+                continue
+            }
+            var remaining: UInt64? = nil
+            if let deadline {
+                let now = SystemInfo.monotonicNanoseconds()
+                if now >= deadline {
+                    queue.spaceEvent.cancelWait(key)
+                    queue.recordTimeout()
+                    return dropInline(value, reason: .timedOut)
+                }
+                remaining = deadline &- now
+            }
+            queue.spaceEvent.wait(key, timeoutNanoseconds: remaining)
+        }
+    }
+
+    /// Deinitialises `value` here and counts it.
+    @usableFromInline
+    @inline(never)
+    func dropInline<T: ~Copyable>(_ value: consuming T, reason: DropOutcome.InlineReason) -> DropOutcome {
+        queue.recordInline(afterShutdown: reason == .afterShutdown)
+        _ = consume value
+        return .droppedInline(reason)
+    }
+}
+
+extension DropQueue {
+    /// Whether the slot at the enqueue position is still taken (a hint).
+    var isFull: Bool {
+        let position = enqueuePosition.load(ordering: .sequentiallyConsistent)
+        if position & DropQueue.closedBit != 0 { return false }
+        // Sequentially consistent, after the caller's announcement: pairs with the
+        // background thread's store that frees the slot and its look for waiters.
+        return AtomicWord(at: slot(at: position)).load(ordering: .sequentiallyConsistent) < position
+    }
+
+    /// Claims up to `values.count` consecutive free slots with one compare-exchange and
+    /// moves that many elements (from the end of `values`) into them. Returns how many;
+    /// 0 when the queue is full or closed.
+    func enqueueRun<T>(from values: inout [T]) -> Int {
+        while true {
+            let position = enqueuePosition.load(ordering: .relaxed)
+            if position & DropQueue.closedBit != 0 { return 0 }
+            var count = 0
+            let wanted = min(values.count, DropQueue.batchRunLimit)
+            while count < wanted
+                && AtomicWord(at: slot(at: position &+ count)).load(ordering: .acquiring)
+                    == position &+ count
+            {
+                count += 1
+            }
+            if count == 0 { return 0 }
+            let (exchanged, _) = enqueuePosition.compareExchange(
+                expected: position, desired: position &+ count, ordering: .sequentiallyConsistent)
+            guard exchanged else { continue }
+            for offset in 0..<count {
+                let slot = slot(at: position &+ offset)
+                DropQueue.store(values.removeLast(), in: slot)
+                AtomicWord(at: slot).store(position &+ offset &+ 1, ordering: .releasing)
+            }
+            if workEvent.hasWaiters { count == 1 ? workEvent.notifyOne() : workEvent.notifyAll() }
+            return count
+        }
+    }
+}
+
+// MARK: - Internals: the queue's memory
+
+/// The ring, its positions, its event counts, its counters and its threads, in one
+/// mapping. A handle: copying it copies the pointer.
+///
+/// Layout (each line 64 bytes, so producers, background threads and sleepers never share
+/// a written line):
+///
+/// | offset | what |
+/// |---|---|
+/// | 0 | enqueue position (bit 62: closed) |
+/// | 64 | dequeue position |
+/// | 128 | work event: background threads sleep here |
+/// | 192 | space event: producers blocked on a full ring sleep here |
+/// | 256 | progress event: flushers sleep here; + 8: the position they watch |
+/// | 320 | lifecycle, live workers (bit 40: free on exit), the worker that closed the queue, thread count |
+/// | 384 | producer-side counters (`ProducerCounter`) |
+/// | 512 | one line per worker (`WorkerRecord`) |
+/// | then | the threads' handles, rounded to lines |
+/// | then | `capacity` slots of 64 bytes: sequence, type word, 48-byte payload |
+@usableFromInline
+struct DropQueue: @unchecked Sendable {
+    @usableFromInline let base: UnsafeMutableRawPointer
+    @usableFromInline let slots: UnsafeMutableRawPointer
+    @usableFromInline let mask: Int
+
+    /// Bytes of a slot: one cache line, so neighbouring slots never share a line.
+    @usableFromInline static let slotByteCount = 64
+    /// Where the value's type (and the boxed flag) lives in a slot.
+    @usableFromInline static let typeOffset = 8
+    /// Where the value lives in a slot.
+    @usableFromInline static let payloadOffset = 16
+    /// The inline payload: the rest of the line. An existential's inline buffer is 24
+    /// bytes; 48 holds a whole `any P` (40 bytes: buffer, type, witness table), or a
+    /// string, an array and a dictionary side by side (16 + 8 + 8).
+    @usableFromInline static let payloadByteCount = 48
+    /// Payloads start 16 bytes into a 64-aligned slot.
+    @usableFromInline static let payloadAlignment = 16
+    /// Set in the type word when the payload is a box's address (metadata is 8-aligned).
+    @usableFromInline static let boxedFlag = 1
+    /// Set in the enqueue position by shutdown: no position can be claimed afterwards.
+    @usableFromInline static let closedBit = 1 << 62
+    /// A batch claims at most this many slots at once, so one producer does not hold a
+    /// long run of claimed, unpublished slots that background threads must wait for.
+    static let batchRunLimit = 64
+    /// Enough for any machine this runs on; each thread costs a line and a stack.
+    static let maximumThreadCount = 256
+    /// 2^20 slots: 64 MiB of ring.
+    static let maximumCapacity = 1 << 20
+    /// A background thread reads the enqueue position (for the high-water mark) at the
+    /// first value after it was idle and then at every 16th: the mark is exact to within
+    /// 16 × threads, and producers keep their line to themselves.
+    static let depthSampleInterval = 16
+    /// Looks at an empty queue before a background thread goes to sleep: a few
+    /// microseconds of PAUSEs (bounded, once per idle spell), so that a producer only a
+    /// little slower than the background threads does not pay a wake-up at every drop.
+    static let idleSpinLimit = 256
+    /// A flusher sleeps at most this long before it looks again: another flusher that
+    /// ends raises the watched position, and may raise it past ours (rare: concurrent
+    /// flushes), which would otherwise cost us our wake-up.
+    static let flushRecheckNanoseconds: UInt64 = 10_000_000
+
+    static let lifecycleOffset = 320
+    static let liveWorkersOffset = 328
+    static let detachWorkerOffset = 336
+    static let threadCountOffset = 344
+    static let producerCountersOffset = 384
+    static let workerRecordsOffset = 512
+
+    /// In the live-workers word: the memory is freed by the last worker to end (the
+    /// dropper's deinit ran on one of its own threads).
+    static let freeOnExitFlag = 1 << 40
+    static let liveWorkerMask = freeOnExitFlag - 1
+
+    /// Lifecycle values.
+    static let running = 0, closing = 1, stopped = 2
+
+    @inlinable var enqueuePosition: AtomicWord { AtomicWord(at: base) }
+    @inlinable var dequeuePosition: AtomicWord { AtomicWord(at: base + 64) }
+    @inlinable var workEvent: EventCount { EventCount(word: AtomicWord(at: base + 128)) }
+    @inlinable var spaceEvent: EventCount { EventCount(word: AtomicWord(at: base + 192)) }
+    @inlinable var progressEvent: EventCount { EventCount(word: AtomicWord(at: base + 256)) }
+    var watchedPosition: AtomicWord { AtomicWord(at: base + 264) }
+    var lifecycle: AtomicWord { AtomicWord(at: base + DropQueue.lifecycleOffset) }
+    var liveWorkers: AtomicWord { AtomicWord(at: base + DropQueue.liveWorkersOffset) }
+    var detachWorker: AtomicWord { AtomicWord(at: base + DropQueue.detachWorkerOffset) }
+    var threadCount: Int { (base + DropQueue.threadCountOffset).load(as: Int.self) }
+    var capacity: Int { mask + 1 }
+    var producerCounters: Counters<ProducerCounter> {
+        Counters(at: base + DropQueue.producerCountersOffset)
+    }
+    var threadHandles: UnsafeMutablePointer<OSThread> {
+        (base + DropQueue.workerRecordsOffset + threadCount * 64).assumingMemoryBound(to: OSThread.self)
+    }
+
+    /// The slot of `position`.
+    @inlinable
+    func slot(at position: Int) -> UnsafeMutableRawPointer {
+        slots + (position & mask) &* DropQueue.slotByteCount
+    }
+
+    func worker(_ index: Int) -> WorkerRecord {
+        WorkerRecord(address: base + DropQueue.workerRecordsOffset + index * 64)
+    }
+
+    /// The mapping's size in whole pages for `threads` and `capacity` (a power of two),
+    /// and where the slots start. Both are bounded (256 threads, 2^20 slots), so the
+    /// roundings cannot overflow.
+    static func byteCount(threads: Int, capacity: Int) -> (total: Int, slotsOffset: Int) {
+        let handles = threads * MemoryLayout<OSThread>.stride
+        let slotsOffset = workerRecordsOffset + threads * 64 + alignUp(handles, to: 64)!
+        return (alignUp(slotsOffset + capacity * slotByteCount, to: SystemInfo.pageSize)!, slotsOffset)
+    }
+
+    /// Maps and initializes a queue; no thread runs yet.
+    static func create(threads: Int, capacity requested: Int) throws(SystemError) -> DropQueue {
+        let capacity = max(2, nextPowerOfTwo(requested) ?? maximumCapacity)
+        let (total, slotsOffset) = byteCount(threads: threads, capacity: capacity)
+        let base = try SystemMemory.map(byteCount: total)
+        let queue = DropQueue(base: base, slots: base + slotsOffset, mask: capacity - 1)
+        // The layout, pinned: the header lines do not overlap, a slot is one line.
+        assert(
+            producerCountersOffset + Counters<ProducerCounter>.byteCount <= workerRecordsOffset,
+            "BackgroundDrop: \(Counters<ProducerCounter>.byteCount) bytes of counters overflow their line")
+        assert(payloadOffset + payloadByteCount == slotByteCount, "BackgroundDrop: the payload must fill the slot")
+        assert(
+            MemoryLayout<OSThread>.stride == 8,
+            "BackgroundDrop: a thread handle is \(MemoryLayout<OSThread>.stride) bytes")
+        assert(
+            isAligned(queue.slots, to: slotByteCount), "BackgroundDrop: slots at \(queue.slots) are not line-aligned")
+        (base + threadCountOffset).storeBytes(of: threads, as: Int.self)
+        _ = Counters<ProducerCounter>(initializingAt: base + producerCountersOffset)
+        queue.watchedPosition.store(Int.max, ordering: .relaxed)
+        for position in 0..<capacity {
+            // Also faults every page in now, so no drop takes a page fault later.
+            _ = AtomicWord(initializingAt: queue.slot(at: position), to: position)
+        }
+        for index in 0..<threads {
+            queue.worker(index).initialize(queue: base, index: index)
+        }
+        return queue
+    }
+
+    /// Unmaps the queue. Nothing may touch it afterwards.
+    func releaseMemory() {
+        let (total, _) = DropQueue.byteCount(threads: threadCount, capacity: capacity)
+        do {
+            try SystemMemory.unmap(base, byteCount: total)
+        } catch {
+            assertionFailure("BackgroundDrop: cannot unmap the queue at \(base): \(error)")
+        }
+    }
+
+    /// The record of the calling thread if it is one of this queue's workers.
+    var currentWorker: WorkerRecord? {
+        guard let address = ThreadLocalSlot.backgroundDrop.value else { return nil }
+        let record = WorkerRecord(address: address)
+        return record.queueBase == base ? record : nil
+    }
+}
+
+/// Counters that producers bump on slow paths (any thread: atomic adds).
+enum ProducerCounter: Int, CaseIterable {
+    case fullQueueEvents, blockTimeouts, droppedInline, droppedAfterShutdown, highWaterMark
+}
+
+/// A worker's line: what it is dropping now (for flush reports) and its own counters,
+/// written only by that worker.
+struct WorkerRecord {
+    let address: UnsafeMutableRawPointer
+
+    /// Monotonic time the current drop began, 0 when idle.
+    var busySince: AtomicWord { AtomicWord(at: address) }
+    /// The type word of the value being dropped.
+    var busyType: AtomicWord { AtomicWord(at: address + 8) }
+    var dropped: AtomicWord { AtomicWord(at: address + 16) }
+    var droppingNanoseconds: AtomicWord { AtomicWord(at: address + 24) }
+    var highWaterMark: AtomicWord { AtomicWord(at: address + 32) }
+    var queueBase: UnsafeMutableRawPointer? { (address + 40).load(as: UnsafeMutableRawPointer?.self) }
+    var index: Int { (address + 48).load(as: Int.self) }
+
+    func initialize(queue: UnsafeMutableRawPointer, index: Int) {
+        for offset in stride(from: 0, to: 40, by: 8) { _ = AtomicWord(initializingAt: address + offset, to: 0) }
+        (address + 40).storeBytes(of: queue, as: UnsafeMutableRawPointer?.self)
+        (address + 48).storeBytes(of: index, as: Int.self)
+    }
+
+    /// Adds to a counter only this worker writes: a relaxed load and store.
+    func bump(_ word: AtomicWord, by delta: Int) {
+        word.store(word.load(ordering: .relaxed) &+ delta, ordering: .relaxed)
+    }
+}
+
+// MARK: - Internals: sleeping and waking
+
+/// An event count: threads that wait for a condition announce themselves, look at the
+/// condition once more, then sleep on the word until its epoch changes; wakers pay one
+/// load when nobody waits.
+///
+/// The word holds the epoch in its low 32 bits (what the futex compares) and the number
+/// of announced, unclaimed waiters above. `notifyOne` claims one waiter and bumps the
+/// epoch in one compare-exchange, so of many concurrent wakers only one makes the
+/// system call. A waiter that sees the epoch moved counts itself claimed; when two
+/// waiters both do, the count stays one too high (a later waker makes one system call
+/// for nobody): it errs towards extra wake-ups, never towards a lost one.
+@usableFromInline
+struct EventCount {
+    @usableFromInline let word: AtomicWord
+
+    @usableFromInline static let waiterUnit = 1 << 32
+    @usableFromInline static let epochMask = (1 << 32) - 1
+
+    @inlinable
+    init(word: AtomicWord) { self.word = word }
+
+    /// Whether anyone announced a wait (sequentially consistent: pairs with the
+    /// announcement, after the waker's own sequentially consistent change).
+    @inlinable
+    var hasWaiters: Bool { word.load(ordering: .sequentiallyConsistent) >> 32 != 0 }
+
+    /// Announces a wait; returns the key to pass to `wait` or `cancelWait`. Look at the
+    /// condition again after this, before sleeping.
+    func prepareWait() -> Int {
+        word.wrappingAdd(EventCount.waiterUnit, ordering: .sequentiallyConsistent) & EventCount.epochMask
+    }
+
+    /// Withdraws an announcement (the condition held after all).
+    func cancelWait(_ key: Int) {
+        var current = word.load(ordering: .relaxed)
+        while current & EventCount.epochMask == key {
+            let (exchanged, original) = word.compareExchange(
+                expected: current, desired: current &- EventCount.waiterUnit, ordering: .sequentiallyConsistent)
+            if exchanged { return }
+            current = original
+        }
+        // The epoch moved: a waker claimed this announcement already.
+    }
+
+    /// Sleeps until a waker bumps the epoch past `key`, or `timeoutNanoseconds` pass
+    /// (then the announcement is withdrawn). Returns false on timeout.
+    @discardableResult
+    func wait(_ key: Int, timeoutNanoseconds: UInt64?) -> Bool {
+        let deadline = timeoutNanoseconds.map { SystemInfo.monotonicNanoseconds() &+ $0 }
+        while true {
+            var remaining: UInt64? = nil
+            if let deadline {
+                let now = SystemInfo.monotonicNanoseconds()
+                if now >= deadline {
+                    cancelWait(key)
+                    return word.load(ordering: .acquiring) & EventCount.epochMask != key
+                }
+                remaining = deadline &- now
+            }
+            Futex.wait(word, whileEqualTo: key, timeoutNanoseconds: remaining)
+            if word.load(ordering: .acquiring) & EventCount.epochMask != key { return true }
+        }
+    }
+
+    /// Claims one waiter and wakes it, if any announced itself.
+    @usableFromInline
+    @inline(never)
+    func notifyOne() {
+        var current = word.load(ordering: .sequentiallyConsistent)
+        while current >> 32 != 0 {
+            let desired =
+                (current &- EventCount.waiterUnit) & ~EventCount.epochMask | (current &+ 1) & EventCount.epochMask
+            let (exchanged, original) = word.compareExchange(
+                expected: current, desired: desired, ordering: .sequentiallyConsistent)
+            if exchanged {
+                Futex.wake(word, count: 1)
+                return
+            }
+            current = original
+        }
+    }
+
+    /// Claims and wakes every waiter.
+    @usableFromInline
+    @inline(never)
+    func notifyAll() {
+        var current = word.load(ordering: .sequentiallyConsistent)
+        while current >> 32 != 0 {
+            let (exchanged, original) = word.compareExchange(
+                expected: current, desired: (current &+ 1) & EventCount.epochMask, ordering: .sequentiallyConsistent)
+            if exchanged {
+                Futex.wake(word)
+                return
+            }
+            current = original
+        }
+    }
+}
+
+// MARK: - Internals: background threads
+
+/// Deinitialises a value of type `T` at `address`: in place, or in the box whose address
+/// is stored there. Called with `T` opened from the slot's type word.
+func destroyValue<T: ~Copyable>(_ type: T.Type, at address: UnsafeMutableRawPointer, boxed: Bool) {
+    if boxed {
+        let box = address.load(as: UnsafeMutablePointer<T>.self)
+        box.deinitialize(count: 1)
+        box.deallocate()
+    } else {
+        address.assumingMemoryBound(to: T.self).deinitialize(count: 1)
+    }
+}
+
+/// The type recorded in a type word.
+func recordedType(_ typeBits: Int) -> any ~Copyable.Type {
+    unsafeBitCast(typeBits & ~DropQueue.boxedFlag, to: (any ~Copyable.Type).self)
+}
+
+extension DropQueue {
+    /// Starts every worker thread. On failure it closes the queue, joins the threads
+    /// already started and marks the queue stopped before it throws; the dropper's
+    /// deinit (which runs, since the dropper was fully initialized) then only unmaps it.
+    func startThreads() throws(SystemError) {
+        let count = threadCount
+        liveWorkers.store(count, ordering: .relaxed)
+        for index in 0..<count {
+            do {
+                let queue = self
+                let thread = try OSThread.spawn { queue.runWorker(index) }
+                (threadHandles + index).initialize(to: thread)
+            } catch {
+                liveWorkers.wrappingSubtract(count - index, ordering: .relaxed)
+                lifecycle.store(DropQueue.closing, ordering: .relaxed)
+                close()
+                for started in 0..<index { threadHandles[started].join() }
+                markStopped()
+                throw error
+            }
+        }
+    }
+
+    /// A worker's loop: take a value, deinitialise it, free its slot; sleep when the
+    /// queue is empty; end when it is closed and empty.
+    func runWorker(_ index: Int) {
+        let record = worker(index)
+        ThreadLocalSlot.backgroundDrop.value = record.address
+        // SCHED_BATCH: a drop that wakes this thread must not hand it the caller's CPU
+        // (measured: with the normal policy on a busy machine, the woken worker took the
+        // producer's CPU at every drop and the caller ran in lockstep with the deinits).
+        // A refusal (EPERM in some containers) only leaves the normal policy.
+        OSThread.useBatchSchedulingForCurrentThread()
+        var polls = 0
+        var idleSpins = 0
+        var untilSample = 0
+        while true {
+            if dropOne(by: record, sampleDepth: untilSample == 0) {
+                untilSample = untilSample == 0 ? DropQueue.depthSampleInterval - 1 : untilSample - 1
+                polls = 0
+                idleSpins = 0
+                continue
+            }
+            untilSample = 0
+            let end = enqueuePosition.load(ordering: .sequentiallyConsistent)
+            let next = dequeuePosition.load(ordering: .relaxed)
+            if end & ~DropQueue.closedBit > next {
+                // Claimed by a producer, not yet published: it is between two stores, or
+                // was preempted there. Spin a little, then poll without burning the CPU.
+                polls += 1
+                if polls < 64 {
+                    spinLoopHint()
+                } else {
+                    Futex.wait(AtomicWord(at: slot(at: next)), whileEqualTo: next, timeoutNanoseconds: 20_000)
+                }
+                continue
+            }
+            if end & DropQueue.closedBit != 0 { break }
+            if idleSpins < DropQueue.idleSpinLimit {
+                // A producer a little slower than this thread would otherwise pay a
+                // futex_wake (microseconds) for nearly every drop.
+                idleSpins += 1
+                spinLoopHint()
+                continue
+            }
+            idleSpins = 0
+            let key = workEvent.prepareWait()
+            let endAgain = enqueuePosition.load(ordering: .sequentiallyConsistent)
+            if endAgain != end || dequeuePosition.load(ordering: .relaxed) != next {
+                workEvent.cancelWait(key)
+                continue
+            }
+            workEvent.wait(key, timeoutNanoseconds: nil)
+        }
+        assert(
+            dequeuePosition.load(ordering: .relaxed) >= enqueuePosition.load(ordering: .relaxed) & ~DropQueue.closedBit,
+            "BackgroundDrop: worker \(index) ends with positions \(dequeuePosition.load(ordering: .relaxed)) to \(enqueuePosition.load(ordering: .relaxed) & ~DropQueue.closedBit) not taken"
+        )
+        ThreadLocalSlot.backgroundDrop.value = nil
+        // The thread that closed the queue from inside a deinit joins the others, since
+        // nobody can join it; then it ends detached.
+        let closedByThisThread = detachWorker.load(ordering: .acquiring) == index + 1
+        if closedByThisThread {
+            for other in 0..<threadCount where other != index { threadHandles[other].join() }
+            markStopped()
+        }
+        // The last access to the queue's memory, unless this thread frees it.
+        let before = liveWorkers.wrappingSubtract(1, ordering: .sequentiallyConsistent)
+        if before == DropQueue.freeOnExitFlag | 1 { releaseMemory() }
+        if closedByThisThread { OSThread.detachCurrentThread() }
+    }
+
+    /// Takes one published value, deinitialises it in its slot and frees the slot.
+    /// Returns false when no value is published at the dequeue position.
+    func dropOne(by record: WorkerRecord, sampleDepth: Bool) -> Bool {
+        var position = dequeuePosition.load(ordering: .relaxed)
+        while true {
+            let slot = slot(at: position)
+            let sequence = AtomicWord(at: slot).load(ordering: .acquiring)
+            if sequence == position &+ 1 {
+                let (exchanged, original) = dequeuePosition.compareExchange(
+                    expected: position, desired: position &+ 1, ordering: .relaxed)
+                if exchanged {
+                    deinitialize(slot, position: position, sampleDepth: sampleDepth, by: record)
+                    return true
+                }
+                position = original
+            } else if sequence < position &+ 1 {
+                return false
+            } else {
+                position = dequeuePosition.load(ordering: .relaxed)
+            }
+        }
+    }
+
+    /// Deinitialises the value in `slot` (claimed at `position`), frees the slot and
+    /// wakes whoever waits for space or for progress.
+    /// With `sampleDepth`, it also reads the enqueue position for the high-water mark:
+    /// not at every value, since that line is the producers' and every read of it by a
+    /// background thread costs the next producer a cache miss.
+    func deinitialize(_ slot: UnsafeMutableRawPointer, position: Int, sampleDepth: Bool, by record: WorkerRecord) {
+        if sampleDepth {
+            let waiting = enqueuePosition.load(ordering: .relaxed) & ~DropQueue.closedBit &- position
+            if waiting > record.highWaterMark.load(ordering: .relaxed) {
+                record.highWaterMark.store(waiting, ordering: .relaxed)
+            }
+        }
+        assert(
+            AtomicWord(at: slot).load(ordering: .relaxed) == position &+ 1,
+            "BackgroundDrop: slot \(slot) of position \(position) holds sequence \(AtomicWord(at: slot).load(ordering: .relaxed)), not \(position + 1)"
+        )
+        let typeBits = (slot + DropQueue.typeOffset).load(as: Int.self)
+        let start = SystemInfo.monotonicNanoseconds()
+        record.busyType.store(typeBits, ordering: .relaxed)
+        record.busySince.store(Int(start), ordering: .releasing)
+        destroyValue(
+            recordedType(typeBits), at: slot + DropQueue.payloadOffset, boxed: typeBits & DropQueue.boxedFlag != 0)
+        let end = SystemInfo.monotonicNanoseconds()
+        record.busySince.store(0, ordering: .releasing)
+        record.bump(record.dropped, by: 1)
+        record.bump(record.droppingNanoseconds, by: Int(end &- start))
+        // Sequentially consistent: a producer blocked on a full ring (or a flusher)
+        // announces itself and then reads this word; either it sees the slot free or
+        // this thread sees its announcement below.
+        AtomicWord(at: slot).store(position &+ capacity, ordering: .sequentiallyConsistent)
+        if spaceEvent.hasWaiters { spaceEvent.notifyOne() }
+        if progressEvent.hasWaiters && position >= watchedPosition.load(ordering: .sequentiallyConsistent) {
+            progressEvent.notifyAll()
+        }
+    }
+}
+
+// MARK: - Internals: flush
+
+extension DropQueue {
+    /// The positions a flush waits for: everything below `end`; `low` is where the scan
+    /// for values still undone starts (slots before `end - capacity` were reused, so
+    /// their values are long gone).
+    func flushTarget() -> (low: Int, end: Int) {
+        let end = enqueuePosition.load(ordering: .acquiring) & ~DropQueue.closedBit
+        return (max(0, end - capacity), end)
+    }
+
+    /// Whether the value at `position` has been deinitialised: its slot was freed for
+    /// the next round (or the round after).
+    /// Sequentially consistent: a flusher looks after announcing itself and lowering the
+    /// watched position; the background thread stores the sequence and then looks at both.
+    func isDone(_ position: Int) -> Bool {
+        AtomicWord(at: slot(at: position)).load(ordering: .sequentiallyConsistent) >= position &+ capacity
+    }
+
+    /// Whether every position in `low..<end` is done, advancing `low` past done ones.
+    /// Looks at the last position first: values finish roughly in order, so one look
+    /// at it usually settles a pending flush.
+    func isFlushed(upTo end: Int, low: inout Int) -> Bool {
+        if low >= end { return true }
+        if !isDone(end - 1) { return false }
+        while low < end && isDone(low) { low += 1 }
+        return low >= end
+    }
+
+    /// Waits until every value queued before the call is deinitialised, or `deadline`
+    /// passes; returns nil or the timeout report.
+    func flush(deadline: UInt64?) -> FlushTimeout? {
+        precondition(
+            currentWorker == nil,
+            "BackgroundDropper.flush called from a deinit running on one of its own threads: it would wait for itself")
+        let target = flushTarget()
+        var low = target.low
+        let start = SystemInfo.monotonicNanoseconds()
+        var watched: Int? = nil
+        defer {
+            // Raise the watch again if no other flusher lowered it below ours since.
+            if let watched {
+                _ = watchedPosition.compareExchange(expected: watched, desired: Int.max, ordering: .relaxed)
+            }
+        }
+        while true {
+            let key = progressEvent.prepareWait()
+            if isFlushed(upTo: target.end, low: &low) {
+                progressEvent.cancelWait(key)
+                return nil
+            }
+            // Ask to be woken when the last value waited for finishes, or, once it has,
+            // the first one still undone.
+            let watch = isDone(target.end - 1) ? low : target.end - 1
+            lowerWatchedPosition(to: watch)
+            watched = watch
+            if isDone(watch) {
+                progressEvent.cancelWait(key)
+                continue
+            }
+            var remaining = DropQueue.flushRecheckNanoseconds
+            if let deadline {
+                let now = SystemInfo.monotonicNanoseconds()
+                if now >= deadline {
+                    progressEvent.cancelWait(key)
+                    return timeoutReport(upTo: target.end, low: low, olderThan: now &- start)
+                }
+                remaining = min(remaining, deadline &- now)
+            }
+            progressEvent.wait(key, timeoutNanoseconds: remaining)
+        }
+    }
+
+    /// Lowers the position whose completion wakes flushers (several flushers: the lowest
+    /// wins, and the others re-check when woken).
+    func lowerWatchedPosition(to position: Int) {
+        var current = watchedPosition.load(ordering: .relaxed)
+        while position < current {
+            let (exchanged, original) = watchedPosition.compareExchange(
+                expected: current, desired: position, ordering: .sequentiallyConsistent)
+            if exchanged { return }
+            current = original
+        }
+    }
+
+    /// What a flush that timed out reports: values still pending below `end`, and the
+    /// deinits running for at least `olderThan` nanoseconds.
+    func timeoutReport(upTo end: Int, low: Int, olderThan: UInt64) -> FlushTimeout {
+        let pending = (low..<end).count { !isDone($0) }
+        let now = SystemInfo.monotonicNanoseconds()
+        var blocked: [BlockedDrop] = []
+        for index in 0..<threadCount {
+            let record = worker(index)
+            let since = UInt64(record.busySince.load(ordering: .acquiring))
+            guard since != 0, now &- since >= olderThan else { continue }
+            let type = recordedType(record.busyType.load(ordering: .relaxed))
+            blocked.append(BlockedDrop(thread: index, typeName: String(describing: type), nanoseconds: now &- since))
+        }
+        return FlushTimeout(pending: pending, blockedDrops: blocked)
+    }
+}
+
+// MARK: - Internals: shutdown and statistics
+
+extension DropQueue {
+    /// Whether the ring was closed.
+    var isClosed: Bool { enqueuePosition.load(ordering: .acquiring) & DropQueue.closedBit != 0 }
+
+    /// Closes the ring (no position can be claimed afterwards) and wakes every sleeper:
+    /// workers come to drain and end, blocked producers come to drop inline.
+    func close() {
+        enqueuePosition.bitwiseOr(DropQueue.closedBit, ordering: .sequentiallyConsistent)
+        workEvent.notifyAll()
+        spaceEvent.notifyAll()
+    }
+
+    func markStopped() {
+        lifecycle.store(DropQueue.stopped, ordering: .releasing)
+        Futex.wake(lifecycle)
+    }
+
+    /// Shutdown from a thread that is not one of the workers: the first caller closes
+    /// and joins; others wait for it. Either way, returns when every worker has ended.
+    func shutdown() {
+        let (won, _) = lifecycle.compareExchange(
+            expected: DropQueue.running, desired: DropQueue.closing, ordering: .acquiringAndReleasing)
+        if won {
+            close()
+            for index in 0..<threadCount { threadHandles[index].join() }
+            markStopped()
+            return
+        }
+        while true {
+            let state = lifecycle.load(ordering: .acquiring)
+            if state == DropQueue.stopped { break }
+            Futex.wait(lifecycle, whileEqualTo: state)
+        }
+        // A worker that shut the queue down ends (detached) after its current value:
+        // poll for it, since it must not touch this memory to wake anyone.
+        while true {
+            let live = liveWorkers.load(ordering: .acquiring)
+            if live & DropQueue.liveWorkerMask == 0 { break }
+            Futex.wait(liveWorkers, whileEqualTo: live, timeoutNanoseconds: 1_000_000)
+        }
+    }
+
+    /// Shutdown from inside a deinit that worker `record` runs: close the queue and
+    /// return. The worker drains what is left after its current value, joins the other
+    /// workers, and ends detached (freeing the memory if the dropper is gone).
+    func shutdownFromWorker(_ record: WorkerRecord, freeMemoryWhenDone: Bool) {
+        if freeMemoryWhenDone {
+            liveWorkers.bitwiseOr(DropQueue.freeOnExitFlag, ordering: .sequentiallyConsistent)
+        }
+        let (won, _) = lifecycle.compareExchange(
+            expected: DropQueue.running, desired: DropQueue.closing, ordering: .acquiringAndReleasing)
+        // Lost: a shutdown on another thread joins this one; or a worker's shutdown
+        // already ran, and that worker ends detached.
+        guard won else { return }
+        detachWorker.store(record.index + 1, ordering: .releasing)
+        close()
+    }
+
+    /// Producer-side counting (slow paths only).
+    func recordFullQueue() {
+        producerCounters.add(1, to: .fullQueueEvents)
+        producerCounters.raise(.highWaterMark, to: capacity)
+    }
+
+    func recordTimeout() { producerCounters.add(1, to: .blockTimeouts) }
+
+    func recordInline(afterShutdown: Bool) {
+        producerCounters.add(1, to: .droppedInline)
+        if afterShutdown { producerCounters.add(1, to: .droppedAfterShutdown) }
+    }
+
+    func statistics() -> BackgroundDropStatistics {
+        var dropped = 0
+        var nanoseconds = 0
+        var highWater = producerCounters.value(of: .highWaterMark)
+        for index in 0..<threadCount {
+            let record = worker(index)
+            dropped += record.dropped.load(ordering: .relaxed)
+            nanoseconds += record.droppingNanoseconds.load(ordering: .relaxed)
+            highWater = max(highWater, record.highWaterMark.load(ordering: .relaxed))
+        }
+        return BackgroundDropStatistics(
+            queued: enqueuePosition.load(ordering: .relaxed) & ~DropQueue.closedBit,
+            droppedInBackground: dropped,
+            droppedInline: producerCounters.value(of: .droppedInline),
+            droppedAfterShutdown: producerCounters.value(of: .droppedAfterShutdown),
+            queueHighWaterMark: highWater,
+            droppingNanoseconds: UInt64(nanoseconds),
+            fullQueueEvents: producerCounters.value(of: .fullQueueEvents),
+            blockTimeouts: producerCounters.value(of: .blockTimeouts))
+    }
+}

@@ -1,0 +1,438 @@
+// The API's promises, one by one: every kind of value is deinitialised exactly once and
+// on a background thread (spec section 2), flush and shutdown (section 5), ordering
+// (section 4), the full-queue policies (section 2), a deinit that blocks (section 5),
+// statistics (section 8).
+
+import AllocCore
+import BackgroundDrop
+import Glibc
+import Synchronization
+import Testing
+
+@Suite struct DropTests {
+    /// Spec 2: class instances, ~Copyable structs, boxed wide values, arrays,
+    /// dictionaries, strings and existentials all go to a background thread, and each
+    /// is deinitialised exactly once.
+    @Test func everyKindOfValueIsDeinitialisedOnceInTheBackground() throws {
+        let tally = Tally(capacity: 64, recordsOrder: true)
+        let dropper = try BackgroundDropper(threads: 1, capacity: 64)
+        var outcomes: [DropOutcome] = []
+        outcomes.append(dropper.drop(Tracked(0, tally)))
+        outcomes.append(dropper.drop(Token(1, tally)))
+        outcomes.append(dropper.drop(Wide(tracked: Tracked(2, tally))))
+        outcomes.append(dropper.drop(WideToken(token: Token(3, tally))))
+        outcomes.append(dropper.drop([Tracked(4, tally), Tracked(5, tally)]))
+        outcomes.append(dropper.drop(["a": Tracked(6, tally), "b": Tracked(7, tally)]))
+        outcomes.append(dropper.drop(String(repeating: "long string, heap allocated ", count: 10)))
+        let existential: any Sendable = Tracked(8, tally)
+        outcomes.append(dropper.drop(consume existential))
+        let tree = Tracked(9, tally)
+        tree.children = (10..<20).map { Tracked($0, tally) }
+        outcomes.append(dropper.drop(consume tree))
+        #expect(outcomes.allSatisfy { $0 == .queued })
+        dropper.flush()
+        #expect(tally.wrongCounts(0..<20) == "")
+        let threads = tally.deinitThreads.withLock { $0 }
+        #expect(!threads.contains(currentThreadID()), "a value was deinitialised on the caller")
+        #expect(threads.count == 1, "one background thread, saw \(threads.count)")
+        let statistics = dropper.statistics()
+        #expect(statistics.queued == 9 && statistics.droppedInBackground == 9 && statistics.pending == 0)
+    }
+
+    /// Spec 2: other references keep an object alive; the background only releases one.
+    @Test func aSharedObjectSurvivesItsDrop() throws {
+        let tally = Tally(capacity: 1)
+        let dropper = try BackgroundDropper()
+        let object = Tracked(0, tally)
+        let copy = object
+        dropper.drop(consume copy)
+        dropper.flush()
+        #expect(tally.count(0) == 0, "the object died while a reference remained")
+        withExtendedLifetime(object) {}
+    }
+
+    /// Spec 2 (batch): every element in a slot of its own; with one thread, array order.
+    @Test func batchDropsEveryElementInOrder() throws {
+        let tally = Tally(capacity: 1000, recordsOrder: true)
+        let dropper = try BackgroundDropper(threads: 1, capacity: 4096)
+        let values = (0..<1000).map { Tracked($0, tally) }
+        let outcome = dropper.drop(contentsOf: consume values)
+        #expect(outcome == BatchOutcome(queued: 1000, droppedInline: 0))
+        dropper.flush()
+        #expect(tally.wrongCounts(0..<1000) == "")
+        #expect(tally.order.withLock { $0 } == Array(0..<1000), "one thread must deinitialise in array order")
+        #expect(dropper.statistics().queued == 1000)
+    }
+
+    /// Spec 2 (batch): a batch larger than the free slots gets the policy for the rest.
+    @Test func batchLargerThanTheQueueUsesThePolicy() throws {
+        let tally = Tally(capacity: 101)
+        let gate = Gate()
+        let dropper = try BackgroundDropper(threads: 1, capacity: 16, whenFull: .dropInline)
+        dropper.drop(Blocker(gate, Tracked(100, tally)))
+        gate.waitForEntries(1)
+        let outcome = dropper.drop(contentsOf: (0..<100).map { Tracked($0, tally) })
+        // The blocker holds one slot: 15 free.
+        #expect(outcome == BatchOutcome(queued: 15, droppedInline: 85), "\(outcome)")
+        gate.open()
+        dropper.flush()
+        #expect(tally.wrongCounts(0..<101) == "")
+    }
+
+    /// Spec 4: with one thread, values are deinitialised in the order their drops took
+    /// positions; per producer, in program order, whatever the interleaving.
+    @Test func oneThreadKeepsEachProducersOrder() throws {
+        let producers = 4
+        let perProducer = 2000
+        let tally = Tally(capacity: producers * perProducer, recordsOrder: true)
+        let dropper = try BackgroundDropper(threads: 1, capacity: 256)
+        try onThreads(producers) { producer in
+            for serial in 0..<perProducer { dropper.drop(Tracked(producer * perProducer + serial, tally)) }
+        }
+        dropper.flush()
+        let order = tally.order.withLock { $0 }
+        #expect(order.count == producers * perProducer)
+        for producer in 0..<producers {
+            let mine = order.filter { $0 / perProducer == producer }
+            #expect(mine == Array(producer * perProducer..<(producer + 1) * perProducer), "producer \(producer)")
+        }
+    }
+
+    /// Spec 4: with several threads nothing about order is promised, but deinits do run
+    /// at the same time: a second value finishes while the first is still inside its deinit.
+    @Test func severalThreadsDeinitialiseConcurrently() throws {
+        let tally = Tally(capacity: 2)
+        let gate = Gate()
+        let dropper = try BackgroundDropper(threads: 2, capacity: 16)
+        dropper.drop(Blocker(gate, Tracked(0, tally)))
+        gate.waitForEntries(1)
+        dropper.drop(Tracked(1, tally))
+        #expect(eventually { tally.count(1) == 1 }, "the second thread did not go on")
+        #expect(tally.count(0) == 0)
+        gate.open()
+        dropper.flush()
+        #expect(tally.count(0) == 1)
+    }
+}
+
+@Suite struct FlushAndShutdownTests {
+    /// Spec 5: flush returns only when everything dropped before it is deinitialised.
+    @Test func flushWaitsForEverythingBefore() throws {
+        let tally = Tally(capacity: 3000)
+        let dropper = try BackgroundDropper(threads: 2, capacity: 4096)
+        for round in 0..<3 {
+            for id in round * 1000..<(round + 1) * 1000 {
+                let value = Tracked(id, tally)
+                value.children = [Tracked(0, Tally(capacity: 1))]  // a little work per value
+                dropper.drop(value)
+            }
+            dropper.flush()
+            #expect(tally.wrongCounts(0..<(round + 1) * 1000).isEmpty, "round \(round)")
+        }
+        #expect(dropper.statistics().pending == 0)
+    }
+
+    /// Spec 5: flush with a timeout reports a deinit that blocks: its thread and type,
+    /// the values pending; the other thread goes on meanwhile.
+    @Test func flushTimeoutReportsTheBlockedDeinit() throws {
+        let tally = Tally(capacity: 101)
+        let gate = Gate()
+        let dropper = try BackgroundDropper(threads: 2, capacity: 256)
+        dropper.drop(Blocker(gate, Tracked(100, tally)))
+        gate.waitForEntries(1)
+        for id in 0..<100 { dropper.drop(Tracked(id, tally)) }
+        let start = SystemInfo.monotonicNanoseconds()
+        var report: FlushTimeout?
+        do {
+            try dropper.flush(timeoutNanoseconds: 50_000_000)
+        } catch {
+            report = error
+        }
+        let waited = SystemInfo.monotonicNanoseconds() - start
+        let timeout = try #require(report, "flush returned while a deinit was blocked")
+        #expect(waited >= 50_000_000, "gave up after \(waited) ns")
+        #expect(timeout.pending == 1, "\(timeout)")
+        #expect(timeout.blockedDrops.count == 1, "\(timeout)")
+        #expect(timeout.blockedDrops.first?.typeName.contains("Blocker") == true, "\(timeout)")
+        #expect((timeout.blockedDrops.first?.nanoseconds ?? 0) >= 50_000_000)
+        #expect(tally.wrongCounts(0..<100) == "", "the other thread did not go on")
+        gate.open()
+        try dropper.flush(timeoutNanoseconds: 10_000_000_000)
+        #expect(tally.count(100) == 1)
+    }
+
+    /// Spec 5: the async flush suspends until done; with a timeout it reports.
+    @Test func asyncFlush() async throws {
+        let tally = Tally(capacity: 500)
+        let gate = Gate()
+        let dropper = try BackgroundDropper(threads: 1, capacity: 1024)
+        for id in 0..<499 { dropper.drop(Tracked(id, tally)) }
+        await dropper.flush()
+        #expect(tally.wrongCounts(0..<499) == "")
+        dropper.drop(Blocker(gate, Tracked(499, tally)))
+        await #expect(throws: FlushTimeout.self) { try await dropper.flush(timeoutNanoseconds: 20_000_000) }
+        // A cancelled task stops waiting (the blocker is still inside its deinit).
+        let waiter = Task { await dropper.flush() }
+        waiter.cancel()
+        await waiter.value
+        #expect(tally.count(499) == 0)
+        gate.open()
+        try await dropper.flush(timeoutNanoseconds: 10_000_000_000)
+        #expect(tally.count(499) == 1)
+    }
+
+    /// Spec 5: shutdown drains and joins; afterwards drops run inline, counted; a
+    /// second shutdown returns at once.
+    @Test func shutdownDrainsJoinsAndLaterDropsRunInline() throws {
+        let tally = Tally(capacity: 2001)
+        let dropper = try BackgroundDropper(threads: 3, capacity: 4096)
+        for id in 0..<2000 { dropper.drop(Tracked(id, tally)) }
+        dropper.shutdown()
+        #expect(tally.wrongCounts(0..<2000) == "", "shutdown returned with values pending")
+        #expect(dropper.isShutDown)
+        #expect(dropper.drop(Tracked(2000, tally)) == .droppedInline(.afterShutdown))
+        #expect(tally.count(2000) == 1)
+        dropper.shutdown()
+        dropper.flush()
+        let statistics = dropper.statistics()
+        #expect(statistics.droppedAfterShutdown == 1 && statistics.droppedInline == 1 && statistics.pending == 0)
+        #expect(
+            dropper.drop(contentsOf: [Tracked(0, Tally(capacity: 1))]) == BatchOutcome(queued: 0, droppedInline: 1))
+    }
+
+    /// Spec 5: the threads are gone when shutdown returns (counted in a child process,
+    /// where no other test starts or ends threads), and when the last reference goes.
+    @Test func shutdownJoinsTheThreads() async {
+        await #expect(processExitsWith: .success, observing: [\.standardErrorContent]) {
+            let before = processThreadCount()
+            let dropper = try BackgroundDropper(threads: 3)
+            precondition(
+                processThreadCount() == before + 3, "3 threads expected, \(processThreadCount() - before) seen")
+            dropper.shutdown()
+            precondition(processThreadCount() == before, "threads left after shutdown")
+            do {
+                let other = try BackgroundDropper(threads: 2)
+                other.drop([1, 2, 3])
+            }
+            precondition(processThreadCount() == before, "threads left after the last reference went")
+        }
+    }
+
+    /// Spec 5: the last reference going away shuts down: nothing queued is lost.
+    @Test func deinitOfTheLastHandleDrainsTheQueue() throws {
+        let tally = Tally(capacity: 5000)
+        do {
+            let dropper = try BackgroundDropper(threads: 2, capacity: 8192)
+            for id in 0..<5000 { dropper.drop(Tracked(id, tally)) }
+        }
+        #expect(tally.wrongCounts(0..<5000) == "")
+    }
+
+    /// Spec 5: shutdown racing from several threads: all return after the drain.
+    @Test func concurrentShutdowns() throws {
+        let tally = Tally(capacity: 1000)
+        let dropper = try BackgroundDropper(threads: 2, capacity: 1024)
+        for id in 0..<1000 { dropper.drop(Tracked(id, tally)) }
+        try onThreads(4) { _ in
+            dropper.shutdown()
+            precondition(tally.deinitialised.load(ordering: .acquiring) == 1000, "shutdown returned early")
+        }
+        #expect(tally.wrongCounts(0..<1000) == "")
+    }
+
+    /// Spec 5: the last reference dies inside a deinit on the dropper's own thread: that
+    /// thread shuts down without joining itself, drains, and frees the queue.
+    @Test func lastHandleDroppedFromItsOwnThread() throws {
+        final class Holder: @unchecked Sendable {
+            let dropper: BackgroundDropper
+            init(_ dropper: BackgroundDropper) { self.dropper = dropper }
+        }
+        for threads in [1, 2] {
+            let tally = Tally(capacity: 500)
+            do {
+                let dropper = try BackgroundDropper(threads: threads, capacity: 1024)
+                let gate = Gate()
+                dropper.drop(Blocker(gate, Tracked(499, tally)))
+                dropper.drop(Holder(dropper))
+                for id in 0..<499 { dropper.drop(Tracked(id, tally)) }
+                gate.open()
+            }
+            #expect(eventually { tally.deinitialised.load(ordering: .acquiring) == 500 }, "threads \(threads)")
+            #expect(tally.wrongCounts(0..<500) == "")
+        }
+    }
+
+    /// Spec 5: a deinit on the dropper's own thread that drops more values into it, with
+    /// the queue full and a blocking policy, drops them inline instead of waiting for itself.
+    @Test func dropsFromADeinitOnTheDropThreadNeverBlock() throws {
+        final class OutcomeLog: Sendable {
+            let entries = Mutex<[DropOutcome]>([])
+        }
+        final class Spawner: @unchecked Sendable {
+            let dropper: BackgroundDropper
+            let tally: Tally
+            let log: OutcomeLog
+            init(_ dropper: BackgroundDropper, _ tally: Tally, _ log: OutcomeLog) {
+                self.dropper = dropper
+                self.tally = tally
+                self.log = log
+            }
+            deinit {
+                for id in 0..<8 {
+                    let outcome = dropper.drop(Tracked(id, tally))
+                    log.entries.withLock { $0.append(outcome) }
+                }
+            }
+        }
+        let tally = Tally(capacity: 8)
+        let dropper = try BackgroundDropper(threads: 1, capacity: 2, whenFull: .block(timeoutNanoseconds: nil))
+        let log = OutcomeLog()
+        dropper.drop(Spawner(dropper, tally, log))
+        dropper.flush()
+        dropper.flush()
+        #expect(tally.wrongCounts(0..<8) == "")
+        let outcomes = log.entries.withLock { $0 }
+        let inline = outcomes.filter { $0 == .droppedInline(.fullOnDropThread) }.count
+        #expect(inline >= 6, "capacity 2 minus the spawner's own slot leaves 1 free: \(outcomes)")
+    }
+}
+
+@Suite struct FullQueuePolicyTests {
+    /// Spec 2: `.dropInline` deinitialises on the caller at once when the queue is full.
+    @Test func dropInlineWhenFull() throws {
+        let tally = Tally(capacity: 10)
+        let gate = Gate()
+        let dropper = try BackgroundDropper(threads: 1, capacity: 4, whenFull: .dropInline)
+        dropper.drop(Blocker(gate, Tracked(9, tally)))
+        gate.waitForEntries(1)
+        let outcomes = (0..<5).map { dropper.drop(Tracked($0, tally)) }
+        #expect(outcomes == [.queued, .queued, .queued, .droppedInline(.queueFull), .droppedInline(.queueFull)])
+        #expect(tally.count(3) == 1 && tally.count(4) == 1 && tally.count(0) == 0)
+        gate.open()
+        dropper.flush()
+        #expect(tally.wrongCounts(0..<5) == "")
+        let statistics = dropper.statistics()
+        #expect(statistics.fullQueueEvents == 2 && statistics.droppedInline == 2)
+        #expect(statistics.queueHighWaterMark == 4)
+    }
+
+    /// Spec 2: `.block(timeout)` waits that long, then deinitialises inline.
+    @Test func blockTimesOutThenDropsInline() throws {
+        let tally = Tally(capacity: 3)
+        let gate = Gate()
+        let dropper = try BackgroundDropper(
+            threads: 1, capacity: 2, whenFull: .block(timeoutNanoseconds: 30_000_000))
+        dropper.drop(Blocker(gate, Tracked(2, tally)))
+        gate.waitForEntries(1)
+        #expect(dropper.drop(Tracked(0, tally)) == .queued)
+        let start = SystemInfo.monotonicNanoseconds()
+        #expect(dropper.drop(Tracked(1, tally)) == .droppedInline(.timedOut))
+        #expect(SystemInfo.monotonicNanoseconds() - start >= 30_000_000)
+        #expect(tally.count(1) == 1)
+        gate.open()
+        dropper.flush()
+        #expect(dropper.statistics().blockTimeouts == 1)
+    }
+
+    /// Spec 2: `.block(nil)` waits until a slot frees, then queues; the caller slept.
+    @Test func blockWaitsForASlot() throws {
+        let tally = Tally(capacity: 3)
+        let gate = Gate()
+        let dropper = try BackgroundDropper(threads: 1, capacity: 2, whenFull: .block(timeoutNanoseconds: nil))
+        dropper.drop(Blocker(gate, Tracked(2, tally)))
+        gate.waitForEntries(1)
+        dropper.drop(Tracked(0, tally))
+        let outcome = Mutex<DropOutcome?>(nil)
+        let producer = try OSThread.spawn {
+            let result = dropper.drop(Tracked(1, tally))
+            outcome.withLock { $0 = result }
+        }
+        usleep(30_000)
+        #expect(outcome.withLock { $0 } == nil, "the drop did not block on a full queue")
+        gate.open()
+        producer.join()
+        #expect(outcome.withLock { $0 } == .queued)
+        dropper.flush()
+        #expect(tally.wrongCounts(0..<3) == "")
+    }
+
+    /// Spec 2: shutdown wakes a producer blocked on a full queue; it drops inline.
+    @Test func shutdownReleasesBlockedProducers() throws {
+        let tally = Tally(capacity: 3)
+        let gate = Gate()
+        let dropper = try BackgroundDropper(threads: 1, capacity: 2, whenFull: .block(timeoutNanoseconds: nil))
+        dropper.drop(Blocker(gate, Tracked(2, tally)))
+        gate.waitForEntries(1)
+        dropper.drop(Tracked(0, tally))
+        let outcome = Mutex<DropOutcome?>(nil)
+        let producer = try OSThread.spawn {
+            let result = dropper.drop(Tracked(1, tally))
+            outcome.withLock { $0 = result }
+        }
+        usleep(20_000)
+        let closer = try OSThread.spawn { dropper.shutdown() }
+        #expect(eventually { dropper.isShutDown })
+        gate.open()
+        producer.join()
+        closer.join()
+        let result = outcome.withLock { $0 }
+        #expect(result == .droppedInline(.afterShutdown) || result == .queued, "\(String(describing: result))")
+        #expect(tally.wrongCounts(0..<3) == "")
+    }
+
+    /// Spec 2, 7: a producer much faster than the dropper: values alive at once stay
+    /// within the capacity (plus the one in the producer's hands), under both policies.
+    @Test(arguments: [FullQueuePolicy.block(timeoutNanoseconds: nil), .dropInline])
+    func memoryStaysBounded(policy: FullQueuePolicy) throws {
+        final class Slow: @unchecked Sendable {
+            let tracked: Tracked
+            let payload = [UInt8](repeating: 7, count: 16 << 10)
+            init(_ tracked: Tracked) { self.tracked = tracked }
+            deinit { usleep(20) }
+        }
+        let count = 3000
+        let tally = Tally(capacity: count)
+        let dropper = try BackgroundDropper(threads: 1, capacity: 32, whenFull: policy)
+        for id in 0..<count { dropper.drop(Slow(Tracked(id, tally))) }
+        dropper.flush()
+        #expect(tally.wrongCounts(0..<count) == "")
+        #expect(tally.peakAlive.load(ordering: .relaxed) <= 32 + 1, "peak \(tally.peakAlive.load(ordering: .relaxed))")
+        #expect(dropper.statistics().fullQueueEvents > 0, "the producer never outran the dropper")
+    }
+}
+
+@Suite struct StatisticsTests {
+    /// Spec 8: every counter counts what it says.
+    @Test func countersAddUp() throws {
+        let tally = Tally(capacity: 300)
+        let dropper = try BackgroundDropper(threads: 2, capacity: 512)
+        for id in 0..<200 { dropper.drop(Tracked(id, tally)) }
+        dropper.drop(contentsOf: (200..<300).map { Tracked($0, tally) })
+        dropper.flush()
+        let statistics = dropper.statistics()
+        #expect(statistics.queued == 300)
+        #expect(statistics.droppedInBackground == 300)
+        #expect(statistics.pending == 0)
+        #expect(statistics.droppedInline == 0 && statistics.fullQueueEvents == 0 && statistics.blockTimeouts == 0)
+        #expect(statistics.queueHighWaterMark >= 1 && statistics.queueHighWaterMark <= 512)
+        #expect(statistics.droppingNanoseconds > 0)
+    }
+
+    /// Spec 2: the shared dropper exists once and works.
+    @Test func sharedDropper() {
+        let tally = Tally(capacity: 10)
+        #expect(BackgroundDropper.shared === BackgroundDropper.shared)
+        #expect(BackgroundDropper.shared.threadCount == 1 && BackgroundDropper.shared.capacity == 4096)
+        for id in 0..<10 { BackgroundDropper.shared.drop(Tracked(id, tally)) }
+        BackgroundDropper.shared.flush()
+        #expect(tally.wrongCounts(0..<10) == "")
+    }
+
+    /// Spec 3: capacity rounds up to a power of two, at least 2; the inline limits.
+    @Test func capacityRoundsUp() throws {
+        #expect(try BackgroundDropper(capacity: 1).capacity == 2)
+        #expect(try BackgroundDropper(capacity: 1000).capacity == 1024)
+        #expect(try BackgroundDropper(capacity: 1024).capacity == 1024)
+        #expect(BackgroundDropper.inlineByteCount == 48 && BackgroundDropper.inlineAlignment == 16)
+    }
+}

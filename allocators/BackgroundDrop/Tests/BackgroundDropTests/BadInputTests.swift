@@ -1,0 +1,140 @@
+// Spec section 9, row by row: programmer errors trap with a message (checked in child
+// processes, exit tests); the other bad inputs get a documented answer, tested where the
+// behaviour lives (BackgroundDropTests.swift) and listed here by name.
+
+import AllocCore
+import BackgroundDrop
+import Glibc
+import Testing
+
+/// Checks that a child trapped and that its message names the problem.
+func expectTrap(_ result: ExitTest.Result?, saying message: String, sourceLocation: SourceLocation = #_sourceLocation) {
+    guard let result else { return }  // the exit test already recorded the failure
+    let text = String(decoding: result.standardErrorContent, as: UTF8.self)
+    #expect(
+        text.contains(message), "expected a trap saying \"\(message)\", got \(result.exitStatus): \(text.prefix(600))",
+        sourceLocation: sourceLocation)
+}
+
+@Suite("Bad input traps with a message (child processes)")
+struct TrapTests {
+    /// Spec 9: zero threads.
+    @Test func zeroThreads() async {
+        let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            _ = try? BackgroundDropper(threads: 0)
+        }
+        expectTrap(result, saying: "threads must be 1...256, got 0")
+    }
+
+    /// Spec 9: more threads than the maximum, and a negative count.
+    @Test func tooManyThreads() async {
+        let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            _ = try? BackgroundDropper(threads: 257)
+        }
+        expectTrap(result, saying: "threads must be 1...256, got 257")
+        let negative = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            _ = try? BackgroundDropper(threads: -1)
+        }
+        expectTrap(negative, saying: "got -1")
+    }
+
+    /// Spec 9: a queue capacity of zero.
+    @Test func zeroCapacity() async {
+        let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            _ = try? BackgroundDropper(capacity: 0)
+        }
+        expectTrap(result, saying: "capacity must be 1...1048576, got 0")
+    }
+
+    /// Spec 9: a capacity above the maximum.
+    @Test func hugeCapacity() async {
+        let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            _ = try? BackgroundDropper(capacity: Int.max)
+        }
+        expectTrap(result, saying: "capacity must be 1...1048576, got \(Int.max)")
+    }
+
+    /// Spec 9: flush called from a deinit on the dropper's own thread would wait for itself.
+    @Test func flushFromADropThread() async {
+        let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            final class Flusher: @unchecked Sendable {
+                let dropper: BackgroundDropper
+                init(_ dropper: BackgroundDropper) { self.dropper = dropper }
+                deinit { dropper.flush() }
+            }
+            let dropper = try BackgroundDropper(threads: 1)
+            dropper.drop(Flusher(dropper))
+            dropper.flush()
+        }
+        expectTrap(result, saying: "flush called from a deinit running on one of its own threads")
+    }
+}
+
+@Suite struct BadInputAnswers {
+    /// Spec 9: a drop after shutdown is deinitialised inline, at once, and counted.
+    @Test func dropAfterShutdownIsInline() throws {
+        let tally = Tally(capacity: 2)
+        let dropper = try BackgroundDropper()
+        dropper.shutdown()
+        #expect(dropper.drop(Tracked(0, tally)) == .droppedInline(.afterShutdown))
+        #expect(tally.count(0) == 1)
+        #expect(dropper.drop(Token(1, tally)) == .droppedInline(.afterShutdown))
+        #expect(tally.count(1) == 1)
+        #expect(dropper.statistics().droppedAfterShutdown == 2)
+        try dropper.flush(timeoutNanoseconds: 1_000_000)
+    }
+
+    /// Spec 9: a thread that cannot start makes `init` throw, after joining the threads
+    /// already started (in a child process whose address space is capped just above
+    /// one more thread stack, so the second `pthread_create` fails).
+    @Test func threadStartFailureThrows() async {
+        await #expect(processExitsWith: .success, observing: [\.standardErrorContent]) {
+            var limit = rlimit()
+            getrlimit(Int32(RLIMIT_AS.rawValue), &limit)
+            let saved = limit
+            let mapped = try virtualMemoryBytes()
+            limit.rlim_cur = rlim_t(mapped + 12 << 20)
+            setrlimit(Int32(RLIMIT_AS.rawValue), &limit)
+            var failure: SystemError?
+            do throws(SystemError) {
+                _ = try BackgroundDropper(threads: 8, capacity: 2)
+            } catch {
+                failure = error
+            }
+            var restored = saved
+            setrlimit(Int32(RLIMIT_AS.rawValue), &restored)
+            precondition(
+                failure?.operation == .threadCreate,
+                "expected a pthread_create failure, got \(String(describing: failure))")
+            let dropper = try BackgroundDropper(threads: 2)
+            dropper.drop([1, 2, 3])
+            dropper.flush()
+        }
+    }
+
+    /// Spec 9: capacity 1 is valid and rounds up to 2 (the sequence scheme needs two
+    /// slots to tell a full slot from a free one).
+    @Test func capacityOneRoundsUpAndWorks() throws {
+        let tally = Tally(capacity: 100)
+        let dropper = try BackgroundDropper(threads: 1, capacity: 1)
+        #expect(dropper.capacity == 2)
+        for id in 0..<100 { dropper.drop(Tracked(id, tally)) }
+        dropper.flush()
+        #expect(tally.wrongCounts(0..<100) == "")
+    }
+}
+
+/// The process's virtual size (VmSize in /proc/self/status), in bytes.
+func virtualMemoryBytes() throws -> Int {
+    guard let file = fopen("/proc/self/status", "r") else { throw SystemError(.read, code: errno) }
+    defer { fclose(file) }
+    var line = [CChar](repeating: 0, count: 256)
+    while fgets(&line, Int32(line.count), file) != nil {
+        let text = String(decoding: line.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        if text.hasPrefix("VmSize:") {
+            let digits = text.filter(\.isNumber)
+            return (Int(digits) ?? 0) * 1024
+        }
+    }
+    throw SystemError(.read, code: ENOENT)
+}
