@@ -100,13 +100,16 @@ test-link-in:
 path-dependency-check:
 	@bash .ci/path-dependency-check shared $(ALLOCATORS)
 
-bench: deps
+# The real-program rows preload libbinnedmalloc.so, so it is built first.
+bench: deps preload
 	@$(SWIFT) build -c release --package-path compare
-	@"$$($(SWIFT) build -c release --package-path compare --show-bin-path)/compare" --json $(BENCH_JSON)
+	@BINNEDMALLOC_LIBRARY=$(CURDIR)/$(PRELOAD_LIBRARY) \
+		"$$($(SWIFT) build -c release --package-path compare --show-bin-path)/compare" --json $(BENCH_JSON)
 
-bench-quick: deps
+bench-quick: deps preload
 	@$(SWIFT) build -c release --package-path compare
-	@"$$($(SWIFT) build -c release --package-path compare --show-bin-path)/compare" --quick --json $(BENCH_QUICK_JSON)
+	@BINNEDMALLOC_LIBRARY=$(CURDIR)/$(PRELOAD_LIBRARY) \
+		"$$($(SWIFT) build -c release --package-path compare --show-bin-path)/compare" --quick --json $(BENCH_QUICK_JSON)
 
 lint:
 	@$(SWIFT) format lint --configuration $(FORMAT_CONFIG) --strict --parallel $(SWIFT_SOURCES)

@@ -4,7 +4,8 @@
 // Each (workload, allocator) cell runs in a child process whose malloc is the one under
 // test: `compare-worker` runs on glibc (and on the project's allocators through their
 // Swift APIs), `compare-worker-jemalloc` links libjemalloc, which makes jemalloc the
-// allocator of that whole process. The `compare` driver spawns them and prints tables.
+// allocator of that whole process, and `compare-worker-binnedmalloc` links BinnedMalloc,
+// which does the same for BinnedAlloc. The `compare` driver spawns them and prints tables.
 import PackageDescription
 
 let package = Package(
@@ -16,6 +17,10 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(path: "../shared"),
         .package(path: "../allocators/BinnedAlloc"),
+        .package(path: "../allocators/ArenaAlloc"),
+        .package(path: "../allocators/RingAlloc"),
+        .package(path: "../allocators/LargeAlloc"),
+        .package(path: "../allocators/BackgroundDrop"),
     ],
     targets: [
         .systemLibrary(
@@ -28,10 +33,18 @@ let package = Package(
             dependencies: [
                 .product(name: "AllocCore", package: "shared"),
                 .product(name: "BinnedAlloc", package: "BinnedAlloc"),
+                .product(name: "ArenaAlloc", package: "ArenaAlloc"),
+                .product(name: "RingAlloc", package: "RingAlloc"),
+                .product(name: "LargeAlloc", package: "LargeAlloc"),
+                .product(name: "BackgroundDrop", package: "BackgroundDrop"),
             ]
         ),
         .executableTarget(name: "compare-worker", dependencies: ["Workloads"]),
         .executableTarget(name: "compare-worker-jemalloc", dependencies: ["Workloads", "CJemalloc"]),
+        // Links BinnedMalloc, which makes BinnedAlloc the allocator of that whole process.
+        .executableTarget(
+            name: "compare-worker-binnedmalloc",
+            dependencies: ["Workloads", .product(name: "BinnedMalloc", package: "BinnedAlloc")]),
         .executableTarget(
             name: "compare",
             dependencies: [

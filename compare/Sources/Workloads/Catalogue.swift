@@ -26,6 +26,13 @@ public enum WorkloadKind: Sendable, Equatable {
     /// first, over and over: the allocate-a-batch-then-drop-it pattern of rsbmalloc's
     /// benchmarks (and of a request's temporary objects).
     case batch(count: Int, minimumSize: Int, maximumSize: Int)
+    /// A real program (`arguments[0]` found on the PATH) run to completion in a child of the
+    /// worker, with the column's allocator preloaded; `quickArguments` in quick runs. The
+    /// time is its wall time; it must exit with status 0.
+    case program(arguments: [String], quickArguments: [String])
+    /// A workload of an allocator package's own suite (`BenchSuite`), named by the suite:
+    /// the suite's code runs it, for every column the workload lists.
+    case suite(String)
 }
 
 /// One benchmark: a name that `--filter` matches, its family (one table per family), what
@@ -37,75 +44,198 @@ public struct Workload: Sendable {
     /// What the time is divided by in the tables (an allocate/free pair, a replacement...).
     public let operations: Int
 
-    public func operations(at scale: Scale) -> Int { max(1, operations / scale.divisor) }
+    public func operations(at scale: Scale) -> Int { isProgram ? 1 : max(1, operations / scale.divisor) }
 
-    /// One table per family.
-    public enum Family: String, Sendable, CaseIterable {
-        case pairs = "Small-object pairs"
-        case fifo = "Live blocks freed in FIFO order"
-        case workingSet = "Random sizes over a working set"
-        case producerConsumer = "Producer/consumer (cross-thread frees)"
-        case batch = "Batches (rsbmalloc-style)"
+    /// Whether this runs on a `BenchAllocator` (malloc and free of blocks in the worker).
+    public var isMallocStyle: Bool { !isSuite && !isProgram }
 
+    /// Whether this runs a real program rather than allocating in the worker.
+    public var isProgram: Bool {
+        if case .program = kind { return true }
+        return false
+    }
+
+    /// Whether a suite runs this workload (else it is malloc-style, run on `BenchAllocator`s).
+    public var isSuite: Bool {
+        if case .suite = kind { return true }
+        return false
+    }
+
+    /// One table per family, in the order families first appear in `Workload.all`.
+    public struct Family: Sendable, Equatable {
+        /// The table's title.
+        public let title: String
         /// What a row's time measures, printed under the table's title.
-        public var unit: String {
-            switch self {
-            case .pairs: "ns per malloc+free pair, one thread, through function pointers"
-            case .fifo: "ns per block (malloc, then free oldest first), one thread"
-            case .workingSet:
-                "ns per replacement (free a random block, malloc a random size), wall time over all threads' replacements"
-            case .producerConsumer: "ns per block (malloc on the producer, free on the consumer), wall time"
-            case .batch: "ns per block (allocate the batch, then free it newest first), one thread"
+        public let unit: String
+        /// Figures a workload reports besides its time (`Measurement.extras`), each a column
+        /// of the table showing its median.
+        public let extras: [Extra]
+
+        public init(title: String, unit: String, extras: [Extra] = []) {
+            self.title = title
+            self.unit = unit
+            self.extras = extras
+        }
+
+        /// A figure beside the time: its key in `Measurement.extras` and its column header.
+        public struct Extra: Sendable, Equatable {
+            public let key: String
+            public let header: String
+            public init(key: String, header: String) {
+                self.key = key
+                self.header = header
             }
         }
+
+        public static let pairs = Family(
+            title: "Small-object pairs", unit: "ns per malloc+free pair, one thread, through function pointers")
+        public static let fifo = Family(
+            title: "Live blocks freed in FIFO order", unit: "ns per block (malloc, then free oldest first), one thread")
+        public static let workingSet = Family(
+            title: "Random sizes over a working set",
+            unit:
+                "ns per replacement (free a random block, malloc a random size), wall time over all threads' replacements"
+        )
+        public static let producerConsumer = Family(
+            title: "Producer/consumer (cross-thread frees)",
+            unit: "ns per block (malloc on the producer, free on the consumer), wall time")
+        public static let batch = Family(
+            title: "Batches (rsbmalloc-style)",
+            unit: "ns per block (allocate the batch, then free it newest first), one thread")
+        public static let programs = Family(
+            title: "Real programs with the allocator preloaded",
+            unit:
+                "ns per run of the program (wall time), with nothing, libjemalloc.so.2 or libbinnedmalloc.so in LD_PRELOAD; peak RSS is the program's (wait4)"
+        )
+    }
+
+    /// The columns that run this workload, baselines first.
+    public let columns: [AllocatorColumn]
+
+    public init(
+        name: String, family: Family, kind: WorkloadKind, operations: Int,
+        columns: [AllocatorColumn] = AllocatorColumn.mallocColumns
+    ) {
+        self.name = name
+        self.family = family
+        self.kind = kind
+        self.operations = operations
+        self.columns = columns
     }
 
     /// Every workload, in table order.
-    public static let all: [Workload] = [
-        Workload(name: "pairs-16", family: .pairs, kind: .pairs(size: 16), operations: 20_000_000),
-        Workload(name: "pairs-64", family: .pairs, kind: .pairs(size: 64), operations: 20_000_000),
-        Workload(name: "pairs-256", family: .pairs, kind: .pairs(size: 256), operations: 20_000_000),
-        Workload(name: "pairs-1024", family: .pairs, kind: .pairs(size: 1024), operations: 20_000_000),
-        Workload(name: "fifo-100x64", family: .fifo, kind: .fifo(live: 100, size: 64), operations: 20_000_000),
-        Workload(
-            name: "random-8-16384-ws10000-t1", family: .workingSet,
-            kind: .randomWorkingSet(threads: 1, workingSet: 10_000, minimumSize: 8, maximumSize: 16384),
-            operations: 2_000_000),
-        Workload(
-            name: "random-8-16384-ws10000-t2", family: .workingSet,
-            kind: .randomWorkingSet(threads: 2, workingSet: 10_000, minimumSize: 8, maximumSize: 16384),
-            operations: 4_000_000),
-        Workload(
-            name: "producer-consumer-16-1024", family: .producerConsumer,
-            kind: .producerConsumer(minimumSize: 16, maximumSize: 1024, queueCapacity: 1024),
-            operations: 2_000_000),
-        Workload(
-            name: "batch-1000-16-4096", family: .batch,
-            kind: .batch(count: 1000, minimumSize: 16, maximumSize: 4096), operations: 5_000_000),
-    ]
+    public static let all: [Workload] =
+        [
+            Workload(name: "pairs-16", family: .pairs, kind: .pairs(size: 16), operations: 20_000_000),
+            Workload(name: "pairs-64", family: .pairs, kind: .pairs(size: 64), operations: 20_000_000),
+            Workload(name: "pairs-256", family: .pairs, kind: .pairs(size: 256), operations: 20_000_000),
+            Workload(name: "pairs-1024", family: .pairs, kind: .pairs(size: 1024), operations: 20_000_000),
+            Workload(name: "fifo-100x64", family: .fifo, kind: .fifo(live: 100, size: 64), operations: 20_000_000),
+            Workload(
+                name: "random-8-16384-ws10000-t1", family: .workingSet,
+                kind: .randomWorkingSet(threads: 1, workingSet: 10_000, minimumSize: 8, maximumSize: 16384),
+                operations: 2_000_000),
+            Workload(
+                name: "random-8-16384-ws10000-t2", family: .workingSet,
+                kind: .randomWorkingSet(threads: 2, workingSet: 10_000, minimumSize: 8, maximumSize: 16384),
+                operations: 4_000_000),
+            Workload(
+                name: "producer-consumer-16-1024", family: .producerConsumer,
+                kind: .producerConsumer(minimumSize: 16, maximumSize: 1024, queueCapacity: 1024),
+                operations: 2_000_000),
+            Workload(
+                name: "batch-1000-16-4096", family: .batch,
+                kind: .batch(count: 1000, minimumSize: 16, maximumSize: 4096), operations: 5_000_000),
+            Workload(
+                name: "python3-test-dict-list-set", family: .programs,
+                kind: .program(
+                    arguments: ["python3", "-m", "test", "test_dict", "test_list", "test_set"],
+                    quickArguments: ["python3", "-m", "test", "test_list"]),
+                operations: 1, columns: [.glibc, .jemalloc, .binnedMalloc]),
+        ] + Suites.all.flatMap { $0.workloads.map { $0.addingProcessAllocatorColumns() } }
+
+    /// This suite workload with the process allocator columns after its baselines: every
+    /// Swift-level workload also runs on BinnedAlloc as the allocator of the whole process.
+    func addingProcessAllocatorColumns() -> Workload {
+        guard !columns.contains(.binnedMalloc) else { return self }
+        let baselines = columns.prefix { $0.isBaseline }
+        return Workload(
+            name: name, family: family, kind: kind, operations: operations,
+            columns: baselines + [.binnedMalloc] + columns.dropFirst(baselines.count))
+    }
+
+    /// The families of `workloads` in the order they first appear: the tables' order.
+    public static func families(of workloads: [Workload] = all) -> [Family] {
+        var families: [Family] = []
+        for workload in workloads where !families.contains(workload.family) { families.append(workload.family) }
+        return families
+    }
 
     public static func named(_ name: String) -> Workload? { all.first { $0.name == name } }
 }
 
-/// A column of the tables: an allocator, and how a worker reaches it.
+/// The allocator a worker process runs on: which worker executable it is.
+public enum ProcessAllocator: String, Sendable, CaseIterable {
+    /// glibc's malloc: `compare-worker`.
+    case glibc
+    /// jemalloc, linked into `compare-worker-jemalloc`, serving the whole process.
+    case jemalloc
+    /// BinnedAlloc through its C ABI: `compare-worker-binnedmalloc` links the BinnedMalloc
+    /// product, which makes it the allocator of the whole process, Swift runtime included.
+    case binnedMalloc
+
+    /// The worker executable, a sibling of `compare` in the build folder.
+    public var worker: String {
+        switch self {
+        case .glibc: "compare-worker"
+        case .jemalloc: "compare-worker-jemalloc"
+        case .binnedMalloc: "compare-worker-binnedmalloc"
+        }
+    }
+}
+
+/// A column of the tables: an allocator, and the process it runs in.
 public struct AllocatorColumn: Sendable, Equatable {
     /// The name in the tables and on the worker's command line.
     public let name: String
-    /// The worker executable, a sibling of `compare` in the build folder.
-    public let worker: String
+    /// The process allocator of the worker that runs this column.
+    public let process: ProcessAllocator
     /// Whether this is one of the baselines every ratio is taken against.
     public let isBaseline: Bool
 
+    public init(name: String, process: ProcessAllocator, isBaseline: Bool = false) {
+        self.name = name
+        self.process = process
+        self.isBaseline = isBaseline
+    }
+
+    /// The worker executable, a sibling of `compare` in the build folder.
+    public var worker: String { process.worker }
+
     /// glibc's allocator: the process allocator of `compare-worker`.
-    public static let glibc = AllocatorColumn(name: "glibc", worker: "compare-worker", isBaseline: true)
+    public static let glibc = AllocatorColumn(name: "glibc", process: .glibc, isBaseline: true)
     /// jemalloc: the process allocator of `compare-worker-jemalloc`, which links it.
-    public static let jemalloc = AllocatorColumn(name: "jemalloc", worker: "compare-worker-jemalloc", isBaseline: true)
+    public static let jemalloc = AllocatorColumn(name: "jemalloc", process: .jemalloc, isBaseline: true)
 
     /// BinnedAlloc through its Swift API, in a process whose malloc is glibc's.
-    public static let binnedAlloc = AllocatorColumn(name: "BinnedAlloc", worker: "compare-worker", isBaseline: false)
+    public static let binnedAlloc = AllocatorColumn(name: "BinnedAlloc", process: .glibc)
+    /// BinnedAlloc as the process allocator (the BinnedMalloc product): the baselines' code,
+    /// `malloc`/`free` through function pointers or Swift's own allocations, on BinnedAlloc.
+    public static let binnedMalloc = AllocatorColumn(name: "BinnedMalloc", process: .binnedMalloc)
 
-    /// Every column, baselines first. Each allocator package adds its own.
-    public static let all: [AllocatorColumn] = [.glibc, .jemalloc, .binnedAlloc]
+    /// Whether this column runs the baselines' code, only in another process: the process
+    /// allocator columns.
+    public var runsBaselineCode: Bool { isBaseline || self == .binnedMalloc }
+
+    /// The columns of the malloc-style workloads (`BenchAllocator`), baselines first.
+    public static let mallocColumns: [AllocatorColumn] = [.glibc, .jemalloc, .binnedMalloc, .binnedAlloc]
+
+    /// Every column, baselines first, then the malloc-style columns, then each suite's.
+    public static var all: [AllocatorColumn] {
+        var columns: [AllocatorColumn] = []
+        for column in Workload.all.flatMap(\.columns) where !columns.contains(column) { columns.append(column) }
+        return columns
+    }
 
     public static func named(_ name: String) -> AllocatorColumn? { all.first { $0.name == name } }
 }

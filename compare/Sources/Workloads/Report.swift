@@ -12,6 +12,8 @@ public struct Sample: Sendable, Codable, Equatable {
     public var peakResidentBytes: Int
     public var userNanoseconds: Int
     public var systemNanoseconds: Int
+    /// The workload's extra figures (`Measurement.extras`).
+    public var extras: [String: Double]
 
     public init(
         workload: String, allocator: String, repetition: Int, measurement: Measurement,
@@ -23,6 +25,7 @@ public struct Sample: Sendable, Codable, Equatable {
         nanoseconds = measurement.nanoseconds
         operations = measurement.operations
         checksum = measurement.checksum
+        extras = measurement.extras
         self.peakResidentBytes = peakResidentBytes
         self.userNanoseconds = userNanoseconds
         self.systemNanoseconds = systemNanoseconds
@@ -57,6 +60,8 @@ public struct CellSummary: Sendable, Equatable {
     public var time: Spread
     /// Peak RSS in bytes.
     public var peakResidentBytes: Spread
+    /// The spread of each extra figure over the repetitions.
+    public var extras: [String: Spread] = [:]
 }
 
 /// Renders the markdown tables.
@@ -72,28 +77,33 @@ public enum Report {
         }
         return order.map { key in
             let cell = grouped[key]!
+            var extras: [String: Spread] = [:]
+            for extra in Set(cell.flatMap(\.extras.keys)) {
+                extras[extra] = Spread(cell.compactMap { $0.extras[extra] })
+            }
             return CellSummary(
                 workload: cell[0].workload, allocator: cell[0].allocator,
                 time: Spread(cell.map(\.nanosecondsPerOperation))!,
-                peakResidentBytes: Spread(cell.map { Double($0.peakResidentBytes) })!)
+                peakResidentBytes: Spread(cell.map { Double($0.peakResidentBytes) })!, extras: extras)
         }
     }
 
     /// One markdown table per family that has results: a row per (workload, allocator),
     /// with the median time per operation, its range, ratios against the glibc and
-    /// jemalloc rows of the same workload (below 1 is faster), peak RSS, and RSS against
-    /// jemalloc's.
+    /// jemalloc rows of the same workload (below 1 is faster), peak RSS, RSS against
+    /// jemalloc's, and the medians of the family's extra figures.
     public static func markdown(_ summaries: [CellSummary], workloads: [Workload] = Workload.all) -> String {
         var text = ""
-        for family in Workload.Family.allCases {
+        for family in Workload.families(of: workloads) {
             let rows = workloads.filter { $0.family == family }.flatMap { workload in
                 summaries.filter { $0.workload == workload.name }
             }
             guard !rows.isEmpty else { continue }
-            text += "### \(family.rawValue)\n\nUnit: \(family.unit).\n\n"
+            text += "### \(family.title)\n\nUnit: \(family.unit).\n\n"
             text +=
-                "| workload | allocator | ns/op (median) | min – max | × glibc | × jemalloc | peak RSS MiB | RSS × jemalloc |\n"
-            text += "|---|---|--:|--:|--:|--:|--:|--:|\n"
+                "| workload | allocator | ns/op (median) | min – max | × glibc | × jemalloc | peak RSS MiB | RSS × jemalloc |"
+                + family.extras.map { " \($0.header) |" }.joined() + "\n"
+            text += "|---|---|--:|--:|--:|--:|--:|--:|" + String(repeating: "--:|", count: family.extras.count) + "\n"
             for row in rows {
                 let glibc = summaries.first {
                     $0.workload == row.workload && $0.allocator == AllocatorColumn.glibc.name
@@ -101,13 +111,14 @@ public enum Report {
                 let jemalloc = summaries.first {
                     $0.workload == row.workload && $0.allocator == AllocatorColumn.jemalloc.name
                 }
-                let cells = [
-                    row.workload, row.allocator, format(row.time.median),
-                    "\(format(row.time.minimum)) – \(format(row.time.maximum))",
-                    ratio(row.time.median, glibc?.time.median), ratio(row.time.median, jemalloc?.time.median),
-                    format(row.peakResidentBytes.median / 1_048_576),
-                    ratio(row.peakResidentBytes.median, jemalloc?.peakResidentBytes.median),
-                ]
+                let cells =
+                    [
+                        row.workload, row.allocator, format(row.time.median),
+                        "\(format(row.time.minimum)) – \(format(row.time.maximum))",
+                        ratio(row.time.median, glibc?.time.median), ratio(row.time.median, jemalloc?.time.median),
+                        format(row.peakResidentBytes.median / 1_048_576),
+                        ratio(row.peakResidentBytes.median, jemalloc?.peakResidentBytes.median),
+                    ] + family.extras.map { extra in row.extras[extra.key].map { format($0.median) } ?? "–" }
                 text += "| " + cells.joined(separator: " | ") + " |\n"
             }
             text += "\n"

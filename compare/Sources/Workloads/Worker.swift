@@ -3,52 +3,58 @@
 // last being its peak RSS in bytes.
 
 import AllocCore
+import BinnedAlloc
 import Glibc
 
 /// The entry point of a worker executable.
 public enum Worker {
-    /// An allocator this worker can measure.
-    public struct Entry: Sendable {
-        public let name: String
-        /// nil when the process really runs on this allocator, else why not.
-        public let verify: @Sendable () -> String?
-        public let measure: @Sendable (Workload, Scale) -> Measurement
-
-        public init(
-            name: String, verify: @escaping @Sendable () -> String?,
-            measure: @escaping @Sendable (Workload, Scale) -> Measurement
-        ) {
-            self.name = name
-            self.verify = verify
-            self.measure = measure
+    /// Runs `workload` for `column` in this process: the malloc-style workloads on the
+    /// process's malloc (the baselines) or on a package's Swift API, suite workloads
+    /// through their suite.
+    static func measure(_ workload: Workload, column: AllocatorColumn, scale: Scale) -> Measurement {
+        if case .program(let arguments, let quickArguments) = workload.kind {
+            return Programs.measure(scale == .quick ? quickArguments : arguments, column: column, scale: scale)
         }
-
-        /// BinnedAlloc through its Swift API, in a process whose own malloc is glibc's.
-        public static var binnedAlloc: Entry {
-            Entry(
-                name: AllocatorColumn.binnedAlloc.name,
-                verify: {
-                    ProcessMalloc().isProvided(by: "libc.so.6") ? nil : "the process malloc is not glibc's"
-                },
-                measure: { workload, scale in Workloads.measure(workload, on: BinnedAllocBench(), scale: scale) })
+        if let suite = Suites.suite(of: workload) {
+            // A process allocator column runs what the baselines run: suites know them as glibc.
+            return suite.measure(workload, column: column.runsBaselineCode ? .glibc : column, scale: scale)
         }
-
-        /// The process's own malloc, which must come from `library`.
-        public static func processMalloc(name: String, library: String) -> Entry {
-            Entry(
-                name: name,
-                verify: {
-                    ProcessMalloc().isProvided(by: library)
-                        ? nil : "malloc in this process does not come from \(library)"
-                },
-                measure: { workload, scale in Workloads.measure(workload, on: ProcessMalloc(), scale: scale) })
+        switch column {
+        case .binnedAlloc: return Workloads.measure(workload, on: BinnedAllocBench(), scale: scale)
+        default:
+            precondition(column.runsBaselineCode, "no malloc-style adapter for column \(column.name)")
+            return Workloads.measure(workload, on: ProcessMalloc(), scale: scale)
         }
     }
 
-    /// Parses `--workload NAME --allocator NAME --scale full|quick`, checks that the
-    /// process runs on the allocator it claims, runs the workload and prints the line.
-    /// Exits 2 on a usage error and 3 when the allocator is not the one claimed.
-    public static func main(entries: [Entry]) -> Never {
+    /// nil when this process's malloc is `process`, else why not.
+    static func verify(_ process: ProcessAllocator) -> String? {
+        let malloc = ProcessMalloc()
+        switch process {
+        case .glibc:
+            return malloc.isProvided(by: "libc.so.6") ? nil : "malloc in this process is not glibc's"
+        case .jemalloc:
+            return malloc.isProvided(by: "libjemalloc.so.2") ? nil : "malloc in this process is not jemalloc's"
+        case .binnedMalloc:
+            // The process malloc is neither library's, and what it hands out shows in
+            // BinnedAlloc's own counters.
+            guard !malloc.isProvided(by: "libc.so.6") && !malloc.isProvided(by: "libjemalloc.so.2") else {
+                return "malloc in this process is still a library's, not BinnedMalloc's"
+            }
+            let sizeClass = BinnedAllocator.sizeClasses.index(for: 80)
+            let before = BinnedAllocator.shared.statistics().sizeClasses[sizeClass].allocations
+            let blocks = (0..<10).map { _ in malloc.allocate(80) }
+            let after = BinnedAllocator.shared.statistics().sizeClasses[sizeClass].allocations
+            for block in blocks { malloc.deallocate(block, byteCount: 80) }
+            return after - before >= 10 ? nil : "malloc(80) did not allocate from BinnedAlloc"
+        }
+    }
+
+    /// Parses `--workload NAME --allocator NAME --scale full|quick`, checks that this
+    /// process runs on `process` and that the column belongs to it, runs the workload and
+    /// prints the line. Exits 2 on a usage error and 3 when the allocator is not the one
+    /// claimed.
+    public static func main(process: ProcessAllocator) -> Never {
         var options: [String: String] = [:]
         var arguments = CommandLine.arguments.dropFirst()
         while let flag = arguments.popFirst() {
@@ -60,16 +66,20 @@ public enum Worker {
         guard let workloadName = options["workload"], let workload = Workload.named(workloadName) else {
             fail(2, "unknown workload \(options["workload"] ?? "(none)")")
         }
-        guard let entry = entries.first(where: { $0.name == options["allocator"] }) else {
-            fail(2, "this worker does not run allocator \(options["allocator"] ?? "(none)")")
+        guard let column = workload.columns.first(where: { $0.name == options["allocator"] }) else {
+            fail(2, "workload \(workload.name) has no column \(options["allocator"] ?? "(none)")")
+        }
+        guard column.process == process else {
+            fail(2, "column \(column.name) runs in \(column.worker), not in this worker")
         }
         guard let scale = Scale(rawValue: options["scale"] ?? "full") else { fail(2, "unknown scale") }
-        if let problem = entry.verify() { fail(3, problem) }
-        let result = entry.measure(workload, scale)
+        if let problem = verify(process) { fail(3, problem) }
+        let result = measure(workload, column: column, scale: scale)
         // The worker's own high-water mark: wait4's figure would include the driver's.
-        let peak = SystemInfo.peakResidentBytes ?? 0
+        let peak = result.peakResidentBytes ?? SystemInfo.peakResidentBytes ?? 0
+        let extras = result.extras.keys.sorted().map { " extra.\($0)=\(result.extras[$0]!)" }.joined()
         print(
-            "measurement nanoseconds=\(result.nanoseconds) operations=\(result.operations) checksum=\(result.checksum) peak=\(peak)"
+            "measurement nanoseconds=\(result.nanoseconds) operations=\(result.operations) checksum=\(result.checksum) peak=\(peak)\(extras)"
         )
         exit(0)
     }
@@ -93,6 +103,13 @@ public enum Worker {
             let checksum = fields["checksum"].flatMap({ UInt64($0) }),
             let peak = fields["peak"].flatMap({ Int($0) })
         else { return nil }
-        return (Measurement(nanoseconds: nanoseconds, operations: operations, checksum: checksum), peak)
+        var extras: [String: Double] = [:]
+        for (key, value) in fields where key.hasPrefix("extra.") {
+            guard let number = Double(value) else { return nil }
+            extras[String(key.dropFirst("extra.".count))] = number
+        }
+        return (
+            Measurement(nanoseconds: nanoseconds, operations: operations, checksum: checksum, extras: extras), peak
+        )
     }
 }

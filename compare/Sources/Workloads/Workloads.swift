@@ -63,6 +63,22 @@ public struct Measurement: Sendable, Equatable {
     public var operations: Int
     /// A sum over what the workload wrote into its blocks: printed so that it is used.
     public var checksum: UInt64
+    /// Figures besides the time (latency percentiles, a background phase's duration...),
+    /// keyed as the workload's family lists them in `Workload.Family.extras`.
+    public var extras: [String: Double]
+    /// The peak RSS to report, when it is not the worker's own (a program the worker ran).
+    public var peakResidentBytes: Int?
+
+    public init(
+        nanoseconds: UInt64, operations: Int, checksum: UInt64, extras: [String: Double] = [:],
+        peakResidentBytes: Int? = nil
+    ) {
+        self.nanoseconds = nanoseconds
+        self.operations = operations
+        self.checksum = checksum
+        self.extras = extras
+        self.peakResidentBytes = peakResidentBytes
+    }
 }
 
 /// Random sizes and slots, generated before the clock starts so the generator's cost is
@@ -94,12 +110,20 @@ let warmUpNanoseconds: UInt64 = 50_000_000
 /// Runs `workload` on `allocator`: warm-up runs at a tenth of the operations until
 /// `warmUpNanoseconds` have passed (at least one), then the timed run.
 public func measure<A: BenchAllocator>(_ workload: Workload, on allocator: A, scale: Scale) -> Measurement {
-    let operations = workload.operations(at: scale)
+    measureWithWarmUp(operations: workload.operations(at: scale), scale: scale) { operations in
+        run(workload.kind, on: allocator, operations: operations)
+    }
+}
+
+/// The warm-up rule of every workload, suites included: `body(operations / 10)` until
+/// `warmUpNanoseconds` have passed in a full run (once in a quick run), then the timed
+/// `body(operations)`, whose measurement is returned.
+public func measureWithWarmUp(operations: Int, scale: Scale, _ body: (Int) -> Measurement) -> Measurement {
     let warmUpStart = SystemInfo.monotonicNanoseconds()
     repeat {
-        _ = run(workload.kind, on: allocator, operations: max(1, operations / 10))
+        _ = body(max(1, operations / 10))
     } while scale == .full && SystemInfo.monotonicNanoseconds() - warmUpStart < warmUpNanoseconds
-    return run(workload.kind, on: allocator, operations: operations)
+    return body(operations)
 }
 
 @inline(never)
@@ -120,6 +144,10 @@ func run<A: BenchAllocator>(_ kind: WorkloadKind, on allocator: A, operations: I
     case .batch(let count, let minimumSize, let maximumSize):
         return batch(
             allocator, count: count, minimumSize: minimumSize, maximumSize: maximumSize, operations: operations)
+    case .suite(let name):
+        preconditionFailure("workload of suite \(name) run as a malloc-style workload")
+    case .program(let arguments, _):
+        preconditionFailure("the program \(arguments[0]) run as a malloc-style workload")
     }
 }
 

@@ -9,4 +9,4 @@ var version: UnsafePointer<CChar>? = nil
 var length = MemoryLayout<UnsafePointer<CChar>?>.size
 precondition(mallctl("version", &version, &length, nil, 0) == 0, "mallctl(\"version\") failed")
 
-Worker.main(entries: [.processMalloc(name: AllocatorColumn.jemalloc.name, library: "libjemalloc.so.2")])
+Worker.main(process: .jemalloc)

@@ -2,7 +2,4 @@
 // through their Swift APIs.
 import Workloads
 
-Worker.main(entries: [
-    .processMalloc(name: AllocatorColumn.glibc.name, library: "libc.so.6"),
-    .binnedAlloc,
-])
+Worker.main(process: .glibc)

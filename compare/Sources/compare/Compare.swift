@@ -49,17 +49,23 @@ struct Compare: ParsableCommand {
     var selectedWorkloads: [Workload] {
         guard let filter = filter?.lowercased() else { return Workload.all }
         return Workload.all.filter {
-            $0.name.lowercased().contains(filter) || $0.family.rawValue.lowercased().contains(filter)
+            $0.name.lowercased().contains(filter) || $0.family.title.lowercased().contains(filter)
         }
     }
 
-    var selectedColumns: [AllocatorColumn] {
-        AllocatorColumn.all.filter { $0.isBaseline || allocators.isEmpty || allocators.contains($0.name) }
+    /// The columns of `workload` that run: the baselines always, the others unless
+    /// `--allocator` names some.
+    func selectedColumns(of workload: Workload) -> [AllocatorColumn] {
+        workload.columns.filter { $0.isBaseline || allocators.isEmpty || allocators.contains($0.name) }
     }
 
     func run() throws {
         if list {
-            for workload in Workload.all { print("\(workload.name)\t\(workload.family.rawValue)") }
+            for workload in Workload.all {
+                print(
+                    "\(workload.name)\t\(workload.family.title)\t\(workload.columns.map(\.name).joined(separator: ","))"
+                )
+            }
             print("allocators: \(AllocatorColumn.all.map(\.name).joined(separator: ", "))")
             return
         }
@@ -67,14 +73,13 @@ struct Compare: ParsableCommand {
         let rounds = repetitions ?? (quick ? 3 : 5)
         let workers = try workerDirectory()
         let workloads = selectedWorkloads
-        let columns = selectedColumns
-        let total = rounds * workloads.count * columns.count
+        let total = rounds * workloads.map { selectedColumns(of: $0).count }.reduce(0, +)
         var samples: [Sample] = []
         var checksums: [String: UInt64] = [:]
         // Repetitions outermost: drift over the run spreads over every cell alike.
         for repetition in 1...rounds {
             for workload in workloads {
-                for column in columns {
+                for column in selectedColumns(of: workload) {
                     let sample = try runCell(workload, column, repetition: repetition, scale: scale, in: workers)
                     if let expected = checksums[workload.name], expected != sample.checksum {
                         throw CompareError(
@@ -103,8 +108,8 @@ struct Compare: ParsableCommand {
     func workerDirectory() throws -> URL {
         let executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
         let directory = executable.deletingLastPathComponent()
-        for column in selectedColumns {
-            let path = directory.appendingPathComponent(column.worker).path
+        for worker in Set(selectedWorkloads.flatMap { selectedColumns(of: $0) }.map(\.worker)).sorted() {
+            let path = directory.appendingPathComponent(worker).path
             guard FileManager.default.isExecutableFile(atPath: path) else {
                 throw CompareError("worker \(path) is missing: build the whole package (swift build -c release)")
             }

@@ -75,7 +75,8 @@ extension Spread {
 
     @Test func catalogueNamesAreUniqueAndBaselinesComeFirst() {
         #expect(Set(Workload.all.map(\.name)).count == Workload.all.count)
-        #expect(Workload.Family.allCases.allSatisfy { family in Workload.all.contains { $0.family == family } })
+        #expect(Workload.families().count == Set(Workload.all.map(\.family.title)).count)
+        #expect(Workload.all.allSatisfy { Array($0.columns.prefix(2)) == [.glibc, .jemalloc] })
         #expect(AllocatorColumn.all.prefix(2) == [.glibc, .jemalloc])
         #expect(AllocatorColumn.all.filter(\.isBaseline) == [.glibc, .jemalloc])
         #expect(AllocatorColumn.named("BinnedAlloc")?.worker == "compare-worker")
@@ -115,7 +116,7 @@ final class CountingAllocator: BenchAllocator, @unchecked Sendable {
 @Suite struct WorkloadTests {
     /// Every workload frees every block it allocates, with the size it asked for, keeps
     /// the live count it promises, and writes the same checksum on every run.
-    @Test(arguments: Workload.all.map(\.name))
+    @Test(arguments: Workload.all.filter(\.isMallocStyle).map(\.name))
     func workloadAllocatesAndFreesWhatItClaims(name: String) {
         let workload = Workload.named(name)!
         let allocator = CountingAllocator()
@@ -139,11 +140,13 @@ final class CountingAllocator: BenchAllocator, @unchecked Sendable {
         case .batch(let count, _, _):
             #expect(allocator.maximumLive == count)
             #expect(allocator.allocations == first.operations)
+        case .suite, .program:
+            Issue.record("\(name) is not a malloc-style workload")
         }
     }
 
     /// The BinnedAlloc adapter runs every workload to the same checksum as the model.
-    @Test(arguments: Workload.all.map(\.name))
+    @Test(arguments: Workload.all.filter(\.isMallocStyle).map(\.name))
     func binnedAllocRunsEveryWorkload(name: String) {
         let workload = Workload.named(name)!
         let expected = run(workload.kind, on: CountingAllocator(), operations: 2_000)
@@ -169,5 +172,59 @@ final class CountingAllocator: BenchAllocator, @unchecked Sendable {
         // log-uniform over 11 doublings: 4 doublings below 128, 4 at or above 1024.
         #expect(abs(Double(small) / Double(RandomTable.count) - 4.0 / 11) < 0.02)
         #expect(abs(Double(large) / Double(RandomTable.count) - 4.0 / 11) < 0.02)
+    }
+}
+
+@Suite struct ExtrasTests {
+    /// Extra figures travel on the measurement line and come out as medians in the
+    /// columns their family lists.
+    @Test func extrasTravelAndBecomeColumns() throws {
+        let parsed = try #require(
+            Worker.parse("measurement nanoseconds=10 operations=1 checksum=0 peak=1 extra.p99=250 extra.p50=100.5"))
+        #expect(parsed.measurement.extras == ["p99": 250, "p50": 100.5])
+        #expect(Worker.parse("measurement nanoseconds=10 operations=1 checksum=0 peak=1 extra.p99=x") == nil)
+
+        let family = Workload.Family(title: "Latency test", unit: "ns", extras: [.init(key: "p99", header: "p99 ns")])
+        let workload = Workload(name: "latency-test", family: family, kind: .suite("test"), operations: 1)
+        let samples = [250.0, 150, 900].map { p99 in
+            Sample(
+                workload: "latency-test", allocator: "glibc", repetition: 1,
+                measurement: Measurement(nanoseconds: 10, operations: 1, checksum: 0, extras: ["p99": p99]),
+                peakResidentBytes: 1 << 20, userNanoseconds: 0, systemNanoseconds: 0)
+        }
+        let table = Report.markdown(Report.summarize(samples), workloads: [workload])
+        #expect(table.contains("| RSS × jemalloc | p99 ns |"))
+        #expect(table.contains("| latency-test | glibc | 10.0 | 10.0 – 10.0 | 1.00 | – | 1.0 | – | 250 |"))
+    }
+
+    @Test func latencyRecorderReportsPercentiles() {
+        var recorder = LatencyRecorder(capacity: 1000)
+        for value in (1...1000).reversed() { recorder.record(UInt64(value)) }
+        recorder.record(5000)  // past capacity: not kept
+        let percentiles = recorder.percentiles()
+        #expect(percentiles["p50"] == 501)
+        #expect(percentiles["p99"] == 991)
+        #expect(percentiles["p99.9"] == 1000)
+        #expect(percentiles["max"] == 1000)
+        #expect(LatencyRecorder(capacity: 4).percentiles()["max"] == 0)
+    }
+}
+
+@Suite struct ProgramTests {
+    /// A real program runs with each column's allocator preloaded; a failing one stops.
+    @Test func programsRunWithTheColumnsAllocatorPreloaded() throws {
+        #expect(Programs.preload(for: .glibc) == nil)
+        #expect(Programs.preload(for: .jemalloc)?.hasSuffix("libjemalloc.so.2") == true)
+        #expect(Programs.preload(for: .binnedMalloc)?.hasSuffix("libbinnedmalloc.so") == true)
+        let measurement = Programs.measure(["sh", "-c", "test -z \"$LD_PRELOAD\""], column: .glibc, scale: .quick)
+        #expect(measurement.operations == 1 && measurement.nanoseconds > 0)
+        #expect((measurement.peakResidentBytes ?? 0) > 0)
+        #expect(Programs.find("sh") != nil && Programs.find("no-such-program-here") == nil)
+    }
+
+    @Test func aProgramThatFailsStopsTheBenchmark() async {
+        await #expect(processExitsWith: .failure) {
+            _ = Programs.measure(["false"], column: .glibc, scale: .quick)
+        }
     }
 }

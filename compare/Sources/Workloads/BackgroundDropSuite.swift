@@ -1,0 +1,215 @@
+// BackgroundDrop's workloads: bgdrop's benchmark (1,000 binary trees of height 10, 1,023
+// class nodes each, dropped in a loop) and defer-drop's (a 1000×1000 array of arrays of
+// strings), as caller-side time of the release against the hand-off to a dropper with
+// one or two threads, in a process whose malloc is glibc's or jemalloc's. Building the
+// values is not timed; only the release (baselines) or the hand-off (droppers) is.
+//
+// The trees' measurement runs two passes over freshly built values: the first times the
+// whole loop (the row's time, and until the background has finished: "finished ns");
+// the second times every release or hand-off on its own, for the latency percentiles,
+// so that the clock reads do not weigh on the first. The strings' (milliseconds per
+// value) times each value in the one pass. The checksum counts the tree nodes
+// deinitialised (each node's deinit counts itself in a per-thread counter, read after
+// the background finished) or the strings built, and equals across columns.
+
+import AllocCore
+import BackgroundDrop
+import Synchronization
+
+enum BackgroundDropSuite: BenchSuite {
+    static let name = "BackgroundDrop"
+
+    static let oneThread = AllocatorColumn(name: "BackgroundDrop-1t", process: .glibc)
+    static let twoThreads = AllocatorColumn(name: "BackgroundDrop-2t", process: .glibc)
+    static let oneThreadJemalloc = AllocatorColumn(name: "BackgroundDrop-1t/jemalloc", process: .jemalloc)
+    static let twoThreadsJemalloc = AllocatorColumn(name: "BackgroundDrop-2t/jemalloc", process: .jemalloc)
+
+    static let family = Workload.Family(
+        title: "Background drop: caller-side release (bgdrop's trees, defer-drop's strings)",
+        unit:
+            "ns per value the caller gives up (one tree of 1,023 class nodes, or one 1000×1000 array of 24-byte strings): baselines release it in place, BackgroundDrop columns hand it to a dropper with 1 or 2 threads; building is not timed; finished ns: per value, until the background has deinitialised everything (baselines: the release itself); in deinit ns: per value, time the background threads spent inside the deinits, summed over threads (the release on another thread, where malloc frees cross-thread; for the baselines, the release): the queue's own cost is what finished adds to it; p50…max: one release or hand-off, timed alone",
+        extras: [
+            Workload.Family.Extra(key: "finished", header: "finished ns"),
+            Workload.Family.Extra(key: "deinit", header: "in deinit ns"),
+        ] + Workload.Family.Extra.latencyPercentiles
+    )
+
+    static let columns = [
+        AllocatorColumn.glibc, .jemalloc, oneThread, twoThreads, oneThreadJemalloc, twoThreadsJemalloc,
+    ]
+
+    static var workloads: [Workload] {
+        [
+            Workload(
+                name: "drop-trees-1000x1023", family: family, kind: .suite(name), operations: 1000, columns: columns),
+            Workload(
+                name: "drop-strings-1000x1000", family: family, kind: .suite(name), operations: 3, columns: columns),
+        ]
+    }
+
+    static func measure(_ workload: Workload, column: AllocatorColumn, scale: Scale) -> Measurement {
+        let threads: Int? =
+            switch column {
+            case oneThread, oneThreadJemalloc: 1
+            case twoThreads, twoThreadsJemalloc: 2
+            default: nil
+            }
+        precondition(threads != nil || column.isBaseline, "\(name) has no column \(column.name)")
+        // The dropper is created once, before any timing; its threads sleep in between.
+        let dropper: BackgroundDropper?
+        do {
+            dropper = try threads.map { try BackgroundDropper(threads: $0, capacity: 4096) }
+        } catch {
+            fatalError("cannot create a dropper: \(error)")
+        }
+        return measureWithWarmUp(operations: workload.operations(at: scale), scale: scale) { operations in
+            switch workload.name {
+            case "drop-trees-1000x1023":
+                return run(
+                    operations: operations, dropper: dropper, latencyPass: true, build: { TreeNode(height: 10) }
+                ) { _ in
+                    UInt64(DeinitTally.total())
+                }
+            case "drop-strings-1000x1000":
+                return run(operations: operations, dropper: dropper, latencyPass: false, build: buildStrings) { count in
+                    UInt64(count * 1_000_000)
+                }
+            default:
+                preconditionFailure("\(name) has no workload \(workload.name)")
+            }
+        }
+    }
+
+    /// One measurement over `operations` values built beforehand: the timed loop, then
+    /// (with `latencyPass`) a second loop over fresh values that times each release or
+    /// hand-off alone. Without it, the timed loop itself records each one: for values
+    /// whose release takes milliseconds, two clock reads per value weigh nothing, and a
+    /// second pass would double the building. `checksum(count)` is called once the
+    /// background finished the timed loop's `count` values.
+    @inline(never)
+    static func run<Value: Sendable>(
+        operations: Int, dropper: BackgroundDropper?, latencyPass: Bool, build: () -> Value,
+        checksum: (Int) -> UInt64
+    ) -> Measurement {
+        let values = UnsafeMutablePointer<Value>.allocate(capacity: operations)
+        defer { values.deallocate() }
+        let before = dropper?.statistics()
+        var latencies = LatencyRecorder(capacity: operations)
+
+        for index in 0..<operations { (values + index).initialize(to: build()) }
+        DeinitTally.reset()
+        let start = SystemInfo.monotonicNanoseconds()
+        if latencyPass {
+            giveUp(values, operations, to: dropper)
+        } else {
+            giveUpTimingEach(values, operations, to: dropper, recording: &latencies)
+        }
+        let end = SystemInfo.monotonicNanoseconds()
+        dropper?.flush()
+        let finished = SystemInfo.monotonicNanoseconds()
+        let sum = checksum(operations)
+        // Time inside the deinits: the background's share of "finished" (the rest is the
+        // queue and the wake-ups); for the baselines, the release itself.
+        let inDeinit =
+            dropper.map { $0.statistics().droppingNanoseconds - (before?.droppingNanoseconds ?? 0) } ?? (end - start)
+
+        if latencyPass {
+            for index in 0..<operations { (values + index).initialize(to: build()) }
+            giveUpTimingEach(values, operations, to: dropper, recording: &latencies)
+            dropper?.flush()
+        }
+        if let dropper, let before {
+            // Every value went through the queue, none was dropped inline, all are done.
+            let after = dropper.statistics()
+            let expected = (latencyPass ? 2 : 1) * operations
+            precondition(
+                after.queued - before.queued == expected && after.droppedInline == 0 && after.pending == 0,
+                "the dropper did not take every value: \(after)")
+        }
+        var extras = latencies.percentiles()
+        extras["finished"] = Double(finished - start) / Double(operations)
+        extras["deinit"] = Double(inDeinit) / Double(operations)
+        return Measurement(nanoseconds: end - start, operations: operations, checksum: sum, extras: extras)
+    }
+
+    /// Releases (no dropper) or hands off every value, as a program would in a loop.
+    @inline(__always)
+    static func giveUp<Value: Sendable>(
+        _ values: UnsafeMutablePointer<Value>, _ count: Int, to dropper: BackgroundDropper?
+    ) {
+        if let dropper {
+            for index in 0..<count { dropper.drop((values + index).move()) }
+        } else {
+            for index in 0..<count { (values + index).deinitialize(count: 1) }
+        }
+    }
+
+    /// `giveUp`, with each release or hand-off timed alone.
+    @inline(__always)
+    static func giveUpTimingEach<Value: Sendable>(
+        _ values: UnsafeMutablePointer<Value>, _ count: Int, to dropper: BackgroundDropper?,
+        recording latencies: inout LatencyRecorder
+    ) {
+        for index in 0..<count {
+            if let dropper {
+                let value = (values + index).move()
+                let t0 = SystemInfo.monotonicNanoseconds()
+                dropper.drop(value)
+                latencies.record(SystemInfo.monotonicNanoseconds() - t0)
+            } else {
+                let t0 = SystemInfo.monotonicNanoseconds()
+                (values + index).deinitialize(count: 1)
+                latencies.record(SystemInfo.monotonicNanoseconds() - t0)
+            }
+        }
+    }
+
+    /// defer-drop's value: 1,000 arrays of 1,000 strings of 24 bytes, each with a heap
+    /// buffer of its own (longer than the 15 bytes Swift stores inline).
+    static func buildStrings() -> [[String]] {
+        (0..<1000).map { _ in (0..<1000).map { _ in String(repeating: "s", count: 24) } }
+    }
+}
+
+/// bgdrop's tree node: a class with two children; a tree of height 10 has 1,023 nodes.
+/// Its deinit counts itself, so the checksum proves every node was deinitialised.
+final class TreeNode: Sendable {
+    let left: TreeNode?
+    let right: TreeNode?
+
+    init(height: Int) {
+        left = height > 1 ? TreeNode(height: height - 1) : nil
+        right = height > 1 ? TreeNode(height: height - 1) : nil
+    }
+
+    deinit { DeinitTally.count() }
+}
+
+/// Per-thread deinit counters: a plain increment through an application thread-local
+/// slot (no atomic, no shared line), summed when the threads are idle.
+enum DeinitTally {
+    static let slot = ThreadLocalSlot.application(2)
+    static let counters = Mutex<[Int]>([])  // the counters' addresses
+
+    @inline(__always)
+    static func count() {
+        guard let counter = slot.value else { return register() }
+        counter.assumingMemoryBound(to: Int.self).pointee += 1
+    }
+
+    /// A thread's first deinit: gives it a counter (never freed: a benchmark process).
+    @inline(never)
+    static func register() {
+        let counter = UnsafeMutablePointer<Int>.allocate(capacity: 1)
+        counter.initialize(to: 1)
+        counters.withLock { $0.append(Int(bitPattern: counter)) }
+        slot.value = UnsafeMutableRawPointer(counter)
+    }
+
+    /// The sum; call it when no thread deinitialises nodes (after a flush).
+    static func total() -> Int { counters.withLock { $0.reduce(0) { $0 + counter(at: $1).pointee } } }
+
+    static func reset() { counters.withLock { for address in $0 { counter(at: address).pointee = 0 } } }
+
+    static func counter(at address: Int) -> UnsafeMutablePointer<Int> { UnsafeMutablePointer(bitPattern: address)! }
+}

@@ -1,0 +1,257 @@
+// LargeAlloc's workloads: lgalloc's throughput benchmark (2 MiB regions allocated and
+// freed at 1 and 2 threads, with and without touching every 4 KiB page) and a mixed-size
+// workload (random 5–25 MiB, at most 20 live). Columns: glibc's and jemalloc's malloc/free
+// of the same sizes through function pointers, plain mmap/munmap, and LargeAlloc.
+
+import AllocCore
+import Glibc
+import LargeAlloc
+
+enum LargeAllocSuite: BenchSuite {
+    static let name = "LargeAlloc"
+
+    /// mmap/munmap of each block (through AllocCore), in a glibc process.
+    static let mmapColumn = AllocatorColumn(name: "large-mmap", process: .glibc)
+    /// LargeAlloc regions, in a glibc process.
+    static let largeAllocColumn = AllocatorColumn(name: "LargeAlloc", process: .glibc)
+    static let columns: [AllocatorColumn] = [.glibc, .jemalloc, mmapColumn, largeAllocColumn]
+
+    static let regionFamily = Workload.Family(
+        title: "Large regions: 2 MiB allocate and free (lgalloc's benchmark)",
+        unit:
+            "ns per allocate+free of a 2 MiB block, wall time over all threads (\"touch\": one byte written per 4 KiB page in between; else one byte); ops/s and latencies per allocate+free",
+        extras: [Workload.Family.Extra(key: "opsPerSecond", header: "ops/s")] + Workload.Family.Extra.latencyPercentiles
+    )
+
+    static let mixedFamily = Workload.Family(
+        title: "Large regions: mixed sizes",
+        unit:
+            "ns per allocation: random 5–25 MiB, at most 20 live (a random live block freed first), one byte written per 4 KiB page; retained: RSS above the start once all is freed and 250 ms (two LargeAlloc worker intervals and the ticks' time) passed",
+        extras: [Workload.Family.Extra(key: "retainedMiB", header: "retained MiB")])
+
+    /// What a workload does.
+    enum Shape {
+        case regions(threads: Int, touch: Bool)
+        case mixed
+    }
+
+    /// Operations of a full run, sized so that the suite's full run (five columns, five
+    /// repetitions) stays near two minutes: mmap/munmap of a touched 2 MiB block costs about
+    /// 0.9 ms here, and a touched 5–25 MiB block 3 to 10 ms in every column but LargeAlloc.
+    /// The mixed workload has 2,000 allocations; 500 keep the run within budget.
+    static let shapes: [(name: String, shape: Shape, operations: Int)] = [
+        ("large-2mib-t1", .regions(threads: 1, touch: false), 100_000),
+        ("large-2mib-t2", .regions(threads: 2, touch: false), 100_000),
+        ("large-2mib-touch-t1", .regions(threads: 1, touch: true), 2_000),
+        ("large-2mib-touch-t2", .regions(threads: 2, touch: true), 2_000),
+        ("large-mixed-5-25mib", .mixed, 500),
+    ]
+
+    static var workloads: [Workload] {
+        shapes.map { entry in
+            let family: Workload.Family
+            switch entry.shape {
+            case .regions: family = regionFamily
+            case .mixed: family = mixedFamily
+            }
+            return Workload(
+                name: entry.name, family: family, kind: .suite(name), operations: entry.operations, columns: columns)
+        }
+    }
+
+    /// The configuration of the LargeAlloc column: anonymous areas without huge-page advice
+    /// (with it, the mixed workload ran 6× slower here: huge-page faults and splits cost
+    /// more than the TLB misses they save), a 32 MiB thread cache (lgalloc's default), a worker every 100 ms that may clear
+    /// 512 MiB per class and tick with `MADV_DONTNEED` (so RSS falls at once), areas
+    /// unmapped after 1 s idle.
+    static var benchConfiguration: LargeAllocConfiguration {
+        var configuration = LargeAllocConfiguration()
+        configuration.backing = .anonymous(hugePages: false)
+        configuration.threadCacheBytes = 32 << 20
+        configuration.backgroundInterval = .milliseconds(100)
+        configuration.backgroundBytesPerTick = 512 << 20
+        configuration.clearAdvice = .dontNeed
+        configuration.areaIdleAge = .seconds(1)
+        return configuration
+    }
+
+    static func measure(_ workload: Workload, column: AllocatorColumn, scale: Scale) -> Measurement {
+        guard let entry = shapes.first(where: { $0.name == workload.name }) else {
+            preconditionFailure("\(name) has no workload \(workload.name)")
+        }
+        let operations = workload.operations(at: scale)
+        let startResident = SystemInfo.currentResidentBytes ?? 0
+        let source: LargeSource
+        switch column {
+        case .glibc, .jemalloc: source = .malloc(ProcessMalloc())
+        case mmapColumn: source = .mmap
+        case largeAllocColumn:
+            do { source = .largeAlloc(try LargeAllocator(configuration: benchConfiguration)) } catch {
+                fatalError("LargeAllocator: \(error)")
+            }
+        default: preconditionFailure("\(name) has no column \(column.name)")
+        }
+        switch entry.shape {
+        case .regions(let threads, let touch):
+            return measureWithWarmUp(operations: operations, scale: scale) { count in
+                regions(source, threads: threads, touch: touch, operations: count)
+            }
+        case .mixed:
+            var result = measureWithWarmUp(operations: operations, scale: scale) { count in
+                mixed(source, operations: count)
+            }
+            usleep(250_000)
+            let retained = (SystemInfo.currentResidentBytes ?? 0) - startResident
+            result.extras["retainedMiB"] = Double(max(0, retained)) / Double(1 << 20)
+            return result
+        }
+    }
+
+    /// Where a column's blocks come from.
+    enum LargeSource: @unchecked Sendable {
+        case malloc(ProcessMalloc)
+        case mmap
+        case largeAlloc(LargeAllocator)
+    }
+
+    /// Writes one byte per 4 KiB page of `byteCount` bytes at `block` (only the first with
+    /// `touch` false) and returns their sum.
+    @inline(__always)
+    static func write(_ block: UnsafeMutableRawPointer, byteCount: Int, touch: Bool, value: Int) -> UInt64 {
+        var sum: UInt64 = 0
+        var offset = 0
+        repeat {
+            block.storeBytes(
+                of: UInt8(truncatingIfNeeded: value &+ offset &>> 12), toByteOffset: offset, as: UInt8.self)
+            sum &+= UInt64(block.load(fromByteOffset: offset, as: UInt8.self))
+            offset &+= 4096
+        } while touch && offset < byteCount
+        return sum
+    }
+
+    /// Allocates, writes and frees one block of `byteCount` bytes; returns the write's sum.
+    @inline(__always)
+    static func pair(_ source: LargeSource, byteCount: Int, touch: Bool, value: Int) -> UInt64 {
+        switch source {
+        case .malloc(let malloc):
+            let block = malloc.allocate(byteCount)
+            let sum = write(block, byteCount: byteCount, touch: touch, value: value)
+            malloc.deallocate(block, byteCount: byteCount)
+            return sum
+        case .mmap:
+            guard let block = try? SystemMemory.map(byteCount: byteCount) else { fatalError("mmap failed") }
+            let sum = write(block, byteCount: byteCount, touch: touch, value: value)
+            try? SystemMemory.unmap(block, byteCount: byteCount)
+            return sum
+        case .largeAlloc(let allocator):
+            guard let region = try? allocator.allocate(UInt8.self, capacity: byteCount) else {
+                fatalError("LargeAlloc refused \(byteCount) bytes")
+            }
+            let block = region.withUnsafeBufferPointer { UnsafeMutableRawPointer(mutating: $0.baseAddress!) }
+            return write(block, byteCount: byteCount, touch: touch, value: value)
+        }
+    }
+
+    @inline(never)
+    static func regions(_ source: LargeSource, threads: Int, touch: Bool, operations: Int) -> Measurement {
+        let perThread = max(1, operations / threads)
+        let latencies = (0..<threads).map { _ in UnsafeMutablePointer<UInt64>.allocate(capacity: perThread) }
+        let buffers = LatencyBuffers(latencies)
+        defer { for buffer in latencies { buffer.deallocate() } }
+        let checksum = AtomicCounterBox()
+        let line = onThreads(threads) { thread, line in
+            let samples = buffers.pointers[thread]
+            var sum: UInt64 = 0
+            line.arriveAndWait()
+            for index in 0..<perThread {
+                let start = SystemInfo.monotonicNanoseconds()
+                sum &+= pair(source, byteCount: 2 << 20, touch: touch, value: index)
+                samples[index] = SystemInfo.monotonicNanoseconds() &- start
+            }
+            line.finish()
+            _ = checksum.add(Int(truncatingIfNeeded: sum))
+        }
+        var recorder = LatencyRecorder(capacity: perThread * threads)
+        for buffer in latencies {
+            for index in 0..<perThread { recorder.record(buffer[index]) }
+        }
+        var extras = recorder.percentiles()
+        extras["opsPerSecond"] = Double(perThread * threads) / (Double(line.elapsed) / 1e9)
+        return Measurement(
+            nanoseconds: line.elapsed, operations: perThread * threads, checksum: UInt64(checksum.load()),
+            extras: extras)
+    }
+
+    /// The latency buffers of the threads.
+    final class LatencyBuffers: @unchecked Sendable {
+        let pointers: [UnsafeMutablePointer<UInt64>]
+        init(_ pointers: [UnsafeMutablePointer<UInt64>]) { self.pointers = pointers }
+    }
+
+    /// At most this many blocks live in the mixed workload.
+    static let mixedLive = 20
+
+    @inline(never)
+    static func mixed(_ source: LargeSource, operations: Int) -> Measurement {
+        var generator = SplitMix64(seed: 25)
+        let sizes = (0..<operations).map { _ in Int.random(in: (5 << 20)...(25 << 20), using: &generator) }
+        let victims = (0..<operations).map { _ in Int.random(in: 0..<mixedLive, using: &generator) }
+        var checksum: UInt64 = 0
+        let start: UInt64
+        switch source {
+        case .largeAlloc(let allocator):
+            let slots = UnsafeMutablePointer<Region<UInt8>?>.allocate(capacity: mixedLive)
+            for index in 0..<mixedLive { (slots + index).initialize(to: nil) }
+            start = SystemInfo.monotonicNanoseconds()
+            for index in 0..<operations {
+                let slot = index < mixedLive ? index : victims[index]
+                _ = (slots + slot).move()
+                guard let region = try? allocator.allocate(UInt8.self, capacity: sizes[index]) else {
+                    fatalError("LargeAlloc refused \(sizes[index]) bytes")
+                }
+                let block = region.withUnsafeBufferPointer { UnsafeMutableRawPointer(mutating: $0.baseAddress!) }
+                checksum &+= write(block, byteCount: sizes[index], touch: true, value: index)
+                (slots + slot).initialize(to: region)
+            }
+            slots.deinitialize(count: mixedLive)
+            slots.deallocate()
+        case .malloc, .mmap:
+            let blocks = UnsafeMutablePointer<(UnsafeMutableRawPointer, Int)?>.allocate(capacity: mixedLive)
+            blocks.initialize(repeating: nil, count: mixedLive)
+            start = SystemInfo.monotonicNanoseconds()
+            for index in 0..<operations {
+                let slot = index < mixedLive ? index : victims[index]
+                if let (old, size) = blocks[slot] { release(source, old, byteCount: size) }
+                let block = obtain(source, byteCount: sizes[index])
+                checksum &+= write(block, byteCount: sizes[index], touch: true, value: index)
+                blocks[slot] = (block, sizes[index])
+            }
+            for slot in 0..<mixedLive {
+                if let (old, size) = blocks[slot] { release(source, old, byteCount: size) }
+            }
+            blocks.deallocate()
+        }
+        let end = SystemInfo.monotonicNanoseconds()
+        return Measurement(nanoseconds: end - start, operations: operations, checksum: checksum)
+    }
+
+    @inline(__always)
+    static func obtain(_ source: LargeSource, byteCount: Int) -> UnsafeMutableRawPointer {
+        switch source {
+        case .malloc(let malloc): return malloc.allocate(byteCount)
+        case .mmap:
+            guard let block = try? SystemMemory.map(byteCount: byteCount) else { fatalError("mmap failed") }
+            return block
+        case .largeAlloc: preconditionFailure("LargeAlloc blocks are regions")
+        }
+    }
+
+    @inline(__always)
+    static func release(_ source: LargeSource, _ block: UnsafeMutableRawPointer, byteCount: Int) {
+        switch source {
+        case .malloc(let malloc): malloc.deallocate(block, byteCount: byteCount)
+        case .mmap: try? SystemMemory.unmap(block, byteCount: byteCount)
+        case .largeAlloc: preconditionFailure("LargeAlloc blocks are regions")
+        }
+    }
+}

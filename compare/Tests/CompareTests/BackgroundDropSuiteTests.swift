@@ -1,0 +1,52 @@
+// BackgroundDrop's suite: every column does the same work and reports the same checksum
+// (tree nodes deinitialised, counted per thread), in this (glibc) process; the jemalloc
+// columns run the same code in another process.
+
+import BackgroundDrop
+import Testing
+
+@testable import Workloads
+
+// Serialized: the deinit tally is process-wide.
+@Suite(.serialized) struct BackgroundDropSuiteTests {
+    typealias Suite = BackgroundDropSuite
+
+    @Test("both workloads list the baselines first, then the four dropper columns")
+    func catalogue() {
+        #expect(Suite.workloads.map(\.name) == ["drop-trees-1000x1023", "drop-strings-1000x1000"])
+        for workload in Suite.workloads {
+            #expect(workload.columns.prefix(2) == [.glibc, .jemalloc], "\(workload.name): baselines first")
+            #expect(workload.columns.count == 6, "\(workload.name)")
+            #expect(workload.name.hasPrefix("drop-"))
+        }
+    }
+
+    @Test("releasing in place and handing off to 1 or 2 threads count the same deinitialised nodes")
+    func treesChecksumsAgree() throws {
+        let trees = 20
+        var checksums: [UInt64] = []
+        for threads in [nil, 1, 2] as [Int?] {
+            let dropper = try threads.map { try BackgroundDropper(threads: $0) }
+            let measurement = Suite.run(
+                operations: trees, dropper: dropper, latencyPass: true, build: { TreeNode(height: 10) }
+            ) { _ in UInt64(DeinitTally.total()) }
+            #expect(measurement.operations == trees)
+            #expect(measurement.extras["finished"].map { $0 > 0 } == true)
+            #expect(measurement.extras["max"].map { $0 > 0 } == true)
+            #expect(measurement.extras["deinit"].map { $0 > 0 } == true)
+            checksums.append(measurement.checksum)
+        }
+        #expect(checksums == Array(repeating: UInt64(trees * 1023), count: 3))
+    }
+
+    @Test("a single-pass run (the strings' kind) records one latency per value and drops everything")
+    func singlePassRecordsEachValue() throws {
+        let dropper = try BackgroundDropper(threads: 1)
+        let measurement = Suite.run(
+            operations: 5, dropper: dropper, latencyPass: false, build: { [[String]](repeating: ["x"], count: 10) }
+        ) { UInt64($0) }
+        #expect(measurement.checksum == 5)
+        #expect(dropper.statistics().droppedInBackground == 5)
+        #expect(measurement.extras["p50"].map { $0 > 0 } == true)
+    }
+}
