@@ -92,7 +92,7 @@ public struct BinnedAllocator: Sendable {
     /// Blocks are always at least 16-byte aligned.
     ///
     /// - Precondition: `byteCount >= 0`.
-    @inlinable
+    @inlinable @inline(__always)
     public func allocate(byteCount: Int, alignment: Int = 16) -> UnsafeMutableRawPointer? {
         precondition(byteCount >= 0, "BinnedAllocator.allocate: negative byteCount \(byteCount)")
         if byteCount <= Layout.smallSizeLimit && alignment &- 1 < Layout.quantum && alignment > 0
@@ -107,7 +107,7 @@ public struct BinnedAllocator: Sendable {
     ///
     /// In debug builds a pointer this allocator did not hand out, or one already freed,
     /// traps with a message naming it.
-    @inlinable
+    @inlinable @inline(__always)
     public func deallocate(_ pointer: UnsafeMutableRawPointer?) {
         guard let pointer else { return }
         SharedHeap.deallocate(pointer)
