@@ -1,7 +1,8 @@
 // LargeAlloc's workloads: lgalloc's throughput benchmark (2 MiB regions allocated and
 // freed at 1 and 2 threads, with and without touching every 4 KiB page) and a mixed-size
 // workload (random 5–25 MiB, at most 20 live). Columns: glibc's and jemalloc's malloc/free
-// of the same sizes through function pointers, plain mmap/munmap, and LargeAlloc.
+// of the same sizes through function pointers, plain mmap/munmap, LargeAlloc, and the
+// writes alone into memory mapped once (the floor: what touching the pages costs).
 
 import AllocCore
 import Glibc
@@ -14,19 +15,22 @@ enum LargeAllocSuite: BenchSuite {
     static let mmapColumn = AllocatorColumn(name: "large-mmap", process: .glibc)
     /// LargeAlloc regions, in a glibc process.
     static let largeAllocColumn = AllocatorColumn(name: "LargeAlloc", process: .glibc)
-    static let columns: [AllocatorColumn] = [.glibc, .jemalloc, mmapColumn, largeAllocColumn]
+    /// The floor no allocator can go below: the same writes into one block of the largest
+    /// size, mapped and touched before the timed run, with no allocation in the loop.
+    static let writesOnlyColumn = AllocatorColumn(name: "writes-only", process: .glibc)
+    static let columns: [AllocatorColumn] = [.glibc, .jemalloc, mmapColumn, largeAllocColumn, writesOnlyColumn]
 
     static let regionFamily = Workload.Family(
         title: "Large regions: 2 MiB allocate and free (lgalloc's benchmark)",
         unit:
-            "ns per allocate+free of a 2 MiB block, wall time over all threads (\"touch\": one byte written per 4 KiB page in between; else one byte); ops/s and latencies per allocate+free",
+            "ns per allocate+free of a 2 MiB block, wall time over all threads with no clock in the loop (\"touch\": one byte written per 4 KiB page in between; else one byte); ops/s from that time; latencies from a second pass timing each allocate+free alone; writes-only: the same writes into a block mapped once, the floor no allocator can beat",
         extras: [Workload.Family.Extra(key: "opsPerSecond", header: "ops/s")] + Workload.Family.Extra.latencyPercentiles
     )
 
     static let mixedFamily = Workload.Family(
         title: "Large regions: mixed sizes",
         unit:
-            "ns per allocation: random 5–25 MiB, at most 20 live (a random live block freed first), one byte written per 4 KiB page; retained: RSS above the start once all is freed and 250 ms (two LargeAlloc worker intervals and the ticks' time) passed",
+            "ns per allocation: random 5–25 MiB, at most 20 live (a random live block freed first), one byte written per 4 KiB page (writes-only: the same writes into one 25 MiB block, no allocation); retained: RSS above the start once all is freed and 250 ms (two LargeAlloc worker intervals and the ticks' time) passed",
         extras: [Workload.Family.Extra(key: "retainedMiB", header: "retained MiB")])
 
     /// What a workload does.
@@ -89,6 +93,10 @@ enum LargeAllocSuite: BenchSuite {
             do { source = .largeAlloc(try LargeAllocator(configuration: benchConfiguration)) } catch {
                 fatalError("LargeAllocator: \(error)")
             }
+        case writesOnlyColumn:
+            guard let block = try? SystemMemory.map(byteCount: writesOnlyBytes) else { fatalError("mmap failed") }
+            _ = write(block, byteCount: writesOnlyBytes, touch: true, value: 0)
+            source = .writesOnly(block)
         default: preconditionFailure("\(name) has no column \(column.name)")
         }
         switch entry.shape {
@@ -112,7 +120,12 @@ enum LargeAllocSuite: BenchSuite {
         case malloc(ProcessMalloc)
         case mmap
         case largeAlloc(LargeAllocator)
+        /// One block of ``writesOnlyBytes``.
+        case writesOnly(UnsafeMutableRawPointer)
     }
+
+    /// The writes-only column's block: the mixed workload's largest request.
+    static let writesOnlyBytes = 25 << 20
 
     /// Writes one byte per 4 KiB page of `byteCount` bytes at `block` (only the first with
     /// `touch` false) and returns their sum.
@@ -130,20 +143,53 @@ enum LargeAllocSuite: BenchSuite {
     }
 
     /// Allocates, writes and frees one block of `byteCount` bytes; returns the write's sum.
-    @inline(__always)
-    static func pair(_ source: LargeSource, byteCount: Int, touch: Bool, value: Int) -> UInt64 {
-        switch source {
-        case .malloc(let malloc):
+    /// A protocol, not a switch over `LargeSource` in the loop: binding the allocator out
+    /// of an enum case retains and releases it at every pair, which weighed 4 ns here.
+    protocol PairSource: Sendable {
+        func pair(byteCount: Int, touch: Bool, value: Int) -> UInt64
+        /// What thread `index` of the workload uses (itself, unless threads must not share).
+        func forThread(_ index: Int) -> Self
+    }
+
+    struct MallocPairs: PairSource {
+        let malloc: ProcessMalloc
+        func forThread(_ index: Int) -> Self { self }
+        @inline(__always)
+        func pair(byteCount: Int, touch: Bool, value: Int) -> UInt64 {
             let block = malloc.allocate(byteCount)
             let sum = write(block, byteCount: byteCount, touch: touch, value: value)
             malloc.deallocate(block, byteCount: byteCount)
             return sum
-        case .mmap:
+        }
+    }
+
+    struct MappedPairs: PairSource {
+        func forThread(_ index: Int) -> Self { self }
+        @inline(__always)
+        func pair(byteCount: Int, touch: Bool, value: Int) -> UInt64 {
             guard let block = try? SystemMemory.map(byteCount: byteCount) else { fatalError("mmap failed") }
             let sum = write(block, byteCount: byteCount, touch: touch, value: value)
             try? SystemMemory.unmap(block, byteCount: byteCount)
             return sum
-        case .largeAlloc(let allocator):
+        }
+    }
+
+    struct WritesOnly: PairSource, @unchecked Sendable {
+        let block: UnsafeMutableRawPointer
+        /// A 2 MiB part of the block per thread: threads writing the same lines would
+        /// measure the cache lines' travel between cores, not a floor.
+        func forThread(_ index: Int) -> Self { WritesOnly(block: block + index * (2 << 20)) }
+        @inline(__always)
+        func pair(byteCount: Int, touch: Bool, value: Int) -> UInt64 {
+            write(block, byteCount: byteCount, touch: touch, value: value)
+        }
+    }
+
+    struct RegionPairs: PairSource {
+        let allocator: LargeAllocator
+        func forThread(_ index: Int) -> Self { self }
+        @inline(__always)
+        func pair(byteCount: Int, touch: Bool, value: Int) -> UInt64 {
             guard let region = try? allocator.allocate(UInt8.self, capacity: byteCount) else {
                 fatalError("LargeAlloc refused \(byteCount) bytes")
             }
@@ -152,20 +198,47 @@ enum LargeAllocSuite: BenchSuite {
         }
     }
 
-    @inline(never)
     static func regions(_ source: LargeSource, threads: Int, touch: Bool, operations: Int) -> Measurement {
+        switch source {
+        case .malloc(let malloc):
+            regions(MallocPairs(malloc: malloc), threads: threads, touch: touch, operations: operations)
+        case .mmap: regions(MappedPairs(), threads: threads, touch: touch, operations: operations)
+        case .largeAlloc(let allocator):
+            regions(RegionPairs(allocator: allocator), threads: threads, touch: touch, operations: operations)
+        case .writesOnly(let block):
+            regions(WritesOnly(block: block), threads: threads, touch: touch, operations: operations)
+        }
+    }
+
+    @inline(never)
+    static func regions<Source: PairSource>(_ source: Source, threads: Int, touch: Bool, operations: Int) -> Measurement
+    {
         let perThread = max(1, operations / threads)
         let latencies = (0..<threads).map { _ in UnsafeMutablePointer<UInt64>.allocate(capacity: perThread) }
         let buffers = LatencyBuffers(latencies)
         defer { for buffer in latencies { buffer.deallocate() } }
         let checksum = AtomicCounterBox()
+        // Throughput first, with no clock inside the loop (two clock reads per pair would
+        // cost as much as a cached pair itself); then the same pairs again, each timed
+        // alone, for the latency percentiles.
         let line = onThreads(threads) { thread, line in
+            let source = source.forThread(thread)
+            var sum: UInt64 = 0
+            line.arriveAndWait()
+            for index in 0..<perThread {
+                sum &+= source.pair(byteCount: 2 << 20, touch: touch, value: index)
+            }
+            line.finish()
+            _ = checksum.add(Int(truncatingIfNeeded: sum))
+        }
+        _ = onThreads(threads) { thread, line in
             let samples = buffers.pointers[thread]
+            let source = source.forThread(thread)
             var sum: UInt64 = 0
             line.arriveAndWait()
             for index in 0..<perThread {
                 let start = SystemInfo.monotonicNanoseconds()
-                sum &+= pair(source, byteCount: 2 << 20, touch: touch, value: index)
+                sum &+= source.pair(byteCount: 2 << 20, touch: touch, value: index)
                 samples[index] = SystemInfo.monotonicNanoseconds() &- start
             }
             line.finish()
@@ -215,6 +288,11 @@ enum LargeAllocSuite: BenchSuite {
             }
             slots.deinitialize(count: mixedLive)
             slots.deallocate()
+        case .writesOnly(let block):
+            start = SystemInfo.monotonicNanoseconds()
+            for index in 0..<operations {
+                checksum &+= write(block, byteCount: sizes[index], touch: true, value: index)
+            }
         case .malloc, .mmap:
             let blocks = UnsafeMutablePointer<(UnsafeMutableRawPointer, Int)?>.allocate(capacity: mixedLive)
             blocks.initialize(repeating: nil, count: mixedLive)
@@ -242,7 +320,7 @@ enum LargeAllocSuite: BenchSuite {
         case .mmap:
             guard let block = try? SystemMemory.map(byteCount: byteCount) else { fatalError("mmap failed") }
             return block
-        case .largeAlloc: preconditionFailure("LargeAlloc blocks are regions")
+        case .largeAlloc, .writesOnly: preconditionFailure("\(source) allocates nothing here")
         }
     }
 
@@ -251,7 +329,7 @@ enum LargeAllocSuite: BenchSuite {
         switch source {
         case .malloc(let malloc): malloc.deallocate(block, byteCount: byteCount)
         case .mmap: try? SystemMemory.unmap(block, byteCount: byteCount)
-        case .largeAlloc: preconditionFailure("LargeAlloc blocks are regions")
+        case .largeAlloc, .writesOnly: preconditionFailure("\(source) frees nothing here")
         }
     }
 }

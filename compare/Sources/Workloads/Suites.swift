@@ -59,8 +59,11 @@ public struct LatencyRecorder: ~Copyable {
     public func percentiles() -> [String: Double] {
         var sorted = UnsafeMutableBufferPointer(start: samples, count: count)
         sorted.sort()
+        // Nearest rank, as HdrHistogram's valueAtPercentile: the smallest sample with at
+        // least `fraction` of all samples at or below it (p99.9 of 1,000 is the 999th).
         func at(_ fraction: Double) -> Double {
-            count == 0 ? 0 : Double(sorted[min(count - 1, Int((Double(count) * fraction).rounded(.down)))])
+            let rank = max(1, Int((Double(count) * fraction).rounded(.up)))
+            return count == 0 ? 0 : Double(sorted[min(count, rank) - 1])
         }
         return ["p50": at(0.5), "p99": at(0.99), "p99.9": at(0.999), "max": count == 0 ? 0 : Double(sorted[count - 1])]
     }

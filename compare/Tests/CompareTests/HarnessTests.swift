@@ -202,10 +202,15 @@ final class CountingAllocator: BenchAllocator, @unchecked Sendable {
         for value in (1...1000).reversed() { recorder.record(UInt64(value)) }
         recorder.record(5000)  // past capacity: not kept
         let percentiles = recorder.percentiles()
-        #expect(percentiles["p50"] == 501)
-        #expect(percentiles["p99"] == 991)
-        #expect(percentiles["p99.9"] == 1000)
+        // Nearest rank: p99.9 of 1,000 samples is the 999th, not the largest.
+        #expect(percentiles["p50"] == 500)
+        #expect(percentiles["p99"] == 990)
+        #expect(percentiles["p99.9"] == 999)
         #expect(percentiles["max"] == 1000)
+        var three = LatencyRecorder(capacity: 3)
+        for value in [30, 10, 20] as [UInt64] { three.record(value) }
+        #expect(three.percentiles()["p50"] == 20)
+        #expect(three.percentiles()["p99.9"] == 30)
         #expect(LatencyRecorder(capacity: 4).percentiles()["max"] == 0)
     }
 }
