@@ -31,6 +31,11 @@ enum RingAllocSuite: BenchSuite {
 
     /// RingAlloc's fixed and extendable buffers, in a glibc process.
     static let ring = AllocatorColumn(name: "RingAlloc", process: .glibc)
+    /// The floor no allocator can go below: the same bytes written the same way at a
+    /// cursor that walks through memory of the ring's size, mapped and touched before the
+    /// timed run, with no allocation, no header and no release (the queue keeps only
+    /// where each buffer was, for the checksum).
+    static let writesOnly = AllocatorColumn(name: "writes-only", process: .glibc)
 
     static let fixedFamily = Workload.Family(
         title: "Ring: fixed buffers (RingAl's table: iterations / max bytes / max held)",
@@ -70,7 +75,7 @@ enum RingAllocSuite: BenchSuite {
                 Workload(
                     name: workloadName(extendable: extendable, row),
                     family: extendable ? extendableFamily : fixedFamily,
-                    kind: .suite(name), operations: row.operations, columns: [.glibc, .jemalloc, ring])
+                    kind: .suite(name), operations: row.operations, columns: [.glibc, .jemalloc, ring, writesOnly])
             }
         }
     }
@@ -86,6 +91,15 @@ enum RingAllocSuite: BenchSuite {
             return measureWithWarmUp(operations: workload.operations(at: scale), scale: scale) { operations in
                 extendable
                     ? arrayChunked(row, sizes, operations: operations) : arrayFixed(row, sizes, operations: operations)
+            }
+        }
+        if column == writesOnly {
+            let capacity = ringCapacity(row, sizes)
+            let area = UnsafeMutableRawPointer.allocate(byteCount: capacity, alignment: 64)
+            defer { area.deallocate() }
+            area.initializeMemory(as: UInt8.self, repeating: 0, count: capacity)
+            return measureWithWarmUp(operations: workload.operations(at: scale), scale: scale) { operations in
+                writesAlone(row, sizes, area: area, capacity: capacity, chunked: extendable, operations: operations)
             }
         }
         // One ring for the process, as a program makes one: the warm-up touches its pages.
@@ -285,6 +299,46 @@ enum RingAllocSuite: BenchSuite {
             }
             guard let buffer else { fatalError("the ring was full") }
             queue.push(buffer)
+        }
+        _ = consume queue
+        let end = SystemInfo.monotonicNanoseconds()
+        return Measurement(nanoseconds: end - start, operations: operations, checksum: checksum)
+    }
+
+    // MARK: Writes alone
+
+    @inline(never)
+    static func writesAlone(
+        _ row: Row, _ sizes: SizeTable, area: UnsafeMutableRawPointer, capacity: Int, chunked: Bool,
+        operations: Int
+    ) -> Measurement {
+        var checksum: UInt64 = 0
+        let chunk = sizes.chunk
+        var cursor = 0
+        let start = SystemInfo.monotonicNanoseconds()
+        var queue = BoundedQueue<(offset: Int, count: Int)>(capacity: row.maximumHeld)
+        for iteration in 0..<operations {
+            if queue.isFull {
+                let (offset, count) = queue.popOldest()
+                checksum &+= summary(
+                    first: area.load(fromByteOffset: offset, as: UInt8.self),
+                    last: area.load(fromByteOffset: offset + count - 1, as: UInt8.self), count: count)
+            }
+            let size = sizes.size(iteration)
+            if cursor + size > capacity { cursor = 0 }
+            if chunked {
+                var written = 0
+                while written < size {
+                    let count = min(chunk, size - written)
+                    (area + cursor + written).copyMemory(from: sizes.source + written, byteCount: count)
+                    written += count
+                }
+            } else {
+                (area + cursor).initializeMemory(
+                    as: UInt8.self, repeating: UInt8(truncatingIfNeeded: iteration), count: size)
+            }
+            queue.push((cursor, size))
+            cursor += (size + 15) & ~15
         }
         _ = consume queue
         let end = SystemInfo.monotonicNanoseconds()
