@@ -61,25 +61,51 @@ struct ArenaTests {
         #expect(arena.statistics.peakBytesInUse >= 17_453 * 4)
     }
 
-    @Test("rollback of the newest allocation gives its bytes back (spec 2)")
+    @Test("rollback of the newest allocation gives its bytes back, in reverse order like a stack (spec 2)")
     func rollback() throws {
         var arena = Arena()
         let first = try required(arena.allocate(byteCount: 64))
         let second = try required(arena.allocate(byteCount: 100))
         let used = arena.bytesInUse
-        let rolledBack = arena.deallocate(second)
+        let older = arena.deallocate(first, byteCount: 64)
+        #expect(!older, "an older block rolled back while a newer one is live")
+        let wrongCount = arena.deallocate(second, byteCount: 99)
+        #expect(!wrongCount, "a rollback with a byte count other than the block's")
+        let rolledBack = arena.deallocate(second, byteCount: 100)
         #expect(rolledBack)
         #expect(arena.bytesInUse == used - 100)
-        let again = arena.deallocate(second)
+        let again = arena.deallocate(second, byteCount: 100)
         #expect(!again, "a second rollback of the same block")
-        let older = arena.deallocate(first)
-        #expect(!older, "only the newest block rolls back")
         let foreign = UnsafeMutableRawPointer(bitPattern: 0x1000)!
-        let rolledBackForeign = arena.deallocate(foreign)
+        let rolledBackForeign = arena.deallocate(foreign, byteCount: 16)
         #expect(!rolledBackForeign, "a pointer not from the arena rolled back")
         let third = try required(arena.allocate(byteCount: 100))
         #expect(third == second, "the rolled-back bytes are reused")
         #expect(arena.statistics.peakBytesInUse >= used)
+        // Newest first, every block comes back.
+        let thirdBack = arena.deallocate(third, byteCount: 100)
+        let firstBack = arena.deallocate(first, byteCount: 64)
+        #expect(thirdBack && firstBack)
+        #expect(arena.bytesInUse == 0)
+    }
+
+    @Test("a value put with a deinit is never rolled back, nor anything before it (spec 2)")
+    func rollbackStopsAtValues() throws {
+        var arena = Arena()
+        let raw = try required(arena.allocate(byteCount: 32))
+        let log = DeinitLog()
+        let box = try required(arena.put(Tracked(1, log)))
+        let usedWithValue = arena.bytesInUse
+        let rawBack = arena.deallocate(raw, byteCount: 32)
+        #expect(!rawBack, "a block below a value with a deinit rolled back")
+        let plain = try required(arena.allocate(byteCount: 48))
+        let plainBack = arena.deallocate(plain, byteCount: 48)
+        #expect(plainBack, "a block above the value did not roll back")
+        // The block's alignment padding stays used.
+        #expect(arena.bytesInUse >= usedWithValue && arena.bytesInUse < usedWithValue + 16)
+        _ = box
+        arena.reset()
+        #expect(log.order == [1], "the value's deinit ran at the reset")
     }
 
     @Test("the newest allocation grows and shrinks in place; an older one moves with its bytes (spec 2)")

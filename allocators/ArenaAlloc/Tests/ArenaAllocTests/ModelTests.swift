@@ -69,8 +69,8 @@ struct ModelTests {
             case 75..<90:
                 guard let block = live.last else { continue }
                 let used = arena.bytesInUse
-                let rolledBack = arena.deallocate(block.address)
-                // Rollback works for the newest block only; after one, no block is newest.
+                let rolledBack = arena.deallocate(block.address, byteCount: block.byteCount)
+                // Rollback works for the newest block only (the one that ends at the cursor).
                 if rolledBack {
                     #expect(arena.bytesInUse <= used, "seed \(seed) step \(step)")
                     live.removeLast()
