@@ -15,7 +15,7 @@ enum ArenaAllocSuite: BenchSuite {
 
     /// ``Arena``, one thread.
     static let arena = AllocatorColumn(name: "ArenaAlloc", process: .glibc)
-    /// ``SharedArena`` (a compare-exchange per allocation).
+    /// ``SharedArena`` (each thread bumps through its own window of the shared chunk).
     static let shared = AllocatorColumn(name: "ArenaAlloc shared", process: .glibc)
     /// ``LocalArena`` per thread over a ``SharedArena``.
     static let local = AllocatorColumn(name: "ArenaAlloc local", process: .glibc)
@@ -25,6 +25,11 @@ enum ArenaAllocSuite: BenchSuite {
         unit:
             "ns per object: allocate a 4-byte object, write it, release the cycle's objects (arena: reset; baselines: malloc(4) then free each through function pointers); release ns: releasing one whole cycle (median over the cycles, two clock reads included)",
         extras: [Workload.Family.Extra(key: "release", header: "release ns")])
+    static let values = Workload.Family(
+        title: "Arena: values put in the arena, against Swift class instances",
+        unit:
+            "ns per value: put a 16-byte struct (two Ints) and read it back, reset per 17,453 values (baselines: what a program writes without an arena: an instance of a final class with the same two fields, kept in an Array reserved for the cycle, released at the cycle's end by removeAll(keepingCapacity:))"
+    )
     static let resizing = Workload.Family(
         title: "Arena: growing and shrinking the newest allocation",
         unit:
@@ -48,6 +53,9 @@ enum ArenaAllocSuite: BenchSuite {
                 columns: [.glibc, .jemalloc, arena, shared]),
             Workload(
                 name: "arena-small-u32-fresh", family: smallObjects, kind: .suite(name), operations: cycle * 200,
+                columns: [.glibc, .jemalloc, arena]),
+            Workload(
+                name: "arena-put", family: values, kind: .suite(name), operations: cycle * 200,
                 columns: [.glibc, .jemalloc, arena]),
             Workload(
                 name: "arena-grow-shrink", family: resizing, kind: .suite(name), operations: cycle * 200,
@@ -77,6 +85,8 @@ enum ArenaAllocSuite: BenchSuite {
                 return column == shared ? sharedSmall(cycles: cycles) : arenaSmall(cycles: cycles)
             case "arena-small-u32-fresh":
                 return baseline ? mallocSmall(cycles: cycles) : freshArenaSmall(cycles: cycles)
+            case "arena-put":
+                return baseline ? classInstances(cycles: cycles) : arenaPut(cycles: cycles)
             case "arena-grow-shrink":
                 return baseline ? mallocGrowShrink(cycles: cycles) : arenaGrowShrink(cycles: cycles)
             case "arena-push":
@@ -237,6 +247,59 @@ enum ArenaAllocSuite: BenchSuite {
         return Measurement(
             nanoseconds: end - start, operations: cycles * cycle, checksum: checksum,
             extras: ["release": release.median])
+    }
+
+    // MARK: Values
+
+    /// The value both sides make: two words, as a tree node's payload or a small record.
+    struct Pair {
+        var first: Int
+        var second: Int
+    }
+
+    /// The same fields in a class: what a Swift program allocates without an arena.
+    final class PairObject {
+        var first: Int
+        var second: Int
+        init(first: Int, second: Int) {
+            self.first = first
+            self.second = second
+        }
+    }
+
+    @inline(never)
+    static func classInstances(cycles: Int) -> Measurement {
+        var objects: [PairObject] = []
+        objects.reserveCapacity(cycle)
+        var checksum: UInt64 = 0
+        let start = SystemInfo.monotonicNanoseconds()
+        for _ in 0..<cycles {
+            for index in 0..<cycle {
+                let object = PairObject(first: index, second: index &* 3)
+                objects.append(object)
+                checksum &+= UInt64(truncatingIfNeeded: object.first &+ object.second)
+            }
+            objects.removeAll(keepingCapacity: true)
+        }
+        let end = SystemInfo.monotonicNanoseconds()
+        return Measurement(nanoseconds: end - start, operations: cycles * cycle, checksum: checksum)
+    }
+
+    @inline(never)
+    static func arenaPut(cycles: Int) -> Measurement {
+        var arena = takeArena()
+        var checksum: UInt64 = 0
+        let start = SystemInfo.monotonicNanoseconds()
+        for _ in 0..<cycles {
+            for index in 0..<cycle {
+                let pair = arena.put(Pair(first: index, second: index &* 3)).unsafelyUnwrapped
+                checksum &+= UInt64(truncatingIfNeeded: pair.value.first &+ pair.value.second)
+            }
+            arena.reset()
+        }
+        let end = SystemInfo.monotonicNanoseconds()
+        keep(arena)
+        return Measurement(nanoseconds: end - start, operations: cycles * cycle, checksum: checksum)
     }
 
     // MARK: Resizing

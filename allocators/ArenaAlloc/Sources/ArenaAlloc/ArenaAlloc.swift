@@ -232,12 +232,14 @@ public struct Arena: ~Copyable, @unchecked Sendable {
     ///
     /// - Returns: the block's address, or nil when it must move and memory is exhausted;
     ///   the block is then unchanged.
-    /// - Precondition: `newByteCount >= 0`; `pointer` is a live block of this arena.
+    /// - Precondition: both byte counts are `>= 0`; `pointer` is a live block of this arena.
     @inlinable
     public mutating func resize(
         _ pointer: UnsafeMutableRawPointer, from oldByteCount: Int, to newByteCount: Int, alignment: Int = 16
     ) -> UnsafeMutableRawPointer? {
-        precondition(newByteCount >= 0, "Arena.resize: negative byteCount \(newByteCount)")
+        precondition(
+            oldByteCount >= 0 && newByteCount >= 0,
+            "Arena.resize: negative byteCount (from \(oldByteCount) to \(newByteCount))")
         let start = Int(bitPattern: pointer)
         assert(
             start &+ oldByteCount <= cursor || chunkCount > 1,
@@ -266,6 +268,7 @@ public struct Arena: ~Copyable, @unchecked Sendable {
     /// - Returns: whether the bytes came back.
     @inlinable @discardableResult
     public mutating func deallocate(_ pointer: UnsafeMutableRawPointer, byteCount: Int) -> Bool {
+        precondition(byteCount >= 0, "Arena.deallocate: negative byteCount \(byteCount)")
         let start = Int(bitPattern: pointer)
         guard isNewest(start, byteCount: byteCount) else { return false }
         noteFall()
@@ -382,7 +385,6 @@ extension Arena {
         guard let raw = allocate(byteCount: MemoryLayout<T>.stride, alignment: MemoryLayout<T>.alignment) else {
             return nil
         }
-        rollbackFloor = cursor
         let slot = raw.bindMemory(to: T.self, capacity: 1)
         slot.initialize(to: value)
         return ArenaPointer(slot, in: self)
@@ -723,8 +725,10 @@ public struct ArenaStatistics: Sendable, Equatable {
 /// one fetch-and-add on the chunk's cursor, found through AllocCore's `arenaAlloc`
 /// thread-local slot. So a small allocation costs a thread-local load, a compare and a
 /// bump, and threads do not contend for the cursor's cache line but once per window. A
-/// request above 1 KiB goes to the shared cursor directly. A window's unused rest stays
-/// reserved until the reset (at most 4 KiB per thread and arena).
+/// request above 1 KiB goes to the shared cursor directly. A thread keeps a window in
+/// each of the last four shared arenas it used, so using several in turn costs no new
+/// window per switch; a window's unused rest stays reserved until the reset (under
+/// 4 KiB per thread and arena while a thread uses at most four in turn).
 ///
 /// Copies of a `SharedArena` value share one arena (hand a copy to each thread).
 /// ``reset()`` is `mutating` and traps unless it is called on the only copy left, which
@@ -913,9 +917,7 @@ public final class ArenaCache: @unchecked Sendable {
     /// Resets `arena` (its values are deinitialized) and keeps its chunk for the next
     /// ``take()``.
     ///
-    /// - Precondition: `arena` came from ``take()`` or `Arena()`, not from a local arena.
     public func give(_ arena: consuming Arena) {
-        precondition(arena.lender == nil, "ArenaCache.give of a LocalArena's arena")
         arena.reset()
         guard let chunk = arena.detachChunk() else { return }
         lock.withLock {
@@ -1080,8 +1082,8 @@ extension Arena {
     }
 
     /// Memory for `count` values of `T`, with a deinit record when `T` has a deinit;
-    /// nil on exhaustion or overflow. Never the newest block (a rollback would free the
-    /// record too).
+    /// nil on exhaustion or overflow. With a record, the values are never the newest
+    /// block: the record follows them, below the rollback floor.
     @inlinable
     mutating func allocateValues<T>(of type: T.Type, count: Int) -> UnsafeMutablePointer<T>? {
         guard let byteCount = checkedByteCount(count: count, stride: MemoryLayout<T>.stride),
@@ -1094,7 +1096,6 @@ extension Arena {
                 return nil
             }
         }
-        rollbackFloor = cursor
         return values
     }
 
@@ -1160,7 +1161,6 @@ extension Arena {
                 return nil
             }
         }
-        rollbackFloor = cursor
         return (values, count)
     }
 }
@@ -1228,42 +1228,52 @@ final class SharedArenaStorage: @unchecked Sendable {
     func allocate(byteCount: Int, alignment: Int) -> UnsafeMutableRawPointer? {
         if let state = ThreadLocalSlot.arenaAlloc.value {
             let window = state.assumingMemoryBound(to: ThreadWindow.self)
-            if window.pointee.epoch == epoch.load(ordering: .relaxed) {
-                let aligned = (window.pointee.cursor &+ (alignment &- 1)) & ~(alignment &- 1)
-                if byteCount <= window.pointee.limit &- aligned {
-                    window.pointee.cursor = aligned &+ byteCount
-                    return UnsafeMutableRawPointer(bitPattern: aligned)
-                }
+            if window.pointee.epoch == epoch.load(ordering: .relaxed),
+                let block = window.pointee.bump(byteCount: byteCount, alignment: alignment)
+            {
+                return block
             }
         }
         return allocateInNewWindow(byteCount: byteCount, alignment: alignment)
     }
 
-    /// Gives the calling thread a new window of this arena and allocates from it; a large
-    /// request (above a quarter of a window) goes straight to the shared chunk.
+    /// Allocates from the calling thread's window of this arena when it is not the front
+    /// one (the thread used another arena since), else from a new window; a large request
+    /// (above a quarter of a window) goes straight to the shared chunk.
     @usableFromInline @inline(never)
     func allocateInNewWindow(byteCount: Int, alignment: Int) -> UnsafeMutableRawPointer? {
-        guard byteCount <= SharedArenaStorage.windowByteCount / 4,
-            let window = ThreadWindow.current(),
-            let start = allocateFromChunk(byteCount: SharedArenaStorage.windowByteCount, alignment: 16)
-        else { return allocateFromChunk(byteCount: byteCount, alignment: alignment) }
-        // The leftover of the thread's previous window (of this or another arena) stays
-        // unused until that arena's reset.
-        window.pointee.epoch = epoch.load(ordering: .relaxed)
-        window.pointee.cursor = Int(bitPattern: start)
-        window.pointee.limit = Int(bitPattern: start) &+ SharedArenaStorage.windowByteCount
-        let aligned = (window.pointee.cursor &+ (alignment &- 1)) & ~(alignment &- 1)
-        guard byteCount <= window.pointee.limit &- aligned else {
+        guard byteCount <= SharedArenaStorage.windowByteCount / 4, let windows = ThreadWindow.current() else {
             return allocateFromChunk(byteCount: byteCount, alignment: alignment)
         }
-        window.pointee.cursor = aligned &+ byteCount
-        return UnsafeMutableRawPointer(bitPattern: aligned)
+        let epoch = epoch.load(ordering: .relaxed)
+        if windows[0].epoch != epoch {
+            // Bring this arena's window to the front, or make room there by dropping the
+            // least recently used one (its leftover stays unused until its arena's reset).
+            var index = 1
+            while index < ThreadWindow.perThread - 1 && windows[index].epoch != epoch { index += 1 }
+            let found = windows[index]
+            (windows + 1).update(from: windows, count: index)
+            windows[0] = found
+            if found.epoch == epoch, let block = windows[0].bump(byteCount: byteCount, alignment: alignment) {
+                return block
+            }
+        }
+        // The window is full (its leftover, under a quarter of a window, stays unused).
+        // Alignment 8 keeps the take a fetch-and-add; the window aligns each request.
+        guard let start = allocateFromChunk(byteCount: SharedArenaStorage.windowByteCount, alignment: 8) else {
+            return allocateFromChunk(byteCount: byteCount, alignment: alignment)
+        }
+        windows[0] = ThreadWindow(
+            epoch: epoch, cursor: Int(bitPattern: start),
+            limit: Int(bitPattern: start) &+ SharedArenaStorage.windowByteCount)
+        return windows[0].bump(byteCount: byteCount, alignment: alignment)
+            ?? allocateFromChunk(byteCount: byteCount, alignment: alignment)
     }
 
     /// Bytes a thread takes from the shared chunk at once: it then bumps through them with
     /// no atomic operation. Small enough that a thread that stops allocating wastes little
-    /// (at most one window per thread and arena until the reset), large enough that the
-    /// one contended fetch-and-add per window costs well under a nanosecond per object.
+    /// (under a window per thread and arena until the reset), large enough that the one
+    /// contended fetch-and-add per window costs well under a nanosecond per object.
     static let windowByteCount = 4096
 
     /// An allocation from the current chunk. The cursor stays a multiple of 8 (sizes are
@@ -1442,15 +1452,31 @@ struct ThreadWindow {
     @usableFromInline var cursor: Int
     @usableFromInline var limit: Int
 
-    /// The calling thread's window, made on its first use; nil on a thread that is
-    /// exiting or whose exit hook cannot be armed (it then allocates from the chunk).
+    /// Windows a thread keeps, most recently used first, so that a thread using up to
+    /// this many shared arenas in turn goes on in each one's window instead of leaving a
+    /// window's rest behind at every switch (with one window, alternating 16-byte
+    /// requests between two arenas reserved 4 KiB each).
+    static let perThread = 4
+
+    /// `byteCount` bytes aligned to `alignment` from the window, or nil when they do not fit.
+    @inlinable @inline(__always)
+    mutating func bump(byteCount: Int, alignment: Int) -> UnsafeMutableRawPointer? {
+        let aligned = (cursor &+ (alignment &- 1)) & ~(alignment &- 1)
+        guard byteCount <= limit &- aligned else { return nil }
+        cursor = aligned &+ byteCount
+        return UnsafeMutableRawPointer(bitPattern: aligned)
+    }
+
+    /// The calling thread's ``perThread`` windows (the front one is what the fast path
+    /// reads), made on its first use; nil on a thread that is exiting or whose exit hook
+    /// cannot be armed (it then allocates from the chunk).
     static func current() -> UnsafeMutablePointer<ThreadWindow>? {
         if let state = ThreadLocalSlot.arenaAlloc.value { return state.assumingMemoryBound(to: ThreadWindow.self) }
         guard !ThreadLocalSlot.isCurrentThreadExiting, exitHookIsSet,
-            let memory = malloc(MemoryLayout<ThreadWindow>.size)
+            let memory = malloc(MemoryLayout<ThreadWindow>.stride * perThread)
         else { return nil }
-        let window = memory.bindMemory(to: ThreadWindow.self, capacity: 1)
-        window.initialize(to: ThreadWindow(epoch: 0, cursor: 0, limit: 0))
+        let window = memory.bindMemory(to: ThreadWindow.self, capacity: perThread)
+        window.initialize(repeating: ThreadWindow(epoch: 0, cursor: 0, limit: 0), count: perThread)
         do {
             try ThreadLocalSlot.arenaAlloc.install(memory)
         } catch {

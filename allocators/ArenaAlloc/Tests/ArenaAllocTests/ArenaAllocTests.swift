@@ -103,9 +103,26 @@ struct ArenaTests {
         #expect(plainBack, "a block above the value did not roll back")
         // The block's alignment padding stays used.
         #expect(arena.bytesInUse >= usedWithValue && arena.bytesInUse < usedWithValue + 16)
+        // A byte count that reaches from the older block over the value to the cursor
+        // would free the value's deinit record: refused (the rollback floor).
+        let spanning = arena.deallocate(raw, byteCount: arena.cursor - Int(bitPattern: raw))
+        #expect(!spanning, "a wrong byte count rolled back over a value with a deinit")
         _ = box
         arena.reset()
         #expect(log.order == [1], "the value's deinit ran at the reset")
+    }
+
+    @Test("a byte count that reaches from an older chunk to the cursor rolls nothing back (spec 2, 9)")
+    func rollbackAcrossChunks() throws {
+        var arena = Arena(firstChunkByteCount: 64)
+        let old = try required(arena.allocate(byteCount: 16))
+        let new = try required(arena.allocate(byteCount: 4096))
+        #expect(arena.statistics.chunks == 2)
+        let used = arena.bytesInUse
+        let spanning = arena.deallocate(old, byteCount: arena.cursor - Int(bitPattern: old))
+        #expect(!spanning && arena.bytesInUse == used, "a rollback moved the cursor into an older chunk")
+        let newBack = arena.deallocate(new, byteCount: 4096)
+        #expect(newBack && arena.bytesInUse == used - 4096)
     }
 
     @Test("the newest allocation grows and shrinks in place; an older one moves with its bytes (spec 2)")
@@ -195,7 +212,7 @@ struct SharedArenaTests {
         shared.reset()
         #expect(shared.statistics.bytesInUse == 0)
         let after = try required(shared.allocate(byteCount: 16))
-        #expect(shared.statistics.bytesInUse == 4096, "the old window was reused after the reset")
+        #expect(shared.statistics.bytesInUse == 4096, "after the reset, the first request takes a new window")
         _ = after
     }
 
@@ -234,5 +251,26 @@ struct SharedArenaTests {
         }
         expectDisjointAndIntact(blocks, seed: 0)
         #expect(one.statistics.bytesInUse > 0 && two.statistics.bytesInUse > 0)
+        // Each arena keeps its window in the thread while the other is used: about 2,000
+        // and 1,000 requests of at most 55 bytes (plus alignment) take a few windows
+        // each, not one per switch (one window per thread had reserved 4 KiB per switch).
+        #expect(one.statistics.bytesInUse <= 40 * 4096, "windows left behind: \(one.statistics)")
+        #expect(two.statistics.bytesInUse <= 20 * 4096, "windows left behind: \(two.statistics)")
+    }
+
+    @Test("a thread using more shared arenas in turn than it keeps windows for stays correct")
+    func manyArenasInTurn() throws {
+        let arenas = (0..<(ThreadWindow.perThread + 2)).map { _ in SharedArena(firstChunkByteCount: 128) }
+        var blocks: [(address: Int, byteCount: Int, fill: UInt8)] = []
+        for index in 0..<2_000 {
+            // Mostly the first four in turn, then now and then the others.
+            let arena = arenas[index % 10 == 9 ? ThreadWindow.perThread + index % 2 : index % ThreadWindow.perThread]
+            let byteCount = index % 5 * 7 + 1
+            let block = try required(arena.allocate(byteCount: byteCount, alignment: 8))
+            let fill = UInt8(truncatingIfNeeded: index)
+            block.initializeMemory(as: UInt8.self, repeating: fill, count: byteCount)
+            blocks.append((Int(bitPattern: block), byteCount, fill))
+        }
+        expectDisjointAndIntact(blocks, seed: 0)
     }
 }

@@ -70,6 +70,25 @@ struct BadInputTests {
         expectTrap(result, "alignment 24 is not a power of two")
     }
 
+    @Test("an alignment of zero or a negative one is a precondition failure (spec 9)")
+    func alignmentZeroOrNegative() async {
+        let zero = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            var arena = Arena()
+            _ = arena.allocate(byteCount: 8, alignment: 0)
+        }
+        expectTrap(zero, "alignment 0 is not a power of two")
+        let negative = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            var arena = Arena()
+            _ = arena.allocate(byteCount: 8, alignment: -8)
+        }
+        expectTrap(negative, "alignment -8 is not a power of two")
+        let three = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            let shared = SharedArena()
+            _ = shared.allocate(byteCount: 8, alignment: 3)
+        }
+        expectTrap(three, "alignment 3 is not a power of two")
+    }
+
     @Test("an alignment above the page size is a precondition failure (spec 9)")
     func alignmentAbovePage() async {
         let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
@@ -77,6 +96,27 @@ struct BadInputTests {
             _ = shared.allocate(byteCount: 8, alignment: 8192)
         }
         expectTrap(result, "alignment 8192 is not a power of two up to 4096")
+        let single = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            var arena = Arena()
+            _ = arena.allocate(byteCount: 8, alignment: 8192)
+        }
+        expectTrap(single, "Arena.allocate: alignment 8192 is not a power of two up to 4096")
+    }
+
+    @Test("a negative byte count given to deallocate or resize is a precondition failure (spec 9)")
+    func negativeRollbackCount() async {
+        let rollback = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            var arena = Arena()
+            let block = arena.allocate(byteCount: 16)!
+            _ = arena.deallocate(block + 24, byteCount: -8)
+        }
+        expectTrap(rollback, "Arena.deallocate: negative byteCount -8")
+        let resize = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            var arena = Arena()
+            let block = arena.allocate(byteCount: 16)!
+            _ = arena.resize(block, from: -1, to: 8)
+        }
+        expectTrap(resize, "Arena.resize: negative byteCount (from -1 to 8)")
     }
 
     @Test("a negative capacity is a precondition failure (spec 9)")

@@ -1,6 +1,7 @@
-// A seeded model-based test: random sizes, alignments, grows, shrinks, rollbacks and
-// resets against a model of the live blocks; checks no overlap, alignment and contents
-// (spec sections 2 and 4). A failure prints the seed; ARENA_TEST_SEED replays it.
+// A seeded model-based test: random sizes, alignments, grows, shrinks, rollbacks, values
+// and resets against a model of the live blocks and of which block is the newest; checks
+// no overlap, alignment, contents, exactly which rollbacks succeed, and that values are
+// deinitialized once each, newest first (spec sections 2 and 4). A failure prints the seed; ARENA_TEST_SEED replays it.
 
 import AllocCore
 import Glibc
@@ -14,6 +15,11 @@ struct ModelBlock {
     var byteCount: Int
     var alignment: Int
     var fill: UInt8
+    /// Whether a value with a deinit record was put after it: the rollback floor then lies
+    /// above it, so it never rolls back or grows in place again.
+    var belowFloor = false
+
+    var end: Int { Int(bitPattern: address) + byteCount }
 }
 
 @Suite("Arena model")
@@ -25,16 +31,36 @@ struct ModelTests {
         var arena = Arena(firstChunkByteCount: [64, 4096, 1 << 16, 100][round])
         var live: [ModelBlock] = []
         var fills: UInt8 = 0
+        // Where the model expects the cursor: the end of the newest raw block, nil after a
+        // put (a value, or its deinit record, is then the newest block).
+        var modelCursor: Int? = nil
+        var strings: [(handle: ArenaPointer<String>, text: String)] = []
+        var numbers: [(buffer: ArenaBuffer<UInt16>, first: UInt16)] = []
+        let deinits = DeinitLog()
+        var putTracked = 0
 
         func check(_ block: ModelBlock) -> Bool {
             let bytes = UnsafeRawBufferPointer(start: block.address, count: block.byteCount)
             return bytes.allSatisfy { $0 == block.fill }
         }
+        func isNewest(_ block: ModelBlock) -> Bool { !block.belowFloor && block.end == modelCursor }
+        func checkAll(_ step: Int) {
+            for block in live {
+                #expect(check(block), "seed \(seed) step \(step): block \(block.address) was overwritten")
+            }
+            for (handle, text) in strings { #expect(handle.value == text, "seed \(seed) step \(step)") }
+            for (buffer, first) in numbers {
+                let intact = buffer.enumerated().allSatisfy { (index: Int, element: UInt16) in
+                    element == first &+ UInt16(index) &* 3
+                }
+                #expect(intact, "seed \(seed) step \(step): a collected array was overwritten")
+            }
+        }
 
         for step in 0..<6_000 {
             let draw = random.next() % 100
             switch draw {
-            case 0..<60:
+            case 0..<55:
                 let byteCount = Int(random.next() % 4) == 0 ? Int(random.next() % 20_000) : Int(random.next() % 64)
                 let alignment = 1 << Int(random.next() % 13)
                 let address = try required(
@@ -51,8 +77,14 @@ struct ModelTests {
                 fills &+= 1
                 memset(address, Int32(fills), byteCount)
                 live.append(ModelBlock(address: address, byteCount: byteCount, alignment: alignment, fill: fills))
-            case 60..<75:
-                guard var block = live.last else { continue }
+                modelCursor = live[live.count - 1].end
+            case 55..<70:
+                // Any live block, mostly the newest: the newest grows and shrinks in place
+                // while its chunk has room; an older one shrinks in place and moves to grow.
+                guard !live.isEmpty else { continue }
+                let index = random.next() % 2 == 0 ? live.count - 1 : Int(random.next() % UInt64(live.count))
+                var block = live[index]
+                let newest = isNewest(block)
                 let newByteCount = Int(random.next() % 30_000)
                 let moved = try required(
                     arena.resize(block.address, from: block.byteCount, to: newByteCount, alignment: block.alignment),
@@ -62,33 +94,76 @@ struct ModelTests {
                     UnsafeRawBufferPointer(start: moved, count: kept).allSatisfy { $0 == block.fill },
                     "seed \(seed) step \(step): resize lost the contents")
                 #expect(Int(bitPattern: moved) % block.alignment == 0)
+                if !newest {
+                    #expect(
+                        (moved == block.address) == (newByteCount <= block.byteCount),
+                        "seed \(seed) step \(step): an older block must shrink in place and move to grow")
+                }
+                let inPlace = moved == block.address
                 block.address = moved
                 block.byteCount = newByteCount
                 memset(moved, Int32(block.fill), newByteCount)
-                live[live.count - 1] = block
-            case 75..<90:
-                guard let block = live.last else { continue }
+                if !inPlace {
+                    // A new allocation above everything: the newest block now.
+                    block.belowFloor = false
+                    live.remove(at: index)
+                    live.append(block)
+                    modelCursor = block.end
+                } else {
+                    live[index] = block
+                    if newest { modelCursor = block.end }
+                }
+            case 70..<85:
+                // A rollback: exactly the newest block comes back, by exactly its bytes.
+                guard !live.isEmpty else { continue }
+                let index = random.next() % 4 == 0 ? Int(random.next() % UInt64(live.count)) : live.count - 1
+                let block = live[index]
+                let expected = isNewest(block)
                 let used = arena.bytesInUse
                 let rolledBack = arena.deallocate(block.address, byteCount: block.byteCount)
-                // Rollback works for the newest block only (the one that ends at the cursor).
+                #expect(
+                    rolledBack == expected, "seed \(seed) step \(step): rollback \(rolledBack), expected \(expected)")
                 if rolledBack {
-                    #expect(arena.bytesInUse <= used, "seed \(seed) step \(step)")
-                    live.removeLast()
+                    #expect(arena.bytesInUse == used - block.byteCount, "seed \(seed) step \(step)")
+                    live.remove(at: index)
+                    modelCursor = Int(bitPattern: block.address)
+                } else {
+                    #expect(arena.bytesInUse == used, "seed \(seed) step \(step)")
                 }
+            case 85..<88:
+                // A value with a deinit: its record puts the rollback floor above every block.
+                let text = "value \(step) of seed \(seed), long enough to live on the heap"
+                strings.append((try required(arena.put(text), "seed \(seed) step \(step)"), text))
+                _ = try required(arena.put(Tracked(step, deinits)), "seed \(seed) step \(step)")
+                putTracked += 1
+                for index in live.indices { live[index].belowFloor = true }
+                modelCursor = nil
+            case 88..<90:
+                // A trivial collection of a count the sequence hides: no record, no floor.
+                let first = UInt16(truncatingIfNeeded: step)
+                let count = Int(random.next() % 300)
+                let elements = (0..<count * 2).lazy.filter { $0 % 2 == 0 }.map { (index: Int) -> UInt16 in
+                    first &+ UInt16(index / 2) &* 3
+                }
+                numbers.append((try required(arena.collect(elements), "seed \(seed) step \(step)"), first))
+                modelCursor = nil
             case 90..<98:
-                for block in live {
-                    #expect(check(block), "seed \(seed) step \(step): block \(block.address) was overwritten")
-                }
+                checkAll(step)
             default:
-                for block in live {
-                    #expect(check(block), "seed \(seed) step \(step): block \(block.address) was overwritten")
-                }
+                checkAll(step)
                 arena.reset()
+                #expect(deinits.order.count == putTracked, "seed \(seed) step \(step): every value deinitialized once")
+                #expect(deinits.order == deinits.order.sorted(by: >), "seed \(seed) step \(step): newest first")
+                deinits.order.removeAll()
+                putTracked = 0
                 live.removeAll()
+                strings.removeAll()
+                numbers.removeAll()
+                modelCursor = nil
                 #expect(arena.bytesInUse == 0 && arena.statistics.chunks <= 1, "seed \(seed) step \(step)")
             }
-            #expect(arena.statistics.peakBytesInUse >= arena.bytesInUse)
+            #expect(arena.statistics.peakBytesInUse >= arena.bytesInUse, "seed \(seed) step \(step)")
         }
-        for block in live { #expect(check(block), "seed \(seed): block \(block.address) was overwritten") }
+        checkAll(6_000)
     }
 }

@@ -3,6 +3,7 @@
 // allocated on one thread is read and released on another (spec section 5).
 
 import AllocCore
+import Glibc
 import Testing
 
 @testable import ArenaAlloc
@@ -16,6 +17,19 @@ final class BlockLog: @unchecked Sendable {
     var blocks: [(address: Int, byteCount: Int, fill: UInt8)] = []
     func append(_ more: [(address: Int, byteCount: Int, fill: UInt8)]) { lock.withLock { blocks += more } }
     var all: [(address: Int, byteCount: Int, fill: UInt8)] { lock.withLock { blocks } }
+}
+
+/// Holds every thread until all have arrived, so that their steps really interleave
+/// (threads started one by one might otherwise each finish before the next begins).
+final class StartLine: @unchecked Sendable {
+    let lock = SpinLock()
+    var arrived = 0
+    let threads: Int
+    init(threads: Int) { self.threads = threads }
+    func arriveAndWait() {
+        lock.withLock { arrived += 1 }
+        while lock.withLock({ arrived }) < threads { sched_yield() }
+    }
 }
 
 /// Numbers threads report, for the main thread to count after the join.
@@ -49,13 +63,15 @@ struct StressTests {
         var shared = SharedArena(firstChunkByteCount: 256)
         for round in 0..<3 {
             let log = BlockLog()
+            let line = StartLine(threads: Self.threads)
             let threads = try (0..<Self.threads).map { thread throws(SystemError) in
                 try OSThread.spawn { [shared] in
                     var random = SplitMix64(seed: seed &+ UInt64(round &* 100 &+ thread))
+                    line.arriveAndWait()
                     var local = shared.makeLocalArena()
                     var sharedBlocks: [(address: Int, byteCount: Int, fill: UInt8)] = []
                     var localBlocks: [(address: Int, byteCount: Int, fill: UInt8)] = []
-                    for step in 0..<3_000 {
+                    for step in 0..<5_000 {
                         // Mostly small (thread windows), sometimes above 1 KiB (the shared
                         // cursor), alignments 1 to 64 (fetch-and-add or compare-exchange).
                         let byteCount = Int(random.next() % 16 == 0 ? random.next() % 3000 : random.next() % 200)
@@ -73,7 +89,7 @@ struct StressTests {
                         } else {
                             sharedBlocks.append((Int(bitPattern: block), byteCount, fill))
                         }
-                        if step == 1_500 {
+                        if step == 2_500 {
                             // A local reset: its blocks are dead, its other chunks become spares.
                             local.reset()
                             localBlocks.removeAll()
@@ -104,8 +120,10 @@ struct StressTests {
         let seed = testSeed()
         let cache = ArenaCache(firstChunkByteCount: 512)
         let handed = SumLog()
+        let line = StartLine(threads: Self.threads)
         let threads = try (0..<Self.threads).map { thread throws(SystemError) in
             try OSThread.spawn {
+                line.arriveAndWait()
                 for round in 0..<50 {
                     var arena = cache.take()
                     var sum = 0
