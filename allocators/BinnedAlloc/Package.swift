@@ -30,10 +30,18 @@ let package = Package(
     targets: [
         .target(
             name: "BinnedAlloc", dependencies: [.product(name: "AllocCore", package: "shared")],
-            // Optimized in debug builds too, with debug assertions kept: unoptimized generic
-            // code instantiates type metadata, which allocates, and inside a process
-            // allocator that would recurse into malloc before its state exists.
-            swiftSettings: [.unsafeFlags(["-O", "-assert-config", "Debug"], .when(configuration: .debug))]),
+            swiftSettings: [
+                // Optimized in debug builds too, with debug assertions kept: unoptimized generic
+                // code instantiates type metadata, which allocates, and inside a process
+                // allocator that would recurse into malloc before its state exists.
+                .unsafeFlags(["-O", "-assert-config", "Debug"], .when(configuration: .debug)),
+                // Every function starts on a 64-byte boundary. binned_malloc and
+                // binned_free_any, the whole fast path of the standard malloc and free, are a
+                // few dozen instructions each, and where the linker happened to put them moved
+                // malloc(16 or 64)+free by 10% between builds of the same code (3.35 against
+                // 3.64 ns a pair, medians of 9 runs; aligned: 3.1 to 3.5 ns at every size).
+                .unsafeFlags(["-Xllvm", "-align-all-functions=6"], .when(configuration: .release)),
+            ]),
         // The standard malloc names over the binned_* family, with default visibility, and
         // exported from the executable that links them.
         .target(

@@ -365,8 +365,27 @@ public struct BinnedStatistics: Sendable, Equatable {
 // section 5). Sizes are `size_t` in C: a negative `Int` here is a size of 2^63 or more.
 
 /// `malloc`: NULL with ENOMEM when the size cannot be met.
+///
+/// The standard `malloc` jumps here, so the fast path is written out in this one function
+/// and calls nothing (no stack frame either): a small size pops the calling thread's
+/// current slab. Everything else (no heap yet, an empty slab, a large or impossible size,
+/// errno) is `mallocSlow`'s. Measured with `binned_free_any` under `LD_PRELOAD`,
+/// malloc(16 to 1024)+free through function pointers: 3.1 to 3.3 ns a pair (medians of 9
+/// runs), from 4.1 to 4.4 ns when `malloc` went through `BinnedAllocator.allocate` and
+/// `free` called `binned_owns` (jemalloc: 3.4 to 4.2 ns).
 @c(binned_malloc)
 public func binned_malloc(_ size: Int) -> UnsafeMutableRawPointer? {
+    if UInt(bitPattern: size) <= UInt(Layout.smallSizeLimit),
+        let block = SharedHeap.popSmall(classIndex: Layout.sizeClasses.index(for: size))
+    {
+        return block
+    }
+    return mallocSlow(size)
+}
+
+/// `binned_malloc` when the calling thread's current slab cannot serve the size.
+@inline(never)
+func mallocSlow(_ size: Int) -> UnsafeMutableRawPointer? {
     guard size >= 0, let block = BinnedAllocator.shared.allocate(byteCount: size) else { return outOfMemory() }
     return block
 }
@@ -375,6 +394,21 @@ public func binned_malloc(_ size: Int) -> UnsafeMutableRawPointer? {
 @c(binned_free)
 public func binned_free(_ pointer: UnsafeMutableRawPointer?) {
     BinnedAllocator.shared.deallocate(pointer)
+}
+
+/// `free` for any pointer, as the standard names need it: a BinnedAlloc block is freed
+/// here, any other pointer (glibc's, see `RegionMap`) is passed to `foreignFree`.
+///
+/// The standard `free` jumps here with glibc's free as `foreignFree`: the region-map test
+/// and the whole fast path of `deallocate` are one function with no call, where the
+/// standard `free` used to call `binned_owns` and then jump to `binned_free`.
+@c(binned_free_any)
+public func binned_free_any(
+    _ pointer: UnsafeMutableRawPointer?, _ foreignFree: @convention(c) (UnsafeMutableRawPointer?) -> Void
+) {
+    guard let pointer else { return }
+    guard _fastPath(RegionMap.contains(pointer)) else { return foreignFree(pointer) }
+    SharedHeap.deallocate(pointer)
 }
 
 /// `calloc`: zeroed memory; NULL with ENOMEM when `count * size` overflows.
@@ -632,10 +666,16 @@ enum SharedHeap {
     /// heap: a TLS load and four memory operations, no atomic read-modify-write.
     @inlinable @inline(__always)
     static func allocateSmall(classIndex: Int) -> UnsafeMutableRawPointer? {
-        if let base = ThreadLocalSlot.binnedAlloc.value, let block = Heap(base).bin(classIndex).popCurrent() {
-            return block
-        }
-        return allocateSmallSlow(classIndex: classIndex)
+        popSmall(classIndex: classIndex) ?? allocateSmallSlow(classIndex: classIndex)
+    }
+
+    /// The fast path alone: a block of class `classIndex` from the calling thread's current
+    /// slab, or nil when the thread has no heap yet or that slab has no free block (then
+    /// `allocateSmallSlow` is the way on).
+    @inlinable @inline(__always)
+    static func popSmall(classIndex: Int) -> UnsafeMutableRawPointer? {
+        guard let base = ThreadLocalSlot.binnedAlloc.value else { return nil }
+        return Heap(base).bin(classIndex).popCurrent()
     }
 
     /// Frees any block: to the freeing thread's own slab when it owns it (a push, no
@@ -645,7 +685,7 @@ enum SharedHeap {
         if Layout.isLarge(pointer) { return deallocateLarge(pointer) }
         let slab = Slab(containing: pointer)
         slab.assertOwns(pointer)
-        if let base = ThreadLocalSlot.binnedAlloc.value, slab.owner == base {
+        if let base = ThreadLocalSlot.binnedAlloc.value, _fastPath(slab.owner == base) {
             Heap(base).freeLocal(pointer, in: slab)
         } else {
             deallocateRemote(pointer, slab: slab)
@@ -1022,7 +1062,7 @@ struct Heap {
         slab.freeList = block
         slab.used &-= 1
         bin(slab.classIndex).counters.addFromOwner(1, to: .frees)
-        if slab.state != .current { freedIntoNonCurrent(slab) }
+        if _slowPath(slab.state != .current) { freedIntoNonCurrent(slab) }
     }
 
     /// A free landed in a slab that is not its class's current one: a full slab becomes

@@ -1,5 +1,9 @@
 // The standard malloc names, each a tail call into BinnedAlloc's binned_* function once
-// pointers BinnedAlloc did not hand out have been sent to glibc.
+// pointers BinnedAlloc did not hand out have been sent to glibc. free and the C23 sized
+// frees jump straight to binned_free_any, which tests the region map itself and is handed
+// glibc's free for foreign pointers, so that freeing a BinnedAlloc block is one function
+// with no call (measured under LD_PRELOAD: malloc(64)+free through function pointers went
+// from 4.1 to 3.1 ns with this and binned_malloc's call-free fast path; jemalloc 3.4 ns).
 //
 // Why C: Swift gives every public symbol protected visibility on ELF, and an alias of a
 // protected symbol stays protected, which makes the dynamic loader warn ("direct
@@ -35,10 +39,7 @@ static size_t foreign_usable_size(void *pointer) {
 #define FOREIGN(pointer) __builtin_expect((pointer) != NULL && !binned_owns(pointer), 0)
 
 BINNED_EXPORT void *malloc(size_t size) { return binned_malloc(size); }
-BINNED_EXPORT void free(void *pointer) {
-  if (FOREIGN(pointer)) return __libc_free(pointer);
-  binned_free(pointer);
-}
+BINNED_EXPORT void free(void *pointer) { binned_free_any(pointer, __libc_free); }
 BINNED_EXPORT void *calloc(size_t count, size_t size) { return binned_calloc(count, size); }
 BINNED_EXPORT void *realloc(void *pointer, size_t size) {
   if (FOREIGN(pointer)) return __libc_realloc(pointer, size);
@@ -60,13 +61,10 @@ BINNED_EXPORT size_t malloc_usable_size(void *pointer) {
   if (FOREIGN(pointer)) return foreign_usable_size(pointer);
   return binned_malloc_usable_size(pointer);
 }
-BINNED_EXPORT void free_sized(void *pointer, size_t size) {
-  if (FOREIGN(pointer)) return __libc_free(pointer);
-  binned_free_sized(pointer, size);
-}
+// The size and alignment are hints BinnedAlloc does not need.
+BINNED_EXPORT void free_sized(void *pointer, size_t size) { binned_free_any(pointer, __libc_free); }
 BINNED_EXPORT void free_aligned_sized(void *pointer, size_t alignment, size_t size) {
-  if (FOREIGN(pointer)) return __libc_free(pointer);
-  binned_free_aligned_sized(pointer, alignment, size);
+  binned_free_any(pointer, __libc_free);
 }
 
 // BINNEDMALLOC_STATS=1 (any value but empty or "0"): the statistics go to stderr when the

@@ -6,6 +6,7 @@
 import AllocCore
 import BinnedAlloc
 import Glibc
+import Synchronization
 import Testing
 
 /// Sizes that are too large for any allocator, as C callers would pass them:
@@ -474,6 +475,29 @@ struct ForeignPointerTests {
         for block in [small, aligned, large] { binned_free(block) }
     }
 
+    @Test("binned_free_any frees BinnedAlloc's blocks of every kind and hands every other pointer to foreignFree")
+    func freeAnyRoutesByTheRegionMap() throws {
+        ForeignFreeRecorder.reset()
+        let sizeClass = BinnedAllocator.sizeClasses.index(for: 48)
+        let before = BinnedAllocator.shared.statistics()
+        let small = try #require(binned_malloc(48))
+        let large = try #require(binned_malloc(100_000))
+        let aligned = try #require(binned_memalign(4096, 5000))
+        for block in [small, large, aligned] { binned_free_any(block, ForeignFreeRecorder.record) }
+        let after = BinnedAllocator.shared.statistics()
+        #expect(
+            after.sizeClasses[sizeClass].frees - before.sizeClasses[sizeClass].frees >= 1,
+            "the small block was freed into BinnedAlloc")
+        #expect(after.largeFrees - before.largeFrees >= 1, "the large block was freed into BinnedAlloc")
+        #expect(ForeignFreeRecorder.addresses.isEmpty, "no BinnedAlloc block reached foreignFree")
+        binned_free_any(nil, ForeignFreeRecorder.record)
+        #expect(ForeignFreeRecorder.addresses.isEmpty, "NULL is a no-op")
+        let foreign = try #require(malloc(100))  // this test process's malloc is glibc's
+        binned_free_any(foreign, ForeignFreeRecorder.record)
+        #expect(ForeignFreeRecorder.addresses == [Int(bitPattern: foreign)])
+        free(foreign)
+    }
+
     /// A large block's mapping runs to the end of its last 256 KiB region, so no other
     /// mapping (glibc's mmap'd chunks, say) can land in a region the map says is ours: the
     /// kernel hands out the most recent hole first, which used to be the block's tail.
@@ -486,5 +510,20 @@ struct ForeignPointerTests {
             try SystemMemory.unmap(other, byteCount: 200 << 10)
             binned_free(block)
         }
+    }
+}
+
+/// The `foreignFree` of the binned_free_any test: remembers the addresses it was given (a
+/// C function pointer captures nothing, so the list is global) and frees nothing.
+enum ForeignFreeRecorder {
+    static let given = Mutex<[Int]>([])
+
+    static var addresses: [Int] { given.withLock { $0 } }
+
+    static func reset() { given.withLock { $0 = [] } }
+
+    static let record: @convention(c) (UnsafeMutableRawPointer?) -> Void = { pointer in
+        let address = Int(bitPattern: pointer)
+        ForeignFreeRecorder.given.withLock { $0.append(address) }
     }
 }

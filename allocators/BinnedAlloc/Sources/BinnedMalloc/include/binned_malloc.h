@@ -28,6 +28,10 @@ void binned_free_aligned_sized(void *pointer, size_t alignment, size_t size);
 /// names send other pointers to glibc's allocator.
 _Bool binned_owns(const void *pointer);
 
+/// `free` for any pointer: BinnedAlloc's blocks are freed, every other pointer (false
+/// for binned_owns) is passed to `foreign_free`. The standard `free` is this with glibc's.
+void binned_free_any(void *pointer, void (*foreign_free)(void *));
+
 /// Writes the allocator's statistics to `descriptor` as text, without allocating. Returns 0
 /// or an errno value. `BINNEDMALLOC_STATS=1` makes the process print them to stderr at exit.
 int binned_print_statistics(int descriptor);
