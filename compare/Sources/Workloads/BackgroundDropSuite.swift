@@ -1,16 +1,23 @@
 // BackgroundDrop's workloads: bgdrop's benchmark (1,000 binary trees of height 10, 1,023
 // class nodes each, dropped in a loop) and defer-drop's (a 1000×1000 array of arrays of
-// strings), as caller-side time of the release against the hand-off to a dropper with
-// one or two threads, in a process whose malloc is glibc's or jemalloc's. Building the
-// values is not timed; only the release (baselines) or the hand-off (droppers) is.
+// strings, dropped whole), as caller-side time of the release against the hand-off to a
+// dropper with one or two threads, in a process whose malloc is glibc's or jemalloc's.
+// Building the values is not timed; only the release (baselines) or the hand-off
+// (droppers) is.
 //
-// The trees' measurement runs two passes over freshly built values: the first times the
-// whole loop (the row's time, and until the background has finished: "finished ns");
-// the second times every release or hand-off on its own, for the latency percentiles,
-// so that the clock reads do not weigh on the first. The strings' (milliseconds per
-// value) times each value in the one pass. The checksum counts the tree nodes
-// deinitialised (each node's deinit counts itself in a per-thread counter, read after
-// the background finished) or the strings built, and equals across columns.
+// Each measurement runs two passes over freshly built values. The first times the whole
+// loop over the benchmark's own values (the row's time), and the time until the
+// background has finished them ("finished ns": until the end of the last deinit, as the
+// dropper records it, so the flushing thread's own wake-up is not counted). The second
+// times every release or hand-off on its own, for the latency percentiles, so that the
+// clock reads do not weigh on the first. For the trees it gives up the trees again. For
+// the strings it gives up the 1,000 inner arrays of each value one by one (3,000 timed
+// hand-offs of 1,000 strings each): defer-drop drops each 1000×1000 value whole, which
+// is what the first pass does, but three values per run would make p99.9 the maximum,
+// and a thousand values of about 95 MB each would take about a minute to build. The
+// checksum counts the tree nodes deinitialised (each node's deinit counts itself in a
+// per-thread counter, read after the background finished) or the strings built, and
+// equals across columns.
 
 import AllocCore
 import BackgroundDrop
@@ -27,7 +34,7 @@ enum BackgroundDropSuite: BenchSuite {
     static let family = Workload.Family(
         title: "Background drop: caller-side release (bgdrop's trees, defer-drop's strings)",
         unit:
-            "ns per value the caller gives up (one tree of 1,023 class nodes, or one 1000×1000 array of 24-byte strings): baselines release it in place, BackgroundDrop columns hand it to a dropper with 1 or 2 threads; building is not timed; finished ns: per value, until the background has deinitialised everything (baselines: the release itself); in deinit ns: per value, time the background threads spent inside the deinits, summed over threads (the release on another thread, where malloc frees cross-thread; for the baselines, the release): the queue's own cost is what finished adds to it; p50…max: one release or hand-off, timed alone",
+            "ns per value the caller gives up (one tree of 1,023 class nodes, or one 1000×1000 array of 24-byte strings): baselines release it in place, BackgroundDrop columns hand it to a dropper with 1 or 2 threads; building is not timed; finished ns: per value, until the last background deinit ended (baselines: the release itself); in deinit ns: per value, time the background threads spent inside the deinits, summed over threads (the release on another thread, where malloc frees cross-thread; for the baselines, the release): the queue's own cost is what finished adds to it; p50…max: one release or hand-off, timed alone, of a tree, or of one inner array of 1,000 strings (3,000 per run)",
         extras: [
             Workload.Family.Extra(key: "finished", header: "finished ns"),
             Workload.Family.Extra(key: "deinit", header: "in deinit ns"),
@@ -66,12 +73,16 @@ enum BackgroundDropSuite: BenchSuite {
             switch workload.name {
             case "drop-trees-1000x1023":
                 return run(
-                    operations: operations, dropper: dropper, latencyPass: true, build: { TreeNode(height: 10) }
+                    operations: operations, dropper: dropper, build: { TreeNode(height: 10) },
+                    latencySamples: operations, giveUpTimingEach: giveUpTimingEach
                 ) { _ in
                     UInt64(DeinitTally.total())
                 }
             case "drop-strings-1000x1000":
-                return run(operations: operations, dropper: dropper, latencyPass: false, build: buildStrings) { count in
+                return run(
+                    operations: operations, dropper: dropper, build: buildStrings,
+                    latencySamples: operations * 1000, giveUpTimingEach: giveUpInnerArraysTimingEach
+                ) { count in
                     UInt64(count * 1_000_000)
                 }
             default:
@@ -80,48 +91,44 @@ enum BackgroundDropSuite: BenchSuite {
         }
     }
 
-    /// One measurement over `operations` values built beforehand: the timed loop, then
-    /// (with `latencyPass`) a second loop over fresh values that times each release or
-    /// hand-off alone. Without it, the timed loop itself records each one: for values
-    /// whose release takes milliseconds, two clock reads per value weigh nothing, and a
-    /// second pass would double the building. `checksum(count)` is called once the
+    /// One measurement over `operations` values built beforehand: the timed loop, then a
+    /// second loop over fresh values, `giveUpTimingEach`, that times each release or
+    /// hand-off alone (`latencySamples` of them). `checksum(count)` is called once the
     /// background finished the timed loop's `count` values.
     @inline(never)
     static func run<Value: Sendable>(
-        operations: Int, dropper: BackgroundDropper?, latencyPass: Bool, build: () -> Value,
+        operations: Int, dropper: BackgroundDropper?, build: () -> Value, latencySamples: Int,
+        giveUpTimingEach: (UnsafeMutablePointer<Value>, Int, BackgroundDropper?, inout LatencyRecorder) -> Void,
         checksum: (Int) -> UInt64
     ) -> Measurement {
         let values = UnsafeMutablePointer<Value>.allocate(capacity: operations)
         defer { values.deallocate() }
         let before = dropper?.statistics()
-        var latencies = LatencyRecorder(capacity: operations)
+        var latencies = LatencyRecorder(capacity: latencySamples)
 
         for index in 0..<operations { (values + index).initialize(to: build()) }
         DeinitTally.reset()
         let start = SystemInfo.monotonicNanoseconds()
-        if latencyPass {
-            giveUp(values, operations, to: dropper)
-        } else {
-            giveUpTimingEach(values, operations, to: dropper, recording: &latencies)
-        }
+        giveUp(values, operations, to: dropper)
         let end = SystemInfo.monotonicNanoseconds()
         dropper?.flush()
-        let finished = SystemInfo.monotonicNanoseconds()
         let sum = checksum(operations)
+        let afterTimedPass = dropper?.statistics()
+        // Until the last deinit ended: the dropper records when (the flush returns a
+        // wake-up later); for the baselines, the release itself.
+        let finished = afterTimedPass.map { max(end, $0.lastDropEndedNanoseconds) } ?? end
         // Time inside the deinits: the background's share of "finished" (the rest is the
-        // queue and the wake-ups); for the baselines, the release itself.
+        // queue and the background thread's wake-up); for the baselines, the release.
         let inDeinit =
-            dropper.map { $0.statistics().droppingNanoseconds - (before?.droppingNanoseconds ?? 0) } ?? (end - start)
+            afterTimedPass.map { $0.droppingNanoseconds - (before?.droppingNanoseconds ?? 0) } ?? (end - start)
 
-        if latencyPass {
-            for index in 0..<operations { (values + index).initialize(to: build()) }
-            giveUpTimingEach(values, operations, to: dropper, recording: &latencies)
-            dropper?.flush()
-        }
+        for index in 0..<operations { (values + index).initialize(to: build()) }
+        giveUpTimingEach(values, operations, dropper, &latencies)
+        dropper?.flush()
         if let dropper, let before {
             // Every value went through the queue, none was dropped inline, all are done.
             let after = dropper.statistics()
-            let expected = (latencyPass ? 2 : 1) * operations
+            let expected = operations + latencySamples
             precondition(
                 after.queued - before.queued == expected && after.droppedInline == 0 && after.pending == 0,
                 "the dropper did not take every value: \(after)")
@@ -144,24 +151,54 @@ enum BackgroundDropSuite: BenchSuite {
         }
     }
 
-    /// `giveUp`, with each release or hand-off timed alone.
-    @inline(__always)
+    /// `giveUp`, with each release or hand-off timed alone. The value is moved out before
+    /// the clock starts and handed over with `consume`, so that the drop takes the last
+    /// reference (a plain variable would be retained into the call and released after).
     static func giveUpTimingEach<Value: Sendable>(
-        _ values: UnsafeMutablePointer<Value>, _ count: Int, to dropper: BackgroundDropper?,
-        recording latencies: inout LatencyRecorder
+        _ values: UnsafeMutablePointer<Value>, _ count: Int, _ dropper: BackgroundDropper?,
+        _ latencies: inout LatencyRecorder
     ) {
-        for index in 0..<count {
-            if let dropper {
+        if let dropper {
+            for index in 0..<count {
                 let value = (values + index).move()
                 let t0 = SystemInfo.monotonicNanoseconds()
-                dropper.drop(value)
+                dropper.drop(consume value)
                 latencies.record(SystemInfo.monotonicNanoseconds() - t0)
-            } else {
+            }
+        } else {
+            for index in 0..<count {
                 let t0 = SystemInfo.monotonicNanoseconds()
                 (values + index).deinitialize(count: 1)
                 latencies.record(SystemInfo.monotonicNanoseconds() - t0)
             }
         }
+    }
+
+    /// The strings' latency pass: each value's 1,000 inner arrays released or handed off
+    /// one by one, each timed alone (taking an array out of its value is not timed); the
+    /// emptied outer arrays are freed afterwards, untimed.
+    static func giveUpInnerArraysTimingEach(
+        _ values: UnsafeMutablePointer<[[String]]>, _ count: Int, _ dropper: BackgroundDropper?,
+        _ latencies: inout LatencyRecorder
+    ) {
+        let inner = UnsafeMutablePointer<[String]>.allocate(capacity: 1)
+        defer { inner.deallocate() }
+        for index in 0..<count {
+            while !values[index].isEmpty {
+                inner.initialize(to: values[index].removeLast())
+                if let dropper {
+                    let value = inner.move()
+                    let t0 = SystemInfo.monotonicNanoseconds()
+                    dropper.drop(consume value)
+                    latencies.record(SystemInfo.monotonicNanoseconds() - t0)
+                } else {
+                    let t0 = SystemInfo.monotonicNanoseconds()
+                    inner.deinitialize(count: 1)
+                    latencies.record(SystemInfo.monotonicNanoseconds() - t0)
+                }
+            }
+        }
+        values.deinitialize(count: count)
     }
 
     /// defer-drop's value: 1,000 arrays of 1,000 strings of 24 bytes, each with a heap

@@ -17,6 +17,7 @@ import Testing
             { Suite.mallocSmall(cycles: 2) }, { Suite.arenaSmall(cycles: 2) }, { Suite.sharedSmall(cycles: 2) },
         ],
         "arena-small-u32-fresh": [{ Suite.mallocSmall(cycles: 2) }, { Suite.freshArenaSmall(cycles: 2) }],
+        "arena-put": [{ Suite.classInstances(cycles: 2) }, { Suite.arenaPut(cycles: 2) }],
         "arena-grow-shrink": [{ Suite.mallocGrowShrink(cycles: 2) }, { Suite.arenaGrowShrink(cycles: 2) }],
         "arena-push": [{ Suite.arrayPush(cycles: 2) }, { Suite.arenaPush(cycles: 2) }],
         "arena-collect-111": [

@@ -28,7 +28,8 @@ import Testing
         for threads in [nil, 1, 2] as [Int?] {
             let dropper = try threads.map { try BackgroundDropper(threads: $0) }
             let measurement = Suite.run(
-                operations: trees, dropper: dropper, latencyPass: true, build: { TreeNode(height: 10) }
+                operations: trees, dropper: dropper, build: { TreeNode(height: 10) }, latencySamples: trees,
+                giveUpTimingEach: Suite.giveUpTimingEach
             ) { _ in UInt64(DeinitTally.total()) }
             #expect(measurement.operations == trees)
             #expect(measurement.extras["finished"].map { $0 > 0 } == true)
@@ -39,14 +40,16 @@ import Testing
         #expect(checksums == Array(repeating: UInt64(trees * 1023), count: 3))
     }
 
-    @Test("a single-pass run (the strings' kind) records one latency per value and drops everything")
-    func singlePassRecordsEachValue() throws {
+    @Test("the strings' latency pass gives up every inner array on its own, and everything is dropped")
+    func stringsLatencyPassDropsEachInnerArray() throws {
         let dropper = try BackgroundDropper(threads: 1)
         let measurement = Suite.run(
-            operations: 5, dropper: dropper, latencyPass: false, build: { [[String]](repeating: ["x"], count: 10) }
+            operations: 5, dropper: dropper, build: { [[String]](repeating: ["x"], count: 10) }, latencySamples: 50,
+            giveUpTimingEach: Suite.giveUpInnerArraysTimingEach
         ) { UInt64($0) }
         #expect(measurement.checksum == 5)
-        #expect(dropper.statistics().droppedInBackground == 5)
+        // 5 values in the timed pass, then their 10 inner arrays each, one by one.
+        #expect(dropper.statistics().droppedInBackground == 5 + 50)
         #expect(measurement.extras["p50"].map { $0 > 0 } == true)
     }
 }

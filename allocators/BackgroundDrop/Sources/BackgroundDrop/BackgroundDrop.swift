@@ -34,10 +34,20 @@
 //
 // # Sleeping
 //
-// Nobody spins while idle. Background threads, producers blocked on a full ring and
-// threads waiting in `flush` sleep on futexes, each behind an *event count* (a word with
-// an epoch in its low 32 bits and the number of sleepers above): the waker pays one load
-// when nobody sleeps, and exactly one claimer pays the `futex` call when someone does.
+// Nobody spins while idle. Producers blocked on a full ring and threads waiting in
+// `flush` sleep on futexes, each behind an *event count* (a word with an epoch in its low
+// 32 bits and the number of sleepers above): the waker pays one load when nobody sleeps,
+// and exactly one claimer pays the `futex` call when someone does.
+//
+// Background threads park on a futex of their own and are woken by a *chained wake*
+// (the rule of Go's scheduler for its spinning threads, or tokio's "notify one searching
+// worker"): a drop wakes a parked thread only when no background thread is *searching*
+// (woken, or looking at the empty queue before it parks), and a searching thread that
+// takes a value, if it was the last searcher and more values wait, wakes the next. So a
+// drop pays at most one `futex_wake`, at the edge from idle to busy, whatever the number
+// of threads; the wake-ups that bring the other threads in are paid by the background
+// threads. A thread busy in a deinit does not search, so a deinit that blocks does not
+// keep the parked threads asleep.
 //
 // # Shutdown
 //
@@ -406,6 +416,10 @@ public struct BackgroundDropStatistics: Sendable, Equatable {
     public var queueHighWaterMark: Int
     /// Time the background threads spent deinitialising, summed over threads.
     public var droppingNanoseconds: UInt64
+    /// When the most recent background deinit ended, in `CLOCK_MONOTONIC` nanoseconds
+    /// (0 before the first). Read after a flush, the moment the background finished what
+    /// the flush waited for, without the flushing thread's own wake-up.
+    public var lastDropEndedNanoseconds: UInt64
     /// Times a drop found the queue full and the full-queue policy applied.
     public var fullQueueEvents: Int
     /// Of those, blocked drops whose timeout ran out (then deinitialised inline).
@@ -428,7 +442,7 @@ enum EnqueueAttempt<Value: ~Copyable>: ~Copyable {
 extension DropQueue {
     /// Moves `value` into a free slot and publishes it, or hands it back when the ring is
     /// full or closed. One compare-exchange on the enqueue position, the value's stores,
-    /// one release store; then one load to see whether a background thread sleeps.
+    /// one release store; then one load to see whether a background thread must be woken.
     @inlinable
     func tryEnqueue<T: ~Copyable>(_ value: consuming T) -> EnqueueAttempt<T> {
         var position = enqueuePosition.load(ordering: .relaxed)
@@ -445,7 +459,8 @@ extension DropQueue {
                 if exchanged {
                     DropQueue.store(value, in: slot)
                     AtomicWord(at: slot).store(position &+ 1, ordering: .releasing)
-                    if workEvent.hasWaiters { workEvent.notifyOne() }
+                    // The chained wake: only when no background thread searches.
+                    if workState.needsWake { wakeSleepingWorker() }
                     return .queued
                 }
                 position = original
@@ -557,7 +572,9 @@ extension DropQueue {
                 DropQueue.store(values.removeLast(), in: slot)
                 AtomicWord(at: slot).store(position &+ offset &+ 1, ordering: .releasing)
             }
-            if workEvent.hasWaiters { count == 1 ? workEvent.notifyOne() : workEvent.notifyAll() }
+            // One wake at most, as for a single drop: the woken thread brings in the next
+            // one when it sees the rest of the run waiting.
+            if workState.needsWake { wakeSleepingWorker() }
             return count
         }
     }
@@ -575,12 +592,12 @@ extension DropQueue {
 /// |---|---|
 /// | 0 | enqueue position (bit 62: closed) |
 /// | 64 | dequeue position |
-/// | 128 | work event: background threads sleep here |
+/// | 128 | work state: searching and parked background threads (`WorkState`) |
 /// | 192 | space event: producers blocked on a full ring sleep here |
 /// | 256 | progress event: flushers sleep here; + 8: the position they watch |
 /// | 320 | lifecycle, live workers (bit 40: free on exit), the worker that closed the queue, thread count |
 /// | 384 | producer-side counters (`ProducerCounter`) |
-/// | 512 | one line per worker (`WorkerRecord`) |
+/// | 512 | two lines per worker (`WorkerRecord`: its counters; its parked word, its futex) |
 /// | then | the threads' handles, rounded to lines |
 /// | then | `capacity` slots of 64 bytes: sequence, type word, 48-byte payload |
 @usableFromInline
@@ -642,9 +659,9 @@ struct DropQueue: @unchecked Sendable {
 
     @inlinable var enqueuePosition: AtomicWord { AtomicWord(at: base) }
     @inlinable var dequeuePosition: AtomicWord { AtomicWord(at: base + 64) }
-    @inlinable var workEvent: EventCount { EventCount(word: AtomicWord(at: base + 128)) }
-    @inlinable var spaceEvent: EventCount { EventCount(word: AtomicWord(at: base + 192)) }
-    @inlinable var progressEvent: EventCount { EventCount(word: AtomicWord(at: base + 256)) }
+    @inlinable var workState: WorkState { WorkState(word: AtomicWord(at: base + 128)) }
+    var spaceEvent: EventCount { EventCount(word: AtomicWord(at: base + 192)) }
+    var progressEvent: EventCount { EventCount(word: AtomicWord(at: base + 256)) }
     var watchedPosition: AtomicWord { AtomicWord(at: base + 264) }
     var lifecycle: AtomicWord { AtomicWord(at: base + DropQueue.lifecycleOffset) }
     var liveWorkers: AtomicWord { AtomicWord(at: base + DropQueue.liveWorkersOffset) }
@@ -655,7 +672,8 @@ struct DropQueue: @unchecked Sendable {
         Counters(at: base + DropQueue.producerCountersOffset)
     }
     var threadHandles: UnsafeMutablePointer<OSThread> {
-        (base + DropQueue.workerRecordsOffset + threadCount * 64).assumingMemoryBound(to: OSThread.self)
+        (base + DropQueue.workerRecordsOffset + threadCount * WorkerRecord.byteCount).assumingMemoryBound(
+            to: OSThread.self)
     }
 
     /// The slot of `position`.
@@ -665,7 +683,7 @@ struct DropQueue: @unchecked Sendable {
     }
 
     func worker(_ index: Int) -> WorkerRecord {
-        WorkerRecord(address: base + DropQueue.workerRecordsOffset + index * 64)
+        WorkerRecord(address: base + DropQueue.workerRecordsOffset + index * WorkerRecord.byteCount)
     }
 
     /// The mapping's size in whole pages for `threads` and `capacity` (a power of two),
@@ -673,7 +691,7 @@ struct DropQueue: @unchecked Sendable {
     /// roundings cannot overflow.
     static func byteCount(threads: Int, capacity: Int) -> (total: Int, slotsOffset: Int) {
         let handles = threads * MemoryLayout<OSThread>.stride
-        let slotsOffset = workerRecordsOffset + threads * 64 + alignUp(handles, to: 64)!
+        let slotsOffset = workerRecordsOffset + threads * WorkerRecord.byteCount + alignUp(handles, to: 64)!
         return (alignUp(slotsOffset + capacity * slotByteCount, to: SystemInfo.pageSize)!, slotsOffset)
     }
 
@@ -696,6 +714,8 @@ struct DropQueue: @unchecked Sendable {
         (base + threadCountOffset).storeBytes(of: threads, as: Int.self)
         _ = Counters<ProducerCounter>(initializingAt: base + producerCountersOffset)
         queue.watchedPosition.store(Int.max, ordering: .relaxed)
+        // Every thread starts out searching (it looks at the queue before it parks).
+        queue.workState.word.store(threads * WorkState.searcherUnit, ordering: .relaxed)
         for position in 0..<capacity {
             // Also faults every page in now, so no drop takes a page fault later.
             _ = AtomicWord(initializingAt: queue.slot(at: position), to: position)
@@ -729,8 +749,10 @@ enum ProducerCounter: Int, CaseIterable {
     case fullQueueEvents, blockTimeouts, droppedInline, droppedAfterShutdown, highWaterMark
 }
 
-/// A worker's line: what it is dropping now (for flush reports) and its own counters,
-/// written only by that worker.
+/// A worker's two lines: what it is dropping now (for flush reports) and its own
+/// counters, written only by that worker; then its parked word, on a line of its own so
+/// that a waker looking for a parked thread does not take the counters' line away from
+/// a busy one.
 struct WorkerRecord {
     let address: UnsafeMutableRawPointer
 
@@ -743,11 +765,21 @@ struct WorkerRecord {
     var highWaterMark: AtomicWord { AtomicWord(at: address + 32) }
     var queueBase: UnsafeMutableRawPointer? { (address + 40).load(as: UnsafeMutableRawPointer?.self) }
     var index: Int { (address + 48).load(as: Int.self) }
+    /// Monotonic time the last drop ended, 0 before the first.
+    var lastEnded: AtomicWord { AtomicWord(at: address + 56) }
+    /// 1 while the worker is parked (or about to be), 0 otherwise; it sleeps on this word
+    /// (its own futex, so that a waker claims exactly this thread).
+    var parked: AtomicWord { AtomicWord(at: address + 64) }
+
+    /// Bytes of a record: two lines.
+    static let byteCount = 128
 
     func initialize(queue: UnsafeMutableRawPointer, index: Int) {
         for offset in stride(from: 0, to: 40, by: 8) { _ = AtomicWord(initializingAt: address + offset, to: 0) }
         (address + 40).storeBytes(of: queue, as: UnsafeMutableRawPointer?.self)
         (address + 48).storeBytes(of: index, as: Int.self)
+        _ = AtomicWord(initializingAt: lastEnded.address, to: 0)
+        _ = AtomicWord(initializingAt: parked.address, to: 0)
     }
 
     /// Adds to a counter only this worker writes: a relaxed load and store.
@@ -757,6 +789,139 @@ struct WorkerRecord {
 }
 
 // MARK: - Internals: sleeping and waking
+
+/// The chained wake's state: how many background threads search for work and how many
+/// are parked, in one word (the work line), so that a producer learns with one load
+/// whether it must wake one.
+///
+/// A thread *searches* from the moment it finds the queue empty (or is woken) until it
+/// takes a value: it is about to see any value published meanwhile. A thread running a
+/// deinit does not search (the deinit may last, or block). The rule:
+///
+/// - A producer that published a value wakes a parked thread only when none searches.
+/// - A searching thread that takes a value stops searching; if it was the last one,
+///   threads are parked and values were claimed after its own, it wakes one.
+/// - A waker first moves one unit from parked to searching with a compare-exchange that
+///   requires no searcher: of concurrent wakers at the same edge only one succeeds.
+///   Then it claims a parked thread (its `parked` word, 1 to 0) and wakes it; the
+///   claimed thread starts out searching, counted already.
+///
+/// No wake-up is lost: a producer compare-exchanges the enqueue position and then loads
+/// this word; a thread that stops searching or parks changes this word and then loads
+/// the enqueue position (all sequentially consistent). Either the producer sees nobody
+/// searching, or the thread sees the new position (and wakes the next thread, or does
+/// not park). Counts are exact: the `parked` word decides who turns a parked thread
+/// back into a searcher, the thread itself (it found work before sleeping) or a waker.
+@usableFromInline
+struct WorkState {
+    @usableFromInline let word: AtomicWord
+
+    /// Searching threads, in the low 32 bits (never below 0: each thread takes back only
+    /// the unit it added).
+    @usableFromInline static let searcherUnit = 1
+    @usableFromInline static let searcherMask = (1 << 32) - 1
+    /// Parked threads above. The count can dip to -1 for a moment (a waker and the
+    /// parked thread itself both turned it into a searcher; the waker then gives its
+    /// unit back), hence signed arithmetic on the whole word.
+    @usableFromInline static let sleeperUnit = 1 << 32
+
+    @inlinable
+    init(word: AtomicWord) { self.word = word }
+
+    /// Whether a producer that just published must wake a thread: none searches and at
+    /// least one is parked. Sequentially consistent: after the producer's claim of the
+    /// position, pairs with a thread's change of this word before it looks at the queue.
+    @inlinable
+    var needsWake: Bool {
+        let state = word.load(ordering: .sequentiallyConsistent)
+        return state & WorkState.searcherMask == 0 && state >= WorkState.sleeperUnit
+    }
+}
+
+extension DropQueue {
+    /// Wakes one parked background thread if none searches (the rule in `WorkState`).
+    /// Out of line: a drop calls it once per spell of idleness at most.
+    @usableFromInline
+    @inline(never)
+    func wakeSleepingWorker() {
+        var state = workState.word.load(ordering: .sequentiallyConsistent)
+        while true {
+            guard state & WorkState.searcherMask == 0 && state >= WorkState.sleeperUnit else { return }
+            let (exchanged, original) = workState.word.compareExchange(
+                expected: state, desired: state &+ WorkState.searcherUnit &- WorkState.sleeperUnit,
+                ordering: .sequentiallyConsistent)
+            if exchanged { break }
+            state = original
+        }
+        // O(threads): a wake-up costs microseconds anyway.
+        for index in 0..<threadCount {
+            let parked = worker(index).parked
+            if parked.load(ordering: .relaxed) == 1 {
+                let (claimed, _) = parked.compareExchange(expected: 1, desired: 0, ordering: .sequentiallyConsistent)
+                if claimed {
+                    Futex.wake(parked, count: 1)
+                    return
+                }
+            }
+        }
+        // The parked thread counted found work before sleeping and counted itself as a
+        // searcher: give the unit back.
+        workState.word.wrappingAdd(WorkState.sleeperUnit &- WorkState.searcherUnit, ordering: .sequentiallyConsistent)
+    }
+
+    /// A searching thread took the value at `position` and stops searching. The last
+    /// searcher, with threads parked and values claimed after its own, wakes one: the
+    /// chain that brings every thread to a backlog without the producer paying for it.
+    func stopSearching(took position: Int) {
+        let before = workState.word.wrappingSubtract(WorkState.searcherUnit, ordering: .sequentiallyConsistent)
+        assert(
+            before & WorkState.searcherMask != 0,
+            "BackgroundDrop: a searching thread stops, but the work state \(String(before, radix: 16)) counts no searcher"
+        )
+        guard before & WorkState.searcherMask == 1 && before >= WorkState.sleeperUnit else { return }
+        // Sequentially consistent, after the change above: a producer that claimed a
+        // position and then saw this thread still searching did not wake anyone.
+        let end = enqueuePosition.load(ordering: .sequentiallyConsistent) & ~DropQueue.closedBit
+        if end > position &+ 1 { wakeSleepingWorker() }
+    }
+
+    /// Parks the calling thread (searching, and it found the queue empty at `end` with
+    /// the dequeue position at `next`) until a waker claims it, unless work arrives
+    /// first. It is searching again when this returns.
+    func park(_ record: WorkerRecord, end: Int, next: Int) {
+        record.parked.store(1, ordering: .sequentiallyConsistent)
+        workState.word.wrappingAdd(WorkState.sleeperUnit &- WorkState.searcherUnit, ordering: .sequentiallyConsistent)
+        // Look again after announcing: a producer that claimed a position before the
+        // change above may have seen this thread searching and not woken anyone.
+        let endAgain = enqueuePosition.load(ordering: .sequentiallyConsistent)
+        if endAgain != end || dequeuePosition.load(ordering: .relaxed) != next {
+            let (withdrawn, _) = record.parked.compareExchange(
+                expected: 1, desired: 0, ordering: .sequentiallyConsistent)
+            // Lost: a waker claimed this thread meanwhile and counted it searching.
+            if withdrawn {
+                workState.word.wrappingAdd(
+                    WorkState.searcherUnit &- WorkState.sleeperUnit, ordering: .sequentiallyConsistent)
+            }
+            return
+        }
+        while record.parked.load(ordering: .acquiring) == 1 {
+            Futex.wait(record.parked, whileEqualTo: 1)
+        }
+    }
+
+    /// Claims and wakes every parked thread (shutdown: they come to drain and end).
+    func wakeAllWorkers() {
+        for index in 0..<threadCount {
+            let parked = worker(index).parked
+            let (claimed, _) = parked.compareExchange(expected: 1, desired: 0, ordering: .sequentiallyConsistent)
+            if claimed {
+                workState.word.wrappingAdd(
+                    WorkState.searcherUnit &- WorkState.sleeperUnit, ordering: .sequentiallyConsistent)
+                Futex.wake(parked, count: 1)
+            }
+        }
+    }
+}
 
 /// An event count: threads that wait for a condition announce themselves, look at the
 /// condition once more, then sleep on the word until its epoch changes; wakers pay one
@@ -768,19 +933,14 @@ struct WorkerRecord {
 /// system call. A waiter that sees the epoch moved counts itself claimed; when two
 /// waiters both do, the count stays one too high (a later waker makes one system call
 /// for nobody): it errs towards extra wake-ups, never towards a lost one.
-@usableFromInline
 struct EventCount {
-    @usableFromInline let word: AtomicWord
+    let word: AtomicWord
 
-    @usableFromInline static let waiterUnit = 1 << 32
-    @usableFromInline static let epochMask = (1 << 32) - 1
-
-    @inlinable
-    init(word: AtomicWord) { self.word = word }
+    static let waiterUnit = 1 << 32
+    static let epochMask = (1 << 32) - 1
 
     /// Whether anyone announced a wait (sequentially consistent: pairs with the
     /// announcement, after the waker's own sequentially consistent change).
-    @inlinable
     var hasWaiters: Bool { word.load(ordering: .sequentiallyConsistent) >> 32 != 0 }
 
     /// Announces a wait; returns the key to pass to `wait` or `cancelWait`. Look at the
@@ -822,7 +982,6 @@ struct EventCount {
     }
 
     /// Claims one waiter and wakes it, if any announced itself.
-    @usableFromInline
     @inline(never)
     func notifyOne() {
         var current = word.load(ordering: .sequentiallyConsistent)
@@ -840,7 +999,6 @@ struct EventCount {
     }
 
     /// Claims and wakes every waiter.
-    @usableFromInline
     @inline(never)
     func notifyAll() {
         var current = word.load(ordering: .sequentiallyConsistent)
@@ -911,12 +1069,23 @@ extension DropQueue {
         var polls = 0
         var idleSpins = 0
         var untilSample = 0
+        // Every worker is counted as searching from the queue's creation.
+        var searching = true
         while true {
-            if dropOne(by: record, sampleDepth: untilSample == 0) {
+            if let position = takePublished() {
+                if searching {
+                    searching = false
+                    stopSearching(took: position)
+                }
+                deinitialize(position, sampleDepth: untilSample == 0, by: record)
                 untilSample = untilSample == 0 ? DropQueue.depthSampleInterval - 1 : untilSample - 1
                 polls = 0
                 idleSpins = 0
                 continue
+            }
+            if !searching {
+                searching = true
+                workState.word.wrappingAdd(WorkState.searcherUnit, ordering: .sequentiallyConsistent)
             }
             untilSample = 0
             let end = enqueuePosition.load(ordering: .sequentiallyConsistent)
@@ -941,13 +1110,8 @@ extension DropQueue {
                 continue
             }
             idleSpins = 0
-            let key = workEvent.prepareWait()
-            let endAgain = enqueuePosition.load(ordering: .sequentiallyConsistent)
-            if endAgain != end || dequeuePosition.load(ordering: .relaxed) != next {
-                workEvent.cancelWait(key)
-                continue
-            }
-            workEvent.wait(key, timeoutNanoseconds: nil)
+            // Searching again once this returns: woken by a claim, or work arrived.
+            park(record, end: end, next: next)
         }
         assert(
             dequeuePosition.load(ordering: .relaxed) >= enqueuePosition.load(ordering: .relaxed) & ~DropQueue.closedBit,
@@ -967,35 +1131,31 @@ extension DropQueue {
         if closedByThisThread { OSThread.detachCurrentThread() }
     }
 
-    /// Takes one published value, deinitialises it in its slot and frees the slot.
-    /// Returns false when no value is published at the dequeue position.
-    func dropOne(by record: WorkerRecord, sampleDepth: Bool) -> Bool {
+    /// Claims the value published at the dequeue position, if any: its position.
+    func takePublished() -> Int? {
         var position = dequeuePosition.load(ordering: .relaxed)
         while true {
-            let slot = slot(at: position)
-            let sequence = AtomicWord(at: slot).load(ordering: .acquiring)
+            let sequence = AtomicWord(at: slot(at: position)).load(ordering: .acquiring)
             if sequence == position &+ 1 {
                 let (exchanged, original) = dequeuePosition.compareExchange(
                     expected: position, desired: position &+ 1, ordering: .relaxed)
-                if exchanged {
-                    deinitialize(slot, position: position, sampleDepth: sampleDepth, by: record)
-                    return true
-                }
+                if exchanged { return position }
                 position = original
             } else if sequence < position &+ 1 {
-                return false
+                return nil
             } else {
                 position = dequeuePosition.load(ordering: .relaxed)
             }
         }
     }
 
-    /// Deinitialises the value in `slot` (claimed at `position`), frees the slot and
+    /// Deinitialises the value claimed at `position` in its slot, frees the slot and
     /// wakes whoever waits for space or for progress.
     /// With `sampleDepth`, it also reads the enqueue position for the high-water mark:
     /// not at every value, since that line is the producers' and every read of it by a
     /// background thread costs the next producer a cache miss.
-    func deinitialize(_ slot: UnsafeMutableRawPointer, position: Int, sampleDepth: Bool, by record: WorkerRecord) {
+    func deinitialize(_ position: Int, sampleDepth: Bool, by record: WorkerRecord) {
+        let slot = slot(at: position)
         if sampleDepth {
             let waiting = enqueuePosition.load(ordering: .relaxed) & ~DropQueue.closedBit &- position
             if waiting > record.highWaterMark.load(ordering: .relaxed) {
@@ -1014,6 +1174,7 @@ extension DropQueue {
             recordedType(typeBits), at: slot + DropQueue.payloadOffset, boxed: typeBits & DropQueue.boxedFlag != 0)
         let end = SystemInfo.monotonicNanoseconds()
         record.busySince.store(0, ordering: .releasing)
+        record.lastEnded.store(Int(end), ordering: .relaxed)
         record.bump(record.dropped, by: 1)
         record.bump(record.droppingNanoseconds, by: Int(end &- start))
         // Sequentially consistent: a producer blocked on a full ring (or a flusher)
@@ -1139,7 +1300,7 @@ extension DropQueue {
     /// workers come to drain and end, blocked producers come to drop inline.
     func close() {
         enqueuePosition.bitwiseOr(DropQueue.closedBit, ordering: .sequentiallyConsistent)
-        workEvent.notifyAll()
+        wakeAllWorkers()
         spaceEvent.notifyAll()
     }
 
@@ -1206,11 +1367,13 @@ extension DropQueue {
         var dropped = 0
         var nanoseconds = 0
         var highWater = producerCounters.value(of: .highWaterMark)
+        var lastEnded = 0
         for index in 0..<threadCount {
             let record = worker(index)
             dropped += record.dropped.load(ordering: .relaxed)
             nanoseconds += record.droppingNanoseconds.load(ordering: .relaxed)
             highWater = max(highWater, record.highWaterMark.load(ordering: .relaxed))
+            lastEnded = max(lastEnded, record.lastEnded.load(ordering: .relaxed))
         }
         return BackgroundDropStatistics(
             queued: enqueuePosition.load(ordering: .relaxed) & ~DropQueue.closedBit,
@@ -1219,6 +1382,7 @@ extension DropQueue {
             droppedAfterShutdown: producerCounters.value(of: .droppedAfterShutdown),
             queueHighWaterMark: highWater,
             droppingNanoseconds: UInt64(nanoseconds),
+            lastDropEndedNanoseconds: UInt64(lastEnded),
             fullQueueEvents: producerCounters.value(of: .fullQueueEvents),
             blockTimeouts: producerCounters.value(of: .blockTimeouts))
     }

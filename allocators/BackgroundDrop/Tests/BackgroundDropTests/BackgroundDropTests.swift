@@ -416,6 +416,22 @@ import Testing
         #expect(statistics.droppedInline == 0 && statistics.fullQueueEvents == 0 && statistics.blockTimeouts == 0)
         #expect(statistics.queueHighWaterMark >= 1 && statistics.queueHighWaterMark <= 512)
         #expect(statistics.droppingNanoseconds > 0)
+        #expect(statistics.lastDropEndedNanoseconds > 0)
+    }
+
+    /// Spec 8: the end of the last background deinit is recorded: not before the
+    /// deinit's own last look at the clock, not after the flush that waited for it.
+    @Test func lastDropEndedIsWhenTheLastDeinitEnded() throws {
+        let dropper = try BackgroundDropper(threads: 2, capacity: 16)
+        #expect(dropper.statistics().lastDropEndedNanoseconds == 0)
+        let deinitEnd = Stamp()
+        dropper.drop(ClockAtDeinit(deinitEnd, sleepMicroseconds: 2000))
+        dropper.flush()
+        let flushed = SystemInfo.monotonicNanoseconds()
+        let ended = dropper.statistics().lastDropEndedNanoseconds
+        let inside = deinitEnd.nanoseconds.load(ordering: .acquiring)
+        #expect(inside > 0 && ended >= inside, "recorded \(ended), the deinit's clock read \(inside)")
+        #expect(ended <= flushed, "recorded \(ended), after the flush returned at \(flushed)")
     }
 
     /// Spec 2: the shared dropper exists once and works.
@@ -435,4 +451,25 @@ import Testing
         #expect(try BackgroundDropper(capacity: 1024).capacity == 1024)
         #expect(BackgroundDropper.inlineByteCount == 48 && BackgroundDropper.inlineAlignment == 16)
     }
+}
+
+/// A value whose deinit sleeps, then stores the time it ended into `stamp`.
+final class ClockAtDeinit: Sendable {
+    let stamp: Stamp
+    let sleepMicroseconds: UInt32
+
+    init(_ stamp: Stamp, sleepMicroseconds: UInt32) {
+        self.stamp = stamp
+        self.sleepMicroseconds = sleepMicroseconds
+    }
+
+    deinit {
+        usleep(sleepMicroseconds)
+        stamp.nanoseconds.store(SystemInfo.monotonicNanoseconds(), ordering: .releasing)
+    }
+}
+
+/// A monotonic time, set from any thread.
+final class Stamp: Sendable {
+    let nanoseconds = Atomic<UInt64>(0)
 }

@@ -1,6 +1,7 @@
 // Multi-threaded stress (spec sections 4, 5): more producer threads than cores drop
 // into small queues under both full-queue policies, with flushes and shutdowns racing
-// them; every value must be deinitialised exactly once. The thread-sanitizer run selects
+// them, and in bursts into parked threads (the chained wake); every value must be
+// deinitialised exactly once. The thread-sanitizer run selects
 // these suites with `--filter Stress`.
 
 import AllocCore
@@ -56,6 +57,62 @@ import Testing
         #expect(statistics.queued + statistics.droppedInline == producers * perProducer)
         #expect(statistics.pending == 0)
         #expect(flushes.load(ordering: .relaxed) > 0)
+    }
+
+    /// The chained wake loses no wake-up (spec 5): producers outnumber cores and drop in
+    /// bursts separated by pauses long enough for the threads to park, so the edge from
+    /// idle to busy is crossed again and again by several producers at once; each
+    /// producer then flushes with a timeout, which a value left in the queue with every
+    /// thread asleep would make throw. Every value is deinitialised exactly once.
+    @Test(arguments: [1, 2, 4])
+    func burstsIntoParkedThreadsLoseNoWakeUp(threads: Int) throws {
+        let bursts = 40
+        let perBurst = 24
+        let producers = Self.producers
+        let perProducer = bursts * perBurst
+        let tally = Tally(capacity: producers * perProducer)
+        let dropper = try BackgroundDropper(threads: threads, capacity: 1024)
+        let timeouts = Mutex<[String]>([])
+        try onThreads(producers) { producer in
+            var generator = SplitMix64(seed: UInt64(producer) &+ UInt64(threads) << 32)
+            for burst in 0..<bursts {
+                let first = producer * perProducer + burst * perBurst
+                if generator.next() % 2 == 0 {
+                    dropper.drop(contentsOf: (first..<first + perBurst).map { Tracked($0, tally) })
+                } else {
+                    for id in first..<first + perBurst { dropper.drop(Tracked(id, tally)) }
+                }
+                usleep(UInt32(generator.next() % 300))
+                do {
+                    try dropper.flush(timeoutNanoseconds: 20_000_000_000)
+                } catch {
+                    timeouts.withLock { $0.append("producer \(producer), burst \(burst): \(error)") }
+                }
+            }
+        }
+        #expect(timeouts.withLock { $0 }.isEmpty, "\(timeouts.withLock { $0.prefix(3) })")
+        #expect(tally.wrongCounts(0..<producers * perProducer) == "")
+        #expect(dropper.statistics().pending == 0)
+    }
+
+    /// One producer, nothing else going on: each lone drop must be taken, or the flush
+    /// after it times out (spec 5). The pause before each drop is drawn from 0 to 16 µs,
+    /// around the few microseconds a thread looks at the empty queue before it parks, so
+    /// that many drops land just as a thread is parking: the race that the look after
+    /// announcing closes (without it, a thread parks with the value unseen).
+    @Test(arguments: [1, 2, 4])
+    func loneDropsAsThreadsParkAreTaken(threads: Int) throws {
+        let rounds = 3000
+        let tally = Tally(capacity: rounds)
+        let dropper = try BackgroundDropper(threads: threads, capacity: 16)
+        var generator = SplitMix64(seed: testSeed(UInt64(threads)))
+        for round in 0..<rounds {
+            let resume = SystemInfo.monotonicNanoseconds() + generator.next() % 16_000
+            while SystemInfo.monotonicNanoseconds() < resume { spinLoopHint() }
+            dropper.drop(Tracked(round, tally))
+            try dropper.flush(timeoutNanoseconds: 20_000_000_000)
+            #expect(tally.count(round) == 1, "round \(round)")
+        }
     }
 
     /// Producers keep dropping while another thread shuts the dropper down: each value
