@@ -30,11 +30,18 @@ enum BackgroundDropSuite: BenchSuite {
     static let twoThreads = AllocatorColumn(name: "BackgroundDrop-2t", process: .glibc)
     static let oneThreadJemalloc = AllocatorColumn(name: "BackgroundDrop-1t/jemalloc", process: .jemalloc)
     static let twoThreadsJemalloc = AllocatorColumn(name: "BackgroundDrop-2t/jemalloc", process: .jemalloc)
+    /// The floor of "finished": the same values released by a second thread with no queue
+    /// and no wake-up in the time (see ``runOnOtherThread``), in each process allocator.
+    /// The strings only: for the trees, such a thread measured slower than a dropper's own
+    /// thread (35–44 µs a tree against 20–25, with more of glibc's time in
+    /// `malloc_consolidate` and around `free`; not understood), so it would bound nothing.
+    static let otherThread = AllocatorColumn(name: "other-thread", process: .glibc)
+    static let otherThreadJemalloc = AllocatorColumn(name: "other-thread/jemalloc", process: .jemalloc)
 
     static let family = Workload.Family(
         title: "Background drop: caller-side release (bgdrop's trees, defer-drop's strings)",
         unit:
-            "ns per value the caller gives up (one tree of 1,023 class nodes, or one 1000×1000 array of 24-byte strings): baselines release it in place, BackgroundDrop columns hand it to a dropper with 1 or 2 threads; building is not timed; finished ns: per value, until the last background deinit ended (baselines: the release itself); in deinit ns: per value, time the background threads spent inside the deinits, summed over threads (the release on another thread, where malloc frees cross-thread; for the baselines, the release): the queue's own cost is what finished adds to it; p50…max: one release or hand-off, timed alone, of a tree, or of one inner array of 1,000 strings (3,000 per run)",
+            "ns per value the caller gives up (one tree of 1,023 class nodes, or one 1000×1000 array of 24-byte strings): baselines release it in place, BackgroundDrop columns hand it to a dropper with 1 or 2 threads; building is not timed; finished ns: per value, until the last background deinit ended (baselines: the release itself); in deinit ns: per value, time the background threads spent inside the deinits, summed over threads (the release on another thread, where malloc frees cross-thread; for the baselines, the release): the queue's own cost is what finished adds to it; other-thread (strings): the floor of finished, the release of the same values by a second thread that waits spinning for the start (no queue, no wake-up; every free a cross-thread free), ns/op and finished being that release; p50…max: one release or hand-off, timed alone, of a tree, or of one inner array of 1,000 strings (3,000 per run)",
         extras: [
             Workload.Family.Extra(key: "finished", header: "finished ns"),
             Workload.Family.Extra(key: "deinit", header: "in deinit ns"),
@@ -50,7 +57,8 @@ enum BackgroundDropSuite: BenchSuite {
             Workload(
                 name: "drop-trees-1000x1023", family: family, kind: .suite(name), operations: 1000, columns: columns),
             Workload(
-                name: "drop-strings-1000x1000", family: family, kind: .suite(name), operations: 3, columns: columns),
+                name: "drop-strings-1000x1000", family: family, kind: .suite(name), operations: 3,
+                columns: columns + [otherThread, otherThreadJemalloc]),
         ]
     }
 
@@ -61,7 +69,8 @@ enum BackgroundDropSuite: BenchSuite {
             case twoThreads, twoThreadsJemalloc: 2
             default: nil
             }
-        precondition(threads != nil || column.isBaseline, "\(name) has no column \(column.name)")
+        let onOtherThread = column == otherThread || column == otherThreadJemalloc
+        precondition(threads != nil || column.isBaseline || onOtherThread, "\(name) has no column \(column.name)")
         // The dropper is created once, before any timing; its threads sleep in between.
         let dropper: BackgroundDropper?
         do {
@@ -69,8 +78,17 @@ enum BackgroundDropSuite: BenchSuite {
         } catch {
             fatalError("cannot create a dropper: \(error)")
         }
+        // The floor's thread, likewise made once, so that it is as warm as a dropper's.
+        let releaser = onOtherThread ? ReleaseThread() : nil
         return measureWithWarmUp(operations: workload.operations(at: scale), scale: scale) { operations in
             switch workload.name {
+            case "drop-strings-1000x1000" where releaser != nil:
+                return runOnOtherThread(
+                    releaser!, operations: operations, build: buildStrings, latencySamples: operations * 1000,
+                    releaseTimingEach: giveUpInnerArraysTimingEach
+                ) { count in
+                    UInt64(count * 1_000_000)
+                }
             case "drop-trees-1000x1023":
                 return run(
                     operations: operations, dropper: dropper, build: { TreeNode(height: 10) },
@@ -137,6 +155,95 @@ enum BackgroundDropSuite: BenchSuite {
         extras["finished"] = Double(finished - start) / Double(operations)
         extras["deinit"] = Double(inDeinit) / Double(operations)
         return Measurement(nanoseconds: end - start, operations: operations, checksum: sum, extras: extras)
+    }
+
+    /// The `other-thread` floor: ``run``'s two passes, with the releases made by
+    /// `releaser`'s thread, which waits spinning for a start both threads see, so no
+    /// wake-up is in the time: what is left is the release itself, on a thread that did
+    /// not allocate the values (glibc then frees with atomic operations, which a process
+    /// that never had a second thread skips; jemalloc frees to another thread's arena).
+    /// No dropper can finish sooner, whatever its queue.
+    @inline(never)
+    static func runOnOtherThread<Value: Sendable>(
+        _ releaser: ReleaseThread, operations: Int, build: () -> Value, latencySamples: Int,
+        releaseTimingEach:
+            @escaping @Sendable (UnsafeMutablePointer<Value>, Int, BackgroundDropper?, inout LatencyRecorder) -> Void,
+        checksum: (Int) -> UInt64
+    ) -> Measurement {
+        let values = UnsafeMutablePointer<Value>.allocate(capacity: operations)
+        defer { values.deallocate() }
+        let latencies = UnsafeMutablePointer<LatencyRecorder>.allocate(capacity: 1)
+        latencies.initialize(to: LatencyRecorder(capacity: latencySamples))
+        defer { latencies.deinitialize(count: 1).deallocate() }
+        let shared = UncheckedPointers(values: values, latencies: latencies)
+
+        for index in 0..<operations { (values + index).initialize(to: build()) }
+        DeinitTally.reset()
+        let (start, end) = releaser.run { giveUp(shared.values, operations, to: nil) }
+        let sum = checksum(operations)
+
+        for index in 0..<operations { (values + index).initialize(to: build()) }
+        _ = releaser.run { releaseTimingEach(shared.values, operations, nil, &shared.latencies.pointee) }
+
+        var extras = latencies.pointee.percentiles()
+        extras["finished"] = Double(end - start) / Double(operations)
+        extras["deinit"] = Double(end - start) / Double(operations)
+        return Measurement(nanoseconds: end - start, operations: operations, checksum: sum, extras: extras)
+    }
+
+    /// The pointers `runOnOtherThread` hands to its thread, which is done with them
+    /// before `run` returns.
+    struct UncheckedPointers<Value>: @unchecked Sendable {
+        let values: UnsafeMutablePointer<Value>
+        let latencies: UnsafeMutablePointer<LatencyRecorder>
+    }
+
+    /// A thread that runs one job at a time for the floor, timed there from a start both
+    /// threads wait for, spinning (so its wake-up is not in the time). Between jobs it
+    /// sleeps on a futex; it lives as long as the worker process.
+    final class ReleaseThread: @unchecked Sendable {
+        /// Jobs posted (the thread's futex), and jobs done (the caller's).
+        let words = UnsafeMutableRawPointer.allocate(byteCount: 128, alignment: 64)
+        var posted: AtomicWord { AtomicWord(at: words) }
+        var done: AtomicWord { AtomicWord(at: words + 64) }
+        /// The job and its start line, written before `posted` moves (release/acquire).
+        var job: (@Sendable () -> Void)?
+        var line = StartLine(threads: 2)
+
+        init() {
+            _ = AtomicWord(initializingAt: words, to: 0)
+            _ = AtomicWord(initializingAt: words + 64, to: 0)
+            do {
+                _ = try OSThread.spawn { [self] in serve() }
+            } catch {
+                fatalError("cannot start a thread: \(error)")
+            }
+        }
+
+        func serve() {
+            OSThread.useBatchSchedulingForCurrentThread()
+            var seen = 0
+            while true {
+                while posted.load(ordering: .acquiring) == seen { _ = Futex.wait(posted, whileEqualTo: seen) }
+                seen += 1
+                line.arriveAndWait()
+                job?()
+                line.finish()
+                done.store(seen, ordering: .releasing)
+                _ = Futex.wake(done)
+            }
+        }
+
+        /// Runs `body` on the thread; returns when it started and ended there.
+        func run(_ body: @escaping @Sendable () -> Void) -> (start: UInt64, end: UInt64) {
+            job = body
+            line = StartLine(threads: 2)
+            let number = posted.wrappingAdd(1, ordering: .releasing) + 1
+            _ = Futex.wake(posted)
+            line.arriveAndWait()
+            while done.load(ordering: .acquiring) != number { _ = Futex.wait(done, whileEqualTo: number - 1) }
+            return (UInt64(line.startTime.load()), UInt64(line.latestEnd.load()))
+        }
     }
 
     /// Releases (no dropper) or hands off every value, as a program would in a loop.

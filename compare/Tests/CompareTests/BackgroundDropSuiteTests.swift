@@ -11,12 +11,12 @@ import Testing
 @Suite(.serialized) struct BackgroundDropSuiteTests {
     typealias Suite = BackgroundDropSuite
 
-    @Test("both workloads list the baselines first, then the four dropper columns")
+    @Test("both workloads list the baselines first, then the four dropper columns (and the strings two floors)")
     func catalogue() {
         #expect(Suite.workloads.map(\.name) == ["drop-trees-1000x1023", "drop-strings-1000x1000"])
         for workload in Suite.workloads {
             #expect(workload.columns.prefix(2) == [.glibc, .jemalloc], "\(workload.name): baselines first")
-            #expect(workload.columns.count == 6, "\(workload.name)")
+            #expect(workload.columns.count == (workload.name == "drop-strings-1000x1000" ? 8 : 6), "\(workload.name)")
             #expect(workload.name.hasPrefix("drop-"))
         }
     }
@@ -38,6 +38,18 @@ import Testing
             checksums.append(measurement.checksum)
         }
         #expect(checksums == Array(repeating: UInt64(trees * 1023), count: 3))
+    }
+
+    @Test("the other-thread floor's runner releases every value on its second thread, timed there")
+    func otherThreadReleasesEverything() {
+        let trees = 20
+        let measurement = Suite.runOnOtherThread(
+            Suite.ReleaseThread(), operations: trees, build: { TreeNode(height: 10) }, latencySamples: trees,
+            releaseTimingEach: Suite.giveUpTimingEach
+        ) { _ in UInt64(DeinitTally.total()) }
+        #expect(measurement.checksum == UInt64(trees * 1023))
+        #expect(measurement.nanoseconds > 0 && measurement.extras["finished"] == measurement.extras["deinit"])
+        #expect(measurement.extras["p50"].map { $0 > 0 } == true)
     }
 
     @Test("the strings' latency pass gives up every inner array on its own, and everything is dropped")
