@@ -221,6 +221,7 @@ enum BackgroundDropSuite: BenchSuite {
         }
 
         func serve() {
+            // The scheduling policy of a dropper's threads, so that only the queue differs.
             OSThread.useBatchSchedulingForCurrentThread()
             var seen = 0
             while true {
