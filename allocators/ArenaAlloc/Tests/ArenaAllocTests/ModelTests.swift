@@ -141,7 +141,9 @@ struct ModelTests {
             case 88..<90:
                 // A trivial collection of a count the sequence hides: no record, no floor.
                 let first = UInt16(truncatingIfNeeded: step)
-                let count = Int(random.next() % 300)
+                // At least one element: an empty array takes no bytes, and whether it
+                // rounded the cursor up depends on the cursor's alignment.
+                let count = 1 + Int(random.next() % 300)
                 let elements = (0..<count * 2).lazy.filter { $0 % 2 == 0 }.map { (index: Int) -> UInt16 in
                     first &+ UInt16(index / 2) &* 3
                 }
