@@ -81,14 +81,16 @@ enum BackgroundDropSuite: BenchSuite {
         // The floor's thread, likewise made once, so that it is as warm as a dropper's.
         let releaser = onOtherThread ? ReleaseThread() : nil
         return measureWithWarmUp(operations: workload.operations(at: scale), scale: scale) { operations in
-            switch workload.name {
-            case "drop-strings-1000x1000" where releaser != nil:
+            if let releaser {
+                precondition(workload.name == "drop-strings-1000x1000", "\(workload.name) has no other-thread floor")
                 return runOnOtherThread(
-                    releaser!, operations: operations, build: buildStrings, latencySamples: operations * 1000,
+                    releaser, operations: operations, build: buildStrings, latencySamples: operations * 1000,
                     releaseTimingEach: giveUpInnerArraysTimingEach
                 ) { count in
                     UInt64(count * 1_000_000)
                 }
+            }
+            switch workload.name {
             case "drop-trees-1000x1023":
                 return run(
                     operations: operations, dropper: dropper, build: { TreeNode(height: 10) },
