@@ -4,6 +4,8 @@
 #   make              every package, and libbinnedmalloc.so (BinnedAlloc as an LD_PRELOAD malloc)
 #   make test-all     every package's tests, the thread-sanitizer run of the stress tests,
 #                     programs run under libbinnedmalloc.so, and a Swift executable linking BinnedMalloc
+#   make soak         every package's randomized model tests under fresh seeds for SOAK_SECONDS
+#                     (default 120) in all; prints each failing seed and the command that replays it
 #   make bench        release build of compare, full benchmark tables on stdout
 #   make bench-quick  the short benchmark run CI makes so the harness cannot rot
 #   make deps         installs libjemalloc-dev (apt-get, as root) or says how
@@ -26,7 +28,7 @@ TSAN_OPTIONS ?= halt_on_error=1
 # One SwiftPM build at a time: two builds of one package share its .build lock, and
 # compare builds the allocator packages it depends on.
 .NOTPARALLEL:
-.PHONY: all build preload test-all test tsan test-preload test-link-in bench bench-quick deps lint format clean \
+.PHONY: all build preload test-all test tsan test-preload test-link-in soak bench bench-quick deps lint format clean \
 	path-dependency-check
 
 all: deps build preload
@@ -99,6 +101,13 @@ test-link-in:
 # shows, and imports each library: the README's snippet cannot rot.
 path-dependency-check:
 	@bash .ci/path-dependency-check shared $(ALLOCATORS)
+
+# The model tests draw a fresh seed per run; the soak runs each under many (AllocTestSupport's
+# forEachTestSeed, ALLOC_TEST_SOAK_SECONDS), one test at a time so a failure names its seed.
+SOAK_SECONDS ?= 120
+
+soak:
+	@SOAK_SECONDS=$(SOAK_SECONDS) SWIFT=$(SWIFT) bash .ci/soak $(ALLOCATORS)
 
 # The real-program rows preload libbinnedmalloc.so, so it is built first.
 bench: deps preload

@@ -6,7 +6,10 @@ import PackageDescription
 let package = Package(
     name: "AllocCore",
     products: [
-        .library(name: "AllocCore", targets: ["AllocCore"])
+        .library(name: "AllocCore", targets: ["AllocCore"]),
+        // What every package's tests share: seeds (ALLOC_TEST_SEED, the soak), threads,
+        // exit-test checks, deinit tallies. For test targets only.
+        .library(name: "AllocTestSupport", targets: ["AllocTestSupport"]),
     ],
     targets: [
         .target(name: "CAllocCore"),
@@ -16,7 +19,8 @@ let package = Package(
             // code instantiates type metadata, which allocates, and inside a process
             // allocator that would recurse into malloc before its state exists.
             swiftSettings: [.unsafeFlags(["-O", "-assert-config", "Debug"], .when(configuration: .debug))]),
-        .testTarget(name: "AllocCoreTests", dependencies: ["AllocCore"]),
+        .target(name: "AllocTestSupport", dependencies: ["AllocCore"]),
+        .testTarget(name: "AllocCoreTests", dependencies: ["AllocCore", "AllocTestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )
