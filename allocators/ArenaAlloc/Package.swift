@@ -12,7 +12,9 @@ let package = Package(
         .target(
             name: "ArenaAlloc", dependencies: [.product(name: "AllocCore", package: "shared")],
             swiftSettings: [.enableExperimentalFeature("Lifetimes")]),
-        .testTarget(name: "ArenaAllocTests", dependencies: ["ArenaAlloc"]),
+        .testTarget(
+            name: "ArenaAllocTests",
+            dependencies: ["ArenaAlloc", .product(name: "AllocTestSupport", package: "shared")]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -183,7 +183,9 @@ public struct Arena: ~Copyable, @unchecked Sendable {
     ///
     /// The memory is uninitialized and stays valid until the next ``reset()`` or the
     /// arena's end. A zero-byte request returns a pointer that must not be read or written
-    /// (it may equal the next allocation's address).
+    /// (it may equal the next allocation's address). A zero-byte block stays valid for
+    /// ``resize(_:from:to:alignment:)`` and ``deallocate(_:byteCount:)`` whatever happens
+    /// to its neighbours: a rollback of the block before it may leave it past the cursor.
     ///
     /// - Precondition: `byteCount >= 0`; `alignment` is a power of two at most
     ///   ``maximumAlignment``.
@@ -241,8 +243,13 @@ public struct Arena: ~Copyable, @unchecked Sendable {
             oldByteCount >= 0 && newByteCount >= 0,
             "Arena.resize: negative byteCount (from \(oldByteCount) to \(newByteCount))")
         let start = Int(bitPattern: pointer)
+        // A live block with bytes ends at or before the cursor; past it, its bytes were
+        // rolled back (a use after the rollback). A zero-byte block owns no bytes, so it
+        // may lie past the cursor: a rollback of the block it ended gives that block's
+        // bytes back and leaves the zero-byte block where it was, still valid. It is
+        // then not the newest, so it moves to grow (copying nothing).
         assert(
-            start &+ oldByteCount <= cursor || chunkCount > 1,
+            oldByteCount == 0 || start &+ oldByteCount <= cursor || chunkCount > 1,
             "Arena.resize of \(pointer) (\(oldByteCount) bytes), which ends past the cursor \(cursor)")
         if isNewest(start, byteCount: oldByteCount) {
             if newByteCount <= limit &- start {

@@ -2,6 +2,7 @@
 // shrink and rollback of the newest allocation, statistics (spec sections 3, 4, 7, 8).
 
 import AllocCore
+import AllocTestSupport
 import Testing
 
 @testable import ArenaAlloc
@@ -93,8 +94,8 @@ struct ArenaTests {
     func rollbackStopsAtValues() throws {
         var arena = Arena()
         let raw = try required(arena.allocate(byteCount: 32))
-        let log = DeinitLog()
-        let box = try required(arena.put(Tracked(1, log)))
+        let log = DeinitTally(capacity: 1000, recordsOrder: true)
+        let box = try required(arena.put(TrackedObject(1, log)))
         let usedWithValue = arena.bytesInUse
         let rawBack = arena.deallocate(raw, byteCount: 32)
         #expect(!rawBack, "a block below a value with a deinit rolled back")
@@ -112,17 +113,84 @@ struct ArenaTests {
         #expect(log.order == [1], "the value's deinit ran at the reset")
     }
 
-    @Test("a byte count that reaches from an older chunk to the cursor rolls nothing back (spec 2, 9)")
-    func rollbackAcrossChunks() throws {
-        var arena = Arena(firstChunkByteCount: 64)
-        let old = try required(arena.allocate(byteCount: 16))
-        let new = try required(arena.allocate(byteCount: 4096))
-        #expect(arena.statistics.chunks == 2)
-        let used = arena.bytesInUse
-        let spanning = arena.deallocate(old, byteCount: arena.cursor - Int(bitPattern: old))
-        #expect(!spanning && arena.bytesInUse == used, "a rollback moved the cursor into an older chunk")
-        let newBack = arena.deallocate(new, byteCount: 4096)
-        #expect(newBack && arena.bytesInUse == used - 4096)
+    /// Where a test puts an arena's second chunk relative to its first.
+    enum ChunkOrder: String, CaseIterable, Sendable {
+        case newAbove, newBelow
+    }
+
+    /// An older chunk's block never rolls back, whichever side of it the newer chunk lies
+    /// on. `malloc` places chunks where it likes, so the test places them itself: both
+    /// are carved from one allocation and given to a shared arena as spare chunks, which a
+    /// local arena then takes in order (`newBelow` once failed at random, when the test
+    /// computed the count from the old block up to the cursor and `malloc` had put the new
+    /// chunk lower: a negative count, which `deallocate` rightly traps).
+    @Test(
+        "a byte count that reaches from an older chunk to the cursor rolls nothing back (spec 2, 9)",
+        arguments: ChunkOrder.allCases)
+    func rollbackAcrossChunks(order: ChunkOrder) throws {
+        let firstSize = 4096
+        let secondSize = 256 << 10
+        let memory = UnsafeMutableRawPointer.allocate(byteCount: 1 << 20, alignment: 4096)
+        defer { memory.deallocate() }
+        let first = order == .newAbove ? memory : memory + (512 << 10)
+        let second = order == .newAbove ? memory + (512 << 10) : memory
+        ChunkHeader.setSize(of: first, to: firstSize)
+        ChunkHeader.setSize(of: second, to: secondSize)
+        var shared = SharedArena(firstChunkByteCount: firstSize)
+        // Spare chunks are lent newest first, to the first request they hold.
+        shared.storage.takeBack(second, dataIsDead: true)
+        shared.storage.takeBack(first, dataIsDead: true)
+        var local = shared.makeLocalArena()
+
+        let old = try required(local.allocate(byteCount: 16))
+        let new = try required(local.allocate(byteCount: 4096))
+        try #require(local.statistics.chunks == 2)
+        try #require(ChunkHeader.dataStart(of: first) == Int(bitPattern: old), "the first chunk is not the test's")
+        try #require(ChunkHeader.dataStart(of: second) == Int(bitPattern: new), "the second chunk is not the test's")
+        let cursor = local.arena.cursor
+        let used = local.statistics.bytesInUse
+        let oldBack = local.deallocate(old, byteCount: 16)
+        #expect(!oldBack, "an older chunk's block rolled back")
+        switch order {
+        case .newAbove:
+            // The one count that reaches the cursor spans the gap between the chunks.
+            let spanning = local.deallocate(old, byteCount: cursor - Int(bitPattern: old))
+            #expect(!spanning, "a rollback moved the cursor into an older chunk")
+        case .newBelow:
+            // No count reaches the cursor from above it; the largest ones are refused too.
+            #expect(cursor < Int(bitPattern: old))
+            let largest = local.deallocate(old, byteCount: Int.max - Int(bitPattern: old))
+            #expect(!largest)
+        }
+        #expect(local.statistics.bytesInUse == used, "a refused rollback changed the bytes in use")
+        let newBack = local.deallocate(new, byteCount: 4096)
+        #expect(newBack && local.statistics.bytesInUse == used - 4096)
+
+        // Give the test's chunks back to the test before the shared arena frees its spares.
+        _ = consume local
+        shared.reset()
+        let returned: Set<UnsafeMutableRawPointer?> = [
+            shared.storage.lendChunk(byteCount: 1), shared.storage.lendChunk(byteCount: 1),
+        ]
+        #expect(returned == [first, second], "the shared arena did not hold the test's chunks")
+    }
+
+    @Test("a zero-byte block left past the cursor by a rollback stays valid: it moves to grow (spec 4, 9)")
+    func zeroByteBlockPastTheCursor() throws {
+        // Once a trap in a debug build ("ends past the cursor"), found by the model test.
+        var arena = Arena()
+        let block = try required(arena.allocate(byteCount: 48))
+        let empty = try required(arena.allocate(byteCount: 0))
+        #expect(empty == block + 48, "a zero-byte block sits at the cursor")
+        let blockBack = arena.deallocate(block, byteCount: 48)
+        #expect(blockBack, "the block before it is the newest")
+        let emptyBack = arena.deallocate(empty, byteCount: 0)
+        #expect(!emptyBack, "past the cursor, it is not the newest")
+        let same = arena.resize(empty, from: 0, to: 0)
+        #expect(same == empty, "a zero-byte block shrinks to zero in place")
+        let grown = try required(arena.resize(empty, from: 0, to: 32))
+        #expect(grown == block, "it grows by a new allocation at the cursor")
+        #expect(arena.bytesInUse == 32)
     }
 
     @Test("the newest allocation grows and shrinks in place; an older one moves with its bytes (spec 2)")

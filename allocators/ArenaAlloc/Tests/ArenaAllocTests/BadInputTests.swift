@@ -3,6 +3,7 @@
 // (checked in child processes), a debug trap for handles used after a reset.
 
 import AllocCore
+import AllocTestSupport
 import Testing
 
 @testable import ArenaAlloc
@@ -58,7 +59,7 @@ struct BadInputTests {
             var arena = Arena()
             _ = arena.allocate(byteCount: -1)
         }
-        expectTrap(result, "negative byteCount -1")
+        expectTrap(result, mentioning: "negative byteCount -1")
     }
 
     @Test("an alignment that is not a power of two is a precondition failure (spec 9)")
@@ -67,7 +68,7 @@ struct BadInputTests {
             var arena = Arena()
             _ = arena.allocate(byteCount: 8, alignment: 24)
         }
-        expectTrap(result, "alignment 24 is not a power of two")
+        expectTrap(result, mentioning: "alignment 24 is not a power of two")
     }
 
     @Test("an alignment of zero or a negative one is a precondition failure (spec 9)")
@@ -76,17 +77,17 @@ struct BadInputTests {
             var arena = Arena()
             _ = arena.allocate(byteCount: 8, alignment: 0)
         }
-        expectTrap(zero, "alignment 0 is not a power of two")
+        expectTrap(zero, mentioning: "alignment 0 is not a power of two")
         let negative = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
             var arena = Arena()
             _ = arena.allocate(byteCount: 8, alignment: -8)
         }
-        expectTrap(negative, "alignment -8 is not a power of two")
+        expectTrap(negative, mentioning: "alignment -8 is not a power of two")
         let three = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
             let shared = SharedArena()
             _ = shared.allocate(byteCount: 8, alignment: 3)
         }
-        expectTrap(three, "alignment 3 is not a power of two")
+        expectTrap(three, mentioning: "alignment 3 is not a power of two")
     }
 
     @Test("an alignment above the page size is a precondition failure (spec 9)")
@@ -95,12 +96,12 @@ struct BadInputTests {
             let shared = SharedArena()
             _ = shared.allocate(byteCount: 8, alignment: 8192)
         }
-        expectTrap(result, "alignment 8192 is not a power of two up to 4096")
+        expectTrap(result, mentioning: "alignment 8192 is not a power of two up to 4096")
         let single = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
             var arena = Arena()
             _ = arena.allocate(byteCount: 8, alignment: 8192)
         }
-        expectTrap(single, "Arena.allocate: alignment 8192 is not a power of two up to 4096")
+        expectTrap(single, mentioning: "Arena.allocate: alignment 8192 is not a power of two up to 4096")
     }
 
     @Test("a negative byte count given to deallocate or resize is a precondition failure (spec 9)")
@@ -110,13 +111,13 @@ struct BadInputTests {
             let block = arena.allocate(byteCount: 16)!
             _ = arena.deallocate(block + 24, byteCount: -8)
         }
-        expectTrap(rollback, "Arena.deallocate: negative byteCount -8")
+        expectTrap(rollback, mentioning: "Arena.deallocate: negative byteCount -8")
         let resize = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
             var arena = Arena()
             let block = arena.allocate(byteCount: 16)!
             _ = arena.resize(block, from: -1, to: 8)
         }
-        expectTrap(resize, "Arena.resize: negative byteCount (from -1 to 8)")
+        expectTrap(resize, mentioning: "Arena.resize: negative byteCount (from -1 to 8)")
     }
 
     @Test("a negative capacity is a precondition failure (spec 9)")
@@ -125,7 +126,7 @@ struct BadInputTests {
             var arena = Arena()
             _ = arena.allocate(of: Int.self, capacity: -3)
         }
-        expectTrap(result, "negative capacity -3")
+        expectTrap(result, mentioning: "negative capacity -3")
     }
 
     @Test("a first chunk size that is not positive is a precondition failure (spec 9)")
@@ -133,7 +134,7 @@ struct BadInputTests {
         let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
             _ = Arena(firstChunkByteCount: 0)
         }
-        expectTrap(result, "Arena: firstChunkByteCount 0 is not positive")
+        expectTrap(result, mentioning: "Arena: firstChunkByteCount 0 is not positive")
     }
 
     @Test("a reset while a scope is open traps, even reached through a pointer (spec 5, 9)")
@@ -143,7 +144,7 @@ struct BadInputTests {
             arena.initialize(to: Arena())
             arena.pointee.withScope { _ in arena.pointee.reset() }
         }
-        expectTrap(result, "Arena.reset() while a withScope body is running")
+        expectTrap(result, mentioning: "Arena.reset() while a withScope body is running")
     }
 
     @Test("a handle used after its arena was reset traps in debug builds (spec 5, 9)")
@@ -155,15 +156,17 @@ struct BadInputTests {
                 arena.reset()
                 print(pointer.value)
             }
-            expectTrap(result, "ArenaPointer<Int> at 0x")
-            expectTrap(result, "used after its arena was reset: made in generation 0, the arena is in generation 1")
+            expectTrap(result, mentioning: "ArenaPointer<Int> at 0x")
+            expectTrap(
+                result, mentioning: "used after its arena was reset: made in generation 0, the arena is in generation 1"
+            )
             let buffer = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
                 var arena = Arena()
                 let numbers = arena.collect([1, 2, 3])!
                 arena.reset()
                 print(numbers[0])
             }
-            expectTrap(buffer, "ArenaBuffer<Int>")
+            expectTrap(buffer, mentioning: "ArenaBuffer<Int>")
         #endif
     }
 
@@ -175,7 +178,7 @@ struct BadInputTests {
             shared.reset()
             _ = consume local
         }
-        expectTrap(result, "SharedArena.reset() while another copy of it")
+        expectTrap(result, mentioning: "SharedArena.reset() while another copy of it")
     }
 
     @Test("a copy whose count lies is a precondition failure; collect is the way (spec 9)")
@@ -184,7 +187,7 @@ struct BadInputTests {
             var arena = Arena()
             _ = arena.copy(LyingCollection())
         }
-        expectTrap(result, "is not its number of elements; use collect")
+        expectTrap(result, mentioning: "is not its number of elements; use collect")
     }
 }
 

@@ -1,9 +1,11 @@
 // A seeded model-based test: random sizes, alignments, grows, shrinks, rollbacks, values
 // and resets against a model of the live blocks and of which block is the newest; checks
 // no overlap, alignment, contents, exactly which rollbacks succeed, and that values are
-// deinitialized once each, newest first (spec sections 2 and 4). A failure prints the seed; ARENA_TEST_SEED replays it.
+// deinitialized once each, newest first (spec sections 2 and 4). Each seed is printed before
+// its run starts; ALLOC_TEST_SEED=<seed> replays it, and `make soak` runs many.
 
 import AllocCore
+import AllocTestSupport
 import Glibc
 import Testing
 
@@ -24,11 +26,25 @@ struct ModelBlock {
 
 @Suite("Arena model")
 struct ModelTests {
-    @Test("random operations keep blocks apart, aligned and intact", arguments: 0..<4)
-    func randomOperations(round: Int) throws {
-        let seed = testSeed() &+ UInt64(round)
+    /// The first chunk sizes the model runs with: tiny (a chunk per few blocks), a page,
+    /// larger than most cycles, and one that is not a power of two.
+    static let firstChunkSizes = [64, 4096, 1 << 16, 100]
+    /// Steps in one seed's run.
+    static let steps = 6_000
+    /// The largest block a step asks for (a resize; a new block is at most 20,000 bytes).
+    static let largestBlock = 30_000
+
+    @Test("random operations keep blocks apart, aligned and intact", arguments: firstChunkSizes)
+    func randomOperations(firstChunkByteCount: Int) throws {
+        try forEachTestSeed("randomOperations(firstChunkByteCount: \(firstChunkByteCount))") { seed in
+            try run(seed: seed, firstChunkByteCount: firstChunkByteCount)
+        }
+    }
+
+    /// One run of the model: 6,000 random steps from `seed`.
+    func run(seed: UInt64, firstChunkByteCount: Int) throws {
         var random = SplitMix64(seed: seed)
-        var arena = Arena(firstChunkByteCount: [64, 4096, 1 << 16, 100][round])
+        var arena = Arena(firstChunkByteCount: firstChunkByteCount)
         var live: [ModelBlock] = []
         var fills: UInt8 = 0
         // Where the model expects the cursor: the end of the newest raw block, nil after a
@@ -36,13 +52,19 @@ struct ModelTests {
         var modelCursor: Int? = nil
         var strings: [(handle: ArenaPointer<String>, text: String)] = []
         var numbers: [(buffer: ArenaBuffer<UInt16>, first: UInt16)] = []
-        let deinits = DeinitLog()
+        // Ids are steps; a fresh tally for each cycle.
+        var deinits = DeinitTally(capacity: Self.steps, recordsOrder: true)
         var putTracked = 0
 
-        func check(_ block: ModelBlock) -> Bool {
-            let bytes = UnsafeRawBufferPointer(start: block.address, count: block.byteCount)
-            return bytes.allSatisfy { $0 == block.fill }
+        // Contents are compared with memcmp against a scratch buffer of the fill byte: a
+        // byte loop in a debug build made a seed's run take most of a second.
+        let scratch = UnsafeMutableRawPointer.allocate(byteCount: Self.largestBlock, alignment: 16)
+        defer { scratch.deallocate() }
+        func holds(_ address: UnsafeRawPointer, _ byteCount: Int, _ fill: UInt8) -> Bool {
+            memset(scratch, Int32(fill), byteCount)
+            return memcmp(address, scratch, byteCount) == 0
         }
+        func check(_ block: ModelBlock) -> Bool { holds(block.address, block.byteCount, block.fill) }
         func isNewest(_ block: ModelBlock) -> Bool { !block.belowFloor && block.end == modelCursor }
         func checkAll(_ step: Int) {
             for block in live {
@@ -57,7 +79,7 @@ struct ModelTests {
             }
         }
 
-        for step in 0..<6_000 {
+        for step in 0..<Self.steps {
             let draw = random.next() % 100
             switch draw {
             case 0..<55:
@@ -85,14 +107,12 @@ struct ModelTests {
                 let index = random.next() % 2 == 0 ? live.count - 1 : Int(random.next() % UInt64(live.count))
                 var block = live[index]
                 let newest = isNewest(block)
-                let newByteCount = Int(random.next() % 30_000)
+                let newByteCount = Int(random.next() % UInt64(Self.largestBlock))
                 let moved = try required(
                     arena.resize(block.address, from: block.byteCount, to: newByteCount, alignment: block.alignment),
                     "seed \(seed) step \(step)")
                 let kept = min(block.byteCount, newByteCount)
-                #expect(
-                    UnsafeRawBufferPointer(start: moved, count: kept).allSatisfy { $0 == block.fill },
-                    "seed \(seed) step \(step): resize lost the contents")
+                #expect(holds(moved, kept, block.fill), "seed \(seed) step \(step): resize lost the contents")
                 #expect(Int(bitPattern: moved) % block.alignment == 0)
                 if !newest {
                     #expect(
@@ -134,7 +154,7 @@ struct ModelTests {
                 // A value with a deinit: its record puts the rollback floor above every block.
                 let text = "value \(step) of seed \(seed), long enough to live on the heap"
                 strings.append((try required(arena.put(text), "seed \(seed) step \(step)"), text))
-                _ = try required(arena.put(Tracked(step, deinits)), "seed \(seed) step \(step)")
+                _ = try required(arena.put(TrackedObject(step, deinits)), "seed \(seed) step \(step)")
                 putTracked += 1
                 for index in live.indices { live[index].belowFloor = true }
                 modelCursor = nil
@@ -156,7 +176,7 @@ struct ModelTests {
                 arena.reset()
                 #expect(deinits.order.count == putTracked, "seed \(seed) step \(step): every value deinitialized once")
                 #expect(deinits.order == deinits.order.sorted(by: >), "seed \(seed) step \(step): newest first")
-                deinits.order.removeAll()
+                deinits = DeinitTally(capacity: Self.steps, recordsOrder: true)
                 putTracked = 0
                 live.removeAll()
                 strings.removeAll()
@@ -166,6 +186,6 @@ struct ModelTests {
             }
             #expect(arena.statistics.peakBytesInUse >= arena.bytesInUse, "seed \(seed) step \(step)")
         }
-        checkAll(6_000)
+        checkAll(Self.steps)
     }
 }

@@ -3,6 +3,7 @@
 // allocated on one thread is read and released on another (spec section 5).
 
 import AllocCore
+import AllocTestSupport
 import Glibc
 import Testing
 
@@ -17,19 +18,6 @@ final class BlockLog: @unchecked Sendable {
     var blocks: [(address: Int, byteCount: Int, fill: UInt8)] = []
     func append(_ more: [(address: Int, byteCount: Int, fill: UInt8)]) { lock.withLock { blocks += more } }
     var all: [(address: Int, byteCount: Int, fill: UInt8)] { lock.withLock { blocks } }
-}
-
-/// Holds every thread until all have arrived, so that their steps really interleave
-/// (threads started one by one might otherwise each finish before the next begins).
-final class StartLine: @unchecked Sendable {
-    let lock = SpinLock()
-    var arrived = 0
-    let threads: Int
-    init(threads: Int) { self.threads = threads }
-    func arriveAndWait() {
-        lock.withLock { arrived += 1 }
-        while lock.withLock({ arrived }) < threads { sched_yield() }
-    }
 }
 
 /// Numbers threads report, for the main thread to count after the join.

@@ -2,29 +2,14 @@
 // no deinit for trivial values; sequences whose count lies (spec 2 and 4).
 
 import AllocCore
+import AllocTestSupport
 import Testing
 
 @testable import ArenaAlloc
 
-/// Records the order in which tracked values are deinitialized.
-final class DeinitLog: @unchecked Sendable {
-    var order: [Int] = []
-}
-
-/// A value with a deinit that writes its id to a log.
-final class Tracked {
-    let id: Int
-    let log: DeinitLog
-    init(_ id: Int, _ log: DeinitLog) {
-        self.id = id
-        self.log = log
-    }
-    deinit { log.order.append(id) }
-}
-
 /// A struct holding a class reference: not trivial, so its deinit must run.
 struct Holder {
-    var tracked: Tracked
+    var tracked: TrackedObject
     var number: Int
 }
 
@@ -40,13 +25,13 @@ struct LyingSequence: Sequence {
 struct ValueTests {
     @Test("every put value is deinitialized exactly once, newest first, at the reset (spec 4)")
     func deinitOrder() throws {
-        let log = DeinitLog()
+        let log = DeinitTally(capacity: 1000, recordsOrder: true)
         var arena = Arena()
         for id in 0..<100 {
-            let pointer = try required(arena.put(Holder(tracked: Tracked(id, log), number: id)))
+            let pointer = try required(arena.put(Holder(tracked: TrackedObject(id, log), number: id)))
             #expect(pointer.value.number == id)
         }
-        let buffer = try required(arena.copy([Tracked(100, log), Tracked(101, log)]))
+        let buffer = try required(arena.copy([TrackedObject(100, log), TrackedObject(101, log)]))
         #expect(buffer.count == 2)
         #expect(log.order.isEmpty, "a value was deinitialized before the reset")
         arena.reset()
@@ -57,11 +42,11 @@ struct ValueTests {
 
     @Test("the arena's end deinitializes what is left (spec 4)")
     func deinitAtEnd() throws {
-        let log = DeinitLog()
+        let log = DeinitTally(capacity: 1000, recordsOrder: true)
         do {
             var arena = Arena()
-            _ = arena.put(Tracked(1, log))
-            _ = arena.collect((2...4).map { Tracked($0, log) })
+            _ = arena.put(TrackedObject(1, log))
+            _ = arena.collect((2...4).map { TrackedObject($0, log) })
         }
         #expect(log.order == [2, 3, 4, 1])
     }
@@ -99,9 +84,9 @@ struct ValueTests {
 
     @Test("collect of values with a deinit records them once, with the real count (spec 4)")
     func collectWithDeinit() throws {
-        let log = DeinitLog()
+        let log = DeinitTally(capacity: 1000, recordsOrder: true)
         var arena = Arena()
-        let trackers = (0..<300).map { Tracked($0, log) }
+        let trackers = (0..<300).map { TrackedObject($0, log) }
         let collected = try required(
             arena.collect(LyingSequence(elements: Array(0..<300), claimed: 2).lazy.map { trackers[$0] }))
         #expect(collected.count == 300 && collected[299].id == 299)
@@ -113,10 +98,10 @@ struct ValueTests {
 
     @Test("a scope's values and spans work, and the arena resets when the scope ends (spec 5)")
     func scope() throws {
-        let log = DeinitLog()
+        let log = DeinitTally(capacity: 1000, recordsOrder: true)
         var arena = Arena()
         let sum = try arena.withScope { scope throws(ArenaError) in
-            let node = try scope.put(Tracked(7, log))
+            let node = try scope.put(TrackedObject(7, log))
             let text = try scope.copy("scope")
             let squares = try scope.collect((1...10).lazy.map { $0 * $0 })
             let copied = try scope.copy([1, 2, 3])
@@ -136,12 +121,12 @@ struct ValueTests {
 
     @Test("the module's example compiles as written, with an inferred error type (spec 2)")
     func moduleExample() throws {
-        let log = DeinitLog()
+        let log = DeinitTally(capacity: 1000, recordsOrder: true)
         var arena = Arena()
         let total = try arena.withScope { scope in
             let numbers = try scope.collect(1...100)
             let name = try scope.copy("arena")
-            let node = try scope.put(Tracked(7, log))
+            let node = try scope.put(TrackedObject(7, log))
             return numbers.count + name.count + node.value.id
         }
         #expect(total == 112 && log.order == [7])
@@ -150,11 +135,11 @@ struct ValueTests {
     @Test("a scope that throws still resets the arena (spec 5)")
     func scopeThrows() {
         struct Failure: Error {}
-        let log = DeinitLog()
+        let log = DeinitTally(capacity: 1000, recordsOrder: true)
         var arena = Arena()
         #expect(throws: Failure.self) {
             try arena.withScope { scope throws(Failure) in
-                _ = try? scope.put(Tracked(1, log))
+                _ = try? scope.put(TrackedObject(1, log))
                 throw Failure()
             }
         }
