@@ -34,9 +34,9 @@ public func testSeed(_ test: String = #function) -> UInt64 {
 ///   have passed, at least one; the count is printed at the end.
 /// - Otherwise: one fresh seed.
 ///
-/// A failure stops the loop at the seed that caused it: a thrown error ends it, and an
-/// expectation that failed under one seed ends the soak after that seed (the printed seed
-/// before the failure is the one to replay).
+/// A thrown error ends the loop at its seed. A failed expectation is reported where it
+/// happens and the loop goes on, so in a log the seed printed last before a failure is
+/// the one that replays it (`make soak` runs one test at a time, and reads the log so).
 public func forEachTestSeed(_ test: String = #function, _ body: (UInt64) throws -> Void) rethrows {
     if let seed = replaySeed() {
         announce(seed: seed, test: test)
