@@ -48,7 +48,9 @@ let package = Package(
             name: "BinnedMalloc", dependencies: ["BinnedAlloc"],
             linkerSettings: [.unsafeFlags(mallocFamily.flatMap { ["-Xlinker", "--export-dynamic-symbol=\($0)"] })]
         ),
-        .testTarget(name: "BinnedAllocTests", dependencies: ["BinnedAlloc"]),
+        .testTarget(
+            name: "BinnedAllocTests",
+            dependencies: ["BinnedAlloc", .product(name: "AllocTestSupport", package: "shared")]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -3,6 +3,7 @@
 // with a message in debug builds, checked in child processes (exit tests).
 
 import AllocCore
+import AllocTestSupport
 import BinnedAlloc
 import Glibc
 import Testing
@@ -124,7 +125,7 @@ struct BadInputTests {
 func deallocateArrayStorage() {
     var array = [UInt64](repeating: 7, count: 64)
     array.withUnsafeMutableBytes {
-        announce($0.baseAddress! + 16)
+        announceBadPointer($0.baseAddress! + 16)
         BinnedAllocator.shared.deallocate($0.baseAddress! + 16)
     }
     array.withUnsafeMutableBytes { BinnedAllocator.shared.deallocate($0.baseAddress!) }
@@ -139,7 +140,7 @@ struct TrapTests {
         ) {
             _ = BinnedAllocator.shared.allocate(byteCount: -1)
         }
-        expectTrapMessage(result, "allocate(byteCount: -1)")
+        expectTrap(result, mentioning: "BinnedAllocator.allocate: negative byteCount -1")
     }
 
     @Test("allocate with byteCount Int.min is a precondition failure")
@@ -149,7 +150,7 @@ struct TrapTests {
         ) {
             _ = BinnedAllocator.shared.allocate(byteCount: Int.min, alignment: 64)
         }
-        expectTrapMessage(result, "allocate(byteCount: Int.min)")
+        expectTrap(result, mentioning: "negative byteCount \(Int.min)")
     }
 
     @Test("reallocate with a negative byteCount is a precondition failure")
@@ -160,7 +161,7 @@ struct TrapTests {
             let pointer = BinnedAllocator.shared.allocate(byteCount: 64)
             _ = BinnedAllocator.shared.reallocate(pointer, byteCount: -5)
         }
-        expectTrapMessage(result, "reallocate(p, byteCount: -5)")
+        expectTrap(result, mentioning: "BinnedAllocator.reallocate: negative byteCount -5")
     }
 
     @Test("LockedBinnedAllocator: a negative byteCount is a precondition failure")
@@ -170,7 +171,7 @@ struct TrapTests {
         ) {
             _ = LockedBinnedAllocator().allocate(byteCount: -1)
         }
-        expectTrapMessage(result, "LockedBinnedAllocator.allocate(byteCount: -1)")
+        expectTrap(result, mentioning: "LockedBinnedAllocator.allocate: negative byteCount -1")
     }
 
     @Test("deallocate of a pointer into a Swift array's storage traps")
@@ -180,7 +181,7 @@ struct TrapTests {
         ) {
             deallocateArrayStorage()
         }
-        expectTrapMessage(result, "deallocate(array storage)", namingThePointer: true)
+        expectTrap(result, mentioning: "was not allocated by BinnedAlloc", namingTheAnnouncedPointer: true)
     }
 
     @Test("deallocate of glibc's malloc(64) traps")
@@ -190,10 +191,10 @@ struct TrapTests {
         ) {
             let pointer = malloc(64)!
             memset(pointer, 0, 64)
-            announce(pointer)
+            announceBadPointer(pointer)
             BinnedAllocator.shared.deallocate(pointer)
         }
-        expectTrapMessage(result, "deallocate(malloc(64))", namingThePointer: true)
+        expectTrap(result, mentioning: "was not allocated by BinnedAlloc", namingTheAnnouncedPointer: true)
     }
 
     @Test("deallocate of glibc's malloc(1 MiB) (an mmap'd chunk) traps")
@@ -203,10 +204,10 @@ struct TrapTests {
         ) {
             let pointer = malloc(1 << 20)!
             memset(pointer, 0, 1 << 20)
-            announce(pointer)
+            announceBadPointer(pointer)
             BinnedAllocator.shared.deallocate(pointer)
         }
-        expectTrapMessage(result, "deallocate(malloc(1 MiB))", namingThePointer: true)
+        expectTrap(result, mentioning: "was not allocated by BinnedAlloc", namingTheAnnouncedPointer: true)
     }
 
     @Test("deallocate of p + 16 for a live small block traps")
@@ -215,10 +216,10 @@ struct TrapTests {
             processExitsWith: .failure, observing: [\.standardOutputContent, \.standardErrorContent]
         ) {
             let pointer = BinnedAllocator.shared.allocate(byteCount: 64)!
-            announce(pointer + 16)
+            announceBadPointer(pointer + 16)
             BinnedAllocator.shared.deallocate(pointer + 16)
         }
-        expectTrapMessage(result, "deallocate(p + 16)", namingThePointer: true)
+        expectTrap(result, mentioning: "was not allocated by BinnedAlloc", namingTheAnnouncedPointer: true)
     }
 
     @Test("deallocate of p + 16 for a live large block traps")
@@ -227,10 +228,10 @@ struct TrapTests {
             processExitsWith: .failure, observing: [\.standardOutputContent, \.standardErrorContent]
         ) {
             let pointer = BinnedAllocator.shared.allocate(byteCount: 100_000)!
-            announce(pointer + 16)
+            announceBadPointer(pointer + 16)
             BinnedAllocator.shared.deallocate(pointer + 16)
         }
-        expectTrapMessage(result, "deallocate(large p + 16)", namingThePointer: true)
+        expectTrap(result, mentioning: "was not allocated by BinnedAlloc", namingTheAnnouncedPointer: true)
     }
 
     @Test("deallocate of p + 4096 for a live large block traps")
@@ -239,10 +240,10 @@ struct TrapTests {
             processExitsWith: .failure, observing: [\.standardOutputContent, \.standardErrorContent]
         ) {
             let pointer = BinnedAllocator.shared.allocate(byteCount: 100_000)!
-            announce(pointer + 4096)
+            announceBadPointer(pointer + 4096)
             BinnedAllocator.shared.deallocate(pointer + 4096)
         }
-        expectTrapMessage(result, "deallocate(large p + 4096)", namingThePointer: true)
+        expectTrap(result, mentioning: "was not allocated by BinnedAlloc", namingTheAnnouncedPointer: true)
     }
 
     @Test("LockedBinnedAllocator: deallocate of glibc's malloc(64) traps")
@@ -251,10 +252,10 @@ struct TrapTests {
             processExitsWith: .failure, observing: [\.standardOutputContent, \.standardErrorContent]
         ) {
             let pointer = malloc(64)!
-            announce(pointer)
+            announceBadPointer(pointer)
             LockedBinnedAllocator().deallocate(pointer)
         }
-        expectTrapMessage(result, "LockedBinnedAllocator.deallocate(malloc(64))", namingThePointer: true)
+        expectTrap(result, mentioning: "was not allocated by BinnedAlloc", namingTheAnnouncedPointer: true)
     }
 
     @Test("LockedBinnedAllocator: deallocate of p + 16 traps")
@@ -264,10 +265,10 @@ struct TrapTests {
         ) {
             let allocator = LockedBinnedAllocator()
             let pointer = allocator.allocate(byteCount: 64)!
-            announce(pointer + 16)
+            announceBadPointer(pointer + 16)
             allocator.deallocate(pointer + 16)
         }
-        expectTrapMessage(result, "LockedBinnedAllocator.deallocate(p + 16)", namingThePointer: true)
+        expectTrap(result, mentioning: "was not allocated by BinnedAlloc", namingTheAnnouncedPointer: true)
     }
 
     @Test("the child processes that trap are the checks, not the setup: the same setup without the bad call exits 0")

@@ -4,6 +4,7 @@
 // errno; calloc memory reads zero even when it reuses a dirty block.
 
 import AllocCore
+import AllocTestSupport
 import BinnedAlloc
 import Glibc
 import Synchronization
@@ -453,28 +454,56 @@ struct StatisticsReportTests {
     }
 }
 
-@Suite("Foreign pointers (spec: C ABI, foreign pointers)")
-struct ForeignPointerTests {
+/// Whether a region is marked depends on what else maps memory meanwhile: in the test
+/// process, another test's large block may land where a freed one was (and be marked) or
+/// take the hole a test meant for a foreign mapping. So the checks that look at regions
+/// after a free, or at where the kernel puts the next mapping, run in a fresh process,
+/// where nothing else maps memory between the test's own calls.
+@Suite("Foreign pointers, in a fresh process (spec: C ABI, foreign pointers)")
+struct ForeignPointerRegionTests {
     @Test("binned_owns: true for every kind of block while it lives, false for glibc's, the stack and NULL")
-    func ownershipFollowsTheRegionMap() throws {
-        let small = try #require(binned_malloc(64))
-        let aligned = try #require(binned_memalign(4096, 5000))
-        let large = try #require(binned_malloc(100_000))
-        let huge = try #require(binned_malloc(8 << 20))
-        for block in [small, aligned, large, huge] { #expect(binned_owns(block)) }
-        #expect(binned_owns(huge + (8 << 20) - 1), "the last byte of a large block is in its regions")
-        let foreign = try #require(malloc(100))  // this test process's malloc is glibc's
-        #expect(!binned_owns(foreign))
-        free(foreign)
-        var local = 0
-        withUnsafeMutablePointer(to: &local) { #expect(!binned_owns($0)) }
-        #expect(!binned_owns(nil))
-        // A block above the span cache's limit is unmapped when freed, and its regions with it.
-        binned_free(huge)
-        #expect(!binned_owns(huge))
-        for block in [small, aligned, large] { binned_free(block) }
+    func ownershipFollowsTheRegionMap() async {
+        await #expect(processExitsWith: .success) {
+            let small = try #require(binned_malloc(64))
+            let aligned = try #require(binned_memalign(4096, 5000))
+            let large = try #require(binned_malloc(100_000))
+            let huge = try #require(binned_malloc(8 << 20))
+            for block in [small, aligned, large, huge] { #expect(binned_owns(block), "\(block) is not ours") }
+            #expect(binned_owns(huge + (8 << 20) - 1), "the last byte of a large block is in its regions")
+            let foreign = try #require(malloc(100))  // this test process's malloc is glibc's
+            #expect(!binned_owns(foreign), "glibc's block \(foreign) is taken as ours")
+            free(foreign)
+            var local = 0
+            withUnsafeMutablePointer(to: &local) { #expect(!binned_owns($0), "the stack is taken as ours") }
+            #expect(!binned_owns(nil), "NULL is taken as ours")
+            // A block above the span cache's limit is unmapped when freed, and its regions
+            // with it (nothing else maps memory in this process meanwhile).
+            binned_free(huge)
+            #expect(!binned_owns(huge), "the regions of the freed block \(huge) are still marked")
+            for block in [small, aligned, large] { binned_free(block) }
+        }
     }
 
+    /// A large block's mapping runs to the end of its last 256 KiB region, so no other
+    /// mapping (glibc's mmap'd chunks, say) can land in a region the map says is ours: the
+    /// kernel hands out the most recent hole first, which used to be the block's tail.
+    @Test("mappings made right after small large blocks are never taken for BinnedAlloc's")
+    func nothingElseLandsInAMarkedRegion() async {
+        await #expect(processExitsWith: .success) {
+            for round in 0..<32 {
+                let block = try #require(binned_malloc(40_000 + round * 4096))
+                let other = try SystemMemory.map(byteCount: 200 << 10)
+                #expect(
+                    !binned_owns(other) && !binned_owns(other + (100 << 10)), "round \(round): \(other) taken as ours")
+                try SystemMemory.unmap(other, byteCount: 200 << 10)
+                binned_free(block)
+            }
+        }
+    }
+}
+
+@Suite("Foreign pointers (spec: C ABI, foreign pointers)")
+struct ForeignPointerTests {
     @Test("binned_free_any frees BinnedAlloc's blocks of every kind and hands every other pointer to foreignFree")
     func freeAnyRoutesByTheRegionMap() throws {
         ForeignFreeRecorder.reset()
@@ -497,20 +526,6 @@ struct ForeignPointerTests {
         #expect(ForeignFreeRecorder.addresses == [Int(bitPattern: foreign)])
         free(foreign)
     }
-
-    /// A large block's mapping runs to the end of its last 256 KiB region, so no other
-    /// mapping (glibc's mmap'd chunks, say) can land in a region the map says is ours: the
-    /// kernel hands out the most recent hole first, which used to be the block's tail.
-    @Test("mappings made right after small large blocks are never taken for BinnedAlloc's")
-    func nothingElseLandsInAMarkedRegion() throws {
-        for round in 0..<32 {
-            let block = try #require(binned_malloc(40_000 + round * 4096))
-            let other = try SystemMemory.map(byteCount: 200 << 10)
-            #expect(!binned_owns(other) && !binned_owns(other + (100 << 10)), "round \(round): \(other) taken as ours")
-            try SystemMemory.unmap(other, byteCount: 200 << 10)
-            binned_free(block)
-        }
-    }
 }
 
 /// The `foreignFree` of the binned_free_any test: remembers the addresses it was given (a
@@ -526,4 +541,10 @@ enum ForeignFreeRecorder {
         let address = Int(bitPattern: pointer)
         ForeignFreeRecorder.given.withLock { $0.append(address) }
     }
+}
+
+/// errno of the calling thread.
+var currentErrno: Int32 {
+    get { Glibc.errno }
+    set { Glibc.errno = newValue }
 }

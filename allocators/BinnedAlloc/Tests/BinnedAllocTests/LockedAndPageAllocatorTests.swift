@@ -2,6 +2,7 @@
 // exact) and BinnedPageAllocator (whole pages, usable size = size rounded up to pages).
 
 import AllocCore
+import AllocTestSupport
 import BinnedAlloc
 import Glibc
 import Testing

@@ -4,6 +4,7 @@
 // process (an exit test) where nothing else allocates at the same time.
 
 import AllocCore
+import AllocTestSupport
 import BinnedAlloc
 import Glibc
 import Testing

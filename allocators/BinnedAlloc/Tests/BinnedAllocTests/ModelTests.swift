@@ -1,8 +1,10 @@
-// Model-based randomized tests: a long seeded run of allocate / deallocate / reallocate
-// checked against a model of the live blocks (address, size, usable size, alignment, the
-// pattern written into it). Replay a failure with BINNED_TEST_SEED=<seed> swift test.
+// Model-based randomized tests: seeded runs of allocate / deallocate / reallocate checked
+// against a model of the live blocks (address, size, usable size, alignment, the pattern
+// written into it). Each seed is one short run (`forEachTestSeed`), so a soak tries
+// hundreds of them; the printed ALLOC_TEST_SEED line replays a failure.
 
 import AllocCore
+import AllocTestSupport
 import BinnedAlloc
 import Glibc
 import Testing
@@ -179,14 +181,16 @@ struct AllocatorModel<Allocator: ModelledAllocator> {
         return nil
     }
 
-    /// Runs `operations` random operations with up to `maximumLive` live blocks, calling
+    /// Runs `operations` random operations with up to `maximumLive` live blocks, drawing a
+    /// new target number of live blocks every `retargetInterval` operations, and calling
     /// `audit` every `auditInterval` operations with the number of live blocks.
     mutating func run(
-        operations: Int, maximumLive: Int, auditInterval: Int = 50_000, audit: (Int) -> String? = { _ in nil }
+        operations: Int, maximumLive: Int, retargetInterval: Int, auditInterval: Int,
+        audit: (Int) -> String? = { _ in nil }
     ) -> String? {
         var target = maximumLive / 2
         for operation in 0..<operations {
-            if operation % 20_000 == 0 {
+            if operation % retargetInterval == 0 {
                 // Alternate between filling up and draining, so slabs empty and refill.
                 target = Int.random(in: 0...maximumLive, using: &generator)
             }
@@ -215,41 +219,55 @@ struct AllocatorModel<Allocator: ModelledAllocator> {
 
 @Suite("Model-based randomized tests")
 struct ModelTests {
-    @Test("BinnedAllocator.shared agrees with the model over 1,000,000 operations")
-    func sharedAllocatorModel() {
-        let seed = testSeed()
-        print("sharedAllocatorModel seed \(seed)")
-        var model = AllocatorModel(allocator: BinnedAllocator.shared, seed: seed)
-        let problem = model.run(operations: 1_000_000, maximumLive: 3000)
-        #expect(problem == nil, "seed \(seed): \(problem ?? "")")
-        print("sharedAllocatorModel seed \(seed): \(model.counts)")
-        // The run must have exercised every kind of operation, large blocks and moves.
-        #expect(model.counts.allocations > 300_000 && model.counts.frees > 300_000, "seed \(seed)")
-        #expect(model.counts.reallocations > 100_000 && model.counts.moves > 10_000, "seed \(seed)")
-        #expect(model.counts.large > 10_000, "seed \(seed)")
+    /// One seed's run of the shared allocator: long enough to fill up to 3,000 live blocks
+    /// and drain them several times (a new target every 4,000 operations), short enough
+    /// that a soak tries hundreds of seeds a minute.
+    static let sharedOperations = 30_000
+    /// One seed's run of a locked allocator, audited against its statistics.
+    static let lockedOperations = 30_000
+
+    @Test("BinnedAllocator.shared agrees with the model, seed after seed")
+    func sharedAllocatorModel() throws {
+        try forEachTestSeed { seed in
+            var model = AllocatorModel(allocator: BinnedAllocator.shared, seed: seed)
+            let problem = model.run(
+                operations: Self.sharedOperations, maximumLive: 3000, retargetInterval: 4_000, auditInterval: 10_000)
+            try #require(problem == nil, "seed \(seed): \(problem ?? "")")
+            // The run must have exercised every kind of operation, large blocks and moves
+            // (a run has about 40% allocations, 40% frees, 20% reallocations, most of
+            // them moves, and 2% large blocks).
+            let counts = model.counts
+            let operations = Self.sharedOperations
+            #expect(counts.allocations > operations / 4 && counts.frees > operations / 4, "seed \(seed): \(counts)")
+            #expect(counts.reallocations > operations / 10 && counts.moves > operations / 40, "seed \(seed): \(counts)")
+            #expect(counts.large > operations / 100, "seed \(seed): \(counts)")
+        }
     }
 
     @Test("LockedBinnedAllocator agrees with the model, and its statistics count exactly the live blocks")
-    func lockedAllocatorModel() {
-        let seed = testSeed()
-        print("lockedAllocatorModel seed \(seed)")
-        let allocator = LockedBinnedAllocator()
-        var model = AllocatorModel(allocator: allocator, seed: seed)
-        let problem = model.run(operations: 200_000, maximumLive: 2000, auditInterval: 10_000) { liveCount in
-            let statistics = allocator.statistics()
-            if let bad = statistics.inconsistentClasses.first { return "inconsistent statistics: \(bad)" }
-            if statistics.liveBlocks != liveCount {
-                return "statistics count \(statistics.smallLiveBlocks) small + \(statistics.largeLiveBlocks) "
-                    + "large live blocks, the model has \(liveCount)"
+    func lockedAllocatorModel() throws {
+        try forEachTestSeed { seed in
+            let allocator = LockedBinnedAllocator()
+            var model = AllocatorModel(allocator: allocator, seed: seed)
+            let problem = model.run(
+                operations: Self.lockedOperations, maximumLive: 2000, retargetInterval: 4_000, auditInterval: 2_000
+            ) { liveCount in
+                let statistics = allocator.statistics()
+                if let bad = statistics.inconsistentClasses.first { return "inconsistent statistics: \(bad)" }
+                if statistics.liveBlocks != liveCount {
+                    return "statistics count \(statistics.smallLiveBlocks) small + \(statistics.largeLiveBlocks) "
+                        + "large live blocks, the model has \(liveCount)"
+                }
+                return nil
             }
-            return nil
+            try #require(problem == nil, "seed \(seed): \(problem ?? "")")
+            let statistics = allocator.statistics()
+            #expect(statistics.inconsistentClasses.isEmpty, "seed \(seed): \(statistics.inconsistentClasses)")
+            #expect(statistics.smallLiveBlocks == 0, "seed \(seed): \(statistics.smallLiveBlocks) small blocks live")
+            #expect(statistics.largeLiveBlocks == 0 && statistics.largeLiveBytes == 0, "seed \(seed)")
+            #expect(
+                statistics.smallAllocations + statistics.largeAllocations >= model.counts.allocations, "seed \(seed)")
+            #expect(statistics.largeAllocations >= model.counts.large, "seed \(seed)")
         }
-        #expect(problem == nil, "seed \(seed): \(problem ?? "")")
-        let statistics = allocator.statistics()
-        #expect(statistics.inconsistentClasses.isEmpty, "seed \(seed): \(statistics.inconsistentClasses)")
-        #expect(statistics.smallLiveBlocks == 0, "seed \(seed): \(statistics.smallLiveBlocks) small blocks live")
-        #expect(statistics.largeLiveBlocks == 0 && statistics.largeLiveBytes == 0, "seed \(seed)")
-        #expect(statistics.smallAllocations + statistics.largeAllocations >= model.counts.allocations, "seed \(seed)")
-        #expect(statistics.largeAllocations >= model.counts.large, "seed \(seed)")
     }
 }

@@ -1,6 +1,7 @@
 // Regression tests for bugs found in review, each one failing on the code before its fix.
 
 import AllocCore
+import AllocTestSupport
 import BinnedAlloc
 import Glibc
 import Synchronization

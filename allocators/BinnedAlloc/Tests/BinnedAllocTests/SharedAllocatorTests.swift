@@ -3,6 +3,7 @@
 // frees from other threads.
 
 import AllocCore
+import AllocTestSupport
 import BinnedAlloc
 import Glibc
 import Testing

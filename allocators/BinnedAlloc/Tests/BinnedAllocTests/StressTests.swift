@@ -1,9 +1,11 @@
 // Multi-threaded stress: threads allocate blocks, write a pattern and hand them to other
 // threads through shared slots swapped atomically, so most frees are cross-thread; the
-// receiver checks the pattern and frees. The thread-sanitizer run selects these suites
-// with `--filter Stress`.
+// receiver checks the pattern and frees. The threads run in lockstep rounds, so that how
+// much they interleave is the test's doing, not the scheduler's. The thread-sanitizer run
+// selects these suites with `--filter Stress`.
 
 import AllocCore
+import AllocTestSupport
 import BinnedAlloc
 import Glibc
 import Synchronization
@@ -62,13 +64,56 @@ struct FlyingBlock {
     var owner: Int { tag >> 20 }
 }
 
+/// Where the threads of one stress run meet: a start line per round, and, in a serialized
+/// run, whose turn it is.
+final class Rounds: @unchecked Sendable {
+    let threads: Int
+    let lines: [StartLine]
+    let serialized: Bool
+    /// In a serialized run: round × threads + the position of the thread whose turn it is.
+    let turn = Atomic<Int>(0)
+
+    init(threads: Int, rounds: Int, serialized: Bool) {
+        self.threads = threads
+        self.serialized = serialized
+        lines = (0..<rounds).map { _ in StartLine(threads: threads) }
+    }
+
+    /// Waits until every thread has reached round `round`, and in a serialized run until
+    /// the threads before `position` have run their share of it.
+    func begin(round: Int, position: Int) {
+        lines[round].arriveAndWait()
+        guard serialized else { return }
+        while turn.load(ordering: .acquiring) != round * threads + position { sched_yield() }
+    }
+
+    /// Ends the calling thread's share of a round (hands the turn on in a serialized run).
+    func end() {
+        if serialized { turn.add(1, ordering: .releasing) }
+    }
+}
+
 /// The stress body shared by the allocators under test.
+///
+/// The threads run in rounds of `operationsPerRound` operations and meet at a start line
+/// before each: no thread gets more than a round ahead of another, whatever the scheduler
+/// does. Free-running threads, more of them than cores, could each run their whole share
+/// alone on a loaded machine; a thread alone in the slots soon finds only its own blocks
+/// there, and the run would no longer be the cross-thread stress it claims to be (nor would
+/// the threads ever hold their heaps at the same time). With `serialized`, the threads of
+/// each round even run one after another: the worst schedule, made on purpose.
 struct ExchangeStress<Allocator: ModelledAllocator & Sendable>: Sendable {
     let allocator: Allocator
     let board: ExchangeBoard
     let seed: UInt64
     let operationsPerThread: Int
     let maximumSize: Int
+    /// A round is short next to the slots: a thread publishes into few of them per round,
+    /// so most blocks it meets there are other threads'.
+    var operationsPerRound = 64
+    var serialized = false
+
+    var roundCount: Int { (operationsPerThread + operationsPerRound - 1) / operationsPerRound }
 
     /// Checks a block received from anywhere and frees it on this thread.
     func verifyAndFree(_ block: FlyingBlock, on thread: Int) {
@@ -106,61 +151,84 @@ struct ExchangeStress<Allocator: ModelledAllocator & Sendable>: Sendable {
         return block
     }
 
-    func run(thread: Int) {
+    /// One operation of thread `thread`; false when it went wrong (reported), after which
+    /// the thread stops operating (but still meets the others at every start line).
+    func step(
+        _ generator: inout SplitMix64, thread: Int, serial: inout Int, local: inout [FlyingBlock]
+    ) -> Bool {
+        let roll = generator.next() % 100
+        let slot = board.slot(Int.random(in: 0..<board.slotCount, using: &generator))
+        if roll < 55 {
+            // Publish a new block; free whatever the slot held (usually another thread's).
+            guard let block = newBlock(&generator, thread: thread, serial: &serial) else { return false }
+            if let previous = FlyingBlock(slot.exchange(block.packed, ordering: .acquiringAndReleasing)) {
+                verifyAndFree(previous, on: thread)
+            }
+        } else if roll < 70 {
+            // Take a block from a slot.
+            if let taken = FlyingBlock(slot.exchange(WordPair(first: 0, second: 0), ordering: .acquiringAndReleasing)) {
+                verifyAndFree(taken, on: thread)
+            }
+        } else if roll < 85 || local.isEmpty {
+            // Thread-local traffic: allocate, or free the block allocated longest ago.
+            if local.count < 64 {
+                guard let block = newBlock(&generator, thread: thread, serial: &serial) else { return false }
+                local.append(block)
+            } else {
+                verifyAndFree(local.removeFirst(), on: thread)
+            }
+        } else {
+            // Reallocate a local block; its pattern survives up to the smaller size.
+            let index = Int.random(in: 0..<local.count, using: &generator)
+            let block = local[index]
+            let newSize = Int.random(in: 1...maximumSize, using: &generator)
+            guard let moved = allocator.reallocate(block.pointer, byteCount: newSize) else {
+                board.report("seed \(seed): reallocate to \(newSize) returned nil")
+                return false
+            }
+            if !Pattern.matches(moved, tag: block.tag, range: 0..<min(block.size, newSize)) {
+                board.report("seed \(seed): reallocate from \(block.size) to \(newSize) bytes lost the contents")
+                local.remove(at: index)
+                return true
+            }
+            serial += 1
+            let resized = FlyingBlock(pointer: moved, size: newSize, tag: thread << 20 | (serial & 0xF_FFFF))
+            Pattern.fill(moved, tag: resized.tag, range: 0..<newSize)
+            local[index] = resized
+        }
+        return true
+    }
+
+    /// The whole share of thread `thread`, at `position` in its group of `rounds.threads`.
+    func run(thread: Int, position: Int, rounds: Rounds) {
         var generator = SplitMix64(seed: seed &+ UInt64(thread) &* 0x9E37_79B9)
         var serial = 0
         var local: [FlyingBlock] = []
-        for _ in 0..<operationsPerThread {
-            let roll = generator.next() % 100
-            let slot = board.slot(Int.random(in: 0..<board.slotCount, using: &generator))
-            if roll < 55 {
-                // Publish a new block; free whatever the slot held (usually another thread's).
-                guard let block = newBlock(&generator, thread: thread, serial: &serial) else { return }
-                if let previous = FlyingBlock(slot.exchange(block.packed, ordering: .acquiringAndReleasing)) {
-                    verifyAndFree(previous, on: thread)
-                }
-            } else if roll < 70 {
-                // Take a block from a slot.
-                if let taken = FlyingBlock(
-                    slot.exchange(WordPair(first: 0, second: 0), ordering: .acquiringAndReleasing))
-                {
-                    verifyAndFree(taken, on: thread)
-                }
-            } else if roll < 85 || local.isEmpty {
-                // Thread-local traffic: allocate, or free the block allocated longest ago.
-                if local.count < 64 {
-                    guard let block = newBlock(&generator, thread: thread, serial: &serial) else { return }
-                    local.append(block)
-                } else {
-                    verifyAndFree(local.removeFirst(), on: thread)
-                }
-            } else {
-                // Reallocate a local block; its pattern survives up to the smaller size.
-                let index = Int.random(in: 0..<local.count, using: &generator)
-                var block = local[index]
-                let newSize = Int.random(in: 1...maximumSize, using: &generator)
-                guard let moved = allocator.reallocate(block.pointer, byteCount: newSize) else {
-                    board.report("seed \(seed): reallocate to \(newSize) returned nil")
-                    return
-                }
-                if !Pattern.matches(moved, tag: block.tag, range: 0..<min(block.size, newSize)) {
-                    board.report("seed \(seed): reallocate from \(block.size) to \(newSize) bytes lost the contents")
-                    local.remove(at: index)
-                    continue
-                }
-                serial += 1
-                block = FlyingBlock(pointer: moved, size: newSize, tag: thread << 20 | (serial & 0xF_FFFF))
-                Pattern.fill(moved, tag: block.tag, range: 0..<newSize)
-                local[index] = block
+        var healthy = true
+        // The thread's heap exists before the first start line, so no thread of the group
+        // can exit (and leave its heap to the next one) before every other has its own.
+        allocator.deallocate(allocator.allocateDefault(byteCount: 1))
+        for round in 0..<roundCount {
+            rounds.begin(round: round, position: position)
+            let operations = min(operationsPerRound, operationsPerThread - round * operationsPerRound)
+            for _ in 0..<operations where healthy {
+                healthy = step(&generator, thread: thread, serial: &serial, local: &local)
             }
+            rounds.end()
         }
         for block in local { verifyAndFree(block, on: thread) }
     }
 
-    /// Runs `threads` threads, then empties the slots on the calling thread.
-    func runAll(threads: Int) throws {
+    /// Runs `threads` threads in lockstep rounds, with thread indices (pattern tags and
+    /// generator seeds) from `firstIndex` on, and joins them.
+    func runThreads(_ threads: Int, firstIndex: Int = 0) throws {
         _ = Pattern.bytes  // built once, before the threads read it
-        try onThreads(threads) { thread in run(thread: thread) }
+        let rounds = Rounds(threads: threads, rounds: roundCount, serialized: serialized)
+        try onThreads(threads) { position in run(thread: firstIndex + position, position: position, rounds: rounds) }
+    }
+
+    /// Frees, on the calling thread, the blocks the slots still hold.
+    func drainSlots() {
         for index in 0..<board.slotCount {
             if let block = FlyingBlock(
                 board.slot(index).exchange(WordPair(first: 0, second: 0), ordering: .acquiringAndReleasing))
@@ -169,16 +237,22 @@ struct ExchangeStress<Allocator: ModelledAllocator & Sendable>: Sendable {
             }
         }
     }
+
+    /// Runs `threads` threads, then empties the slots on the calling thread.
+    func runAll(threads: Int) throws {
+        try runThreads(threads)
+        drainSlots()
+    }
 }
 
 @Suite("BinnedStress: cross-thread frees through shared slots")
 struct BinnedStressTests {
+    /// More threads than cores: the lockstep rounds, not the scheduler, make them interleave.
     static let threadCount = 2 * SystemInfo.cpuCount + 1
 
     @Test("BinnedAllocator.shared: blocks handed between threads keep their contents and free anywhere")
     func sharedAllocatorExchange() throws {
         let seed = testSeed()
-        print("sharedAllocatorExchange seed \(seed), \(Self.threadCount) threads")
         let board = ExchangeBoard(slotCount: 512)
         let stress = ExchangeStress(
             allocator: BinnedAllocator.shared, board: board, seed: seed, operationsPerThread: 20_000,
@@ -190,22 +264,53 @@ struct BinnedStressTests {
         let frees = board.frees.load(ordering: .relaxed)
         #expect(allocations == frees, "seed \(seed): \(allocations) allocations, \(frees) frees")
         // Most frees must be cross-thread, or the test does not test what it says.
-        #expect(board.crossThreadFrees.load(ordering: .relaxed) * 3 > frees, "seed \(seed)")
+        let crossThreadFrees = board.crossThreadFrees.load(ordering: .relaxed)
+        #expect(crossThreadFrees * 3 > frees, "seed \(seed): \(crossThreadFrees) of \(frees) frees cross-thread")
+        BinnedAllocator.shared.releaseUnusedMemory()
+    }
+
+    /// The schedule that used to void the check above, made on purpose: the threads of each
+    /// round run one after another. Lockstep rounds keep most frees cross-thread all the
+    /// same; the control shows what free-running threads (one round per thread) get under
+    /// that schedule, which a loaded machine could pick for them.
+    @Test("cross-thread frees stay the majority when the threads of each round run one after another")
+    func crossThreadFreesUnderTheWorstSchedule() throws {
+        let seed = testSeed()
+        let operationsPerThread = 4_000
+        func run(operationsPerRound: Int) throws -> (crossThread: Int, frees: Int) {
+            let board = ExchangeBoard(slotCount: 512)
+            var stress = ExchangeStress(
+                allocator: BinnedAllocator.shared, board: board, seed: seed, operationsPerThread: operationsPerThread,
+                maximumSize: 65536)
+            stress.operationsPerRound = operationsPerRound
+            stress.serialized = true
+            try stress.runAll(threads: Self.threadCount)
+            let problems = board.problems.withLock { $0 }
+            #expect(problems.isEmpty, "seed \(seed): \(problems)")
+            return (board.crossThreadFrees.load(ordering: .relaxed), board.frees.load(ordering: .relaxed))
+        }
+        let lockstep = try run(operationsPerRound: 64)
+        #expect(
+            lockstep.crossThread * 3 > lockstep.frees,
+            "seed \(seed): in lockstep, \(lockstep.crossThread) of \(lockstep.frees) frees cross-thread")
+        let alone = try run(operationsPerRound: operationsPerThread)
+        #expect(
+            alone.crossThread * 3 < alone.frees,
+            "seed \(seed): control: each thread alone, yet \(alone.crossThread) of \(alone.frees) frees cross-thread")
         BinnedAllocator.shared.releaseUnusedMemory()
     }
 
     @Test("BinnedAllocator.shared: threads that allocate, free remotely and exit at the same time")
     func sharedAllocatorThreadsExitWhileBlocksAreRemote() throws {
-        // Several rounds of short threads; blocks stay in the slots after their allocating
-        // thread exited, and are freed by the threads of the next round.
+        // Several groups of short threads; blocks stay in the slots after their allocating
+        // thread exited, and are freed by the threads of the next group.
         let seed = testSeed()
         let board = ExchangeBoard(slotCount: 256)
         let stress = ExchangeStress(
             allocator: BinnedAllocator.shared, board: board, seed: seed, operationsPerThread: 2_000,
             maximumSize: 4096)
-        _ = Pattern.bytes
-        for round in 0..<8 {
-            try onThreads(Self.threadCount) { thread in stress.run(thread: round * 64 + thread) }
+        for group in 0..<8 {
+            try stress.runThreads(Self.threadCount, firstIndex: group * 64)
         }
         try stress.runAll(threads: 1)
         let problems = board.problems.withLock { $0 }
@@ -220,7 +325,6 @@ struct LockedStressTests {
     @Test("blocks handed between threads keep their contents; statistics balance exactly at the end")
     func lockedAllocatorExchange() throws {
         let seed = testSeed()
-        print("lockedAllocatorExchange seed \(seed)")
         let allocator = LockedBinnedAllocator()
         let board = ExchangeBoard(slotCount: 256)
         let stress = ExchangeStress(

@@ -7,6 +7,7 @@
 // its thread is the only user of the allocator and every count is exact.
 
 import AllocCore
+import AllocTestSupport
 import BinnedAlloc
 import Glibc
 import Synchronization
@@ -105,13 +106,12 @@ struct ThreadCacheTests {
         await #expect(processExitsWith: .success) {
             let allocator = BinnedAllocator.shared
             let threadCount = 4
-            let arrived = Atomic<Int>(0)
+            let allHaveCaches = StartLine(threads: threadCount)
             let box = BlockBox()
             try onThreads(threadCount) { thread in
                 allocateOnThisThread(10, keepingHalfIn: box, salt: thread)
                 // Stay alive until every thread has its cache, so none can be reused.
-                arrived.add(1, ordering: .sequentiallyConsistent)
-                while arrived.load(ordering: .sequentiallyConsistent) < threadCount { sched_yield() }
+                allHaveCaches.arriveAndWait()
             }
             let after = allocator.statistics()
             #expect(after.threadCaches >= threadCount, "\(threadCount) live threads, \(after.threadCaches) caches")
@@ -124,9 +124,9 @@ struct ThreadCacheTests {
 
     @Test("after a cross-thread stress, the statistics balance: nothing live, every class consistent")
     func statisticsBalanceAfterCrossThreadTraffic() async {
-        await #expect(processExitsWith: .success) {
+        let seed = testSeed()
+        await #expect(processExitsWith: .success) { [seed = seed as UInt64] in
             let allocator = BinnedAllocator.shared
-            let seed = testSeed()
             let board = ExchangeBoard(slotCount: 128)
             let stress = ExchangeStress(
                 allocator: allocator, board: board, seed: seed, operationsPerThread: 5_000, maximumSize: 65536)
@@ -145,6 +145,29 @@ struct ThreadCacheTests {
             #expect(
                 statistics.smallFrees + statistics.largeFrees
                     == statistics.smallAllocations + statistics.largeAllocations, "seed \(seed)")
+        }
+    }
+
+    /// The schedule under which the count of caches above used to come short, made on
+    /// purpose: each thread runs its whole share alone, one after another, as a loaded
+    /// machine may run threads started one by one. A thread that ended before the next
+    /// made its heap would hand it over (parked, then adopted); every thread makes its heap
+    /// before the start line, so none can.
+    @Test("every thread of a stress run has a cache of its own, even when the threads run one after another")
+    func stressThreadsHoldTheirCachesTogether() async {
+        let seed = testSeed()
+        await #expect(processExitsWith: .success) { [seed = seed as UInt64] in
+            let allocator = BinnedAllocator.shared
+            let board = ExchangeBoard(slotCount: 128)
+            var stress = ExchangeStress(
+                allocator: allocator, board: board, seed: seed, operationsPerThread: 1_000, maximumSize: 4096)
+            stress.operationsPerRound = stress.operationsPerThread
+            stress.serialized = true
+            let threads = 2 * SystemInfo.cpuCount + 1
+            try stress.runAll(threads: threads)
+            #expect(board.problems.withLock { $0 }.isEmpty, "seed \(seed): \(board.problems.withLock { $0 })")
+            let statistics = allocator.statistics()
+            #expect(statistics.threadCaches >= threads, "seed \(seed): \(statistics.threadCaches) caches")
         }
     }
 }
