@@ -10,7 +10,11 @@ let package = Package(
         .target(name: "BackgroundDrop", dependencies: [.product(name: "AllocCore", package: "shared")]),
         // Test support only: glibc's mallinfo2, to show that drops do not allocate.
         .target(name: "CMallocStatistics", path: "Tests/CMallocStatistics"),
-        .testTarget(name: "BackgroundDropTests", dependencies: ["BackgroundDrop", "CMallocStatistics"]),
+        .testTarget(
+            name: "BackgroundDropTests",
+            dependencies: [
+                "BackgroundDrop", "CMallocStatistics", .product(name: "AllocTestSupport", package: "shared"),
+            ]),
     ],
     swiftLanguageModes: [.v6]
 )

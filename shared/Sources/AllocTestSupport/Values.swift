@@ -131,8 +131,11 @@ public func required<Value: ~Copyable>(
     }
 }
 
-/// What ``required(_:_:sourceLocation:)`` throws for nil (the failure is already recorded).
-public struct MissingValue: Error {}
+/// What ``required(_:_:sourceLocation:)`` throws for nil, and what a helper throws after it
+/// recorded why it cannot go on: the failure is already recorded.
+public struct MissingValue: Error {
+    public init() {}
+}
 
 /// Whether a non-copyable optional is nil (`#expect(x == nil)` takes copyable values only).
 public func isNil<Value: ~Copyable>(_ value: borrowing Value?) -> Bool {

@@ -1,4 +1,5 @@
 import AllocCore
+import AllocTestSupport
 import Synchronization
 import Testing
 

@@ -1,4 +1,5 @@
 import AllocCore
+import AllocTestSupport
 import Testing
 
 enum TestEvent: Int, CaseIterable { case allocations, frees, peak }

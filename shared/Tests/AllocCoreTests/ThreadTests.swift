@@ -1,4 +1,5 @@
 import AllocCore
+import AllocTestSupport
 import Glibc
 import Synchronization
 import Testing

@@ -91,6 +91,17 @@ import Synchronization
 /// dropper.drop(makeTree())             // so does a temporary's
 /// ```
 ///
+/// An existential is the exception to "a temporary travels": passed to the generic
+/// `drop`, the compiler opens it (SE-0352) and passes a *copy* of the value inside,
+/// even with `consume` or for a temporary, and the caller releases the existential after
+/// `drop` returns. Write `as any P` inside the call so that the existential itself
+/// travels (it fits a slot: 32 to 40 bytes):
+///
+/// ```swift
+/// let shape: any Shape = makeShape()
+/// dropper.drop(consume shape as any Shape)   // not dropper.drop(consume shape)
+/// ```
+///
 /// If other references to the same object exist, the background thread releases only
 /// its own and the object lives on: only the *last* reference's release does the
 /// expensive work, wherever it happens.
@@ -248,7 +259,10 @@ public final class BackgroundDropper: Sendable {
             let claimed = queue.enqueueRun(from: &values)
             outcome.queued += claimed
             if claimed == 0, let value = values.popLast() {
-                switch handOff(value) {
+                // `consume`: passed plainly, the binding is copied into the call and
+                // released after it, when a background thread may already have released
+                // the copy it queued; the last release, and the deinit, were then ours.
+                switch handOff(consume value) {
                 case .queued: outcome.queued += 1
                 case .droppedInline: outcome.droppedInline += 1
                 }

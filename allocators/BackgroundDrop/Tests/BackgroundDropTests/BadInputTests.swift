@@ -3,18 +3,10 @@
 // behaviour lives (BackgroundDropTests.swift) and listed here by name.
 
 import AllocCore
+import AllocTestSupport
 import BackgroundDrop
 import Glibc
 import Testing
-
-/// Checks that a child trapped and that its message names the problem.
-func expectTrap(_ result: ExitTest.Result?, saying message: String, sourceLocation: SourceLocation = #_sourceLocation) {
-    guard let result else { return }  // the exit test already recorded the failure
-    let text = String(decoding: result.standardErrorContent, as: UTF8.self)
-    #expect(
-        text.contains(message), "expected a trap saying \"\(message)\", got \(result.exitStatus): \(text.prefix(600))",
-        sourceLocation: sourceLocation)
-}
 
 @Suite("Bad input traps with a message (child processes)")
 struct TrapTests {
@@ -23,7 +15,7 @@ struct TrapTests {
         let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
             _ = try? BackgroundDropper(threads: 0)
         }
-        expectTrap(result, saying: "threads must be 1...256, got 0")
+        expectTrap(result, mentioning: "threads must be 1...256, got 0")
     }
 
     /// Spec 9: more threads than the maximum, and a negative count.
@@ -31,11 +23,11 @@ struct TrapTests {
         let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
             _ = try? BackgroundDropper(threads: 257)
         }
-        expectTrap(result, saying: "threads must be 1...256, got 257")
+        expectTrap(result, mentioning: "threads must be 1...256, got 257")
         let negative = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
             _ = try? BackgroundDropper(threads: -1)
         }
-        expectTrap(negative, saying: "got -1")
+        expectTrap(negative, mentioning: "got -1")
     }
 
     /// Spec 9: a queue capacity of zero.
@@ -43,7 +35,7 @@ struct TrapTests {
         let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
             _ = try? BackgroundDropper(capacity: 0)
         }
-        expectTrap(result, saying: "capacity must be 1...1048576, got 0")
+        expectTrap(result, mentioning: "capacity must be 1...1048576, got 0")
     }
 
     /// Spec 9: a capacity above the maximum.
@@ -51,7 +43,7 @@ struct TrapTests {
         let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
             _ = try? BackgroundDropper(capacity: Int.max)
         }
-        expectTrap(result, saying: "capacity must be 1...1048576, got \(Int.max)")
+        expectTrap(result, mentioning: "capacity must be 1...1048576, got \(Int.max)")
     }
 
     /// Spec 9: flush called from a deinit on the dropper's own thread would wait for itself.
@@ -66,19 +58,19 @@ struct TrapTests {
             dropper.drop(Flusher(dropper))
             dropper.flush()
         }
-        expectTrap(result, saying: "flush called from a deinit running on one of its own threads")
+        expectTrap(result, mentioning: "flush called from a deinit running on one of its own threads")
     }
 }
 
 @Suite struct BadInputAnswers {
     /// Spec 9: a drop after shutdown is deinitialised inline, at once, and counted.
     @Test func dropAfterShutdownIsInline() throws {
-        let tally = Tally(capacity: 2)
+        let tally = DeinitTally(capacity: 2)
         let dropper = try BackgroundDropper()
         dropper.shutdown()
-        #expect(dropper.drop(Tracked(0, tally)) == .droppedInline(.afterShutdown))
+        #expect(dropper.drop(TrackedObject(0, tally)) == .droppedInline(.afterShutdown))
         #expect(tally.count(0) == 1)
-        #expect(dropper.drop(Token(1, tally)) == .droppedInline(.afterShutdown))
+        #expect(dropper.drop(TrackedToken(1, tally)) == .droppedInline(.afterShutdown))
         #expect(tally.count(1) == 1)
         #expect(dropper.statistics().droppedAfterShutdown == 2)
         try dropper.flush(timeoutNanoseconds: 1_000_000)
@@ -115,10 +107,10 @@ struct TrapTests {
     /// Spec 9: capacity 1 is valid and rounds up to 2 (the sequence scheme needs two
     /// slots to tell a full slot from a free one).
     @Test func capacityOneRoundsUpAndWorks() throws {
-        let tally = Tally(capacity: 100)
+        let tally = DeinitTally(capacity: 100)
         let dropper = try BackgroundDropper(threads: 1, capacity: 1)
         #expect(dropper.capacity == 2)
-        for id in 0..<100 { dropper.drop(Tracked(id, tally)) }
+        for id in 0..<100 { dropper.drop(TrackedObject(id, tally)) }
         dropper.flush()
         #expect(tally.wrongCounts(0..<100) == "")
     }

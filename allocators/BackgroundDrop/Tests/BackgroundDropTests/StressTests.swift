@@ -5,6 +5,7 @@
 // these suites with `--filter Stress`.
 
 import AllocCore
+import AllocTestSupport
 import BackgroundDrop
 import Glibc
 import Synchronization
@@ -15,11 +16,17 @@ import Testing
 
     /// Producers outnumber cores; a flusher flushes meanwhile; 3 background threads,
     /// 16 slots, so the queue is full most of the time.
+    ///
+    /// The first producer waits halfway until the flusher finishes one more flush, so at
+    /// least one flush really ran while values were still coming (the test used to count
+    /// the flushes, and a flusher that a loaded machine did not schedule before every
+    /// producer had finished counted none).
     @Test(arguments: [FullQueuePolicy.block(timeoutNanoseconds: nil), .dropInline, .block(timeoutNanoseconds: 20_000)])
     func manyProducersEveryValueOnce(policy: FullQueuePolicy) throws {
+        let seed = testSeed("manyProducersEveryValueOnce(policy: \(policy))")
         let perProducer = 3000
         let producers = Self.producers
-        let tally = Tally(capacity: producers * perProducer)
+        let tally = DeinitTally(capacity: producers * perProducer)
         let dropper = try BackgroundDropper(threads: 3, capacity: 16, whenFull: policy)
         let done = Atomic<Int>(0)
         let flushes = Atomic<Int>(0)
@@ -30,21 +37,29 @@ import Testing
                 usleep(200)
             }
         }
+        let flushedMidway = Atomic<Bool>(false)
         try onThreads(producers) { producer in
-            var generator = SplitMix64(seed: UInt64(producer))
+            var generator = SplitMix64(seed: seed &+ UInt64(producer))
             var serial = 0
+            var waited = false
             while serial < perProducer {
+                if producer == 0 && !waited && serial >= perProducer / 2 {
+                    // A flush that ends after this point overlapped this producer's drops.
+                    waited = true
+                    let before = flushes.load(ordering: .relaxed)
+                    flushedMidway.store(eventually { flushes.load(ordering: .relaxed) > before }, ordering: .relaxed)
+                }
                 let id = producer * perProducer + serial
                 switch generator.next() % 4 {
                 case 0:
                     let count = min(perProducer - serial, Int(generator.next() % 16) + 1)
-                    dropper.drop(contentsOf: (id..<id + count).map { Tracked($0, tally) })
+                    dropper.drop(contentsOf: (id..<id + count).map { TrackedObject($0, tally) })
                     serial += count
                 case 1:
-                    dropper.drop(Token(id, tally))
+                    dropper.drop(TrackedToken(id, tally))
                     serial += 1
                 default:
-                    dropper.drop(Tracked(id, tally))
+                    dropper.drop(TrackedObject(id, tally))
                     serial += 1
                 }
             }
@@ -52,11 +67,12 @@ import Testing
         done.store(1, ordering: .releasing)
         flusher.join()
         dropper.flush()
-        #expect(tally.wrongCounts(0..<producers * perProducer) == "")
+        let overlapped = flushedMidway.load(ordering: .relaxed)
+        #expect(overlapped, "seed \(seed): no flush finished while producers ran")
+        #expect(tally.wrongCounts(0..<producers * perProducer) == "", "seed \(seed)")
         let statistics = dropper.statistics()
-        #expect(statistics.queued + statistics.droppedInline == producers * perProducer)
-        #expect(statistics.pending == 0)
-        #expect(flushes.load(ordering: .relaxed) > 0)
+        #expect(statistics.queued + statistics.droppedInline == producers * perProducer, "seed \(seed)")
+        #expect(statistics.pending == 0, "seed \(seed)")
     }
 
     /// The chained wake loses no wake-up (spec 5): producers outnumber cores and drop in
@@ -70,17 +86,18 @@ import Testing
         let perBurst = 24
         let producers = Self.producers
         let perProducer = bursts * perBurst
-        let tally = Tally(capacity: producers * perProducer)
+        let tally = DeinitTally(capacity: producers * perProducer)
         let dropper = try BackgroundDropper(threads: threads, capacity: 1024)
         let timeouts = Mutex<[String]>([])
+        let seed = testSeed("burstsIntoParkedThreadsLoseNoWakeUp(threads: \(threads))")
         try onThreads(producers) { producer in
-            var generator = SplitMix64(seed: UInt64(producer) &+ UInt64(threads) << 32)
+            var generator = SplitMix64(seed: seed &+ UInt64(producer))
             for burst in 0..<bursts {
                 let first = producer * perProducer + burst * perBurst
                 if generator.next() % 2 == 0 {
-                    dropper.drop(contentsOf: (first..<first + perBurst).map { Tracked($0, tally) })
+                    dropper.drop(contentsOf: (first..<first + perBurst).map { TrackedObject($0, tally) })
                 } else {
-                    for id in first..<first + perBurst { dropper.drop(Tracked(id, tally)) }
+                    for id in first..<first + perBurst { dropper.drop(TrackedObject(id, tally)) }
                 }
                 usleep(UInt32(generator.next() % 300))
                 do {
@@ -90,9 +107,9 @@ import Testing
                 }
             }
         }
-        #expect(timeouts.withLock { $0 }.isEmpty, "\(timeouts.withLock { $0.prefix(3) })")
-        #expect(tally.wrongCounts(0..<producers * perProducer) == "")
-        #expect(dropper.statistics().pending == 0)
+        #expect(timeouts.withLock { $0 }.isEmpty, "seed \(seed): \(timeouts.withLock { $0.prefix(3) })")
+        #expect(tally.wrongCounts(0..<producers * perProducer) == "", "seed \(seed)")
+        #expect(dropper.statistics().pending == 0, "seed \(seed)")
     }
 
     /// One producer, nothing else going on: each lone drop must be taken, or the flush
@@ -103,15 +120,16 @@ import Testing
     @Test(arguments: [1, 2, 4])
     func loneDropsAsThreadsParkAreTaken(threads: Int) throws {
         let rounds = 3000
-        let tally = Tally(capacity: rounds)
+        let tally = DeinitTally(capacity: rounds)
         let dropper = try BackgroundDropper(threads: threads, capacity: 16)
-        var generator = SplitMix64(seed: testSeed(UInt64(threads)))
+        let seed = testSeed("loneDropsAsThreadsParkAreTaken(threads: \(threads))")
+        var generator = SplitMix64(seed: seed)
         for round in 0..<rounds {
             let resume = SystemInfo.monotonicNanoseconds() + generator.next() % 16_000
             while SystemInfo.monotonicNanoseconds() < resume { spinLoopHint() }
-            dropper.drop(Tracked(round, tally))
+            dropper.drop(TrackedObject(round, tally))
             try dropper.flush(timeoutNanoseconds: 20_000_000_000)
-            #expect(tally.count(round) == 1, "round \(round)")
+            #expect(tally.count(round) == 1, "seed \(seed), round \(round)")
         }
     }
 
@@ -121,14 +139,14 @@ import Testing
         for round in 0..<4 {
             let perProducer = 2000
             let producers = Self.producers
-            let tally = Tally(capacity: producers * perProducer)
+            let tally = DeinitTally(capacity: producers * perProducer)
             let dropper = try BackgroundDropper(threads: 2, capacity: 8, whenFull: .block(timeoutNanoseconds: nil))
             let closer = try OSThread.spawn {
                 usleep(UInt32(1000 * (round + 1)))
                 dropper.shutdown()
             }
             try onThreads(producers) { producer in
-                for serial in 0..<perProducer { dropper.drop(Tracked(producer * perProducer + serial, tally)) }
+                for serial in 0..<perProducer { dropper.drop(TrackedObject(producer * perProducer + serial, tally)) }
             }
             closer.join()
             #expect(tally.wrongCounts(0..<producers * perProducer) == "", "round \(round)")

@@ -1,10 +1,5 @@
-import AllocCore
-
-/// Runs `body(threadIndex)` on `count` OS threads at once and waits for all of them.
-func onThreads(_ count: Int, _ body: @escaping @Sendable (Int) -> Void) throws {
-    let threads = try (0..<count).map { index throws(SystemError) in try OSThread.spawn { body(index) } }
-    for thread in threads { thread.join() }
-}
+// Page-aligned memory for the tests of the raw-memory types (atomics on raw words,
+// futexes), from malloc rather than SystemMemory.
 
 /// Page-aligned raw memory for the raw-memory types, freed by the caller. It comes from
 /// malloc rather than SystemMemory so that the tests that check SystemMemory's
