@@ -11,7 +11,9 @@ let package = Package(
             name: "LargeAlloc", dependencies: [.product(name: "AllocCore", package: "shared")],
             // `Region.span` returns a `Span` bound to the region's lifetime (`@_lifetime`).
             swiftSettings: [.enableExperimentalFeature("Lifetimes")]),
-        .testTarget(name: "LargeAllocTests", dependencies: ["LargeAlloc"]),
+        .testTarget(
+            name: "LargeAllocTests",
+            dependencies: ["LargeAlloc", .product(name: "AllocTestSupport", package: "shared")]),
     ],
     swiftLanguageModes: [.v6]
 )

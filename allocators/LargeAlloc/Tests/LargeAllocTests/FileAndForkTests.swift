@@ -3,6 +3,7 @@
 // can allocate and free, and never reuses a file-backed region it shares with its parent.
 
 import AllocCore
+import AllocTestSupport
 import Glibc
 import LargeAlloc
 import Testing
@@ -129,13 +130,13 @@ struct LifetimeTests {
             }
             // A region freed on a new thread (which makes a cache for the free) while the
             // handle lives; then the handle goes while three are live.
-            try onThread { _ = slots[0].swap(nil) }
+            try onNewThread { _ = slots[0].swap(nil) }
             allocator = nil
             #expect(!mappedFiles(under: directory).isEmpty)
-            try onThread { _ = slots[1].swap(nil) }  // a new thread: no cache can be made now
+            try onNewThread { _ = slots[1].swap(nil) }  // a new thread: no cache can be made now
             _ = slots[2].swap(nil)  // the allocating thread's cache, transferred at close
             #expect(!mappedFiles(under: directory).isEmpty, "destroyed with a region still live")
-            try onThread { _ = slots[3].swap(nil) }
+            try onNewThread { _ = slots[3].swap(nil) }
             #expect(mappedFiles(under: directory).isEmpty, "areas still mapped after the last region went")
         }
     }

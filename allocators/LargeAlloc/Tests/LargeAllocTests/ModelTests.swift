@@ -1,51 +1,63 @@
 // The seeded model test (spec sections 3 and 4): random requests across classes, on both
 // backings; every region's content is written and checked until it is released, live
 // regions never overlap, each sits in its class's alignment and holds what was asked;
-// about a third of the releases happen on another thread.
+// about a third of the releases happen on another thread. One seed per run of the body
+// of `forEachTestSeed` (ALLOC_TEST_SEED replays one, ALLOC_TEST_SOAK_SECONDS soaks).
 
 import AllocCore
+import AllocTestSupport
 import Glibc
 import LargeAlloc
-import Synchronization
 import Testing
 
 @Suite("Randomized model")
 struct ModelTests {
-    static let seeds: [UInt64] = [1, 0x5EED, 0xC0FFEE]
+    /// Allocations per backing and seed.
+    static let allocationCount = 300
 
-    @Test("random regions keep their content and never overlap", arguments: BackingMode.allCases, seeds)
-    func randomRegions(mode: BackingMode, seed: UInt64) throws {
-        try withTemporaryDirectory { directory in
-            var configuration = testConfiguration(
-                backing: mode.backing(directory: directory), threadCacheBytes: 4 << 20)
-            configuration.eagerReturn = seed % 2 == 1
-            let allocator = try LargeAllocator(configuration: configuration)
-            try run(allocator, seed: seed, mode: mode)
-            let statistics = totals(allocator.statistics())
-            #expect(statistics.liveRegions == 0, "seed \(seed): \(statistics.liveRegions) regions still live")
-            #expect(statistics.allocations == statistics.deallocations, "seed \(seed)")
-            #expect(statistics.allocations == 300, "seed \(seed)")
-            if mode == .file { #expect(statistics.fileBytes == statistics.areaBytes && statistics.fileBytes > 0) }
+    @Test("random regions keep their content and never overlap, on both backings")
+    func randomRegions() throws {
+        try forEachTestSeed { seed in
+            for mode in BackingMode.allCases {
+                try withTemporaryDirectory { directory in
+                    var configuration = testConfiguration(
+                        backing: mode.backing(directory: directory), threadCacheBytes: 4 << 20)
+                    configuration.eagerReturn = seed % 2 == 1
+                    let allocator = try LargeAllocator(configuration: configuration)
+                    try run(allocator, seed: seed, mode: mode)
+                    let statistics = totals(allocator.statistics())
+                    #expect(
+                        statistics.liveRegions == 0,
+                        "seed \(seed) \(mode): \(statistics.liveRegions) regions still live")
+                    #expect(statistics.allocations == statistics.deallocations, "seed \(seed) \(mode): \(statistics)")
+                    #expect(statistics.allocations == Self.allocationCount, "seed \(seed) \(mode): \(statistics)")
+                    if mode == .file {
+                        #expect(
+                            statistics.fileBytes == statistics.areaBytes && statistics.fileBytes > 0,
+                            "seed \(seed): \(statistics)")
+                    }
+                }
+            }
         }
     }
 
-    /// 300 allocations over 12 slots of regions of 64 KiB to 2 MiB (classes 0 to 5).
+    /// `allocationCount` allocations over 12 slots of regions of 64 KiB to 2 MiB (classes 0 to 5).
     func run(_ allocator: LargeAllocator, seed: UInt64, mode: BackingMode) throws {
         var generator = SplitMix64(seed: seed)
         let slotCount = 12
         let slots: [RegionSlot] = (0..<slotCount).map { _ in RegionSlot() }
         var live: [Range<Int>?] = Array(repeating: nil, count: slotCount)
-        for _ in 0..<300 {
+        for step in 0..<Self.allocationCount {
             let slot = Int.random(in: 0..<slotCount, using: &generator)
             if let old = slots[slot].swap(nil) {
                 let intact = old.isIntact
-                #expect(intact, "seed \(seed) \(mode): region in slot \(slot) was overwritten")
+                #expect(intact, "seed \(seed) \(mode), step \(step): region in slot \(slot) was overwritten")
                 live[slot] = nil
                 if Int.random(in: 0..<3, using: &generator) == 0 {
                     // Released on another thread.
                     let box = RegionSlot()
                     _ = box.swap(old)
-                    try onThread { _ = box.swap(nil) }
+                    try onNewThread { _ = box.swap(nil) }
                 } else {
                     _ = consume old
                 }
@@ -53,15 +65,20 @@ struct ModelTests {
             let elements = Int.random(in: 1...(2 << 20) / 8, using: &generator)
             var region = try allocator.allocate(UInt64.self, capacity: elements)
             let (capacity, byteCapacity) = (region.capacity, region.byteCapacity)
-            #expect(capacity >= elements)
-            #expect(byteCapacity.nonzeroBitCount == 1 && byteCapacity >= LargeAllocator.minimumRegionSize)
-            #expect(byteCapacity / 2 < max(elements * 8, LargeAllocator.minimumRegionSize + 1))
+            let context = "seed \(seed) \(mode), step \(step), \(elements) elements"
+            #expect(capacity >= elements, "\(context): capacity \(capacity)")
+            #expect(
+                byteCapacity.nonzeroBitCount == 1 && byteCapacity >= LargeAllocator.minimumRegionSize,
+                "\(context): \(byteCapacity) bytes")
+            #expect(
+                byteCapacity / 2 < max(elements * 8, LargeAllocator.minimumRegionSize + 1),
+                "\(context): \(byteCapacity) bytes is not the smallest class")
             let start = region.withUnsafeBufferPointer { Int(bitPattern: $0.baseAddress) }
-            #expect(start % byteCapacity == 0 || mode == .file, "seed \(seed): \(start) not class-aligned")
-            #expect(start % LargeAllocator.minimumRegionSize == 0, "seed \(seed): \(start) not 64 KiB-aligned")
+            #expect(start % byteCapacity == 0 || mode == .file, "\(context): \(start) not class-aligned")
+            #expect(start % LargeAllocator.minimumRegionSize == 0, "\(context): \(start) not 64 KiB-aligned")
             let range = start..<(start + byteCapacity)
             for case let other? in live {
-                #expect(!other.overlaps(range), "seed \(seed) \(mode): \(range) overlaps live \(other)")
+                #expect(!other.overlaps(range), "\(context): \(range) overlaps live \(other)")
             }
             let tag = generator.next() | 1
             try fill(&region, count: min(elements, 64 << 10), tag: tag)
@@ -145,22 +162,18 @@ struct ModelTests {
 
     @Test("non-trivial elements are deinitialized when the region goes")
     func elementsAreDeinitialized() throws {
-        let counter = DeinitCounter()
+        let tally = DeinitTally(capacity: 10)
         let allocator = try LargeAllocator(configuration: testConfiguration())
         do {
-            var region = try allocator.allocate(Tracked.self, capacity: 100)
-            for _ in 0..<10 { try region.append(Tracked(counter)) }
-            _ = region.removeLast()
-            #expect(counter.value.load(ordering: .relaxed) == 1)
+            var region = try allocator.allocate(TrackedObject.self, capacity: 100)
+            for id in 0..<10 { try region.append(TrackedObject(id, tally)) }
+            let removed = region.removeLast()
+            #expect(tally.died == 0, "removeLast hands the element out, alive")
+            _ = consume removed
+            #expect(tally.died == 1 && tally.count(9) == 1)
         }
-        #expect(counter.value.load(ordering: .relaxed) == 10)
+        #expect(tally.died == 10)
+        let wrong = tally.wrongCounts(0..<10)
+        #expect(wrong.isEmpty, "\(wrong)")
     }
-}
-
-final class DeinitCounter: Sendable { let value = Atomic<Int>(0) }
-
-final class Tracked: Sendable {
-    let counter: DeinitCounter
-    init(_ counter: DeinitCounter) { self.counter = counter }
-    deinit { counter.value.wrappingAdd(1, ordering: .relaxed) }
 }

@@ -4,6 +4,7 @@
 // thread-sanitizer run selects this suite with `--filter Stress`.
 
 import AllocCore
+import AllocTestSupport
 import Glibc
 import LargeAlloc
 import Synchronization
@@ -19,17 +20,49 @@ struct StressTests {
         func report(_ problem: String) { lock.withLock { if list.count < 10 { list.append(problem) } } }
     }
 
+    /// The counters that only ever grow, of every class, and the allocator's.
+    static func growingCounters(_ statistics: LargeAllocStatistics) -> [(String, Int)] {
+        var counters = [("threadCaches", statistics.threadCaches), ("workerTicks", statistics.workerTicks)]
+        for sizeClass in statistics.sizeClasses {
+            let size = sizeClass.regionByteCount >> 10
+            counters += [
+                ("allocations of \(size) KiB", sizeClass.allocations),
+                ("deallocations of \(size) KiB", sizeClass.deallocations),
+                ("slowPaths of \(size) KiB", sizeClass.slowPaths), ("refills of \(size) KiB", sizeClass.refills),
+                ("eagerClears of \(size) KiB", sizeClass.eagerClears),
+                ("backgroundClears of \(size) KiB", sizeClass.backgroundClears),
+                ("clearFailures of \(size) KiB", sizeClass.clearFailures), ("steals of \(size) KiB", sizeClass.steals),
+                ("unmappedAreas of \(size) KiB", sizeClass.unmappedAreas),
+            ]
+        }
+        return counters
+    }
+
     /// Each thread: `operations` times, allocate a region of 64 KiB to 1 MiB, fill it, swap
     /// it into a random slot, and check and drop what came out.
     func stress(_ allocator: LargeAllocator, seed: UInt64, operations: Int) throws {
         let slots = (0..<16).map { _ in RegionSlot() }
         let problems = Problems()
         let stop = Signal()
+        let allocationBound = Self.threadCount * operations
+        // A snapshot taken while other threads allocate and free is not one atomic picture
+        // (spec section 8): `liveRegions`, a difference of sums read one after another, can
+        // be off for a moment, even negative. What holds is that no counter that only grows
+        // ever goes back from one snapshot to the next, and none passes what was done.
         let reader = try OSThread.spawn {
-            while stop.word.load(ordering: .acquiring) == 0 {
-                let statistics = totals(allocator.statistics())
-                if statistics.liveRegions < 0 { problems.report("negative live regions \(statistics.liveRegions)") }
+            var previous = Self.growingCounters(allocator.statistics())
+            while !stop.isRaised {
                 usleep(500)
+                let statistics = allocator.statistics()
+                let current = Self.growingCounters(statistics)
+                for (before, now) in zip(previous, current) where now.1 < before.1 {
+                    problems.report("seed \(seed): \(now.0) went back from \(before.1) to \(now.1)")
+                }
+                let total = totals(statistics)
+                if total.allocations > allocationBound || total.deallocations > allocationBound {
+                    problems.report("seed \(seed): \(total.allocations) allocations, bound \(allocationBound)")
+                }
+                previous = current
             }
         }
         let threads = try (0..<Self.threadCount).map { thread in
@@ -60,7 +93,8 @@ struct StressTests {
         let found = problems.lock.withLock { problems.list }
         #expect(found.isEmpty, "\(found)")
         let statistics = totals(allocator.statistics())
-        #expect(statistics.liveRegions == 0 && statistics.allocations == Self.threadCount * operations, "\(statistics)")
+        #expect(
+            statistics.liveRegions == 0 && statistics.allocations == allocationBound, "seed \(seed): \(statistics)")
     }
 
     @Test("anonymous, small caches, fast worker that unmaps idle areas")
@@ -69,7 +103,7 @@ struct StressTests {
         configuration.areaIdleAge = .zero
         configuration.backgroundBytesPerTick = 1 << 20
         let allocator = try LargeAllocator(configuration: configuration)
-        try stress(allocator, seed: 0xA11, operations: 1000)
+        try stress(allocator, seed: testSeed(), operations: 1000)
     }
 
     @Test("eager return, no thread caches")
@@ -77,7 +111,7 @@ struct StressTests {
         var configuration = testConfiguration(threadCacheBytes: 0, worker: .milliseconds(2))
         configuration.eagerReturn = true
         let allocator = try LargeAllocator(configuration: configuration)
-        try stress(allocator, seed: 0xEA6, operations: 500)
+        try stress(allocator, seed: testSeed(), operations: 500)
     }
 
     @Test("file-backed, with stealing and reconfiguration on the fly")
@@ -91,7 +125,7 @@ struct StressTests {
             let base = configuration
             let changer = try OSThread.spawn {
                 var flip = false
-                while stop.word.load(ordering: .acquiring) == 0 {
+                while !stop.isRaised {
                     var changed = base
                     changed.eagerReturn = flip
                     changed.threadCacheBytes = flip ? 0 : 4 << 20
@@ -101,7 +135,7 @@ struct StressTests {
                     usleep(2000)
                 }
             }
-            try stress(allocator, seed: 0xF11E, operations: 500)
+            try stress(allocator, seed: testSeed(), operations: 500)
             stop.raise()
             changer.join()
         }

@@ -3,6 +3,7 @@
 // byte bound; and the enable switch (section 2).
 
 import AllocCore
+import AllocTestSupport
 import Glibc
 import LargeAlloc
 import Testing
@@ -20,7 +21,7 @@ struct ThreadTests {
     @Test("a thread's exit returns its cache to the dirty pool")
     func threadExitReturnsCache() throws {
         let allocator = try LargeAllocator(configuration: oneRegionPerArea(threadCacheBytes: 8 << 20))
-        try onThread {
+        try onNewThread {
             let regions = (0..<3).map { _ in RegionSlot() }
             for slot in regions {
                 _ = slot.swap(TaggedRegion(region: try! allocator.allocate(UInt64.self, capacity: 100_000), tag: 1))
@@ -33,7 +34,7 @@ struct ThreadTests {
         #expect(sizeClass.threadRegions == 0, "the exited thread's cache still holds regions: \(sizeClass)")
         #expect(sizeClass.dirtyRegions == 3 && sizeClass.liveRegions == 0, "\(sizeClass)")
         // A new thread adopts the parked cache instead of making one.
-        try onThread { _ = try! allocator.allocate(UInt8.self, capacity: 1) }
+        try onNewThread { _ = try! allocator.allocate(UInt8.self, capacity: 1) }
         #expect(allocator.statistics().threadCaches == 1)
     }
 
@@ -111,7 +112,7 @@ struct ThreadTests {
 
     @Test("a thread using more allocators than its table holds still allocates and frees in each")
     func moreAllocatorsThanTableEntries() throws {
-        try onThread {
+        try onNewThread {
             let allocators = (0..<12).map { _ in try! LargeAllocator(configuration: testConfiguration()) }
             for allocator in allocators {
                 var region = try! allocator.allocate(UInt64.self, capacity: 100)
@@ -139,6 +140,6 @@ struct ThreadTests {
         #expect(intact)
         let slot = RegionSlot()
         _ = slot.swap(TaggedRegion(region: region, tag: 3))
-        try onThread { _ = slot.swap(nil) }  // the last reference goes on another thread
+        try onNewThread { _ = slot.swap(nil) }  // the last reference goes on another thread
     }
 }
