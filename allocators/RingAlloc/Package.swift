@@ -8,7 +8,8 @@ let package = Package(
     dependencies: [.package(path: "../../shared")],
     targets: [
         .target(name: "RingAlloc", dependencies: [.product(name: "AllocCore", package: "shared")]),
-        .testTarget(name: "RingAllocTests", dependencies: ["RingAlloc"]),
+        .testTarget(
+            name: "RingAllocTests", dependencies: ["RingAlloc", .product(name: "AllocTestSupport", package: "shared")]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -4,6 +4,7 @@
 // The thread-sanitizer run selects these suites with `--filter Stress`.
 
 import AllocCore
+import AllocTestSupport
 import Glibc
 import RingAlloc
 import Synchronization
@@ -46,21 +47,36 @@ struct StressTests {
     // owner's reuse never touches a buffer another thread still reads.
     @Test("fixed and typed buffers released on other threads while the owner keeps allocating")
     func crossThreadRelease() throws {
-        var ring = try RingAllocator(capacity: 32 * 1024, fullRingTimeoutNanoseconds: 10_000_000_000)
-        let queue = HandoffQueue<TaggedBuffer>(capacity: 64)
-        let typedQueue = HandoffQueue<TypedRingBuffer<Int>>(capacity: 16)
+        let seed = testSeed()
+        // The timeout only bounds a broken wait: releases keep coming while the owner waits.
+        var ring = try RingAllocator(capacity: 32 * 1024, fullRingTimeoutNanoseconds: 60_000_000_000)
+        let probe = WaitsProbe(ring)
+        // Every queued buffer holds a region of 32 bytes or more: queues that long never fill
+        // before the ring does, so the ring is what makes the owner wait (spec 3, Wait).
+        let regionBound = ring.capacity / 32
+        let queue = HandoffQueue<TaggedBuffer>(capacity: regionBound)
+        let typedQueue = HandoffQueue<TypedRingBuffer<Int>>(capacity: regionBound)
         let report = StressReport()
+        // Consumers that keep up would leave the ring room all along and the wait untested:
+        // once `hold` is set, they take nothing until the owner has waited, so the ring
+        // fills for certain, whatever the scheduler does.
+        let hold = Atomic<Bool>(false)
         let consumers = try (0..<2).map { _ in
             try OSThread.spawn {
                 while true {
-                    if let item = queue.pop() {
+                    if hold.load(ordering: .acquiring) && probe.waits == 0 {
+                        sched_yield()
+                    } else if let item = queue.pop() {
                         if let index = item.buffer.withUnsafeBytes({ firstPatternMismatch($0, tag: item.tag) }) {
-                            report.report("buffer \(item.tag): byte \(index) was overwritten before its release")
+                            report.report(
+                                "seed \(seed): buffer \(item.tag): byte \(index) was overwritten before its release")
                         }
                         report.received.add(1, ordering: .relaxed)
                     } else if let typed = typedQueue.pop() {
                         let sum = typed.withUnsafeBufferPointer { $0.reduce(0, +) }
-                        if sum != typed.count * (typed.count - 1) / 2 { report.report("a typed buffer changed") }
+                        if sum != typed.count * (typed.count - 1) / 2 {
+                            report.report("seed \(seed): a typed buffer changed")
+                        }
                         report.received.add(1, ordering: .relaxed)
                     } else if report.done.load(ordering: .acquiring) {
                         return
@@ -70,15 +86,17 @@ struct StressTests {
                 }
             }
         }
-        var generator = SplitMix64(seed: 77)
+        var generator = SplitMix64(seed: seed)
         let total = 20_000
         for tag in 0..<total {
+            if tag == total / 2 { hold.store(true, ordering: .releasing) }
             if tag % 7 == 0 {
-                var typed = try unwrap(ring.typed(Int.self, capacity: 1 + Int(generator.next() % 64)))
+                var typed = try required(ring.typed(Int.self, capacity: 1 + Int(generator.next() % 64)))
                 for value in 0..<typed.capacity { _ = typed.push(value) }
                 pushWaiting(typed, onto: typedQueue)
             } else {
-                var buffer = try unwrap(ring.fixed(capacity: 1 + Int(generator.next() % 2000)), "buffer \(tag)")
+                var buffer = try required(
+                    ring.fixed(capacity: 1 + Int(generator.next() % 2000)), "seed \(seed): buffer \(tag)")
                 _ = buffer.append(repeating: 0, count: buffer.capacity)
                 buffer.withUnsafeMutableBytes { fillPattern($0, tag: tag) }
                 pushWaiting(TaggedBuffer(buffer: buffer, tag: tag), onto: queue)
@@ -87,25 +105,29 @@ struct StressTests {
         report.done.store(true, ordering: .releasing)
         for consumer in consumers { consumer.join() }
         #expect(report.problems.withLock { $0 } == [])
-        #expect(report.received.load(ordering: .relaxed) == total)
+        #expect(report.received.load(ordering: .relaxed) == total, "seed \(seed)")
         let statistics = ring.statistics()
-        #expect(statistics.allocations == total && statistics.failures == 0 && statistics.liveBuffers == 0)
-        #expect(statistics.wraps > 10, "the ring was reused: \(statistics)")
-        // The ring is smaller than the queues: the owner waited for releases (spec 3, Wait).
-        #expect(statistics.waits > 0, "the owner never found the ring full: \(statistics)")
-        expectSound(ring, "after the cross-thread run")
+        #expect(
+            statistics.allocations == total && statistics.failures == 0 && statistics.liveBuffers == 0,
+            "seed \(seed): \(statistics)")
+        // 20,000 regions of 32 bytes or more: at least 19 laps of the 32 KiB ring.
+        #expect(statistics.wraps > 10, "seed \(seed): the ring was reused: \(statistics)")
+        #expect(statistics.waits > 0, "seed \(seed): the owner never found the ring full: \(statistics)")
+        expectSound(ring, "seed \(seed): after the cross-thread run")
     }
 
     // Spec 2 and 5: clones on several threads; the last one, whichever it is, releases.
     @Test("shared buffers cloned to several threads and released in random order")
     func sharedAcrossThreads() throws {
-        var ring = try RingAllocator(capacity: 64 * 1024, fullRingTimeoutNanoseconds: 10_000_000_000)
+        let seed = testSeed()
+        // The timeout only bounds a broken wait: the workers keep releasing while the owner waits.
+        var ring = try RingAllocator(capacity: 64 * 1024, fullRingTimeoutNanoseconds: 60_000_000_000)
         let workers = 3
         let queues = (0..<workers).map { _ in HandoffQueue<TaggedShared>(capacity: 32) }
         let report = StressReport()
         let threads = try (0..<workers).map { index in
             try OSThread.spawn {
-                var generator = SplitMix64(seed: UInt64(index + 1))
+                var generator = SplitMix64(seed: seed &+ UInt64(index + 1))
                 var held: [Box<TaggedShared>] = []
                 var finished = false
                 while !finished || !held.isEmpty {
@@ -120,17 +142,17 @@ struct StressTests {
                     while held.count > (finished ? 0 : Int(generator.next() % 6)) {
                         let item = held.remove(at: Int(generator.next() % UInt64(held.count))).take()!
                         if let index = item.buffer.withUnsafeBytes({ firstPatternMismatch($0, tag: item.tag) }) {
-                            report.report("shared buffer \(item.tag): byte \(index) changed")
+                            report.report("seed \(seed): shared buffer \(item.tag): byte \(index) changed")
                         }
                         report.received.add(1, ordering: .relaxed)
                     }
                 }
             }
         }
-        var generator = SplitMix64(seed: 99)
+        var generator = SplitMix64(seed: seed)
         let total = 5000
         for tag in 0..<total {
-            var buffer = try unwrap(ring.fixed(capacity: 1 + Int(generator.next() % 1000)))
+            var buffer = try required(ring.fixed(capacity: 1 + Int(generator.next() % 1000)))
             _ = buffer.append(contentsOf: patternArray(tag: tag, count: buffer.capacity))
             let shared = buffer.freeze()
             for queue in queues { pushWaiting(TaggedShared(buffer: shared.clone(), tag: tag), onto: queue) }
@@ -141,10 +163,12 @@ struct StressTests {
         report.done.store(true, ordering: .releasing)
         for thread in threads { thread.join() }
         #expect(report.problems.withLock { $0 } == [])
-        #expect(report.received.load(ordering: .relaxed) == total * workers)
+        #expect(report.received.load(ordering: .relaxed) == total * workers, "seed \(seed)")
         let statistics = ring.statistics()
-        #expect(statistics.liveBuffers == 0 && statistics.failures == 0 && statistics.allocations == total)
-        expectSound(ring, "after the shared run")
+        #expect(
+            statistics.liveBuffers == 0 && statistics.failures == 0 && statistics.allocations == total,
+            "seed \(seed): \(statistics)")
+        expectSound(ring, "seed \(seed): after the shared run")
     }
 
     // Spec 5 and 6: teardown never frees memory under a buffer and never waits for one.

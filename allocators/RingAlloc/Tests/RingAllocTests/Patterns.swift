@@ -1,0 +1,24 @@
+// The byte pattern written into buffers: a buffer overwritten by another, or whose bytes
+// were moved wrongly, no longer matches its tag's pattern.
+
+/// The byte at `index` of a buffer tagged `tag`.
+@inline(__always)
+func patternByte(tag: Int, index: Int) -> UInt8 {
+    UInt8(truncatingIfNeeded: tag &* 31 &+ index &* 7 &+ (index >> 8))
+}
+
+/// Fills `bytes` with the pattern of `tag`, starting at pattern index `offset`.
+func fillPattern(_ bytes: UnsafeMutableRawBufferPointer, tag: Int, offset: Int = 0) {
+    for index in 0..<bytes.count { bytes[index] = patternByte(tag: tag, index: offset + index) }
+}
+
+/// The pattern of `tag` over `count` bytes, as an array (to append).
+func patternArray(tag: Int, count: Int, offset: Int = 0) -> [UInt8] {
+    (0..<count).map { patternByte(tag: tag, index: offset + $0) }
+}
+
+/// The index of the first byte that breaks the pattern, or nil.
+func firstPatternMismatch(_ bytes: UnsafeRawBufferPointer, tag: Int) -> Int? {
+    for index in 0..<bytes.count where bytes[index] != patternByte(tag: tag, index: index) { return index }
+    return nil
+}
