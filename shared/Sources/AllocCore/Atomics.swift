@@ -127,6 +127,56 @@ public struct AtomicWord: @unchecked Sendable {
     public func bitwiseAnd(_ bits: Int, ordering: AtomicUpdateOrdering) -> Int {
         storage.pointee.bitwiseAnd(bits, ordering: ordering).oldValue
     }
+
+    /// Raises the word to `value` when it holds less (a high-water mark); returns the value
+    /// before. See ``raise(_:to:ordering:)``.
+    @_semantics("atomics.requires_constant_orderings")
+    @_transparent
+    @discardableResult
+    public func raise(to value: Int, ordering: AtomicUpdateOrdering) -> Int {
+        AtomicWord.raise(storage.pointee, to: value, ordering: ordering)
+    }
+
+    /// Lowers the word to `value` when it holds more (a low-water mark); returns the value
+    /// before. See ``lower(_:to:ordering:)``.
+    @_semantics("atomics.requires_constant_orderings")
+    @_transparent
+    @discardableResult
+    public func lower(to value: Int, ordering: AtomicUpdateOrdering) -> Int {
+        AtomicWord.lower(storage.pointee, to: value, ordering: ordering)
+    }
+
+    /// Raises `atomic` to `value` when it holds less; returns the value before. A loop of
+    /// compare-exchanges that ends as soon as the word is already at least `value`, so a
+    /// mark that rarely rises costs one load.
+    @_semantics("atomics.requires_constant_orderings")
+    @_transparent
+    @discardableResult
+    public static func raise(_ atomic: borrowing Atomic<Int>, to value: Int, ordering: AtomicUpdateOrdering) -> Int {
+        var current = atomic.load(ordering: .relaxed)
+        while current < value {
+            let (exchanged, original) = atomic.compareExchange(
+                expected: current, desired: value, successOrdering: ordering, failureOrdering: .relaxed)
+            if exchanged { break }
+            current = original
+        }
+        return current
+    }
+
+    /// Lowers `atomic` to `value` when it holds more; returns the value before.
+    @_semantics("atomics.requires_constant_orderings")
+    @_transparent
+    @discardableResult
+    public static func lower(_ atomic: borrowing Atomic<Int>, to value: Int, ordering: AtomicUpdateOrdering) -> Int {
+        var current = atomic.load(ordering: .relaxed)
+        while current > value {
+            let (exchanged, original) = atomic.compareExchange(
+                expected: current, desired: value, successOrdering: ordering, failureOrdering: .relaxed)
+            if exchanged { break }
+            current = original
+        }
+        return current
+    }
 }
 
 /// Two machine words at a 16-byte aligned raw address, read and replaced together

@@ -123,3 +123,57 @@ int alloc_core_futex_wake(uint32_t *address, int count) {
   long result = syscall(SYS_futex, address, FUTEX_WAKE_PRIVATE, count, NULL, NULL, 0);
   return result < 0 ? 0 : (int)result;
 }
+
+// Fork actions: one pthread_atfork for the whole process, whose handlers run the
+// registered sets in pthread_atfork's order. A registration takes a spin lock (it may come
+// from inside malloc, where nothing may block on a lock malloc needs) and publishes the
+// new count with release ordering, so a handler sees only complete sets.
+static alloc_core_fork_action fork_prepare[ALLOC_CORE_FORK_ACTION_CAPACITY];
+static alloc_core_fork_action fork_parent[ALLOC_CORE_FORK_ACTION_CAPACITY];
+static alloc_core_fork_action fork_child[ALLOC_CORE_FORK_ACTION_CAPACITY];
+static int fork_count = 0;
+static int fork_lock = 0;
+static int fork_installed = 0;
+
+static void run_fork_prepare(void) {
+  for (int index = __atomic_load_n(&fork_count, __ATOMIC_ACQUIRE) - 1; index >= 0; index--) {
+    if (fork_prepare[index]) fork_prepare[index]();
+  }
+}
+
+static void run_fork_parent(void) {
+  int count = __atomic_load_n(&fork_count, __ATOMIC_ACQUIRE);
+  for (int index = 0; index < count; index++) {
+    if (fork_parent[index]) fork_parent[index]();
+  }
+}
+
+static void run_fork_child(void) {
+  int count = __atomic_load_n(&fork_count, __ATOMIC_ACQUIRE);
+  for (int index = 0; index < count; index++) {
+    if (fork_child[index]) fork_child[index]();
+  }
+}
+
+int alloc_core_fork_register(alloc_core_fork_action prepare, alloc_core_fork_action parent,
+                             alloc_core_fork_action child) {
+  while (__atomic_exchange_n(&fork_lock, 1, __ATOMIC_ACQUIRE)) alloc_core_cpu_relax();
+  int index = fork_count;
+  if (index == ALLOC_CORE_FORK_ACTION_CAPACITY) {
+    __atomic_store_n(&fork_lock, 0, __ATOMIC_RELEASE);
+    return ENOMEM;
+  }
+  fork_prepare[index] = prepare;
+  fork_parent[index] = parent;
+  fork_child[index] = child;
+  __atomic_store_n(&fork_count, index + 1, __ATOMIC_RELEASE);
+  int install = !fork_installed;
+  fork_installed = 1;
+  __atomic_store_n(&fork_lock, 0, __ATOMIC_RELEASE);
+  // Outside the lock: pthread_atfork may allocate, and a preloaded malloc registers from
+  // inside its own initialisation.
+  if (install) return pthread_atfork(run_fork_prepare, run_fork_parent, run_fork_child);
+  return 0;
+}
+
+int alloc_core_fork_registered_count(void) { return __atomic_load_n(&fork_count, __ATOMIC_ACQUIRE); }

@@ -58,6 +58,23 @@ int alloc_core_tls_arm_thread_exit(void);
 /// shared path instead of giving an exiting thread a new cache.
 int alloc_core_thread_is_exiting(void);
 
+/// Most fork actions the process may register (each allocator registers one set).
+#define ALLOC_CORE_FORK_ACTION_CAPACITY 8
+
+typedef void (*alloc_core_fork_action)(void);
+
+/// Registers actions around fork(2): `prepare` runs in the forking thread before the
+/// fork, newest registration first; `parent` and `child` run after it on each side,
+/// oldest first (pthread_atfork's order, so a later allocator, which may call an earlier
+/// one, is stopped first and restarted last). Any action may be NULL. The first call
+/// installs the process's one pthread_atfork; none allocates but that. Returns 0, or
+/// ENOMEM when ALLOC_CORE_FORK_ACTION_CAPACITY sets are registered already.
+int alloc_core_fork_register(alloc_core_fork_action prepare, alloc_core_fork_action parent,
+                             alloc_core_fork_action child);
+
+/// How many sets of fork actions are registered.
+int alloc_core_fork_registered_count(void);
+
 /// The spin-wait hint: PAUSE on x86, YIELD on ARM.
 static inline __attribute__((always_inline)) void alloc_core_cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)

@@ -1,0 +1,166 @@
+// The event count (no lost wake-up under racing waiters and wakers, timeouts), the back-off
+// schedule, atomic raise and lower, and the fork actions' order on both sides of a fork
+// (spec sections 1, 10 and 11).
+
+import AllocCore
+import AllocTestSupport
+import Glibc
+import Synchronization
+import Testing
+
+@Suite("Event count and back-off")
+struct WaitingTests {
+    @Test("every waiter of a condition set by racing wakers wakes: no wake-up is lost")
+    func noLostWakeUp() throws {
+        let page = rawPages()
+        defer { page.deallocate() }
+        let event = EventCount(word: AtomicWord(initializingAt: page, to: 0))
+        let produced = AtomicWord(initializingAt: page + 64, to: 0)
+        let consumed = AtomicWord(initializingAt: page + 128, to: 0)
+        let items = 2_000
+        // Two consumers take items as two producers publish them, sleeping when none is left.
+        try onThreads(4) { thread in
+            if thread < 2 {
+                for _ in 0..<(items / 2) {
+                    produced.wrappingAdd(1, ordering: .sequentiallyConsistent)
+                    event.notifyOne()
+                }
+            } else {
+                while true {
+                    let taken = consumed.load(ordering: .relaxed)
+                    if taken == items { return }
+                    if taken < produced.load(ordering: .sequentiallyConsistent) {
+                        _ = consumed.compareExchange(expected: taken, desired: taken + 1, ordering: .relaxed)
+                        continue
+                    }
+                    let key = event.prepareWait()
+                    if consumed.load(ordering: .relaxed) == items
+                        || consumed.load(ordering: .relaxed) < produced.load(ordering: .sequentiallyConsistent)
+                    {
+                        event.cancelWait(key)
+                        continue
+                    }
+                    // Bounded, so that a lost wake-up shows as a slow test, never as a hang; the
+                    // last consumer wakes the other when the items run out.
+                    event.wait(key, timeout: .seconds(1))
+                    if consumed.load(ordering: .relaxed) == items { event.notifyAll() }
+                }
+            }
+        }
+        #expect(consumed.load(ordering: .relaxed) == items)
+        #expect(!event.hasWaiters || event.word.load(ordering: .relaxed) >> 32 <= 2, "waiters left announced")
+    }
+
+    @Test("a wait with a timeout returns false and withdraws its announcement")
+    func waitTimesOut() {
+        let page = rawPages()
+        defer { page.deallocate() }
+        let event = EventCount(word: AtomicWord(initializingAt: page, to: 0))
+        let key = event.prepareWait()
+        #expect(event.hasWaiters)
+        #expect(!event.wait(key, timeout: .milliseconds(5)))
+        #expect(!event.hasWaiters, "the timed-out waiter is still announced")
+        event.notifyOne()  // nobody to wake: the epoch stays
+        #expect(event.word.load(ordering: .relaxed) == 0)
+    }
+
+    @Test("a notify after the announcement ends the wait at once")
+    func notifyBeforeSleep() {
+        let page = rawPages()
+        defer { page.deallocate() }
+        let event = EventCount(word: AtomicWord(initializingAt: page, to: 0))
+        let key = event.prepareWait()
+        event.notifyOne()
+        #expect(event.wait(key, timeout: nil), "woken")
+        #expect(!event.hasWaiters)
+    }
+
+    @Test("the back-off doubles up to its maximum; polling stops at success or the deadline")
+    func backOff() {
+        var schedule = BackOff(initial: .microseconds(1), maximum: .microseconds(5))
+        #expect((0..<5).map { _ in schedule.nextPause() } == [1_000, 2_000, 4_000, 5_000, 5_000])
+        var tries = 0
+        var polling = BackOff(initial: .microseconds(10), maximum: .milliseconds(1))
+        let succeeded = polling.poll(until: SystemInfo.monotonicNanoseconds() + 10_000_000_000) {
+            tries += 1
+            return tries == 3
+        }
+        #expect(succeeded && tries == 3)
+        var expiring = BackOff(initial: .microseconds(10), maximum: .microseconds(100))
+        let deadline = SystemInfo.monotonicNanoseconds() + 2_000_000
+        #expect(!expiring.poll(until: deadline) { false })
+        #expect(SystemInfo.monotonicNanoseconds() >= deadline)
+        #expect(Duration.nanosecondsClamped(.seconds(-1)) == 0)
+        #expect(Duration.nanosecondsClamped(.seconds(Int64.max)) == .max)
+        #expect(Duration.nanosecondsClamped(.milliseconds(1500)) == 1_500_000_000)
+    }
+
+    @Test("raise and lower move a word only towards the mark, from many threads at once")
+    func raiseAndLower() throws {
+        let page = rawPages()
+        defer { page.deallocate() }
+        let high = AtomicWord(initializingAt: page, to: 0)
+        let low = AtomicWord(initializingAt: page + 64, to: Int.max)
+        #expect(high.raise(to: 5, ordering: .relaxed) == 0)
+        #expect(high.raise(to: 3, ordering: .relaxed) == 5 && high.load(ordering: .relaxed) == 5)
+        #expect(low.lower(to: 7, ordering: .relaxed) == Int.max)
+        #expect(low.lower(to: 9, ordering: .relaxed) == 7 && low.load(ordering: .relaxed) == 7)
+        let atomic = Atomic<Int>(10)
+        #expect(AtomicWord.raise(atomic, to: 12, ordering: .relaxed) == 10 && atomic.load(ordering: .relaxed) == 12)
+        #expect(AtomicWord.lower(atomic, to: 2, ordering: .relaxed) == 12 && atomic.load(ordering: .relaxed) == 2)
+        high.store(0, ordering: .relaxed)
+        low.store(Int.max, ordering: .relaxed)
+        try onThreads(4) { thread in
+            for value in 0..<10_000 {
+                high.raise(to: value * 4 + thread, ordering: .relaxed)
+                low.lower(to: 1_000_000 - value * 4 - thread, ordering: .relaxed)
+            }
+        }
+        #expect(high.load(ordering: .relaxed) == 9_999 * 4 + 3)
+        #expect(low.load(ordering: .relaxed) == 1_000_000 - 9_999 * 4 - 3)
+    }
+}
+
+/// What the fork actions of the test below record, one letter per action in order (the
+/// actions are C function pointers and cannot capture).
+nonisolated(unsafe) var forkRecordBuffer = UnsafeMutablePointer<UInt8>.allocate(capacity: 16)
+nonisolated(unsafe) var forkRecordCount = 0
+
+func recordFork(_ letter: UInt8) {
+    forkRecordBuffer[forkRecordCount] = letter
+    forkRecordCount += 1
+}
+
+@Suite("Fork actions")
+struct ForkActionsTests {
+    @Test("prepare runs newest registration first; parent and child oldest first, on their side")
+    func order() async {
+        await #expect(processExitsWith: .success) {
+            let before = ForkActions.registeredCount
+            ForkActions.register(
+                prepare: { recordFork(UInt8(ascii: "a")) }, parent: { recordFork(UInt8(ascii: "A")) },
+                child: { recordFork(UInt8(ascii: "1")) })
+            ForkActions.register(
+                prepare: { recordFork(UInt8(ascii: "b")) }, parent: { recordFork(UInt8(ascii: "B")) },
+                child: { recordFork(UInt8(ascii: "2")) })
+            if ForkActions.registeredCount != before + 2 { exit(3) }
+            let child = fork()
+            let record = String(
+                decoding: UnsafeBufferPointer(start: forkRecordBuffer, count: forkRecordCount), as: UTF8.self)
+            if child == 0 { _exit(record == "ba12" ? 0 : 1) }
+            var status: Int32 = 0
+            waitpid(child, &status, 0)
+            // The child's exit status, then the parent's own record.
+            if status != 0 { exit(4) }
+            exit(record == "baAB" ? 0 : 5)
+        }
+    }
+
+    @Test("registering more than the capacity traps with a message")
+    func overCapacityTraps() async {
+        let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            for _ in 0...ForkActions.capacity { ForkActions.register(prepare: nil, parent: nil, child: nil) }
+        }
+        expectTrap(result, mentioning: "sets of fork actions are registered already")
+    }
+}
