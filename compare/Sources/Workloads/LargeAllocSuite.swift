@@ -63,10 +63,10 @@ enum LargeAllocSuite: BenchSuite {
         }
     }
 
-    /// The configuration of the LargeAlloc column: anonymous areas without huge-page advice
+    /// The configuration of the LargeAlloc column: anonymous chunks without huge-page advice
     /// (with it, the mixed workload ran 6× slower here: huge-page faults and splits cost
     /// more than the TLB misses they save), a 32 MiB thread cache (lgalloc's default), a worker every 100 ms that may clear
-    /// 512 MiB per class and tick with `MADV_DONTNEED` (so RSS falls at once), areas
+    /// 512 MiB per class and tick with `MADV_DONTNEED` (so RSS falls at once), chunks
     /// unmapped after 1 s idle.
     static var benchConfiguration: LargeAllocConfiguration {
         var configuration = LargeAllocConfiguration()
@@ -75,7 +75,7 @@ enum LargeAllocSuite: BenchSuite {
         configuration.backgroundInterval = .milliseconds(100)
         configuration.backgroundBytesPerTick = 512 << 20
         configuration.clearAdvice = .dontNeed
-        configuration.areaIdleAge = .seconds(1)
+        configuration.chunkIdleAge = .seconds(1)
         return configuration
     }
 

@@ -5,17 +5,18 @@
 // # What it is
 //
 // A request for `capacity` values of `Element` takes a *region* of the smallest power of two
-// that holds it, from 64 KiB to 64 GiB (21 classes). Regions are cut from *areas*: big
-// mappings, anonymous or backed by a temporary file, mapped a class at a time. A region is
+// that holds it, from 64 KiB to 64 GiB (21 classes). Regions are cut from *chunks* (lgalloc's
+// areas): big mappings, anonymous or backed by a temporary file, mapped a class at a time.
+// A region is
 // handed out as a ``Region``: a `~Copyable`, fixed-capacity typed buffer that goes back to
 // its allocator, from whatever thread drops it.
 //
 // ```swift
 // let allocator = try LargeAllocator(configuration: .init())
 // var samples = try allocator.allocate(Double.self, capacity: 1_000_000)  // an 8 MiB region
-// try samples.append(1.5)
+// samples.append(1.5)
 // samples.withUnsafeBufferPointer { print($0.reduce(0, +)) }
-// // capacity is 1_048_576 (8 MiB / 8); one more append past it throws .capacityExceeded
+// // capacity is 1_048_576 (8 MiB / 8): `append` past it traps, `push` hands the value back
 // ```
 //
 // # Where a region comes from
@@ -24,32 +25,40 @@
 // 2. The class's global *dirty* pool (freed, pages still resident).
 // 3. The class's global *clean* pool (pages given back to the OS, or never touched).
 // 4. Another thread's cache (*stealing*).
-// 5. A new area, under the refill lock, of a size that grows with each refill of the class
-//    (slowed by the growth dampener) but never past `maximumAreaBytes`.
+// 5. A new chunk, under the refill lock, of a size that grows with each refill of the class
+//    (slowed by the growth dampener) but never past `maximumChunkBytes`.
 //
 // A free goes to the freeing thread's cache; past its byte bound, to the dirty pool, or
 // with `eagerReturn` straight to the clean pool after `MADV_DONTNEED` (`MADV_REMOVE` for
-// file-backed areas). The background worker wakes every `backgroundInterval`, takes up to
+// file-backed chunks). The background worker wakes every `backgroundInterval`, takes up to
 // `backgroundBytesPerTick` of the regions that have been dirty for a whole interval from
 // each dirty pool, oldest first, advises the pages away and moves them to the clean pool.
-// An area whose regions are all clean for `areaIdleAge` is unmapped.
+// A chunk whose regions are all clean for `chunkIdleAge` is unmapped.
 //
 // # Where it comes from
 //
-// The Rust crate lgalloc (Materialize). It improves on the crate's open points: areas are
-// unmapped when wholly clean and idle, area growth is bounded, a child process after
+// The Rust crate lgalloc (Materialize). It improves on the crate's open points: chunks are
+// unmapped when wholly clean and idle, chunk growth is bounded, a child process after
 // `fork` can allocate and free, and instances (not one global) make it testable. The
 // design is in docs/spec/LargeAlloc.md.
+//
+// # How this file reads
+//
+// Public API; the fast path (thread cache); the slow path (pools, stealing, refills, the
+// background worker, statistics, fork); the internal types (region nodes, chunks, class
+// pools, thread caches, the control block, the list of live allocators); the layout of
+// every header in raw memory as named offsets, with the check that pins it; the integrity
+// walker.
 
 import AllocCore
 import Glibc
 import Synchronization
 
-// MARK: - Public API
+// MARK: - Public API: LargeAllocConfiguration
 
 /// How a ``LargeAllocator`` behaves. Every field can be changed at run time with
 /// ``LargeAllocator/reconfigure(_:)``; new values apply to the next operation that reads
-/// them (new areas for the backing, the next tick for the worker's figures).
+/// them (new chunks for the backing, the next tick for the worker's figures).
 ///
 /// ```swift
 /// var configuration = LargeAllocConfiguration()
@@ -59,14 +68,14 @@ import Synchronization
 /// let allocator = try LargeAllocator(configuration: configuration)
 /// ```
 public struct LargeAllocConfiguration: Sendable, Equatable {
-    /// What new areas are made of.
+    /// What new chunks are made of.
     public enum Backing: Sendable, Equatable {
-        /// Anonymous private memory; with `hugePages`, areas (aligned to 2 MiB) get
+        /// Anonymous private memory; with `hugePages`, chunks (aligned to 2 MiB) get
         /// `MADV_HUGEPAGE` so the kernel can back them with transparent huge pages.
         case anonymous(hugePages: Bool)
-        /// A temporary file per area, created in `directory`, unlinked at once and mapped
+        /// A temporary file per chunk, created in `directory`, unlinked at once and mapped
         /// shared: under memory pressure the kernel writes cold pages to the file instead of
-        /// swap. The file disappears when its area is unmapped.
+        /// swap. The file disappears when its chunk is unmapped.
         case file(directory: String)
     }
 
@@ -77,7 +86,7 @@ public struct LargeAllocConfiguration: Sendable, Equatable {
         case free
         /// `MADV_DONTNEED`: the pages go at once and RSS falls.
         case dontNeed
-        /// `MADV_REMOVE`: frees the pages and the file's blocks (file-backed areas). The
+        /// `MADV_REMOVE`: frees the pages and the file's blocks (file-backed chunks). The
         /// kernel refuses it on anonymous private memory (EINVAL): the worker then counts a
         /// clear failure per region and leaves the regions dirty.
         case remove
@@ -87,12 +96,12 @@ public struct LargeAllocConfiguration: Sendable, Equatable {
     /// allocator throws ``LargeAllocError/disabled`` (regions already out can still be
     /// used and freed).
     public var isEnabled = true
-    /// What new areas are made of.
+    /// What new chunks are made of.
     public var backing = Backing.anonymous(hugePages: false)
     /// The most bytes of regions a thread's cache holds; 0 disables thread caches.
     public var threadCacheBytes = 32 << 20
     /// Whether a free that does not fit the thread cache gives its pages back at once
-    /// (`MADV_DONTNEED`, or `MADV_REMOVE` on file-backed areas) and goes to the clean pool.
+    /// (`MADV_DONTNEED`, or `MADV_REMOVE` on file-backed chunks) and goes to the clean pool.
     public var eagerReturn = false
     /// How often the background worker wakes; nil: no worker.
     public var backgroundInterval: Duration? = .seconds(1)
@@ -100,19 +109,19 @@ public struct LargeAllocConfiguration: Sendable, Equatable {
     /// takes at least one region, so no class waits forever). It takes only regions that
     /// have been dirty for a whole `backgroundInterval`, least recently freed first.
     public var backgroundBytesPerTick = 128 << 20
-    /// The worker's advice; nil: `.free` for anonymous areas, `.remove` for file-backed ones.
+    /// The worker's advice; nil: `.free` for anonymous chunks, `.remove` for file-backed ones.
     public var clearAdvice: ClearAdvice? = nil
-    /// The size of a class's first area: 32 MiB, as lgalloc. Classes of that size or
-    /// more get one region per area at first.
-    public var initialAreaBytes = 32 << 20
-    /// The largest area (beyond the single region of a class larger than this): 1 GiB
+    /// The size of a class's first chunk: 32 MiB, as lgalloc. Classes of that size or
+    /// more get one region per chunk at first.
+    public var initialChunkBytes = 32 << 20
+    /// The largest chunk (beyond the single region of a class larger than this): 1 GiB
     /// bounds how much address space and file one refill takes.
-    public var maximumAreaBytes = 1 << 30
-    /// An area has `initialAreaBytes << (refills >> growthDampener)` bytes (bounded by
-    /// `maximumAreaBytes`): 0 doubles each refill, 1 every second refill, and so on.
+    public var maximumChunkBytes = 1 << 30
+    /// A chunk has `initialChunkBytes << (refills >> growthDampener)` bytes (bounded by
+    /// `maximumChunkBytes`): 0 doubles each refill, 1 every second refill, and so on.
     public var growthDampener = 1
-    /// How long an area's regions must all be clean before the worker unmaps it; nil: never.
-    public var areaIdleAge: Duration? = .seconds(10)
+    /// How long a chunk's regions must all be clean before the worker unmaps it; nil: never.
+    public var chunkIdleAge: Duration? = .seconds(10)
 
     public init() {}
 
@@ -123,10 +132,11 @@ public struct LargeAllocConfiguration: Sendable, Equatable {
             backgroundBytesPerTick > 0,
             "LargeAllocConfiguration: backgroundBytesPerTick must be positive, not \(backgroundBytesPerTick)")
         precondition(
-            initialAreaBytes > 0, "LargeAllocConfiguration: initialAreaBytes must be positive, not \(initialAreaBytes)")
+            initialChunkBytes > 0,
+            "LargeAllocConfiguration: initialChunkBytes must be positive, not \(initialChunkBytes)")
         precondition(
-            maximumAreaBytes >= initialAreaBytes,
-            "LargeAllocConfiguration: maximumAreaBytes \(maximumAreaBytes) is below initialAreaBytes \(initialAreaBytes)"
+            maximumChunkBytes >= initialChunkBytes,
+            "LargeAllocConfiguration: maximumChunkBytes \(maximumChunkBytes) is below initialChunkBytes \(initialChunkBytes)"
         )
         precondition(
             (0...62).contains(growthDampener),
@@ -137,27 +147,25 @@ public struct LargeAllocConfiguration: Sendable, Equatable {
                 backgroundInterval > .zero,
                 "LargeAllocConfiguration: backgroundInterval must be positive, not \(backgroundInterval)")
         }
-        if let areaIdleAge {
-            precondition(areaIdleAge >= .zero, "LargeAllocConfiguration: negative areaIdleAge \(areaIdleAge)")
+        if let chunkIdleAge {
+            precondition(chunkIdleAge >= .zero, "LargeAllocConfiguration: negative chunkIdleAge \(chunkIdleAge)")
         }
     }
 }
 
-/// Why a request failed.
+// MARK: - Public API: LargeAllocError
+
+/// Why a request failed: exhaustion, overflow or a refused resource. Programmer errors
+/// (a capacity below 1, a zero-size element type, an append to a full region) are
+/// preconditions instead (spec section 9).
 public enum LargeAllocError: Error, Equatable, Sendable {
     /// The allocator is disabled (``LargeAllocConfiguration/isEnabled``).
     case disabled
-    /// A capacity of zero or less was asked for.
-    case invalidCapacity(Int)
-    /// The element type has size zero: a region of nothing is not a large object.
-    case zeroSizedElement
     /// `capacity × stride` overflows an `Int`.
     case sizeOverflow(capacity: Int, stride: Int)
     /// More bytes than the largest class (``LargeAllocator/maximumRegionSize``).
     case tooLarge(byteCount: Int)
-    /// An append would go past the region's capacity; the region is unchanged.
-    case capacityExceeded(capacity: Int)
-    /// The kernel refused to map an area (address space or memory exhausted).
+    /// The kernel refused to map a chunk (address space or memory exhausted).
     case outOfMemory(SystemError)
     /// A temporary file could not be created or sized in the configured directory (it does
     /// not exist, is not a directory, is not writable, or the disk is full). Nothing is
@@ -165,12 +173,15 @@ public enum LargeAllocError: Error, Equatable, Sendable {
     case io(SystemError)
 }
 
+// MARK: - Public API: Region
+
 /// A fixed-capacity buffer of `Element` in a region of a ``LargeAllocator``.
 ///
 /// The capacity is what the region's size class holds (at least what was asked) and never
-/// changes: ``append(_:)`` past it throws ``LargeAllocError/capacityExceeded(capacity:)``
-/// and leaves the region as it was; nothing is ever reallocated. Elements `0..<count` are
-/// initialized; the rest of the region is raw memory.
+/// changes; nothing is ever reallocated. A full region is the caller's to foresee
+/// (``isFull``, ``freeCapacity``): ``append(_:)`` past the capacity traps, ``push(_:)``
+/// hands the element back, and the bulk appends store all their elements or trap before
+/// storing any. Elements `0..<count` are initialized; the rest of the region is raw memory.
 ///
 /// A region is `~Copyable`: it has one owner, and when the owner drops it (on any thread)
 /// its elements are deinitialized and the region goes back to the allocator. It is
@@ -178,7 +189,7 @@ public enum LargeAllocError: Error, Equatable, Sendable {
 ///
 /// ```swift
 /// var region = try allocator.allocate(UInt64.self, capacity: 100_000)
-/// for value in 0..<100_000 { try region.append(UInt64(value)) }
+/// for value in 0..<100_000 { region.append(UInt64(value)) }
 /// region.prefetch(50_000..<60_000)                  // MADV_WILLNEED
 /// let sum = region.withUnsafeBufferPointer { $0.reduce(0, &+) }
 /// ```
@@ -209,39 +220,57 @@ public struct Region<Element>: ~Copyable {
     @inlinable public var isEmpty: Bool { storedCount == 0 }
     /// The region's size in bytes (its size class).
     @inlinable public var byteCapacity: Int { Layout.regionSize(ofClass: node.classIndex) }
+    /// Whether the region holds ``capacity`` elements: ``append(_:)`` would trap.
+    @inlinable public var isFull: Bool { storedCount == capacity }
+    /// How many more elements fit: `capacity - count`.
+    @inlinable public var freeCapacity: Int { capacity &- storedCount }
 
     /// Appends `element`.
     ///
-    /// - Throws: ``LargeAllocError/capacityExceeded(capacity:)`` when the region is full;
-    ///   the region is unchanged.
+    /// - Precondition: the region is not full (``isFull``); use ``push(_:)`` to have the
+    ///   element handed back instead.
     @inlinable
-    public mutating func append(_ element: consuming Element) throws(LargeAllocError) {
-        guard storedCount < capacity else { throw .capacityExceeded(capacity: capacity) }
+    public mutating func append(_ element: consuming Element) {
+        precondition(storedCount < capacity, "Region.append: the region is full (capacity \(capacity))")
         (elements + storedCount).initialize(to: element)
         storedCount &+= 1
     }
 
-    /// Appends every element of `buffer`, or none of them.
+    /// Appends `element` if there is room, else hands it back.
     ///
-    /// - Throws: ``LargeAllocError/capacityExceeded(capacity:)`` when they do not all fit;
-    ///   the region is unchanged.
+    /// - Returns: nil when the element was stored; the element itself when the region is
+    ///   full (the region is unchanged).
     @inlinable
-    public mutating func append(contentsOf buffer: UnsafeBufferPointer<Element>) throws(LargeAllocError) {
-        guard buffer.count <= capacity &- storedCount else { throw .capacityExceeded(capacity: capacity) }
+    public mutating func push(_ element: consuming Element) -> Element? {
+        guard storedCount < capacity else { return element }
+        (elements + storedCount).initialize(to: element)
+        storedCount &+= 1
+        return nil
+    }
+
+    /// Appends every element of `buffer`.
+    ///
+    /// - Precondition: they all fit (`buffer.count <= freeCapacity`); nothing is stored
+    ///   otherwise.
+    @inlinable
+    public mutating func append(contentsOf buffer: UnsafeBufferPointer<Element>) {
+        precondition(
+            buffer.count <= capacity &- storedCount,
+            "Region.append(contentsOf:): \(buffer.count) elements do not fit in the \(capacity &- storedCount) free")
         guard let source = buffer.baseAddress else { return }
         (elements + storedCount).initialize(from: source, count: buffer.count)
         storedCount &+= buffer.count
     }
 
-    /// Appends `count` copies of `value`, or nothing.
+    /// Appends `count` copies of `value`.
     ///
-    /// - Throws: ``LargeAllocError/capacityExceeded(capacity:)`` when they do not all fit;
-    ///   the region is unchanged.
-    /// - Precondition: `count >= 0`.
+    /// - Precondition: `0 <= count <= freeCapacity`; nothing is stored otherwise.
     @inlinable
-    public mutating func append(count: Int, repeating value: Element) throws(LargeAllocError) {
+    public mutating func append(count: Int, repeating value: Element) {
         precondition(count >= 0, "Region.append(count: \(count)): negative count")
-        guard count <= capacity &- storedCount else { throw .capacityExceeded(capacity: capacity) }
+        precondition(
+            count <= capacity &- storedCount,
+            "Region.append(count: \(count)): \(count) elements do not fit in the \(capacity &- storedCount) free")
         (elements + storedCount).initialize(repeating: value, count: count)
         storedCount &+= count
     }
@@ -322,14 +351,19 @@ public struct Region<Element>: ~Copyable {
     }
 }
 
+// Its stored parts are a node and the control block, which every thread may use (the
+// allocator's locks and atomics order them), and the elements: sending a region sends its
+// elements, so it may cross threads exactly when they may.
 extension Region: @unchecked Sendable where Element: Sendable {}
+
+// MARK: - Public API: LargeAllocator
 
 /// Power-of-two large regions with per-thread caches, global dirty and clean pools, and a
 /// background worker (lgalloc's design; see the module comment).
 ///
-/// Each instance is an allocator of its own, with its own areas, pools and worker. It is
+/// Each instance is an allocator of its own, with its own chunks, pools and worker. It is
 /// `Sendable`: every thread may allocate from it, and a region may be dropped on any
-/// thread. The instance's memory goes back to the OS (areas unmapped, temporary files
+/// thread. The instance's memory goes back to the OS (chunks unmapped, temporary files
 /// gone) once the allocator is released and its last region dropped.
 ///
 /// ```swift
@@ -344,7 +378,7 @@ public final class LargeAllocator: @unchecked Sendable {
     /// classes without a power-of-two waste), a region's `madvise` would cost more than its
     /// pages, and the 56 bytes of metadata per region would stop being negligible (0.09%).
     public static let minimumRegionSize = Layout.minimumRegionSize
-    /// The largest region: 64 GiB (areas are reserved without a commit charge, so a
+    /// The largest region: 64 GiB (chunks are reserved without a commit charge, so a
     /// region this big costs address space until it is written).
     public static let maximumRegionSize = Layout.maximumRegionSize
     /// The region sizes, smallest first: 64 KiB, 128 KiB, …, 64 GiB.
@@ -362,7 +396,7 @@ public final class LargeAllocator: @unchecked Sendable {
         var workerProcess: pid_t = 0
     }
 
-    /// An allocator with `configuration`; its first areas are mapped by the first requests.
+    /// An allocator with `configuration`; its first chunks are mapped by the first requests.
     ///
     /// - Throws: ``LargeAllocError/io(_:)`` when the backing is a file and no temporary file
     ///   can be created in its directory (nothing is left behind);
@@ -399,16 +433,20 @@ public final class LargeAllocator: @unchecked Sendable {
     /// The region's memory is not initialized: it may hold what a previous region left there
     /// (a region reused from a thread cache or the dirty pool), or zeros.
     ///
-    /// - Throws: ``LargeAllocError/disabled``, ``LargeAllocError/invalidCapacity(_:)``,
-    ///   ``LargeAllocError/zeroSizedElement``, ``LargeAllocError/sizeOverflow(capacity:stride:)``,
-    ///   ``LargeAllocError/tooLarge(byteCount:)``; from a refill
-    ///   ``LargeAllocError/outOfMemory(_:)`` or ``LargeAllocError/io(_:)``.
+    /// - Throws: ``LargeAllocError/sizeOverflow(capacity:stride:)``,
+    ///   ``LargeAllocError/tooLarge(byteCount:)``, ``LargeAllocError/disabled``; from a
+    ///   refill ``LargeAllocError/outOfMemory(_:)`` or ``LargeAllocError/io(_:)``.
+    /// - Precondition: `Element` has a nonzero size (a region of nothing is not a large
+    ///   object), and `capacity >= 1`.
     @inlinable
     public func allocate<Element>(
         _ type: Element.Type = Element.self, capacity: Int
     ) throws(LargeAllocError) -> Region<Element> {
-        guard MemoryLayout<Element>.size > 0 else { throw .zeroSizedElement }
-        guard capacity > 0 else { throw .invalidCapacity(capacity) }
+        precondition(
+            MemoryLayout<Element>.size > 0,
+            "LargeAllocator.allocate(\(Element.self)): zero-size types need no memory")
+        precondition(
+            capacity > 0, "LargeAllocator.allocate: capacity \(capacity): the capacity must be at least 1")
         let stride = MemoryLayout<Element>.stride
         guard let byteCount = checkedByteCount(count: capacity, stride: stride) else {
             throw .sizeOverflow(capacity: capacity, stride: stride)
@@ -423,7 +461,7 @@ public final class LargeAllocator: @unchecked Sendable {
     public var configuration: LargeAllocConfiguration { state.withLock { $0.configuration } }
 
     /// Applies `configuration`: the worker is started, stopped, or picks up its new interval
-    /// at its next tick; new areas use the new backing; the thread-cache bound applies to
+    /// at its next tick; new chunks use the new backing; the thread-cache bound applies to
     /// the next free.
     ///
     /// - Throws: ``LargeAllocError/io(_:)`` when the new backing is a file and no temporary
@@ -460,7 +498,7 @@ public final class LargeAllocator: @unchecked Sendable {
         control.statistics()
     }
 
-    /// What the kernel reports for each class's areas (/proc/self/smaps): bytes mapped,
+    /// What the kernel reports for each class's chunks (/proc/self/smaps): bytes mapped,
     /// resident and dirty, and lazily freed pages not yet taken.
     ///
     /// - Throws: ``LargeAllocError/io(_:)`` when /proc/self/smaps cannot be read.
@@ -468,29 +506,20 @@ public final class LargeAllocator: @unchecked Sendable {
         try control.mappingStatistics()
     }
 
-    /// Starts the worker if the configuration has an interval and none runs, stops (and
-    /// joins) it if it has none and one runs.
-    func startOrStopWorker(_ state: inout AllocatorState) throws(LargeAllocError) {
-        let wanted = state.configuration.backgroundInterval != nil
-        // A child after fork has the parent's record of a worker, but no thread.
-        if state.worker != nil && state.workerProcess != getpid() { state.worker = nil }
-        if wanted && state.worker == nil {
-            control.workerWord.store(Control.WorkerState.running, ordering: .releasing)
-            let control = self.control
-            do {
-                state.worker = try OSThread.spawn { control.runWorker() }
-                state.workerProcess = getpid()
-            } catch {
-                throw .outOfMemory(error)
-            }
-        } else if !wanted, let worker = state.worker {
-            control.workerWord.store(Control.WorkerState.stopping, ordering: .releasing)
-            Futex.wake(control.workerWord)
-            worker.join()
-            state.worker = nil
-        }
+    /// The first broken invariant of the allocator's structure, described, or nil when it
+    /// is sound (spec sections 3 and 4): the header layouts; every chunk's nodes; the
+    /// dirty, clean and chunk lists of every class; every thread cache; and every region
+    /// in exactly one place: live, a thread cache, the dirty pool or the clean pool (or
+    /// the worker's hands, or orphaned after fork).
+    ///
+    /// It takes every lock of the allocator, so it may run while other threads use it;
+    /// O(regions + caches × classes). For tests and debugging.
+    public func integrityViolation() -> String? {
+        control.integrityViolation()
     }
 }
+
+// MARK: - Public API: LargeAllocStatistics
 
 /// Counters of a ``LargeAllocator`` (section 8 of the spec).
 public struct LargeAllocStatistics: Sendable, Equatable {
@@ -498,10 +527,10 @@ public struct LargeAllocStatistics: Sendable, Equatable {
     public struct SizeClass: Sendable, Equatable {
         /// The class's region size.
         public var regionByteCount: Int
-        /// Areas mapped now, and their bytes.
-        public var areas = 0
-        public var areaBytes = 0
-        /// Bytes of those areas backed by temporary files.
+        /// Chunks mapped now, and their bytes.
+        public var chunks = 0
+        public var chunkBytes = 0
+        /// Bytes of those chunks backed by temporary files.
         public var fileBytes = 0
         /// Regions in the global dirty pool (freed, pages resident).
         public var dirtyRegions = 0
@@ -515,7 +544,7 @@ public struct LargeAllocStatistics: Sendable, Equatable {
         public var allocations = 0
         /// Allocations that missed the thread cache.
         public var slowPaths = 0
-        /// Areas mapped, in all.
+        /// Chunks mapped, in all.
         public var refills = 0
         /// Regions freed, in all.
         public var deallocations = 0
@@ -527,8 +556,8 @@ public struct LargeAllocStatistics: Sendable, Equatable {
         public var clearFailures = 0
         /// Regions taken from another thread's cache.
         public var steals = 0
-        /// Areas unmapped by the worker after `areaIdleAge` wholly clean.
-        public var unmappedAreas = 0
+        /// Chunks unmapped by the worker after `chunkIdleAge` wholly clean.
+        public var unmappedChunks = 0
 
         public init(regionByteCount: Int) { self.regionByteCount = regionByteCount }
 
@@ -542,6 +571,8 @@ public struct LargeAllocStatistics: Sendable, Equatable {
     public var sizeClasses: [SizeClass]
     /// Thread caches ever made (live threads' and parked ones).
     public var threadCaches: Int
+    /// Thread caches whose thread exited, empty, waiting for a new thread to adopt them.
+    public var parkedThreadCaches: Int
     /// Ticks the worker has run.
     public var workerTicks: Int
     /// The errno of the last `madvise` the kernel refused (0: none).
@@ -553,15 +584,17 @@ public struct LargeAllocStatistics: Sendable, Equatable {
     }
 }
 
-/// What the kernel reports for one class's areas.
+// MARK: - Public API: LargeAllocMappingStatistics
+
+/// What the kernel reports for one class's chunks.
 public struct LargeAllocMappingStatistics: Sendable, Equatable {
     /// The class's region size.
     public var regionByteCount: Int
-    /// Bytes of the areas mapped, resident, dirty, and lazily freed but not yet taken.
+    /// Bytes of the chunks mapped, resident, dirty, and lazily freed but not yet taken.
     public var usage: MappingUsage
 }
 
-// MARK: - Fast path
+// MARK: - Fast path: allocation and free
 
 extension Control {
     /// A region of class `classIndex`: from the thread's cache (one spin lock that only a
@@ -590,9 +623,12 @@ extension Control {
     func threadCache() -> ThreadCache? {
         guard let table = ThreadLocalSlot.largeAlloc.value else { return nil }
         let id = self.id
-        for entry in 0..<ThreadTable.entryCount {
-            if table.load(fromByteOffset: entry &* 16, as: Int.self) == id {
-                return ThreadCache(table.load(fromByteOffset: entry &* 16 &+ 8, as: UnsafeMutableRawPointer.self))
+        for entry in 0..<ThreadTableLayout.entryCount {
+            let offset = entry &* ThreadTableLayout.entryByteCount
+            if table.load(fromByteOffset: offset &+ ThreadTableLayout.idOffset, as: Int.self) == id {
+                return ThreadCache(
+                    table.load(
+                        fromByteOffset: offset &+ ThreadTableLayout.cacheOffset, as: UnsafeMutableRawPointer.self))
             }
         }
         return nil
@@ -605,22 +641,12 @@ extension ThreadCache {
     @inlinable
     func popAllocating(classIndex: Int) -> Node? {
         lock.pointee.lock()
-        guard let node = unlinkHead(classIndex) else {
+        guard let node = popTop(classIndex) else {
             lock.pointee.unlock()
             return nil
         }
         countAllocation(classIndex)
         lock.pointee.unlock()
-        node.state = .live
-        return node
-    }
-
-    /// Pops a cached region of `classIndex` for another thread (stealing), or nil.
-    func pop(classIndex: Int) -> Node? {
-        lock.pointee.lock()
-        let node = unlinkHead(classIndex)
-        lock.pointee.unlock()
-        node?.state = .live
         return node
     }
 
@@ -638,22 +664,27 @@ extension ThreadCache {
             return (false, closing)
         }
         node.state = .cached
-        node.next = head(classIndex)
-        setHead(classIndex, node)
+        var stack = self.stack(classIndex)
+        stack.push(node)
+        setStack(classIndex, stack)
         countWord(classIndex).store(countWord(classIndex).load(ordering: .relaxed) &+ 1, ordering: .relaxed)
         cachedBytes &+= size
         lock.pointee.unlock()
         return (true, closing)
     }
 
-    /// Under the lock: the first region of `classIndex`, taken off the cache.
+    /// Under the lock: the top region of `classIndex`'s stack, taken off the cache and
+    /// made live (under the lock, so a walker holding it sees every region where its state
+    /// says).
     @inlinable
-    func unlinkHead(_ classIndex: Int) -> Node? {
-        guard let node = head(classIndex) else { return nil }
+    func popTop(_ classIndex: Int) -> Node? {
+        var stack = self.stack(classIndex)
+        guard let node = stack.pop() else { return nil }
         assert(node.state == .cached, "LargeAlloc: cached region \(node.address) in state \(node.state)")
-        setHead(classIndex, node.next)
+        setStack(classIndex, stack)
         countWord(classIndex).store(countWord(classIndex).load(ordering: .relaxed) &- 1, ordering: .relaxed)
         cachedBytes &-= Layout.regionSize(ofClass: classIndex)
+        node.state = .live
         return node
     }
 
@@ -678,7 +709,7 @@ extension ThreadCache {
     }
 }
 
-// MARK: - Slow path
+// MARK: - Slow path: pools, stealing, refills
 
 extension Control {
     @usableFromInline @inline(never)
@@ -700,7 +731,7 @@ extension Control {
         if let node = pool.withLock({ pool.popDirtyOrClean() }) {
             return countAllocation(node, cache: cache)
         }
-        return countAllocation(try mapArea(classIndex: classIndex), cache: cache)
+        return countAllocation(try mapChunk(classIndex: classIndex), cache: cache)
     }
 
     /// Counts an allocation made on the slow path: in the thread's cache, or (a thread with
@@ -717,7 +748,7 @@ extension Control {
     }
 
     /// A free by a thread with no cache yet: counted in a cache made now (and kept there if
-    /// it fits), else in the class counters and the global live word. A region of an area
+    /// it fits), else in the class counters and the global live word. A region of a chunk
     /// shared with the parent process (file-backed, inherited across `fork`) is dropped.
     @usableFromInline @inline(never)
     func releaseSlow(_ node: Node, cache: ThreadCache?) {
@@ -746,8 +777,8 @@ extension Control {
     func returnToPool(_ node: Node) {
         let pool = pool(node.classIndex)
         if eagerReturn {
-            let advice: MemoryAdvice = node.area.isFileBacked ? .remove : .dontNeed
-            if (try? SystemMemory.advise(node.address, byteCount: node.area.regionSize, advice)) != nil {
+            let advice: MemoryAdvice = node.chunk.isFileBacked ? .remove : .dontNeed
+            if (try? SystemMemory.advise(node.address, byteCount: node.chunk.regionSize, advice)) != nil {
                 pool.counters.add(1, to: .eagerClears)
                 pool.withLock { pool.pushClean(node) }
                 return
@@ -786,14 +817,34 @@ extension Control {
         if isEmpty { destroy() }
     }
 
+    /// Unmaps every chunk and frees every cache and the block: the last reference is gone.
+    /// Debug builds walk the whole structure first (nothing else can reach it now).
+    @usableFromInline @inline(never)
+    func destroy() {
+        #if DEBUG
+            if let violation = integrityViolation() { preconditionFailure("LargeAlloc at destroy: \(violation)") }
+        #endif
+        LiveAllocators.unregister(self)
+        for classIndex in 0..<Layout.classCount {
+            pool(classIndex).chunks.forEach { Chunk($0).destroy() }
+        }
+        var record = firstCache
+        while let cache = record {
+            record = cache.registryNext
+            cache.base.deallocate()
+        }
+        free(directory)
+        base.deallocate()
+    }
+
     /// A region of `classIndex` from another thread's cache (a thread that freed it and has
     /// not allocated since, or that exited inside a fork child), or nil.
     func steal(classIndex: Int, except own: ThreadCache?) -> Node? {
-        var record = ThreadCache(optional: recordsHead.load(ordering: .acquiring))
+        var record = firstCache
         while let cache = record {
             record = cache.registryNext
             guard cache != own, cache.countWord(classIndex).load(ordering: .relaxed) > 0 else { continue }
-            if let node = cache.pop(classIndex: classIndex) { return node }
+            if let node = cache.lock.pointee.withLock({ cache.popTop(classIndex) }) { return node }
         }
         return nil
     }
@@ -807,8 +858,7 @@ extension Control {
         guard let table = ThreadTable.current(), let entry = ThreadTable.freeEntry(table) else { return nil }
         // Under the refill lock, so that `close()` sees every cache made before it.
         guard let cache = refillLock.pointee.withLock({ isClosing ? nil : adoptOrCreateCache() }) else { return nil }
-        table.storeBytes(of: cache.base, toByteOffset: entry * 16 + 8, as: UnsafeMutableRawPointer.self)
-        table.storeBytes(of: id, toByteOffset: entry * 16, as: Int.self)
+        ThreadTable.store(cache: cache, id: id, at: entry, of: table)
         return cache
     }
 
@@ -816,7 +866,7 @@ extension Control {
     /// pushed onto the list of caches, which only grows until the allocator is destroyed.
     /// Under the refill lock.
     func adoptOrCreateCache() -> ThreadCache {
-        var record = ThreadCache(optional: recordsHead.load(ordering: .acquiring))
+        var record = firstCache
         while let cache = record {
             if cache.owned.compareExchange(expected: 0, desired: 1, ordering: .acquiringAndReleasing).exchanged {
                 return cache
@@ -824,42 +874,38 @@ extension Control {
             record = cache.registryNext
         }
         let cache = ThreadCache.create()
-        cache.registryNext = ThreadCache(optional: recordsHead.load(ordering: .relaxed))
-        recordsHead.store(Int(bitPattern: cache.base), ordering: .releasing)
+        cache.registryNext = firstCache
+        cachesWord.store(Int(bitPattern: cache.base), ordering: .releasing)
         return cache
     }
 
-    /// Moves every region of `cache` to the dirty pools.
+    /// Moves every region of `cache` to the dirty pools, holding the cache's lock
+    /// throughout (cache, then pool: the order `fork` takes them), so no region is ever
+    /// in a state that no structure shows.
     func empty(_ cache: ThreadCache) {
-        var chains: [(Int, Node)] = []
         cache.lock.pointee.withLock {
             for classIndex in 0..<Layout.classCount {
-                if let head = cache.head(classIndex) { chains.append((classIndex, head)) }
-                cache.setHead(classIndex, nil)
+                var stack = cache.stack(classIndex)
+                guard stack.top != nil else { continue }
+                cache.setStack(classIndex, NodeStack(top: nil))
                 cache.countWord(classIndex).store(0, ordering: .relaxed)
+                let pool = pool(classIndex)
+                pool.withLock {
+                    while let node = stack.pop() { pool.pushDirty(node) }
+                }
             }
             cache.cachedBytes = 0
         }
-        for (classIndex, head) in chains {
-            let pool = pool(classIndex)
-            pool.withLock {
-                var next: Node? = head
-                while let node = next {
-                    next = node.next
-                    pool.pushDirty(node)
-                }
-            }
-        }
     }
 
-    /// Maps a new area for `classIndex` (under the refill lock); one region is returned
+    /// Maps a new chunk for `classIndex` (under the refill lock); one region is returned
     /// live, the others join the clean pool untouched.
-    func mapArea(classIndex: Int) throws(LargeAllocError) -> Node {
+    func mapChunk(classIndex: Int) throws(LargeAllocError) -> Node {
         let pool = pool(classIndex)
         let regionSize = Layout.regionSize(ofClass: classIndex)
         let regionCount = Layout.regionCount(
-            regionSize: regionSize, refills: pool.refills, initialAreaBytes: word(.initialAreaBytes),
-            maximumAreaBytes: word(.maximumAreaBytes), growthDampener: word(.growthDampener))
+            regionSize: regionSize, refills: pool.refills, initialChunkBytes: word(.initialChunkBytes),
+            maximumChunkBytes: word(.maximumChunkBytes), growthDampener: word(.growthDampener))
         let byteCount = regionCount * regionSize
         let backing = word(.backing)
         let base: UnsafeMutableRawPointer
@@ -868,29 +914,29 @@ extension Control {
         } else {
             base = try Control.mapAnonymous(byteCount: byteCount, hugePages: backing == Control.hugePageBacking)
         }
-        let area = Area.create(
-            base: base, byteCount: byteCount, classIndex: classIndex, regionCount: regionCount,
+        let chunk = Chunk.create(
+            mapping: base, byteCount: byteCount, classIndex: classIndex, regionCount: regionCount,
             isFileBacked: backing == Control.fileBacking)
         pool.refills += 1
         pool.counters.add(1, to: .refills)
-        pool.counters.add(1, to: .areas)
-        pool.counters.add(byteCount, to: .areaBytes)
-        let first = area.node(0)
-        pool.withLock {
-            pool.link(area)
-            for index in 1..<regionCount { pool.pushClean(area.node(index)) }
-        }
+        pool.counters.add(1, to: .chunks)
+        pool.counters.add(byteCount, to: .chunkBytes)
+        let first = chunk.node(0)
         first.state = .live
+        pool.withLock {
+            pool.chunks.pushFront(chunk.base)
+            for index in 1..<regionCount { pool.pushClean(chunk.node(index)) }
+        }
         return first
     }
 
     static func mapAnonymous(byteCount: Int, hugePages: Bool) throws(LargeAllocError) -> UnsafeMutableRawPointer {
         // Reserved without a commit charge (MAP_NORESERVE), aligned to 2 MiB so that huge
         // pages can back whole regions of 2 MiB and more, between two inaccessible guard
-        // pages: the kernel never merges the area with a neighbouring mapping, so
+        // pages: the kernel never merges the chunk with a neighbouring mapping, so
         // /proc/self/smaps reports it on its own (mapping statistics stay exact).
         let alignment = SystemInfo.hugePageSize
-        let guardSize = Area.guardSize
+        let guardSize = Chunk.guardSize
         guard byteCount <= Int.max - alignment - 2 * guardSize else {
             throw .outOfMemory(SystemError(.map, code: ENOMEM))
         }
@@ -915,7 +961,7 @@ extension Control {
 
     /// A temporary file of `byteCount` bytes in `directory`, mapped shared. The file is
     /// unlinked at once and its descriptor closed here: the mapping keeps it alive, and
-    /// unmapping the area removes it.
+    /// unmapping the chunk removes it.
     static func mapFile(byteCount: Int, directory: String) throws(LargeAllocError) -> UnsafeMutableRawPointer {
         let file: MemoryFile
         do { file = try MemoryFile(inDirectory: directory) } catch { throw .io(error) }
@@ -931,7 +977,32 @@ extension Control {
     }
 }
 
-// MARK: - Background worker
+// MARK: - Slow path: the background worker
+
+extension LargeAllocator {
+    /// Starts the worker if the configuration has an interval and none runs, stops (and
+    /// joins) it if it has none and one runs.
+    func startOrStopWorker(_ state: inout AllocatorState) throws(LargeAllocError) {
+        let wanted = state.configuration.backgroundInterval != nil
+        // A child after fork has the parent's record of a worker, but no thread.
+        if state.worker != nil && state.workerProcess != getpid() { state.worker = nil }
+        if wanted && state.worker == nil {
+            control.workerWord.store(Control.WorkerState.running, ordering: .releasing)
+            let control = self.control
+            do {
+                state.worker = try OSThread.spawn { control.runWorker() }
+                state.workerProcess = getpid()
+            } catch {
+                throw .outOfMemory(error)
+            }
+        } else if !wanted, let worker = state.worker {
+            control.workerWord.store(Control.WorkerState.stopping, ordering: .releasing)
+            Futex.wake(control.workerWord)
+            worker.join()
+            state.worker = nil
+        }
+    }
+}
 
 extension Control {
     /// The worker's loop: wait one interval on the futex word (a stop wakes it at once),
@@ -946,16 +1017,17 @@ extension Control {
     }
 
     /// One tick: up to `backgroundBytesPerTick` from each dirty pool advised away and moved
-    /// to the clean pool, then areas wholly clean for `areaIdleAge` unmapped.
+    /// to the clean pool, then chunks wholly clean for `chunkIdleAge` unmapped.
     func tick() {
         let budget = word(.bytesPerTick)
         let minimumDirtyAge = UInt64(max(0, word(.intervalNanoseconds)))
         let configuredAdvice = word(.clearAdvice)
-        let idleAge = word(.areaIdleNanoseconds)
+        let idleAge = word(.chunkIdleNanoseconds)
         for classIndex in 0..<Layout.classCount {
             let pool = pool(classIndex)
             let regionSize = Layout.regionSize(ofClass: classIndex)
-            var taken: Node? = nil
+            // The regions in the worker's hands, between the pools, in state `clearing`.
+            var taken = NodeStack(top: nil)
             pool.withLock {
                 // Only regions dirty for a whole interval: one freed just now is the likeliest
                 // to be reused, and clearing it would cost a page fault per page at reuse.
@@ -966,45 +1038,35 @@ extension Control {
                     let node = pool.popOldestDirty(dirtySinceAtMost: cutoff)
                 {
                     node.state = .clearing
-                    node.next = taken
-                    taken = node
+                    taken.push(node)
                     takenBytes += regionSize
                 }
             }
-            var cleared: Node? = nil
-            var failed: Node? = nil
+            var cleared = NodeStack(top: nil)
+            var failed = NodeStack(top: nil)
             var clearedCount = 0
             var failedCount = 0
-            while let node = taken {
-                taken = node.next
-                let advice = Control.advice(configured: configuredAdvice, fileBacked: node.area.isFileBacked)
+            while let node = taken.pop() {
+                let advice = Control.advice(configured: configuredAdvice, fileBacked: node.chunk.isFileBacked)
                 do {
                     try SystemMemory.advise(node.address, byteCount: regionSize, advice)
-                    node.next = cleared
-                    cleared = node
+                    cleared.push(node)
                     clearedCount += 1
                 } catch {
                     lastClearError.store(Int(error.code), ordering: .relaxed)
-                    node.next = failed
-                    failed = node
+                    failed.push(node)
                     failedCount += 1
                 }
             }
             if clearedCount + failedCount > 0 {
                 pool.withLock {
-                    while let node = cleared {
-                        cleared = node.next
-                        pool.pushClean(node)
-                    }
-                    while let node = failed {
-                        failed = node.next
-                        pool.pushDirty(node)
-                    }
+                    while let node = cleared.pop() { pool.pushClean(node) }
+                    while let node = failed.pop() { pool.pushDirty(node) }
                 }
                 pool.counters.add(clearedCount, to: .backgroundClears)
                 pool.counters.add(failedCount, to: .clearFailures)
             }
-            if idleAge >= 0 { unmapIdleAreas(pool, idleAge: UInt64(idleAge)) }
+            if idleAge >= 0 { unmapIdleChunks(pool, idleAge: UInt64(idleAge)) }
         }
         workerTicks.wrappingAdd(1, ordering: .relaxed)
     }
@@ -1019,34 +1081,926 @@ extension Control {
         }
     }
 
-    /// Unmaps the areas of `pool` whose regions have all been clean for `idleAge` ns.
-    func unmapIdleAreas(_ pool: ClassPool, idleAge: UInt64) {
-        var idle: [Area] = []
+    /// Unmaps the chunks of `pool` whose regions have all been clean for `idleAge` ns.
+    func unmapIdleChunks(_ pool: ClassPool, idleAge: UInt64) {
+        var idle: [Chunk] = []
         pool.withLock {
             // Read under the lock: `wholeCleanSince` is set under it, so it is never later.
             let now = SystemInfo.monotonicNanoseconds()
-            var next = pool.firstArea
-            while let area = next {
-                next = area.next
-                guard !area.isOrphaned, area.cleanCount == area.regionCount, now - area.wholeCleanSince >= idleAge
-                else { continue }
-                for index in 0..<area.regionCount { pool.unlinkClean(area.node(index)) }
-                pool.unlink(area)
-                idle.append(area)
+            pool.chunks.forEach { base in
+                let chunk = Chunk(base)
+                guard !chunk.isOrphaned, chunk.cleanCount == chunk.regionCount, now - chunk.wholeCleanSince >= idleAge
+                else { return }
+                for index in 0..<chunk.regionCount { pool.unlinkClean(chunk.node(index)) }
+                pool.chunks.remove(base)
+                idle.append(chunk)
             }
         }
-        for area in idle {
-            pool.counters.add(-1, to: .areas)
-            pool.counters.add(-area.byteCount, to: .areaBytes)
-            pool.counters.add(1, to: .unmappedAreas)
-            area.destroy()
+        for chunk in idle {
+            pool.counters.add(-1, to: .chunks)
+            pool.counters.add(-chunk.byteCount, to: .chunkBytes)
+            pool.counters.add(1, to: .unmappedChunks)
+            chunk.destroy()
         }
     }
 }
 
-// MARK: - Layout and constants
+// MARK: - Slow path: statistics
 
-/// The numbers every part agrees on.
+extension Control {
+    func statistics() -> LargeAllocStatistics {
+        var classes = (0..<Layout.classCount).map {
+            LargeAllocStatistics.SizeClass(regionByteCount: Layout.regionSize(ofClass: $0))
+        }
+        var cacheCount = 0
+        var parkedCount = 0
+        forEachCache { cache in
+            cacheCount += 1
+            if cache.owned.load(ordering: .relaxed) == 0 { parkedCount += 1 }
+            for classIndex in 0..<Layout.classCount {
+                classes[classIndex].threadRegions += cache.countWord(classIndex).load(ordering: .relaxed)
+                classes[classIndex].allocations += cache.allocationsWord(classIndex).load(ordering: .relaxed)
+                classes[classIndex].deallocations += cache.deallocationsWord(classIndex).load(ordering: .relaxed)
+            }
+        }
+        for classIndex in 0..<Layout.classCount {
+            let pool = pool(classIndex)
+            pool.withLock {
+                classes[classIndex].dirtyRegions = pool.dirtyCount
+                classes[classIndex].cleanRegions = pool.cleanCount
+                var fileBytes = 0
+                pool.chunks.forEach { base in
+                    let chunk = Chunk(base)
+                    if chunk.isFileBacked { fileBytes += chunk.byteCount }
+                }
+                classes[classIndex].fileBytes = fileBytes
+            }
+            let counters = pool.counters
+            classes[classIndex].chunks = counters.value(of: .chunks)
+            classes[classIndex].chunkBytes = counters.value(of: .chunkBytes)
+            classes[classIndex].allocations += counters.value(of: .allocations)
+            classes[classIndex].slowPaths = counters.value(of: .slowPaths)
+            classes[classIndex].refills = counters.value(of: .refills)
+            classes[classIndex].deallocations += counters.value(of: .deallocations)
+            classes[classIndex].eagerClears = counters.value(of: .eagerClears)
+            classes[classIndex].backgroundClears = counters.value(of: .backgroundClears)
+            classes[classIndex].clearFailures = counters.value(of: .clearFailures)
+            classes[classIndex].steals = counters.value(of: .steals)
+            classes[classIndex].unmappedChunks = counters.value(of: .unmappedChunks)
+            classes[classIndex].liveRegions = classes[classIndex].allocations - classes[classIndex].deallocations
+        }
+        return LargeAllocStatistics(
+            sizeClasses: classes, threadCaches: cacheCount, parkedThreadCaches: parkedCount,
+            workerTicks: workerTicks.load(ordering: .relaxed),
+            lastClearError: Int32(lastClearError.load(ordering: .relaxed)))
+    }
+
+    func mappingStatistics() throws(LargeAllocError) -> [LargeAllocMappingStatistics] {
+        var ranges: [Range<Int>] = []
+        var classOfRange: [Int] = []
+        for classIndex in 0..<Layout.classCount {
+            let pool = pool(classIndex)
+            pool.withLock {
+                pool.chunks.forEach { base in
+                    let chunk = Chunk(base)
+                    let start = Int(bitPattern: chunk.mapping)
+                    ranges.append(start..<(start + chunk.byteCount))
+                    classOfRange.append(classIndex)
+                }
+            }
+        }
+        let usages: [MappingUsage]
+        do { usages = try MemoryMappings.usage(of: ranges) } catch { throw .io(error) }
+        var result = (0..<Layout.classCount).map {
+            LargeAllocMappingStatistics(regionByteCount: Layout.regionSize(ofClass: $0), usage: MappingUsage())
+        }
+        for (index, usage) in usages.enumerated() {
+            result[classOfRange[index]].usage = result[classOfRange[index]].usage + usage
+        }
+        return result
+    }
+}
+
+// MARK: - Slow path: fork
+
+// The forking thread takes every lock of every live allocator before fork (global lock,
+// then per allocator: refill lock, thread caches, class pools: the order the code nests
+// them in) and releases them on both sides, so the child never inherits a lock held by a
+// thread it does not have. In the child, file-backed chunks are shared with the parent
+// (MAP_SHARED): their free regions leave the pools and caches, and their regions are
+// dropped when freed, so the child never writes memory the parent uses. Anonymous chunks
+// are copy-on-write, the child's own. The worker thread is not copied.
+
+extension LiveAllocators {
+    /// Registered with AllocCore's ``ForkActions`` when the first allocator is made.
+    static let forkPrepare: ForkActions.Action = {
+        lock.lock()
+        forEach { $0.lockAll() }
+    }
+
+    static let forkParent: ForkActions.Action = {
+        forEach { $0.unlockAll() }
+        lock.unlock()
+    }
+
+    static let forkChild: ForkActions.Action = {
+        forEach { control in
+            control.orphanFileBackedChunks()
+            control.unlockAll()
+        }
+        lock.unlock()
+    }
+}
+
+extension Control {
+    /// Takes every lock of the allocator, in the order the code nests them: the refill
+    /// lock, the thread caches' locks, the class pools' locks.
+    func lockAll() {
+        refillLock.pointee.lock()
+        forEachCache { $0.lock.pointee.lock() }
+        for classIndex in 0..<Layout.classCount { pool(classIndex).lock.pointee.lock() }
+    }
+
+    func unlockAll() {
+        for classIndex in 0..<Layout.classCount { pool(classIndex).lock.pointee.unlock() }
+        forEachCache { $0.lock.pointee.unlock() }
+        refillLock.pointee.unlock()
+    }
+
+    /// In the child, with every lock held: file-backed chunks become orphaned, and their
+    /// free regions leave the pools and caches (the others keep their order and ages).
+    func orphanFileBackedChunks() {
+        for classIndex in 0..<Layout.classCount {
+            let pool = pool(classIndex)
+            var any = false
+            pool.chunks.forEach { base in
+                let chunk = Chunk(base)
+                guard chunk.isFileBacked else { return }
+                chunk.isOrphaned = true
+                any = true
+            }
+            guard any else { continue }
+            pool.dirty.forEach { base in
+                let node = Node(base)
+                if node.chunk.isOrphaned { pool.unlinkDirty(node) }
+            }
+            pool.clean.forEach { base in
+                let node = Node(base)
+                if node.chunk.isOrphaned { pool.unlinkClean(node) }
+            }
+            forEachCache { cache in
+                var stack = cache.stack(classIndex)
+                var kept: [Node] = []
+                var dropped = 0
+                while let node = stack.pop() {
+                    if node.chunk.isOrphaned { dropped += 1 } else { kept.append(node) }
+                }
+                for node in kept.reversed() { stack.push(node) }
+                cache.setStack(classIndex, stack)
+                cache.countWord(classIndex).store(kept.count, ordering: .relaxed)
+                cache.cachedBytes -= dropped * Layout.regionSize(ofClass: classIndex)
+            }
+            pool.chunks.forEach { base in
+                let chunk = Chunk(base)
+                guard chunk.isOrphaned else { return }
+                for index in 0..<chunk.regionCount { chunk.node(index).state = .orphaned }
+            }
+        }
+    }
+}
+
+// MARK: - Internals: Node
+
+/// A region's descriptor in its chunk's metadata (never in the region itself, so pooling a
+/// clean region touches none of its pages); fields in ``NodeLayout``.
+@usableFromInline
+struct Node: Equatable {
+    /// Where a region is; every move asserts the state it expects (spec section 4).
+    @usableFromInline
+    enum State: Int, CaseIterable {
+        /// A ``Region`` owns it.
+        case live
+        /// In a thread cache's stack.
+        case cached
+        /// In the class's dirty pool.
+        case dirty
+        /// In the class's clean pool.
+        case clean
+        /// In the worker's hands between the pools, or in a chunk being made.
+        case clearing
+        /// Its chunk is shared with the parent process (file-backed, inherited across fork).
+        case orphaned
+    }
+
+    @usableFromInline let base: UnsafeMutableRawPointer
+
+    @inlinable init(_ base: UnsafeMutableRawPointer) { self.base = base }
+
+    @inlinable
+    init?(optional base: UnsafeMutableRawPointer?) {
+        guard let base else { return nil }
+        self.base = base
+    }
+
+    @inlinable
+    var previous: Node? {
+        get { Node(optional: base.load(fromByteOffset: NodeLayout.previousOffset, as: UnsafeMutableRawPointer?.self)) }
+        nonmutating set {
+            base.storeBytes(
+                of: newValue?.base, toByteOffset: NodeLayout.previousOffset, as: UnsafeMutableRawPointer?.self)
+        }
+    }
+
+    @inlinable
+    var next: Node? {
+        get { Node(optional: base.load(fromByteOffset: NodeLayout.nextOffset, as: UnsafeMutableRawPointer?.self)) }
+        nonmutating set {
+            base.storeBytes(of: newValue?.base, toByteOffset: NodeLayout.nextOffset, as: UnsafeMutableRawPointer?.self)
+        }
+    }
+
+    @inlinable
+    var address: UnsafeMutableRawPointer {
+        base.load(fromByteOffset: NodeLayout.addressOffset, as: UnsafeMutableRawPointer.self)
+    }
+
+    var chunk: Chunk { Chunk(base.load(fromByteOffset: NodeLayout.chunkOffset, as: UnsafeMutableRawPointer.self)) }
+
+    @inlinable
+    var state: State {
+        get { State(rawValue: base.load(fromByteOffset: NodeLayout.stateOffset, as: Int.self))! }
+        nonmutating set { base.storeBytes(of: newValue.rawValue, toByteOffset: NodeLayout.stateOffset, as: Int.self) }
+    }
+
+    /// The state, or nil when the word holds no state (for the integrity walker, which
+    /// must report a stray word rather than trap on it).
+    var checkedState: State? { State(rawValue: base.load(fromByteOffset: NodeLayout.stateOffset, as: Int.self)) }
+
+    @inlinable
+    var classIndex: Int { base.load(fromByteOffset: NodeLayout.classIndexOffset, as: Int.self) }
+
+    /// When the region entered the dirty pool (monotonic ns).
+    var dirtySince: UInt64 {
+        get { base.load(fromByteOffset: NodeLayout.dirtySinceOffset, as: UInt64.self) }
+        nonmutating set { base.storeBytes(of: newValue, toByteOffset: NodeLayout.dirtySinceOffset, as: UInt64.self) }
+    }
+}
+
+// MARK: - Internals: NodeStack
+
+/// A stack of nodes linked through their next link alone: a thread cache's stack per class
+/// (its top word in the cache) and the worker's batches. These are genuinely stacks, not
+/// lists: the cache hands out the region freed last (its pages likeliest still in the CPU
+/// caches), the worker's batches are taken whole, and nothing is ever removed from the
+/// middle; one link keeps a push or a pop to the node and the top, with no write to a
+/// neighbour on the fast path. A popped node has its link cleared: it goes live, or into
+/// a pool's ``IntrusiveList``, as a node in no list.
+@usableFromInline
+struct NodeStack {
+    @usableFromInline var top: Node?
+
+    @inlinable init(top: Node?) { self.top = top }
+
+    @inlinable
+    mutating func push(_ node: Node) {
+        assert(
+            node.next == nil && node.previous == nil && node != top,
+            "LargeAlloc: region \(node.address) pushed on a stack while linked")
+        node.next = top
+        top = node
+    }
+
+    @inlinable
+    mutating func pop() -> Node? {
+        guard let node = top else { return nil }
+        top = node.next
+        node.next = nil
+        return node
+    }
+}
+
+// MARK: - Internals: Chunk
+
+/// A chunk: one mapping cut into regions of one class, with its header and the regions'
+/// nodes in one block of malloc'd metadata (the mapping holds only user data); fields in
+/// ``ChunkLayout``.
+struct Chunk: Equatable {
+    let base: UnsafeMutableRawPointer
+
+    init(_ base: UnsafeMutableRawPointer) { self.base = base }
+
+    /// The metadata of a chunk over `mapping`, every node in no list and in state
+    /// `clearing` (the caller hands them out or pools them).
+    static func create(
+        mapping: UnsafeMutableRawPointer, byteCount: Int, classIndex: Int, regionCount: Int, isFileBacked: Bool
+    ) -> Chunk {
+        let header = UnsafeMutableRawPointer.allocate(
+            byteCount: ChunkLayout.nodesOffset + regionCount * NodeLayout.byteCount, alignment: 64)
+        header.storeBytes(of: nil, toByteOffset: ChunkLayout.previousOffset, as: UnsafeMutableRawPointer?.self)
+        header.storeBytes(of: nil, toByteOffset: ChunkLayout.nextOffset, as: UnsafeMutableRawPointer?.self)
+        header.storeBytes(of: mapping, toByteOffset: ChunkLayout.mappingOffset, as: UnsafeMutableRawPointer.self)
+        header.storeBytes(of: byteCount, toByteOffset: ChunkLayout.byteCountOffset, as: Int.self)
+        header.storeBytes(of: classIndex, toByteOffset: ChunkLayout.classIndexOffset, as: Int.self)
+        header.storeBytes(of: regionCount, toByteOffset: ChunkLayout.regionCountOffset, as: Int.self)
+        header.storeBytes(of: isFileBacked ? 1 : 0, toByteOffset: ChunkLayout.isFileBackedOffset, as: Int.self)
+        let chunk = Chunk(header)
+        chunk.cleanCount = 0
+        chunk.wholeCleanSince = 0
+        chunk.isOrphaned = false
+        let regionSize = Layout.regionSize(ofClass: classIndex)
+        for index in 0..<regionCount {
+            let node = chunk.node(index)
+            node.previous = nil
+            node.next = nil
+            node.base.storeBytes(
+                of: mapping + index * regionSize, toByteOffset: NodeLayout.addressOffset,
+                as: UnsafeMutableRawPointer.self)
+            node.base.storeBytes(of: header, toByteOffset: NodeLayout.chunkOffset, as: UnsafeMutableRawPointer.self)
+            node.state = .clearing
+            node.base.storeBytes(of: classIndex, toByteOffset: NodeLayout.classIndexOffset, as: Int.self)
+        }
+        return chunk
+    }
+
+    /// The inaccessible page on each side of an anonymous chunk.
+    static var guardSize: Int { SystemInfo.pageSize }
+
+    /// Unmaps the chunk (its guard pages too; its file, if any, goes with it) and frees its
+    /// metadata.
+    func destroy() {
+        if isFileBacked {
+            try? SystemMemory.unmap(mapping, byteCount: byteCount)
+        } else {
+            try? SystemMemory.unmap(mapping - Chunk.guardSize, byteCount: byteCount + 2 * Chunk.guardSize)
+        }
+        base.deallocate()
+    }
+
+    var mapping: UnsafeMutableRawPointer {
+        base.load(fromByteOffset: ChunkLayout.mappingOffset, as: UnsafeMutableRawPointer.self)
+    }
+    var byteCount: Int { base.load(fromByteOffset: ChunkLayout.byteCountOffset, as: Int.self) }
+    var classIndex: Int { base.load(fromByteOffset: ChunkLayout.classIndexOffset, as: Int.self) }
+    var regionCount: Int { base.load(fromByteOffset: ChunkLayout.regionCountOffset, as: Int.self) }
+    var regionSize: Int { Layout.regionSize(ofClass: classIndex) }
+    var cleanCount: Int {
+        get { base.load(fromByteOffset: ChunkLayout.cleanCountOffset, as: Int.self) }
+        nonmutating set { base.storeBytes(of: newValue, toByteOffset: ChunkLayout.cleanCountOffset, as: Int.self) }
+    }
+    var wholeCleanSince: UInt64 {
+        get { base.load(fromByteOffset: ChunkLayout.wholeCleanSinceOffset, as: UInt64.self) }
+        nonmutating set {
+            base.storeBytes(of: newValue, toByteOffset: ChunkLayout.wholeCleanSinceOffset, as: UInt64.self)
+        }
+    }
+    var isFileBacked: Bool { base.load(fromByteOffset: ChunkLayout.isFileBackedOffset, as: Int.self) != 0 }
+    var isOrphaned: Bool {
+        get { base.load(fromByteOffset: ChunkLayout.isOrphanedOffset, as: Int.self) != 0 }
+        nonmutating set {
+            base.storeBytes(of: newValue ? 1 : 0, toByteOffset: ChunkLayout.isOrphanedOffset, as: Int.self)
+        }
+    }
+
+    func node(_ index: Int) -> Node {
+        assert(index >= 0 && index < regionCount, "LargeAlloc: chunk \(mapping) has no region \(index)")
+        return Node(base + ChunkLayout.nodesOffset + index * NodeLayout.byteCount)
+    }
+}
+
+// MARK: - Internals: ClassPool
+
+/// Per-class events, counted with relaxed atomic adds.
+@usableFromInline
+enum ClassEvent: Int, CaseIterable {
+    case chunks, chunkBytes, allocations, slowPaths, refills, deallocations
+    case eagerClears, backgroundClears, clearFailures, steals, unmappedChunks
+}
+
+/// A size class's global state, in the control block (fields in ``ClassPoolLayout``): the
+/// dirty pool (a list with a tail: allocation takes the most recently freed region, whose
+/// pages are likeliest still in the CPU caches, and the worker the least recently freed
+/// one), the clean pool (a list, so an idle chunk's regions can be taken out of it), the
+/// list of chunks, all under one spin lock (critical sections are a few pointer moves);
+/// and its counters.
+@usableFromInline
+struct ClassPool {
+    @usableFromInline let base: UnsafeMutableRawPointer
+
+    @inlinable init(_ base: UnsafeMutableRawPointer) { self.base = base }
+
+    func initialize() {
+        base.initializeMemory(as: UInt8.self, repeating: 0, count: ClassPoolLayout.countersOffset)
+        (base + ClassPoolLayout.lockOffset).bindMemory(to: SpinLock.self, capacity: 1).initialize(to: SpinLock())
+        _ = Counters<ClassEvent>(initializingAt: base + ClassPoolLayout.countersOffset)
+    }
+
+    @inlinable
+    var counters: Counters<ClassEvent> { Counters(at: base + ClassPoolLayout.countersOffset) }
+
+    var lock: UnsafeMutablePointer<SpinLock> {
+        (base + ClassPoolLayout.lockOffset).assumingMemoryBound(to: SpinLock.self)
+    }
+
+    func withLock<Result>(_ body: () -> Result) -> Result {
+        lock.pointee.lock()
+        defer { lock.pointee.unlock() }
+        return body()
+    }
+
+    /// The dirty pool, most recently freed first.
+    var dirty: IntrusiveList {
+        IntrusiveList(
+            anchor: base + ClassPoolLayout.dirtyFirstOffset, linkOffset: NodeLayout.previousOffset, hasTail: true)
+    }
+    var dirtyCount: Int {
+        get { base.load(fromByteOffset: ClassPoolLayout.dirtyCountOffset, as: Int.self) }
+        nonmutating set { base.storeBytes(of: newValue, toByteOffset: ClassPoolLayout.dirtyCountOffset, as: Int.self) }
+    }
+    /// The clean pool, most recently cleaned first.
+    var clean: IntrusiveList {
+        IntrusiveList(anchor: base + ClassPoolLayout.cleanFirstOffset, linkOffset: NodeLayout.previousOffset)
+    }
+    var cleanCount: Int {
+        get { base.load(fromByteOffset: ClassPoolLayout.cleanCountOffset, as: Int.self) }
+        nonmutating set { base.storeBytes(of: newValue, toByteOffset: ClassPoolLayout.cleanCountOffset, as: Int.self) }
+    }
+    /// The class's chunks, newest first.
+    var chunks: IntrusiveList {
+        IntrusiveList(anchor: base + ClassPoolLayout.chunksFirstOffset, linkOffset: ChunkLayout.previousOffset)
+    }
+    var refills: Int {
+        get { base.load(fromByteOffset: ClassPoolLayout.refillsOffset, as: Int.self) }
+        nonmutating set { base.storeBytes(of: newValue, toByteOffset: ClassPoolLayout.refillsOffset, as: Int.self) }
+    }
+
+    // Everything below runs under the lock.
+
+    func pushDirty(_ node: Node) {
+        node.state = .dirty
+        node.dirtySince = SystemInfo.monotonicNanoseconds()
+        dirty.pushFront(node.base)
+        dirtyCount += 1
+    }
+
+    /// The most recently freed dirty region.
+    func popDirty() -> Node? {
+        guard let node = Node(optional: dirty.first) else { return nil }
+        unlinkDirty(node)
+        return node
+    }
+
+    /// The least recently freed dirty region if it has been dirty since `cutoff` or
+    /// earlier: the one the worker clears first.
+    func popOldestDirty(dirtySinceAtMost cutoff: UInt64) -> Node? {
+        guard let node = Node(optional: dirty.last), node.dirtySince <= cutoff else { return nil }
+        unlinkDirty(node)
+        return node
+    }
+
+    func unlinkDirty(_ node: Node) {
+        assert(node.state == .dirty, "LargeAlloc: dirty region \(node.address) in state \(node.state)")
+        dirty.remove(node.base)
+        dirtyCount -= 1
+        node.state = .live
+    }
+
+    func pushClean(_ node: Node) {
+        node.state = .clean
+        clean.pushFront(node.base)
+        cleanCount += 1
+        let chunk = node.chunk
+        chunk.cleanCount += 1
+        assert(chunk.cleanCount <= chunk.regionCount, "LargeAlloc: chunk \(chunk.mapping) has too many clean regions")
+        if chunk.cleanCount == chunk.regionCount { chunk.wholeCleanSince = SystemInfo.monotonicNanoseconds() }
+    }
+
+    func unlinkClean(_ node: Node) {
+        assert(node.state == .clean, "LargeAlloc: region \(node.address) is not clean but \(node.state)")
+        clean.remove(node.base)
+        cleanCount -= 1
+        node.chunk.cleanCount -= 1
+        node.state = .live
+    }
+
+    /// A dirty region if there is one (its pages are resident: cheapest to reuse), else a
+    /// clean one.
+    func popDirtyOrClean() -> Node? {
+        if let node = popDirty() { return node }
+        guard let node = Node(optional: clean.first) else { return nil }
+        unlinkClean(node)
+        return node
+    }
+}
+
+// MARK: - Internals: ThreadCache
+
+/// A thread's cache for one allocator (fields in ``ThreadCacheLayout``): per class a
+/// ``NodeStack`` of regions and the counts of allocations and frees made through it, under
+/// a spin lock that only stealing threads contend for. Made when a thread first needs one,
+/// parked when it exits, adopted by a later thread; freed with the allocator.
+///
+/// `live` is the net number of regions allocated minus freed through this cache (it may
+/// be negative: a region allocated here and freed by another thread). When the handle
+/// goes, ``Control/close()`` moves it to the allocator's global word and sets
+/// `transferred`; frees after that are counted there.
+@usableFromInline
+struct ThreadCache: Equatable {
+    @usableFromInline let base: UnsafeMutableRawPointer
+
+    @inlinable init(_ base: UnsafeMutableRawPointer) { self.base = base }
+
+    init?(optional base: UnsafeMutableRawPointer?) {
+        guard let base else { return nil }
+        self.base = base
+    }
+
+    /// A new cache, owned by the calling thread.
+    static func create() -> ThreadCache {
+        let base = UnsafeMutableRawPointer.allocate(byteCount: ThreadCacheLayout.byteCount, alignment: 64)
+        base.initializeMemory(as: UInt8.self, repeating: 0, count: ThreadCacheLayout.byteCount)
+        (base + ThreadCacheLayout.lockOffset).bindMemory(to: SpinLock.self, capacity: 1).initialize(to: SpinLock())
+        _ = AtomicWord(initializingAt: base + ThreadCacheLayout.ownedOffset, to: 1)
+        let cache = ThreadCache(base)
+        for classIndex in 0..<Layout.classCount {
+            _ = AtomicWord(initializingAt: cache.countWord(classIndex).address, to: 0)
+            _ = AtomicWord(initializingAt: cache.allocationsWord(classIndex).address, to: 0)
+            _ = AtomicWord(initializingAt: cache.deallocationsWord(classIndex).address, to: 0)
+        }
+        return cache
+    }
+
+    @inlinable
+    var lock: UnsafeMutablePointer<SpinLock> {
+        (base + ThreadCacheLayout.lockOffset).assumingMemoryBound(to: SpinLock.self)
+    }
+
+    /// The next cache of the allocator: written once, before the cache is published.
+    var registryNext: ThreadCache? {
+        get {
+            ThreadCache(
+                optional: base.load(
+                    fromByteOffset: ThreadCacheLayout.registryNextOffset, as: UnsafeMutableRawPointer?.self))
+        }
+        nonmutating set {
+            base.storeBytes(
+                of: newValue?.base, toByteOffset: ThreadCacheLayout.registryNextOffset,
+                as: UnsafeMutableRawPointer?.self)
+        }
+    }
+
+    var owned: AtomicWord { AtomicWord(at: base + ThreadCacheLayout.ownedOffset) }
+
+    @inlinable
+    var cachedBytes: Int {
+        get { base.load(fromByteOffset: ThreadCacheLayout.cachedBytesOffset, as: Int.self) }
+        nonmutating set {
+            base.storeBytes(of: newValue, toByteOffset: ThreadCacheLayout.cachedBytesOffset, as: Int.self)
+        }
+    }
+
+    @inlinable
+    var live: Int {
+        get { base.load(fromByteOffset: ThreadCacheLayout.liveOffset, as: Int.self) }
+        nonmutating set { base.storeBytes(of: newValue, toByteOffset: ThreadCacheLayout.liveOffset, as: Int.self) }
+    }
+
+    @inlinable
+    var isTransferred: Bool {
+        get { base.load(fromByteOffset: ThreadCacheLayout.isTransferredOffset, as: Bool.self) }
+        nonmutating set {
+            base.storeBytes(of: newValue, toByteOffset: ThreadCacheLayout.isTransferredOffset, as: Bool.self)
+        }
+    }
+
+    /// Where class `classIndex`'s fields start.
+    @inlinable
+    func classBase(_ classIndex: Int) -> UnsafeMutableRawPointer {
+        base + (ThreadCacheLayout.classesOffset &+ classIndex &* ThreadCacheLayout.classStride)
+    }
+
+    @inlinable
+    func stack(_ classIndex: Int) -> NodeStack {
+        NodeStack(
+            top: Node(
+                optional: classBase(classIndex).load(
+                    fromByteOffset: ThreadCacheLayout.topOffset, as: UnsafeMutableRawPointer?.self)))
+    }
+
+    @inlinable
+    func setStack(_ classIndex: Int, _ stack: NodeStack) {
+        classBase(classIndex).storeBytes(
+            of: stack.top?.base, toByteOffset: ThreadCacheLayout.topOffset, as: UnsafeMutableRawPointer?.self)
+    }
+
+    @inlinable
+    func countWord(_ classIndex: Int) -> AtomicWord {
+        AtomicWord(at: classBase(classIndex) + ThreadCacheLayout.countOffset)
+    }
+
+    @inlinable
+    func allocationsWord(_ classIndex: Int) -> AtomicWord {
+        AtomicWord(at: classBase(classIndex) + ThreadCacheLayout.allocationsOffset)
+    }
+
+    @inlinable
+    func deallocationsWord(_ classIndex: Int) -> AtomicWord {
+        AtomicWord(at: classBase(classIndex) + ThreadCacheLayout.deallocationsOffset)
+    }
+}
+
+// MARK: - Internals: ThreadTable
+
+/// The thread-local table: ``ThreadTableLayout/entryCount`` pairs (allocator id, thread
+/// cache) in malloc'd memory, found through ``ThreadLocalSlot/largeAlloc``. Ids are never
+/// reused, so an entry of a destroyed allocator never matches again; the exit hook skips it.
+enum ThreadTable {
+    /// The calling thread's table, made and installed (arming the exit hook) if needed.
+    static func current() -> UnsafeMutableRawPointer? {
+        if let table = ThreadLocalSlot.largeAlloc.value { return table }
+        let byteCount = ThreadTableLayout.entryCount * ThreadTableLayout.entryByteCount
+        let table = UnsafeMutableRawPointer.allocate(byteCount: byteCount, alignment: 16)
+        table.initializeMemory(as: UInt8.self, repeating: 0, count: byteCount)
+        // If arming fails the cache still works; it is just not returned at thread exit
+        // (other threads can still steal from it).
+        try? ThreadLocalSlot.largeAlloc.install(table)
+        return table
+    }
+
+    static func id(at entry: Int, of table: UnsafeMutableRawPointer) -> Int {
+        table.load(fromByteOffset: entry * ThreadTableLayout.entryByteCount + ThreadTableLayout.idOffset, as: Int.self)
+    }
+
+    static func cache(at entry: Int, of table: UnsafeMutableRawPointer) -> ThreadCache {
+        ThreadCache(
+            table.load(
+                fromByteOffset: entry * ThreadTableLayout.entryByteCount + ThreadTableLayout.cacheOffset,
+                as: UnsafeMutableRawPointer.self))
+    }
+
+    /// Fills `entry`: the cache first, then the id that makes the entry match.
+    static func store(cache: ThreadCache, id: Int, at entry: Int, of table: UnsafeMutableRawPointer) {
+        let offset = entry * ThreadTableLayout.entryByteCount
+        table.storeBytes(
+            of: cache.base, toByteOffset: offset + ThreadTableLayout.cacheOffset, as: UnsafeMutableRawPointer.self)
+        table.storeBytes(of: id, toByteOffset: offset + ThreadTableLayout.idOffset, as: Int.self)
+    }
+
+    /// A free entry of `table`; entries of destroyed allocators are cleared to make room.
+    static func freeEntry(_ table: UnsafeMutableRawPointer) -> Int? {
+        func free() -> Int? {
+            (0..<ThreadTableLayout.entryCount).first { id(at: $0, of: table) == 0 }
+        }
+        if let entry = free() { return entry }
+        LiveAllocators.withLock {
+            for entry in 0..<ThreadTableLayout.entryCount where LiveAllocators.find(id: id(at: entry, of: table)) == nil
+            {
+                table.storeBytes(
+                    of: 0, toByteOffset: entry * ThreadTableLayout.entryByteCount + ThreadTableLayout.idOffset,
+                    as: Int.self)
+            }
+        }
+        return free()
+    }
+
+    /// The exit hook: each live allocator's cache is emptied into its dirty pools and parked.
+    static let threadExitHook: @convention(c) (UnsafeMutableRawPointer?) -> Void = { table in
+        guard let table else { return }
+        for entry in 0..<ThreadTableLayout.entryCount {
+            let id = id(at: entry, of: table)
+            guard id != 0 else { continue }
+            let cache = cache(at: entry, of: table)
+            // Under the global lock, so the allocator cannot be destroyed meanwhile.
+            LiveAllocators.withLock {
+                guard let control = LiveAllocators.find(id: id) else { return }
+                control.empty(cache)
+                cache.owned.store(0, ordering: .releasing)
+            }
+        }
+        table.deallocate()
+    }
+}
+
+// MARK: - Internals: Control
+
+/// The allocator's state, in one malloc'd block (fields in ``ControlLayout``):
+/// configuration words (atomics, read on the slow paths), locks, the list of thread
+/// caches, the worker's futex word, its links in the list of live allocators, and the 21
+/// class pools.
+///
+/// The live word counts regions allocated minus freed by threads without a cache; while
+/// the handle lives it may be negative (each cache counts its own share, so the fast path
+/// writes no shared line). ``close()`` adds the caches' shares and `closedFlag`; from then
+/// on the word is `closedFlag` + the regions still live, and the free that brings it to
+/// `closedFlag` destroys the allocator.
+@usableFromInline
+struct Control: @unchecked Sendable, Equatable {
+    @usableFromInline let base: UnsafeMutableRawPointer
+
+    @inlinable init(_ base: UnsafeMutableRawPointer) { self.base = base }
+
+    /// The configuration words, at `ControlLayout.configurationOffset + 8 × rawValue`.
+    @usableFromInline
+    enum Word: Int, CaseIterable {
+        case enabled, threadCacheBytes, eagerReturn, growthDampener, bytesPerTick, intervalNanoseconds
+        case chunkIdleNanoseconds, backing, clearAdvice, initialChunkBytes, maximumChunkBytes
+    }
+
+    static let anonymousBacking = 0
+    static let hugePageBacking = 1
+    static let fileBacking = 2
+
+    enum ClearAdviceCode {
+        static let automatic = 0
+        static let free = 1
+        static let dontNeed = 2
+        static let remove = 3
+    }
+
+    enum WorkerState {
+        static let running = 0
+        static let stopping = 1
+    }
+
+    static func create() -> Control {
+        let base = UnsafeMutableRawPointer.allocate(byteCount: ControlLayout.byteCount, alignment: 64)
+        base.initializeMemory(as: UInt8.self, repeating: 0, count: ControlLayout.poolsOffset)
+        let control = Control(base)
+        _ = AtomicWord(initializingAt: base + ControlLayout.liveWordOffset, to: 0)
+        base.storeBytes(
+            of: LiveAllocators.nextID.wrappingAdd(1, ordering: .relaxed).oldValue, toByteOffset: ControlLayout.idOffset,
+            as: Int.self)
+        for word in Word.allCases { _ = AtomicWord(initializingAt: control.wordAddress(word), to: 0) }
+        (base + ControlLayout.refillLockOffset).bindMemory(to: SpinLock.self, capacity: 1).initialize(to: SpinLock())
+        _ = AtomicWord(initializingAt: base + ControlLayout.cachesOffset, to: 0)
+        _ = AtomicWord(initializingAt: base + ControlLayout.workerWordOffset, to: WorkerState.running)
+        _ = AtomicWord(initializingAt: base + ControlLayout.workerTicksOffset, to: 0)
+        _ = AtomicWord(initializingAt: base + ControlLayout.lastClearErrorOffset, to: 0)
+        for classIndex in 0..<Layout.classCount { control.pool(classIndex).initialize() }
+        return control
+    }
+
+    @usableFromInline var liveWord: AtomicWord { AtomicWord(at: base + ControlLayout.liveWordOffset) }
+    /// Set in the live word by `close()`; counts stay far below it.
+    @usableFromInline static var closedFlag: Int { 1 << 62 }
+
+    /// Whether the handle is gone (no cache may be made any more); under the refill lock.
+    var isClosing: Bool {
+        get { base.load(fromByteOffset: ControlLayout.isClosingOffset, as: Bool.self) }
+        nonmutating set { base.storeBytes(of: newValue, toByteOffset: ControlLayout.isClosingOffset, as: Bool.self) }
+    }
+    @inlinable var id: Int { base.load(fromByteOffset: ControlLayout.idOffset, as: Int.self) }
+
+    @inlinable
+    func wordAddress(_ word: Word) -> UnsafeMutableRawPointer {
+        base + (ControlLayout.configurationOffset &+ word.rawValue &* 8)
+    }
+
+    func word(_ word: Word) -> Int { AtomicWord(at: wordAddress(word)).load(ordering: .relaxed) }
+
+    func setWord(_ word: Word, _ value: Int) { AtomicWord(at: wordAddress(word)).store(value, ordering: .relaxed) }
+
+    @inlinable
+    var isEnabled: Bool { AtomicWord(at: wordAddress(.enabled)).load(ordering: .relaxed) != 0 }
+
+    @inlinable
+    var threadCacheBytes: Int { AtomicWord(at: wordAddress(.threadCacheBytes)).load(ordering: .relaxed) }
+
+    var eagerReturn: Bool { word(.eagerReturn) != 0 }
+
+    /// The directory of file-backed chunks; replaced and read under the refill lock.
+    var directory: UnsafeMutablePointer<CChar>? {
+        get { base.load(fromByteOffset: ControlLayout.directoryOffset, as: UnsafeMutablePointer<CChar>?.self) }
+        nonmutating set {
+            base.storeBytes(
+                of: newValue, toByteOffset: ControlLayout.directoryOffset, as: UnsafeMutablePointer<CChar>?.self)
+        }
+    }
+
+    var refillLock: UnsafeMutablePointer<SpinLock> {
+        (base + ControlLayout.refillLockOffset).assumingMemoryBound(to: SpinLock.self)
+    }
+    /// The newest thread cache; each links to the one made before it (``ThreadCache/registryNext``).
+    var cachesWord: AtomicWord { AtomicWord(at: base + ControlLayout.cachesOffset) }
+    var workerWord: AtomicWord { AtomicWord(at: base + ControlLayout.workerWordOffset) }
+    var workerTicks: AtomicWord { AtomicWord(at: base + ControlLayout.workerTicksOffset) }
+    var lastClearError: AtomicWord { AtomicWord(at: base + ControlLayout.lastClearErrorOffset) }
+
+    @inlinable
+    func pool(_ classIndex: Int) -> ClassPool {
+        ClassPool(base + (ControlLayout.poolsOffset &+ classIndex &* ClassPoolLayout.byteCount))
+    }
+
+    /// The newest thread cache, read with acquiring order: a cache is published complete.
+    var firstCache: ThreadCache? {
+        ThreadCache(optional: UnsafeMutableRawPointer(bitPattern: cachesWord.load(ordering: .acquiring)))
+    }
+
+    func forEachCache(_ body: (ThreadCache) -> Void) {
+        var record = firstCache
+        while let cache = record {
+            record = cache.registryNext
+            body(cache)
+        }
+    }
+
+    /// Stores `configuration`'s figures (the caller has validated them).
+    func apply(_ configuration: LargeAllocConfiguration) {
+        setWord(.enabled, configuration.isEnabled ? 1 : 0)
+        setWord(.threadCacheBytes, configuration.threadCacheBytes)
+        setWord(.eagerReturn, configuration.eagerReturn ? 1 : 0)
+        setWord(.growthDampener, configuration.growthDampener)
+        setWord(.bytesPerTick, configuration.backgroundBytesPerTick)
+        setWord(.intervalNanoseconds, configuration.backgroundInterval.map(Control.nanoseconds) ?? 0)
+        setWord(.chunkIdleNanoseconds, configuration.chunkIdleAge.map(Control.nanoseconds) ?? -1)
+        let advice: Int
+        switch configuration.clearAdvice {
+        case nil: advice = ClearAdviceCode.automatic
+        case .free: advice = ClearAdviceCode.free
+        case .dontNeed: advice = ClearAdviceCode.dontNeed
+        case .remove: advice = ClearAdviceCode.remove
+        }
+        setWord(.clearAdvice, advice)
+        setWord(.initialChunkBytes, configuration.initialChunkBytes)
+        setWord(.maximumChunkBytes, configuration.maximumChunkBytes)
+        refillLock.pointee.withLock {
+            switch configuration.backing {
+            case .anonymous(let hugePages):
+                setWord(.backing, hugePages ? Control.hugePageBacking : Control.anonymousBacking)
+            case .file(let path):
+                free(directory)
+                directory = strdup(path)
+                setWord(.backing, Control.fileBacking)
+            }
+        }
+    }
+
+    /// A duration as a configuration word: whole nanoseconds, at most `Int.max`.
+    static func nanoseconds(_ duration: Duration) -> Int {
+        Int(clamping: Duration.nanosecondsClamped(duration))
+    }
+}
+
+// MARK: - Internals: LiveAllocators
+
+/// Every live allocator, in an ``IntrusiveList`` of control blocks under one global spin
+/// lock: the thread-exit hook and `fork` find them here, and an allocator leaves the list
+/// before it is destroyed.
+enum LiveAllocators {
+    static let lock = SpinLock()
+    /// The list's anchor: the first live allocator's control block. One word, never
+    /// freed, read and written only under `lock`.
+    nonisolated(unsafe) static let anchor: UnsafeMutableRawPointer = {
+        let anchor = UnsafeMutableRawPointer.allocate(byteCount: 8, alignment: 8)
+        anchor.storeBytes(of: nil, as: UnsafeMutableRawPointer?.self)
+        return anchor
+    }()
+    /// Allocator ids; never reused.
+    static let nextID = Atomic<Int>(1)
+    static let hooksInstalled = Atomic<Bool>(false)
+
+    /// Under the lock.
+    static var list: IntrusiveList { IntrusiveList(anchor: anchor, linkOffset: ControlLayout.liveLinksOffset) }
+
+    static func withLock<Result>(_ body: () -> Result) -> Result {
+        lock.lock()
+        defer { lock.unlock() }
+        return body()
+    }
+
+    /// Adds `control`; the first call installs the thread-exit hook and the fork actions
+    /// and, in debug builds, checks the header layouts (section 3 of the spec).
+    static func register(_ control: Control) {
+        if !hooksInstalled.exchange(true, ordering: .acquiringAndReleasing) {
+            assert(Layout.headerViolation() == nil, "LargeAlloc: \(Layout.headerViolation() ?? "")")
+            ThreadLocalSlot.largeAlloc.setThreadExitHook(ThreadTable.threadExitHook)
+            ForkActions.register(prepare: forkPrepare, parent: forkParent, child: forkChild)
+        }
+        withLock { list.pushFront(control.base) }
+    }
+
+    static func unregister(_ control: Control) {
+        withLock { list.remove(control.base) }
+    }
+
+    /// Under the lock.
+    static func find(id: Int) -> Control? {
+        var next = list.first
+        while let base = next {
+            if Control(base).id == id { return Control(base) }
+            next = list.next(after: base)
+        }
+        return nil
+    }
+
+    /// Under the lock.
+    static func forEach(_ body: (Control) -> Void) {
+        list.forEach { body(Control($0)) }
+    }
+}
+
+// MARK: - Layout: size classes
+
+/// The size classes (spec section 3): the numbers every part agrees on.
 @usableFromInline
 enum Layout {
     /// 2^16 = 64 KiB: see ``LargeAllocator/minimumRegionSize``.
@@ -1070,889 +2024,455 @@ enum Layout {
         return 1 &<< (minimumRegionShift &+ classIndex)
     }
 
-    /// Regions in a class's next area: `initialAreaBytes / regionSize` (at least one),
-    /// doubled every `2^growthDampener` refills, at most `maximumAreaBytes / regionSize`
+    /// Regions in a class's next chunk: `initialChunkBytes / regionSize` (at least one),
+    /// doubled every `2^growthDampener` refills, at most `maximumChunkBytes / regionSize`
     /// (at least one). Bounded growth keeps refills rare without mapping without end.
     static func regionCount(
-        regionSize: Int, refills: Int, initialAreaBytes: Int, maximumAreaBytes: Int, growthDampener: Int
+        regionSize: Int, refills: Int, initialChunkBytes: Int, maximumChunkBytes: Int, growthDampener: Int
     ) -> Int {
-        let first = max(1, initialAreaBytes / regionSize)
-        let limit = max(1, maximumAreaBytes / regionSize)
+        let first = max(1, initialChunkBytes / regionSize)
+        let limit = max(1, maximumChunkBytes / regionSize)
         let doublings = min(refills >> growthDampener, 62 - log2Floor(first))
         return min(first << doublings, limit)
     }
 }
 
-/// A region's descriptor, 56 bytes in its area's metadata (never in the region itself, so
-/// pooling a clean region touches none of its pages).
-///
-/// ```
-/// 0 next   8 previous (pools)   16 address   24 area   32 state   40 class   48 dirty since (ns)
-/// ```
+// MARK: - Layout: headers
+
+/// A region's node: 7 words in its chunk's metadata block (``ChunkLayout/nodesOffset`` +
+/// 56 × index), never in the region, so pooling a clean region touches none of its pages.
 @usableFromInline
-struct Node: Equatable {
-    @usableFromInline static let byteCount = 56
-
-    /// Where a region is.
-    @usableFromInline
-    enum State: Int {
-        case live, cached, dirty, clean, clearing
-        /// Its area is shared with the parent process (file-backed, inherited across fork).
-        case orphaned
-    }
-
-    @usableFromInline let base: UnsafeMutableRawPointer
-
-    @inlinable init(_ base: UnsafeMutableRawPointer) { self.base = base }
-
-    @inlinable
-    init?(optional base: UnsafeMutableRawPointer?) {
-        guard let base else { return nil }
-        self.base = base
-    }
-
-    @inlinable
-    var next: Node? {
-        get { Node(optional: base.load(as: UnsafeMutableRawPointer?.self)) }
-        nonmutating set { base.storeBytes(of: newValue?.base, as: UnsafeMutableRawPointer?.self) }
-    }
-
-    var previous: Node? {
-        get { Node(optional: base.load(fromByteOffset: 8, as: UnsafeMutableRawPointer?.self)) }
-        nonmutating set { base.storeBytes(of: newValue?.base, toByteOffset: 8, as: UnsafeMutableRawPointer?.self) }
-    }
-
-    @inlinable
-    var address: UnsafeMutableRawPointer { base.load(fromByteOffset: 16, as: UnsafeMutableRawPointer.self) }
-
-    var area: Area { Area(base.load(fromByteOffset: 24, as: UnsafeMutableRawPointer.self)) }
-
-    @inlinable
-    var state: State {
-        get { State(rawValue: base.load(fromByteOffset: 32, as: Int.self))! }
-        nonmutating set { base.storeBytes(of: newValue.rawValue, toByteOffset: 32, as: Int.self) }
-    }
-
-    @inlinable
-    var classIndex: Int { base.load(fromByteOffset: 40, as: Int.self) }
-
-    /// When the region entered the dirty pool (monotonic ns).
-    var dirtySince: UInt64 {
-        get { base.load(fromByteOffset: 48, as: UInt64.self) }
-        nonmutating set { base.storeBytes(of: newValue, toByteOffset: 48, as: UInt64.self) }
-    }
+enum NodeLayout {
+    /// The pool list's previous link (``IntrusiveList``: previous, then next). nil outside
+    /// the dirty and clean pools.
+    @inlinable static var previousOffset: Int { 0 }
+    /// The pool list's next link; also the link of a thread cache's stack and of the
+    /// worker's batches (``NodeStack``). nil when the node is in no list or stack.
+    @inlinable static var nextOffset: Int { 8 }
+    /// The region's first byte; fixed when the chunk is made.
+    @inlinable static var addressOffset: Int { 16 }
+    /// The chunk's metadata block; fixed.
+    @inlinable static var chunkOffset: Int { 24 }
+    /// Where the region is: a ``Node/State`` raw value.
+    @inlinable static var stateOffset: Int { 32 }
+    /// The size class; fixed.
+    @inlinable static var classIndexOffset: Int { 40 }
+    /// When the region entered the dirty pool (monotonic ns); meaningful while dirty.
+    @inlinable static var dirtySinceOffset: Int { 48 }
+    /// 56 bytes: 0.09% of the smallest region.
+    @inlinable static var byteCount: Int { 56 }
 }
 
-/// An area: one mapping cut into regions of one class, with its header and the regions'
-/// nodes in one block of malloc'd metadata (the mapping holds only user data).
-///
-/// ```
-/// 0 next   8 previous   16 base   24 byte count   32 class   40 region count
-/// 48 clean count   56 wholly clean since (ns)   64 file-backed   72 orphaned   128 nodes
-/// ```
-struct Area: Equatable {
-    static let nodesOffset = 128
-    let base: UnsafeMutableRawPointer
-
-    init(_ base: UnsafeMutableRawPointer) { self.base = base }
-
-    init?(optional base: UnsafeMutableRawPointer?) {
-        guard let base else { return nil }
-        self.base = base
-    }
-
-    static func create(
-        base mapping: UnsafeMutableRawPointer, byteCount: Int, classIndex: Int, regionCount: Int, isFileBacked: Bool
-    ) -> Area {
-        let header = UnsafeMutableRawPointer.allocate(
-            byteCount: nodesOffset + regionCount * Node.byteCount, alignment: 64)
-        let area = Area(header)
-        header.storeBytes(of: nil, as: UnsafeMutableRawPointer?.self)
-        header.storeBytes(of: nil, toByteOffset: 8, as: UnsafeMutableRawPointer?.self)
-        header.storeBytes(of: mapping, toByteOffset: 16, as: UnsafeMutableRawPointer.self)
-        header.storeBytes(of: byteCount, toByteOffset: 24, as: Int.self)
-        header.storeBytes(of: classIndex, toByteOffset: 32, as: Int.self)
-        header.storeBytes(of: regionCount, toByteOffset: 40, as: Int.self)
-        area.cleanCount = 0
-        area.wholeCleanSince = 0
-        header.storeBytes(of: isFileBacked ? 1 : 0, toByteOffset: 64, as: Int.self)
-        area.isOrphaned = false
-        let regionSize = Layout.regionSize(ofClass: classIndex)
-        for index in 0..<regionCount {
-            let node = area.node(index)
-            node.next = nil
-            node.previous = nil
-            node.base.storeBytes(of: mapping + index * regionSize, toByteOffset: 16, as: UnsafeMutableRawPointer.self)
-            node.base.storeBytes(of: header, toByteOffset: 24, as: UnsafeMutableRawPointer.self)
-            node.state = .clearing
-            node.base.storeBytes(of: classIndex, toByteOffset: 40, as: Int.self)
-        }
-        return area
-    }
-
-    /// The inaccessible page on each side of an anonymous area.
-    static var guardSize: Int { SystemInfo.pageSize }
-
-    /// Unmaps the area (its guard pages too; its file, if any, goes with it) and frees its
-    /// metadata.
-    func destroy() {
-        if isFileBacked {
-            try? SystemMemory.unmap(mapping, byteCount: byteCount)
-        } else {
-            try? SystemMemory.unmap(mapping - Area.guardSize, byteCount: byteCount + 2 * Area.guardSize)
-        }
-        base.deallocate()
-    }
-
-    var next: Area? {
-        get { Area(optional: base.load(as: UnsafeMutableRawPointer?.self)) }
-        nonmutating set { base.storeBytes(of: newValue?.base, as: UnsafeMutableRawPointer?.self) }
-    }
-    var previous: Area? {
-        get { Area(optional: base.load(fromByteOffset: 8, as: UnsafeMutableRawPointer?.self)) }
-        nonmutating set { base.storeBytes(of: newValue?.base, toByteOffset: 8, as: UnsafeMutableRawPointer?.self) }
-    }
-    var mapping: UnsafeMutableRawPointer { base.load(fromByteOffset: 16, as: UnsafeMutableRawPointer.self) }
-    var byteCount: Int { base.load(fromByteOffset: 24, as: Int.self) }
-    var classIndex: Int { base.load(fromByteOffset: 32, as: Int.self) }
-    var regionCount: Int { base.load(fromByteOffset: 40, as: Int.self) }
-    var regionSize: Int { Layout.regionSize(ofClass: classIndex) }
-    var cleanCount: Int {
-        get { base.load(fromByteOffset: 48, as: Int.self) }
-        nonmutating set { base.storeBytes(of: newValue, toByteOffset: 48, as: Int.self) }
-    }
-    var wholeCleanSince: UInt64 {
-        get { base.load(fromByteOffset: 56, as: UInt64.self) }
-        nonmutating set { base.storeBytes(of: newValue, toByteOffset: 56, as: UInt64.self) }
-    }
-    var isFileBacked: Bool { base.load(fromByteOffset: 64, as: Int.self) != 0 }
-    var isOrphaned: Bool {
-        get { base.load(fromByteOffset: 72, as: Int.self) != 0 }
-        nonmutating set { base.storeBytes(of: newValue ? 1 : 0, toByteOffset: 72, as: Int.self) }
-    }
-
-    func node(_ index: Int) -> Node {
-        assert(index >= 0 && index < regionCount, "LargeAlloc: area \(mapping) has no region \(index)")
-        return Node(base + Area.nodesOffset + index * Node.byteCount)
-    }
+/// A chunk's metadata block: the header, then the nodes of its regions. malloc'd apart
+/// from the mapping, which holds only user data.
+enum ChunkLayout {
+    /// The class pool's chunk list (``IntrusiveList``): previous link.
+    static var previousOffset: Int { 0 }
+    /// The chunk list's next link.
+    static var nextOffset: Int { 8 }
+    /// The mapping's first byte (after the leading guard page of an anonymous chunk).
+    static var mappingOffset: Int { 16 }
+    /// The mapping's size, guard pages not included: region count × region size.
+    static var byteCountOffset: Int { 24 }
+    /// The size class of every region in it.
+    static var classIndexOffset: Int { 32 }
+    /// How many regions (and nodes) it has.
+    static var regionCountOffset: Int { 40 }
+    /// Its regions in the clean pool, under the class lock.
+    static var cleanCountOffset: Int { 48 }
+    /// When the clean count last reached the region count (monotonic ns): the idle clock.
+    static var wholeCleanSinceOffset: Int { 56 }
+    /// 1: a temporary file backs the mapping (shared); 0: anonymous.
+    static var isFileBackedOffset: Int { 64 }
+    /// 1 in a fork child for a file-backed chunk: shared with the parent, never reused.
+    static var isOrphanedOffset: Int { 72 }
+    /// The nodes, from the header's 80 bytes rounded up to whole 64-byte lines: header
+    /// writes (counts, clocks) never share a line with the first nodes.
+    static var nodesOffset: Int { 128 }
 }
 
-/// Per-class events, counted with relaxed atomic adds.
+/// A size class's pool, one of 21 in the control block (``ControlLayout/poolsOffset`` +
+/// 152 × class).
 @usableFromInline
-enum ClassEvent: Int, CaseIterable {
-    case areas, areaBytes, allocations, slowPaths, refills, deallocations
-    case eagerClears, backgroundClears, clearFailures, steals, unmappedAreas
+enum ClassPoolLayout {
+    /// The class lock (a ``SpinLock``): the lists and counts below are changed under it.
+    @inlinable static var lockOffset: Int { 0 }
+    /// The dirty list's anchor, first node then last (a list with a tail).
+    @inlinable static var dirtyFirstOffset: Int { 8 }
+    @inlinable static var dirtyLastOffset: Int { 16 }
+    /// Nodes in the dirty list.
+    @inlinable static var dirtyCountOffset: Int { 24 }
+    /// The clean list's anchor: its first node.
+    @inlinable static var cleanFirstOffset: Int { 32 }
+    /// Nodes in the clean list.
+    @inlinable static var cleanCountOffset: Int { 40 }
+    /// The chunk list's anchor: the newest chunk.
+    @inlinable static var chunksFirstOffset: Int { 48 }
+    /// Chunks mapped for the class, in all; under the refill lock (it sets the next
+    /// chunk's size).
+    @inlinable static var refillsOffset: Int { 56 }
+    /// The class's ``ClassEvent`` counters, relaxed atomics, one word each.
+    @inlinable static var countersOffset: Int { 64 }
+    /// 64 + 11 counters × 8.
+    @inlinable static var byteCount: Int { 152 }
 }
 
-/// A size class's global state, in the control block: the dirty pool (a doubly-linked
-/// list: allocation takes the most recently freed region, whose pages are likeliest still
-/// in the CPU caches, and the worker the least recently freed one), the clean pool (a
-/// doubly-linked list, so an idle area's regions can be taken out of it), the list of
-/// areas, all under one spin lock (critical sections are a few pointer moves); and its
-/// counters.
-///
-/// ```
-/// 0 lock   8 dirty head   16 dirty count   24 clean head   32 clean count   40 areas
-/// 48 refills (under the refill lock)   56 dirty tail   64 counters (ClassEvent)
-/// ```
+/// A thread cache: a header, then 21 blocks of per-class fields. malloc'd, 64-aligned.
 @usableFromInline
-struct ClassPool {
-    @usableFromInline static let byteCount = 64 + ClassEvent.allCases.count * 8
-    @usableFromInline let base: UnsafeMutableRawPointer
-
-    @inlinable init(_ base: UnsafeMutableRawPointer) { self.base = base }
-
-    func initialize() {
-        base.bindMemory(to: SpinLock.self, capacity: 1).initialize(to: SpinLock())
-        for offset in stride(from: 8, to: 64, by: 8) { base.storeBytes(of: 0, toByteOffset: offset, as: Int.self) }
-        _ = Counters<ClassEvent>(initializingAt: base + 64)
-    }
-
-    @inlinable
-    var counters: Counters<ClassEvent> { Counters(at: base + 64) }
-
-    var lock: UnsafeMutablePointer<SpinLock> { base.assumingMemoryBound(to: SpinLock.self) }
-
-    func withLock<Result>(_ body: () -> Result) -> Result {
-        lock.pointee.lock()
-        defer { lock.pointee.unlock() }
-        return body()
-    }
-
-    var dirtyHead: Node? {
-        get { Node(optional: base.load(fromByteOffset: 8, as: UnsafeMutableRawPointer?.self)) }
-        nonmutating set { base.storeBytes(of: newValue?.base, toByteOffset: 8, as: UnsafeMutableRawPointer?.self) }
-    }
-    var dirtyCount: Int {
-        get { base.load(fromByteOffset: 16, as: Int.self) }
-        nonmutating set { base.storeBytes(of: newValue, toByteOffset: 16, as: Int.self) }
-    }
-    var cleanHead: Node? {
-        get { Node(optional: base.load(fromByteOffset: 24, as: UnsafeMutableRawPointer?.self)) }
-        nonmutating set { base.storeBytes(of: newValue?.base, toByteOffset: 24, as: UnsafeMutableRawPointer?.self) }
-    }
-    var cleanCount: Int {
-        get { base.load(fromByteOffset: 32, as: Int.self) }
-        nonmutating set { base.storeBytes(of: newValue, toByteOffset: 32, as: Int.self) }
-    }
-    var firstArea: Area? {
-        get { Area(optional: base.load(fromByteOffset: 40, as: UnsafeMutableRawPointer?.self)) }
-        nonmutating set { base.storeBytes(of: newValue?.base, toByteOffset: 40, as: UnsafeMutableRawPointer?.self) }
-    }
-    var refills: Int {
-        get { base.load(fromByteOffset: 48, as: Int.self) }
-        nonmutating set { base.storeBytes(of: newValue, toByteOffset: 48, as: Int.self) }
-    }
-    var dirtyTail: Node? {
-        get { Node(optional: base.load(fromByteOffset: 56, as: UnsafeMutableRawPointer?.self)) }
-        nonmutating set { base.storeBytes(of: newValue?.base, toByteOffset: 56, as: UnsafeMutableRawPointer?.self) }
-    }
-
-    // Everything below runs under the lock.
-
-    func pushDirty(_ node: Node) {
-        node.state = .dirty
-        node.dirtySince = SystemInfo.monotonicNanoseconds()
-        node.previous = nil
-        node.next = dirtyHead
-        if let head = dirtyHead { head.previous = node } else { dirtyTail = node }
-        dirtyHead = node
-        dirtyCount += 1
-    }
-
-    /// The most recently freed dirty region.
-    func popDirty() -> Node? {
-        guard let node = dirtyHead else { return nil }
-        unlinkDirty(node)
-        return node
-    }
-
-    /// The least recently freed dirty region if it has been dirty since `cutoff` or
-    /// earlier: the one the worker clears first.
-    func popOldestDirty(dirtySinceAtMost cutoff: UInt64) -> Node? {
-        guard let node = dirtyTail, node.dirtySince <= cutoff else { return nil }
-        unlinkDirty(node)
-        return node
-    }
-
-    func unlinkDirty(_ node: Node) {
-        assert(node.state == .dirty, "LargeAlloc: dirty region \(node.address) in state \(node.state)")
-        if let previous = node.previous { previous.next = node.next } else { dirtyHead = node.next }
-        if let next = node.next { next.previous = node.previous } else { dirtyTail = node.previous }
-        dirtyCount -= 1
-        node.state = .live
-    }
-
-    func pushClean(_ node: Node) {
-        node.state = .clean
-        node.previous = nil
-        node.next = cleanHead
-        cleanHead?.previous = node
-        cleanHead = node
-        cleanCount += 1
-        let area = node.area
-        area.cleanCount += 1
-        assert(area.cleanCount <= area.regionCount, "LargeAlloc: area \(area.mapping) has too many clean regions")
-        if area.cleanCount == area.regionCount { area.wholeCleanSince = SystemInfo.monotonicNanoseconds() }
-    }
-
-    func unlinkClean(_ node: Node) {
-        assert(node.state == .clean, "LargeAlloc: region \(node.address) is not clean but \(node.state)")
-        if let previous = node.previous { previous.next = node.next } else { cleanHead = node.next }
-        node.next?.previous = node.previous
-        cleanCount -= 1
-        node.area.cleanCount -= 1
-        node.state = .live
-    }
-
-    /// A dirty region if there is one (its pages are resident: cheapest to reuse), else a
-    /// clean one.
-    func popDirtyOrClean() -> Node? {
-        if let node = popDirty() { return node }
-        guard let node = cleanHead else { return nil }
-        unlinkClean(node)
-        return node
-    }
-
-    func link(_ area: Area) {
-        area.previous = nil
-        area.next = firstArea
-        firstArea?.previous = area
-        firstArea = area
-    }
-
-    func unlink(_ area: Area) {
-        if let previous = area.previous { previous.next = area.next } else { firstArea = area.next }
-        area.next?.previous = area.previous
-    }
+enum ThreadCacheLayout {
+    /// The cache lock (a ``SpinLock``): its owner and stealing threads take it.
+    @inlinable static var lockOffset: Int { 0 }
+    /// The allocator's next (older) cache; written before the cache is published.
+    @inlinable static var registryNextOffset: Int { 8 }
+    /// Atomic: 1 while a thread owns the cache, 0 parked (its thread exited).
+    @inlinable static var ownedOffset: Int { 16 }
+    /// Bytes of the regions in its stacks, under the lock.
+    @inlinable static var cachedBytesOffset: Int { 24 }
+    /// Regions allocated minus freed through it, under the lock; may be negative.
+    @inlinable static var liveOffset: Int { 32 }
+    /// A Bool: the live count has moved to the control block's live word (``Control/close()``).
+    @inlinable static var isTransferredOffset: Int { 40 }
+    /// The per-class blocks start on the second 64-byte line: the owner's hot header
+    /// words and the first class's words are apart.
+    @inlinable static var classesOffset: Int { 64 }
+    /// One class's block: top, count, allocations, deallocations.
+    @inlinable static var classStride: Int { 32 }
+    /// In a class block: the stack's top node (under the lock).
+    @inlinable static var topOffset: Int { 0 }
+    /// Atomic: nodes in the stack; written under the lock, read by stealers and statistics.
+    @inlinable static var countOffset: Int { 8 }
+    /// Atomic: allocations through the cache; written under the lock, read by statistics.
+    @inlinable static var allocationsOffset: Int { 16 }
+    /// Atomic: frees through the cache; written under the lock, read by statistics.
+    @inlinable static var deallocationsOffset: Int { 24 }
+    /// 64 + 21 classes × 32.
+    @inlinable static var byteCount: Int { 736 }
 }
 
-/// A thread's cache for one allocator: per class a stack of regions and the counts of
-/// allocations and frees made through it, under a spin lock that only stealing threads
-/// contend for. Made when a thread first needs one, parked when it exits, adopted by a
-/// later thread; freed with the allocator.
-///
-/// `live` is the net number of regions allocated minus freed through this cache (it may
-/// be negative: a region allocated here and freed by another thread). When the handle
-/// goes, ``Control/close()`` moves it to the allocator's global word and sets
-/// `transferred`; frees after that are counted there.
-///
-/// ```
-/// 0 lock   8 next cache of the allocator   16 owned (1) or parked (0)   24 cached bytes
-/// 32 live   40 transferred
-/// 64 per class, 32 bytes: head, count, allocations, deallocations (the last three
-///    atomic words, written under the lock, read by stealers and statistics)
-/// ```
+/// The thread-local table: ``entryCount`` entries of (allocator id, thread cache).
 @usableFromInline
-struct ThreadCache: Equatable {
-    static let byteCount = 64 + Layout.classCount * 32
-    @usableFromInline let base: UnsafeMutableRawPointer
-
-    @inlinable init(_ base: UnsafeMutableRawPointer) { self.base = base }
-
-    init?(optional base: UnsafeMutableRawPointer?) {
-        guard let base else { return nil }
-        self.base = base
-    }
-
-    init?(optional address: Int) {
-        guard let base = UnsafeMutableRawPointer(bitPattern: address) else { return nil }
-        self.base = base
-    }
-
-    /// A new cache, owned by the calling thread.
-    static func create() -> ThreadCache {
-        let base = UnsafeMutableRawPointer.allocate(byteCount: byteCount, alignment: 64)
-        base.initializeMemory(as: UInt8.self, repeating: 0, count: byteCount)
-        base.bindMemory(to: SpinLock.self, capacity: 1).initialize(to: SpinLock())
-        _ = AtomicWord(initializingAt: base + 16, to: 1)
-        let cache = ThreadCache(base)
-        for classIndex in 0..<Layout.classCount {
-            _ = AtomicWord(initializingAt: cache.countWord(classIndex).address, to: 0)
-            _ = AtomicWord(initializingAt: cache.allocationsWord(classIndex).address, to: 0)
-            _ = AtomicWord(initializingAt: cache.deallocationsWord(classIndex).address, to: 0)
-        }
-        return cache
-    }
-
-    @inlinable
-    var lock: UnsafeMutablePointer<SpinLock> { base.assumingMemoryBound(to: SpinLock.self) }
-
-    var registryNext: ThreadCache? {
-        get { ThreadCache(optional: base.load(fromByteOffset: 8, as: UnsafeMutableRawPointer?.self)) }
-        nonmutating set { base.storeBytes(of: newValue?.base, toByteOffset: 8, as: UnsafeMutableRawPointer?.self) }
-    }
-
-    var owned: AtomicWord { AtomicWord(at: base + 16) }
-
-    @inlinable
-    var cachedBytes: Int {
-        get { base.load(fromByteOffset: 24, as: Int.self) }
-        nonmutating set { base.storeBytes(of: newValue, toByteOffset: 24, as: Int.self) }
-    }
-
-    @inlinable
-    var live: Int {
-        get { base.load(fromByteOffset: 32, as: Int.self) }
-        nonmutating set { base.storeBytes(of: newValue, toByteOffset: 32, as: Int.self) }
-    }
-
-    @inlinable
-    var isTransferred: Bool {
-        get { base.load(fromByteOffset: 40, as: Bool.self) }
-        nonmutating set { base.storeBytes(of: newValue, toByteOffset: 40, as: Bool.self) }
-    }
-
-    @inlinable
-    func head(_ classIndex: Int) -> Node? {
-        Node(optional: base.load(fromByteOffset: 64 &+ classIndex &* 32, as: UnsafeMutableRawPointer?.self))
-    }
-
-    @inlinable
-    func setHead(_ classIndex: Int, _ node: Node?) {
-        base.storeBytes(of: node?.base, toByteOffset: 64 &+ classIndex &* 32, as: UnsafeMutableRawPointer?.self)
-    }
-
-    @inlinable
-    func countWord(_ classIndex: Int) -> AtomicWord { AtomicWord(at: base + (72 &+ classIndex &* 32)) }
-
-    @inlinable
-    func allocationsWord(_ classIndex: Int) -> AtomicWord { AtomicWord(at: base + (80 &+ classIndex &* 32)) }
-
-    @inlinable
-    func deallocationsWord(_ classIndex: Int) -> AtomicWord { AtomicWord(at: base + (88 &+ classIndex &* 32)) }
-}
-
-/// The thread-local table: `entryCount` pairs (allocator id, thread cache) in malloc'd
-/// memory, found through ``ThreadLocalSlot/largeAlloc``. Ids are never reused, so an entry
-/// of a destroyed allocator never matches again; the exit hook skips it.
-@usableFromInline
-enum ThreadTable {
+enum ThreadTableLayout {
     /// Allocators one thread can cache for at once; a thread that uses more (all alive)
     /// goes to the global pools for the others.
     @inlinable static var entryCount: Int { 8 }
-
-    /// The calling thread's table, made and installed (arming the exit hook) if needed.
-    static func current() -> UnsafeMutableRawPointer? {
-        if let table = ThreadLocalSlot.largeAlloc.value { return table }
-        let table = UnsafeMutableRawPointer.allocate(byteCount: entryCount * 16, alignment: 16)
-        table.initializeMemory(as: UInt8.self, repeating: 0, count: entryCount * 16)
-        // If arming fails the cache still works; it is just not returned at thread exit
-        // (other threads can still steal from it).
-        try? ThreadLocalSlot.largeAlloc.install(table)
-        return table
-    }
-
-    /// A free entry of `table`; entries of destroyed allocators are cleared to make room.
-    static func freeEntry(_ table: UnsafeMutableRawPointer) -> Int? {
-        func free() -> Int? {
-            (0..<entryCount).first { table.load(fromByteOffset: $0 * 16, as: Int.self) == 0 }
-        }
-        if let entry = free() { return entry }
-        LiveAllocators.withLock {
-            for entry in 0..<entryCount
-            where LiveAllocators.find(id: table.load(fromByteOffset: entry * 16, as: Int.self)) == nil {
-                table.storeBytes(of: 0, toByteOffset: entry * 16, as: Int.self)
-            }
-        }
-        return free()
-    }
-
-    /// The exit hook: each live allocator's cache is emptied into its dirty pools and parked.
-    static let threadExitHook: @convention(c) (UnsafeMutableRawPointer?) -> Void = { table in
-        guard let table else { return }
-        for entry in 0..<entryCount {
-            let id = table.load(fromByteOffset: entry * 16, as: Int.self)
-            guard id != 0 else { continue }
-            let cache = ThreadCache(table.load(fromByteOffset: entry * 16 + 8, as: UnsafeMutableRawPointer.self))
-            // Under the global lock, so the allocator cannot be destroyed meanwhile.
-            LiveAllocators.withLock {
-                guard let control = LiveAllocators.find(id: id) else { return }
-                control.empty(cache)
-                cache.owned.store(0, ordering: .releasing)
-            }
-        }
-        table.deallocate()
-    }
+    /// An entry: the allocator's id (0: free), then its cache.
+    @inlinable static var entryByteCount: Int { 16 }
+    @inlinable static var idOffset: Int { 0 }
+    @inlinable static var cacheOffset: Int { 8 }
 }
 
-/// The allocator's state, in one malloc'd block: configuration words (atomics, read on
-/// the slow paths), locks, the list of thread caches, the worker's futex word, and the 21
-/// class pools.
-///
-/// ```
-/// 0 live word   8 id   16…104 configuration words (Control.Word)   104 directory (C string)
-/// 112 refill lock   120 thread caches   128 worker word   136 worker ticks
-/// 144 next live allocator   152 last clear error   160 closing   192 class pools
-/// ```
-///
-/// The live word counts regions allocated minus freed by threads without a cache; while
-/// the handle lives it may be negative (each cache counts its own share, so the fast path
-/// writes no shared line). ``close()`` adds the caches' shares and `closedFlag`; from then
-/// on the word is `closedFlag` + the regions still live, and the free that brings it to
-/// `closedFlag` destroys the allocator.
-///
-/// ```
-/// ```
+/// The control block, one per allocator: malloc'd, 64-aligned.
 @usableFromInline
-struct Control: @unchecked Sendable, Equatable {
-    @usableFromInline let base: UnsafeMutableRawPointer
-
-    @inlinable init(_ base: UnsafeMutableRawPointer) { self.base = base }
-
-    @usableFromInline static let poolsOffset = 192
-    static let byteCount = poolsOffset + Layout.classCount * ClassPool.byteCount
-
-    /// The configuration words, at `16 + 8 × rawValue`.
-    enum Word: Int {
-        case enabled, threadCacheBytes, eagerReturn, growthDampener, bytesPerTick, intervalNanoseconds
-        case areaIdleNanoseconds, backing, clearAdvice, initialAreaBytes, maximumAreaBytes
-    }
-
-    static let anonymousBacking = 0
-    static let hugePageBacking = 1
-    static let fileBacking = 2
-
-    enum ClearAdviceCode {
-        static let automatic = 0
-        static let free = 1
-        static let dontNeed = 2
-        static let remove = 3
-    }
-
-    enum WorkerState {
-        static let running = 0
-        static let stopping = 1
-    }
-
-    /// The layouts of section 3 of the spec: a lock fits its 8-byte slot, the pool
-    /// counters end where the next pool starts, the per-class blocks are where the
-    /// diagrams put them.
-    static var layoutIsPinned: Bool {
-        MemoryLayout<SpinLock>.size <= 8 && MemoryLayout<Int>.size == 8
-            && ClassPool.byteCount == 64 + 11 * 8 && ClassEvent.allCases.count == 11
-            && ThreadCache.byteCount == 64 + 21 * 32 && Node.byteCount == 7 * 8 && Area.nodesOffset >= 80
-            && poolsOffset >= 168 && byteCount == poolsOffset + 21 * ClassPool.byteCount
-    }
-
-    static func create() -> Control {
-        assert(layoutIsPinned, "LargeAlloc: a header layout no longer matches its diagram")
-        let base = UnsafeMutableRawPointer.allocate(byteCount: byteCount, alignment: 64)
-        base.initializeMemory(as: UInt8.self, repeating: 0, count: poolsOffset)
-        let control = Control(base)
-        _ = AtomicWord(initializingAt: base, to: 0)
-        base.storeBytes(
-            of: LiveAllocators.nextID.wrappingAdd(1, ordering: .relaxed).oldValue, toByteOffset: 8, as: Int.self)
-        for word in stride(from: 16, to: 104, by: 8) { _ = AtomicWord(initializingAt: base + word, to: 0) }
-        (base + 112).bindMemory(to: SpinLock.self, capacity: 1).initialize(to: SpinLock())
-        _ = AtomicWord(initializingAt: base + 120, to: 0)
-        _ = AtomicWord(initializingAt: base + 128, to: WorkerState.running)
-        _ = AtomicWord(initializingAt: base + 136, to: 0)
-        _ = AtomicWord(initializingAt: base + 152, to: 0)
-        for classIndex in 0..<Layout.classCount { control.pool(classIndex).initialize() }
-        return control
-    }
-
-    @usableFromInline var liveWord: AtomicWord { AtomicWord(at: base) }
-    /// Set in the live word by `close()`; counts stay far below it.
-    @usableFromInline static var closedFlag: Int { 1 << 62 }
-
-    /// Whether the handle is gone (no cache may be made any more); under the refill lock.
-    var isClosing: Bool {
-        get { base.load(fromByteOffset: 160, as: Bool.self) }
-        nonmutating set { base.storeBytes(of: newValue, toByteOffset: 160, as: Bool.self) }
-    }
-    @inlinable var id: Int { base.load(fromByteOffset: 8, as: Int.self) }
-
-    func word(_ word: Word) -> Int { AtomicWord(at: base + 16 + word.rawValue * 8).load(ordering: .relaxed) }
-
-    func setWord(_ word: Word, _ value: Int) {
-        AtomicWord(at: base + 16 + word.rawValue * 8).store(value, ordering: .relaxed)
-    }
-
-    @inlinable
-    var isEnabled: Bool { AtomicWord(at: base + 16).load(ordering: .relaxed) != 0 }
-
-    @inlinable
-    var threadCacheBytes: Int { AtomicWord(at: base + 24).load(ordering: .relaxed) }
-
-    var eagerReturn: Bool { word(.eagerReturn) != 0 }
-
-    /// The directory of file-backed areas; replaced and read under the refill lock.
-    var directory: UnsafeMutablePointer<CChar>? {
-        get { base.load(fromByteOffset: 104, as: UnsafeMutablePointer<CChar>?.self) }
-        nonmutating set { base.storeBytes(of: newValue, toByteOffset: 104, as: UnsafeMutablePointer<CChar>?.self) }
-    }
-
-    var refillLock: UnsafeMutablePointer<SpinLock> { (base + 112).assumingMemoryBound(to: SpinLock.self) }
-    var recordsHead: AtomicWord { AtomicWord(at: base + 120) }
-    var workerWord: AtomicWord { AtomicWord(at: base + 128) }
-    var workerTicks: AtomicWord { AtomicWord(at: base + 136) }
-    /// The next live allocator (under the global lock).
-    var nextLive: Control? {
-        get { base.load(fromByteOffset: 144, as: UnsafeMutableRawPointer?.self).map(Control.init) }
-        nonmutating set { base.storeBytes(of: newValue?.base, toByteOffset: 144, as: UnsafeMutableRawPointer?.self) }
-    }
-    var lastClearError: AtomicWord { AtomicWord(at: base + 152) }
-
-    @inlinable
-    func pool(_ classIndex: Int) -> ClassPool {
-        ClassPool(base + (Control.poolsOffset &+ classIndex &* ClassPool.byteCount))
-    }
-
-    /// Stores `configuration`'s figures (the caller has validated them).
-    func apply(_ configuration: LargeAllocConfiguration) {
-        setWord(.enabled, configuration.isEnabled ? 1 : 0)
-        setWord(.threadCacheBytes, configuration.threadCacheBytes)
-        setWord(.eagerReturn, configuration.eagerReturn ? 1 : 0)
-        setWord(.growthDampener, configuration.growthDampener)
-        setWord(.bytesPerTick, configuration.backgroundBytesPerTick)
-        setWord(.intervalNanoseconds, configuration.backgroundInterval.map(Control.nanoseconds) ?? 0)
-        setWord(.areaIdleNanoseconds, configuration.areaIdleAge.map(Control.nanoseconds) ?? -1)
-        let advice: Int
-        switch configuration.clearAdvice {
-        case nil: advice = ClearAdviceCode.automatic
-        case .free: advice = ClearAdviceCode.free
-        case .dontNeed: advice = ClearAdviceCode.dontNeed
-        case .remove: advice = ClearAdviceCode.remove
-        }
-        setWord(.clearAdvice, advice)
-        setWord(.initialAreaBytes, configuration.initialAreaBytes)
-        setWord(.maximumAreaBytes, configuration.maximumAreaBytes)
-        refillLock.pointee.withLock {
-            switch configuration.backing {
-            case .anonymous(let hugePages):
-                setWord(.backing, hugePages ? Control.hugePageBacking : Control.anonymousBacking)
-            case .file(let path):
-                free(directory)
-                directory = strdup(path)
-                setWord(.backing, Control.fileBacking)
-            }
-        }
-    }
-
-    static func nanoseconds(_ duration: Duration) -> Int {
-        let (seconds, attoseconds) = duration.components
-        let (total, overflow) = Int(seconds).multipliedReportingOverflow(by: 1_000_000_000)
-        let (sum, sumOverflow) = total.addingReportingOverflow(Int(attoseconds / 1_000_000_000))
-        return overflow || sumOverflow ? Int.max : sum
-    }
-
-    /// Unmaps every area and frees every cache and the block: the last reference is gone.
-    @usableFromInline @inline(never)
-    func destroy() {
-        LiveAllocators.unregister(self)
-        for classIndex in 0..<Layout.classCount {
-            var next = pool(classIndex).firstArea
-            while let area = next {
-                next = area.next
-                area.destroy()
-            }
-        }
-        var record = ThreadCache(optional: recordsHead.load(ordering: .acquiring))
-        while let cache = record {
-            record = cache.registryNext
-            cache.base.deallocate()
-        }
-        free(directory)
-        base.deallocate()
-    }
-
-    // MARK: Statistics
-
-    func statistics() -> LargeAllocStatistics {
-        var classes = (0..<Layout.classCount).map {
-            LargeAllocStatistics.SizeClass(regionByteCount: Layout.regionSize(ofClass: $0))
-        }
-        var cacheCount = 0
-        var record = ThreadCache(optional: recordsHead.load(ordering: .acquiring))
-        while let cache = record {
-            cacheCount += 1
-            for classIndex in 0..<Layout.classCount {
-                classes[classIndex].threadRegions += cache.countWord(classIndex).load(ordering: .relaxed)
-                classes[classIndex].allocations += cache.allocationsWord(classIndex).load(ordering: .relaxed)
-                classes[classIndex].deallocations += cache.deallocationsWord(classIndex).load(ordering: .relaxed)
-            }
-            record = cache.registryNext
-        }
-        for classIndex in 0..<Layout.classCount {
-            let pool = pool(classIndex)
-            pool.withLock {
-                classes[classIndex].dirtyRegions = pool.dirtyCount
-                classes[classIndex].cleanRegions = pool.cleanCount
-                var fileBytes = 0
-                var next = pool.firstArea
-                while let area = next {
-                    if area.isFileBacked { fileBytes += area.byteCount }
-                    next = area.next
-                }
-                classes[classIndex].fileBytes = fileBytes
-            }
-            let counters = pool.counters
-            classes[classIndex].areas = counters.value(of: .areas)
-            classes[classIndex].areaBytes = counters.value(of: .areaBytes)
-            classes[classIndex].allocations += counters.value(of: .allocations)
-            classes[classIndex].slowPaths = counters.value(of: .slowPaths)
-            classes[classIndex].refills = counters.value(of: .refills)
-            classes[classIndex].deallocations += counters.value(of: .deallocations)
-            classes[classIndex].eagerClears = counters.value(of: .eagerClears)
-            classes[classIndex].backgroundClears = counters.value(of: .backgroundClears)
-            classes[classIndex].clearFailures = counters.value(of: .clearFailures)
-            classes[classIndex].steals = counters.value(of: .steals)
-            classes[classIndex].unmappedAreas = counters.value(of: .unmappedAreas)
-            classes[classIndex].liveRegions = classes[classIndex].allocations - classes[classIndex].deallocations
-        }
-        return LargeAllocStatistics(
-            sizeClasses: classes, threadCaches: cacheCount, workerTicks: workerTicks.load(ordering: .relaxed),
-            lastClearError: Int32(lastClearError.load(ordering: .relaxed)))
-    }
-
-    func mappingStatistics() throws(LargeAllocError) -> [LargeAllocMappingStatistics] {
-        var ranges: [Range<Int>] = []
-        var classOfRange: [Int] = []
-        for classIndex in 0..<Layout.classCount {
-            let pool = pool(classIndex)
-            pool.withLock {
-                var next = pool.firstArea
-                while let area = next {
-                    let start = Int(bitPattern: area.mapping)
-                    ranges.append(start..<(start + area.byteCount))
-                    classOfRange.append(classIndex)
-                    next = area.next
-                }
-            }
-        }
-        let usages: [MappingUsage]
-        do { usages = try MemoryMappings.usage(of: ranges) } catch { throw .io(error) }
-        var result = (0..<Layout.classCount).map {
-            LargeAllocMappingStatistics(regionByteCount: Layout.regionSize(ofClass: $0), usage: MappingUsage())
-        }
-        for (index, usage) in usages.enumerated() {
-            result[classOfRange[index]].usage = result[classOfRange[index]].usage + usage
-        }
-        return result
-    }
-
-    // MARK: fork
-
-    // The forking thread takes every lock of every live allocator before fork (global lock,
-    // then per allocator: refill lock, thread caches, class pools: the order the code
-    // nests them in) and releases them on both sides, so the child never inherits a lock
-    // held by a thread it does not have. In the child, file-backed areas are shared with
-    // the parent (MAP_SHARED): their free regions leave the pools and caches, and their
-    // regions are dropped when freed, so the child never writes memory the parent uses.
-    // Anonymous areas are copy-on-write, the child's own. The worker thread is not copied.
-
-    func lockAll() {
-        refillLock.pointee.lock()
-        forEachCache { $0.lock.pointee.lock() }
-        for classIndex in 0..<Layout.classCount { pool(classIndex).lock.pointee.lock() }
-    }
-
-    func unlockAll() {
-        for classIndex in 0..<Layout.classCount { pool(classIndex).lock.pointee.unlock() }
-        forEachCache { $0.lock.pointee.unlock() }
-        refillLock.pointee.unlock()
-    }
-
-    func forEachCache(_ body: (ThreadCache) -> Void) {
-        var record = ThreadCache(optional: recordsHead.load(ordering: .acquiring))
-        while let cache = record {
-            record = cache.registryNext
-            body(cache)
-        }
-    }
-
-    /// In the child, with every lock held: file-backed areas become orphaned.
-    func orphanFileBackedAreas() {
-        for classIndex in 0..<Layout.classCount {
-            let pool = pool(classIndex)
-            var next = pool.firstArea
-            var any = false
-            while let area = next {
-                next = area.next
-                guard area.isFileBacked else { continue }
-                any = true
-                area.isOrphaned = true
-            }
-            guard any else { continue }
-            // Rebuild the pools without the orphaned regions.
-            var dirty: [Node] = []
-            while let node = pool.popDirty() { dirty.append(node) }
-            for node in dirty.reversed() where !node.area.isOrphaned { pool.pushDirty(node) }
-            var clean: [Node] = []
-            while let node = pool.cleanHead {
-                pool.unlinkClean(node)
-                clean.append(node)
-            }
-            for node in clean.reversed() where !node.area.isOrphaned { pool.pushClean(node) }
-            forEachCache { cache in
-                var kept: [Node] = []
-                var node = cache.head(classIndex)
-                while let current = node {
-                    node = current.next
-                    if !current.area.isOrphaned { kept.append(current) }
-                }
-                cache.setHead(classIndex, nil)
-                for node in kept.reversed() {
-                    node.next = cache.head(classIndex)
-                    cache.setHead(classIndex, node)
-                }
-                let dropped = cache.countWord(classIndex).load(ordering: .relaxed) - kept.count
-                cache.countWord(classIndex).store(kept.count, ordering: .relaxed)
-                cache.cachedBytes -= dropped * Layout.regionSize(ofClass: classIndex)
-            }
-            var areaNext = pool.firstArea
-            while let area = areaNext {
-                areaNext = area.next
-                guard area.isOrphaned else { continue }
-                for index in 0..<area.regionCount { area.node(index).state = .orphaned }
-            }
-        }
-    }
+enum ControlLayout {
+    /// Atomic: regions allocated minus freed outside the caches (``Control/closedFlag``).
+    @inlinable static var liveWordOffset: Int { 0 }
+    /// The allocator's id, matched against the thread tables; never reused.
+    @inlinable static var idOffset: Int { 8 }
+    /// Atomics: the configuration words, 8 × ``Control/Word`` (11 words, to 104).
+    @inlinable static var configurationOffset: Int { 16 }
+    /// The file backing's directory, a malloc'd C string; under the refill lock.
+    @inlinable static var directoryOffset: Int { 104 }
+    /// The refill lock (a ``SpinLock``): chunk mapping, cache creation, closing.
+    @inlinable static var refillLockOffset: Int { 112 }
+    /// Atomic: the newest thread cache (``ThreadCacheLayout/registryNextOffset`` links the rest).
+    @inlinable static var cachesOffset: Int { 120 }
+    /// Atomic: the worker's futex word (running or stopping).
+    @inlinable static var workerWordOffset: Int { 128 }
+    /// Atomic: ticks the worker has run.
+    @inlinable static var workerTicksOffset: Int { 136 }
+    /// The links in the list of live allocators (``IntrusiveList``: previous, next), under
+    /// its global lock.
+    @inlinable static var liveLinksOffset: Int { 144 }
+    /// Atomic: the errno of the last `madvise` the kernel refused.
+    @inlinable static var lastClearErrorOffset: Int { 160 }
+    /// A Bool: the handle is gone; under the refill lock.
+    @inlinable static var isClosingOffset: Int { 168 }
+    /// The class pools, from the header's 169 bytes rounded up to a 64-byte line: the
+    /// header's words never share a line with the first pool's lock.
+    @inlinable static var poolsOffset: Int { 192 }
+    /// The header and 21 pools of 152 bytes.
+    @inlinable static var byteCount: Int { 3384 }
 }
 
-/// Every live allocator, in a list under one global spin lock: the thread-exit hook and
-/// `fork` find them here, and an allocator leaves the list before it is destroyed.
-enum LiveAllocators {
-    static let lock = SpinLock()
-    static let head = Atomic<Int>(0)
-    /// Allocator ids; never reused.
-    static let nextID = Atomic<Int>(1)
-    static let hooksInstalled = Atomic<Bool>(false)
-
-    static func withLock<Result>(_ body: () -> Result) -> Result {
-        lock.lock()
-        defer { lock.unlock() }
-        return body()
-    }
-
-    static func register(_ control: Control) {
-        if !hooksInstalled.exchange(true, ordering: .acquiringAndReleasing) {
-            ThreadLocalSlot.largeAlloc.setThreadExitHook(ThreadTable.threadExitHook)
-            pthread_atfork(forkPrepare, forkParent, forkChild)
-        }
-        withLock {
-            control.nextLive = first
-            head.store(Int(bitPattern: control.base), ordering: .relaxed)
-        }
-    }
-
-    static func unregister(_ control: Control) {
-        withLock {
-            if first == control {
-                head.store(Int(bitPattern: control.nextLive?.base), ordering: .relaxed)
-                return
+extension Layout {
+    /// What is wrong with the header layouts above, or nil (spec section 3): in each
+    /// header the fields lie in address order without overlap, each aligned to its size,
+    /// all within the header's size; each list's links are a previous word followed by
+    /// its next word, as ``IntrusiveList`` reads them, and the dirty list's anchor its
+    /// first word followed by its last; a lock fits its word; the counters end where the
+    /// pool ends; the per-class blocks and the pools fill their headers exactly.
+    /// Asserted when the first allocator is made (debug builds); run by the integrity walker.
+    static func headerViolation() -> String? {
+        let word = MemoryLayout<Int>.size
+        let lock = MemoryLayout<SpinLock>.size
+        let bool = MemoryLayout<Bool>.size
+        let classes = Layout.classCount
+        let node: [Field] = [
+            Field("previous", NodeLayout.previousOffset, word), Field("next", NodeLayout.nextOffset, word),
+            Field("address", NodeLayout.addressOffset, word), Field("chunk", NodeLayout.chunkOffset, word),
+            Field("state", NodeLayout.stateOffset, word), Field("classIndex", NodeLayout.classIndexOffset, word),
+            Field("dirtySince", NodeLayout.dirtySinceOffset, word),
+        ]
+        let chunk: [Field] = [
+            Field("previous", ChunkLayout.previousOffset, word), Field("next", ChunkLayout.nextOffset, word),
+            Field("mapping", ChunkLayout.mappingOffset, word), Field("byteCount", ChunkLayout.byteCountOffset, word),
+            Field("classIndex", ChunkLayout.classIndexOffset, word),
+            Field("regionCount", ChunkLayout.regionCountOffset, word),
+            Field("cleanCount", ChunkLayout.cleanCountOffset, word),
+            Field("wholeCleanSince", ChunkLayout.wholeCleanSinceOffset, word),
+            Field("isFileBacked", ChunkLayout.isFileBackedOffset, word),
+            Field("isOrphaned", ChunkLayout.isOrphanedOffset, word),
+        ]
+        let pool: [Field] = [
+            Field("lock", ClassPoolLayout.lockOffset, lock),
+            Field("dirtyFirst", ClassPoolLayout.dirtyFirstOffset, word),
+            Field("dirtyLast", ClassPoolLayout.dirtyLastOffset, word),
+            Field("dirtyCount", ClassPoolLayout.dirtyCountOffset, word),
+            Field("cleanFirst", ClassPoolLayout.cleanFirstOffset, word),
+            Field("cleanCount", ClassPoolLayout.cleanCountOffset, word),
+            Field("chunksFirst", ClassPoolLayout.chunksFirstOffset, word),
+            Field("refills", ClassPoolLayout.refillsOffset, word),
+            Field("counters", ClassPoolLayout.countersOffset, Counters<ClassEvent>.byteCount),
+        ]
+        let cache: [Field] = [
+            Field("lock", ThreadCacheLayout.lockOffset, lock),
+            Field("registryNext", ThreadCacheLayout.registryNextOffset, word),
+            Field("owned", ThreadCacheLayout.ownedOffset, word),
+            Field("cachedBytes", ThreadCacheLayout.cachedBytesOffset, word),
+            Field("live", ThreadCacheLayout.liveOffset, word),
+            Field("isTransferred", ThreadCacheLayout.isTransferredOffset, bool),
+            Field("classes", ThreadCacheLayout.classesOffset, classes * ThreadCacheLayout.classStride),
+        ]
+        let cacheClass: [Field] = [
+            Field("top", ThreadCacheLayout.topOffset, word), Field("count", ThreadCacheLayout.countOffset, word),
+            Field("allocations", ThreadCacheLayout.allocationsOffset, word),
+            Field("deallocations", ThreadCacheLayout.deallocationsOffset, word),
+        ]
+        let tableEntry: [Field] = [
+            Field("id", ThreadTableLayout.idOffset, word), Field("cache", ThreadTableLayout.cacheOffset, word),
+        ]
+        let control: [Field] = [
+            Field("liveWord", ControlLayout.liveWordOffset, word), Field("id", ControlLayout.idOffset, word),
+            Field("configuration", ControlLayout.configurationOffset, Control.Word.allCases.count * word),
+            Field("directory", ControlLayout.directoryOffset, word),
+            Field("refillLock", ControlLayout.refillLockOffset, lock),
+            Field("caches", ControlLayout.cachesOffset, word),
+            Field("workerWord", ControlLayout.workerWordOffset, word),
+            Field("workerTicks", ControlLayout.workerTicksOffset, word),
+            Field("liveLinks", ControlLayout.liveLinksOffset, 2 * word),
+            Field("lastClearError", ControlLayout.lastClearErrorOffset, word),
+            Field("isClosing", ControlLayout.isClosingOffset, bool),
+            Field("pools", ControlLayout.poolsOffset, classes * ClassPoolLayout.byteCount),
+        ]
+        let headers: [(name: String, byteCount: Int, fields: [Field])] = [
+            ("Node", NodeLayout.byteCount, node), ("Chunk header", ChunkLayout.nodesOffset, chunk),
+            ("ClassPool", ClassPoolLayout.byteCount, pool), ("ThreadCache", ThreadCacheLayout.byteCount, cache),
+            ("ThreadCache class block", ThreadCacheLayout.classStride, cacheClass),
+            ("ThreadTable entry", ThreadTableLayout.entryByteCount, tableEntry),
+            ("Control", ControlLayout.byteCount, control),
+        ]
+        for header in headers {
+            if let violation = fieldViolation(header.name, byteCount: header.byteCount, header.fields) {
+                return violation
             }
-            var previous = first
-            while let current = previous, let next = current.nextLive {
-                if next == control {
-                    current.nextLive = control.nextLive
-                    return
-                }
-                previous = next
-            }
         }
-    }
-
-    /// Under the lock.
-    static var first: Control? {
-        UnsafeMutableRawPointer(bitPattern: head.load(ordering: .relaxed)).map(Control.init)
-    }
-
-    /// Under the lock.
-    static func find(id: Int) -> Control? {
-        var next = first
-        while let control = next {
-            if control.id == id { return control }
-            next = control.nextLive
+        if NodeLayout.nextOffset != NodeLayout.previousOffset + word
+            || ChunkLayout.nextOffset != ChunkLayout.previousOffset + word
+            || ClassPoolLayout.dirtyLastOffset != ClassPoolLayout.dirtyFirstOffset + word
+        {
+            return "a list's links, or the dirty list's anchor, are not two adjacent words"
+        }
+        if lock > word { return "a SpinLock takes \(lock) bytes, more than its word" }
+        if ClassPoolLayout.countersOffset + Counters<ClassEvent>.byteCount != ClassPoolLayout.byteCount
+            || ThreadCacheLayout.classesOffset + classes * ThreadCacheLayout.classStride != ThreadCacheLayout.byteCount
+            || ControlLayout.poolsOffset + classes * ClassPoolLayout.byteCount != ControlLayout.byteCount
+        {
+            return "a class pool, a thread cache or the control block is not the size its fields fill"
         }
         return nil
     }
 
-    static func forEach(_ body: (Control) -> Void) {
-        var next = first
-        while let control = next {
-            next = control.nextLive
-            body(control)
+    /// A header field for ``headerViolation()``: its name, offset and size.
+    struct Field {
+        let name: String
+        let offset: Int
+        let size: Int
+
+        init(_ name: String, _ offset: Int, _ size: Int) {
+            self.name = name
+            self.offset = offset
+            self.size = size
         }
     }
 
-    static let forkPrepare: @convention(c) () -> Void = {
-        lock.lock()
-        forEach { $0.lockAll() }
-    }
-
-    static let forkParent: @convention(c) () -> Void = {
-        forEach { $0.unlockAll() }
-        lock.unlock()
-    }
-
-    static let forkChild: @convention(c) () -> Void = {
-        forEach { control in
-            control.orphanFileBackedAreas()
-            control.unlockAll()
+    /// Whether `fields` lie in address order without overlap, each aligned to its size (up
+    /// to a word), all within `byteCount`.
+    static func fieldViolation(_ header: String, byteCount: Int, _ fields: [Field]) -> String? {
+        var end = 0
+        for field in fields {
+            if field.offset < end {
+                return "\(header).\(field.name) at \(field.offset) overlaps the field before it (ending at \(end))"
+            }
+            if field.offset % min(field.size, 8) != 0 {
+                return "\(header).\(field.name) at \(field.offset) is not aligned to its \(field.size) bytes"
+            }
+            end = field.offset + field.size
         }
-        lock.unlock()
+        return end <= byteCount ? nil : "\(header)'s fields end at \(end), past its \(byteCount) bytes"
+    }
+}
+
+// MARK: - Integrity walker
+
+extension Control {
+    /// See ``LargeAllocator/integrityViolation()``. Takes the global lock (this allocator
+    /// must be in the list of live ones) and every lock of the allocator, in the order
+    /// `fork` takes them.
+    func integrityViolation() -> String? {
+        if let violation = Layout.headerViolation() { return "layout: \(violation)" }
+        return LiveAllocators.withLock { () -> String? in
+            if let violation = LiveAllocators.list.integrityViolation(limit: Control.walkLimit) {
+                return "the list of live allocators: \(violation)"
+            }
+            guard LiveAllocators.list.contains(base) else { return "the allocator is not in the list of live ones" }
+            lockAll()
+            defer { unlockAll() }
+            return structureViolation()
+        }
+    }
+
+    /// More nodes than any list or stack can hold: a walk past it is in a cycle.
+    static var walkLimit: Int { 1 << 40 }
+
+    /// With every lock held: each chunk's nodes, the pools' lists, the caches' stacks,
+    /// and every region in exactly one place.
+    func structureViolation() -> String? {
+        var cachedPerClass = [Int](repeating: 0, count: Layout.classCount)
+        var chunksPerClass: [Set<UnsafeMutableRawPointer>] = []
+        var regionsPerClass: [Int] = []
+        for classIndex in 0..<Layout.classCount {
+            let pool = pool(classIndex)
+            let regionSize = Layout.regionSize(ofClass: classIndex)
+            let place = "class \(classIndex) (\(regionSize >> 10) KiB)"
+            if let violation = pool.chunks.integrityViolation(limit: Control.walkLimit) {
+                return "\(place), the chunk list: \(violation)"
+            }
+            // Each chunk and its nodes: where the node says it is, counted per state.
+            var chunkBases = Set<UnsafeMutableRawPointer>()
+            var inState = [Int](repeating: 0, count: Node.State.allCases.count)
+            var regionCount = 0
+            var nextChunk = pool.chunks.first
+            while let chunkBase = nextChunk {
+                nextChunk = pool.chunks.next(after: chunkBase)
+                chunkBases.insert(chunkBase)
+                let chunk = Chunk(chunkBase)
+                guard chunk.classIndex == classIndex, chunk.regionCount >= 1,
+                    chunk.byteCount == chunk.regionCount * regionSize
+                else {
+                    return "\(place): chunk \(chunk.mapping) of class \(chunk.classIndex), "
+                        + "\(chunk.regionCount) regions in \(chunk.byteCount) bytes"
+                }
+                regionCount += chunk.regionCount
+                var clean = 0
+                for index in 0..<chunk.regionCount {
+                    let node = chunk.node(index)
+                    let region = "\(place): region \(index) of chunk \(chunk.mapping)"
+                    guard node.address == chunk.mapping + index * regionSize, node.chunk == chunk,
+                        node.classIndex == classIndex
+                    else { return "\(region) has address \(node.address), class \(node.classIndex)" }
+                    guard let state = node.checkedState else { return "\(region) has no state" }
+                    inState[state.rawValue] += 1
+                    if state == .clean { clean += 1 }
+                    if state == .live && (node.previous != nil || node.next != nil) {
+                        return "\(region) is live but still linked"
+                    }
+                    if chunk.isOrphaned != (state == .orphaned) {
+                        return "\(region) is \(state) in a chunk \(chunk.isOrphaned ? "" : "not ")orphaned"
+                    }
+                }
+                guard chunk.cleanCount == clean else {
+                    return "\(place): chunk \(chunk.mapping) counts \(chunk.cleanCount) clean regions, has \(clean)"
+                }
+            }
+            // The pools: each list sound, each node of this class's chunks in the list's
+            // state, as many as the count says and as the chunks have in that state.
+            for (name, list, count, state) in [
+                ("dirty", pool.dirty, pool.dirtyCount, Node.State.dirty),
+                ("clean", pool.clean, pool.cleanCount, Node.State.clean),
+            ] {
+                if let violation = list.integrityViolation(limit: regionCount) {
+                    return "\(place), the \(name) pool: \(violation)"
+                }
+                var length = 0
+                var newer = UInt64.max
+                var next = list.first
+                while let base = next {
+                    next = list.next(after: base)
+                    let node = Node(base)
+                    guard chunkBases.contains(node.chunk.base), node.checkedState == state else {
+                        return "\(place): region \(node.address) in the \(name) pool is "
+                            + "\(node.checkedState.map { "\($0)" } ?? "stateless") or of another class"
+                    }
+                    if state == .dirty {
+                        guard node.dirtySince <= newer else {
+                            return "\(place): the dirty pool is not newest first at \(node.address)"
+                        }
+                        newer = node.dirtySince
+                    }
+                    length += 1
+                }
+                guard length == count, count == inState[state.rawValue] else {
+                    return "\(place): the \(name) pool holds \(length) regions, counts \(count), "
+                        + "and the chunks have \(inState[state.rawValue]) \(name)"
+                }
+            }
+            cachedPerClass[classIndex] = inState[Node.State.cached.rawValue]
+            chunksPerClass.append(chunkBases)
+            regionsPerClass.append(regionCount)
+        }
+        // The thread caches: each stack of its class's cached nodes, as long as its count;
+        // the bytes add up; a parked cache is empty; together they hold every cached node.
+        var cachesSeen = 0
+        var record = firstCache
+        while let cache = record {
+            record = cache.registryNext
+            cachesSeen += 1
+            guard cachesSeen <= Control.walkLimit else { return "the thread caches loop" }
+            let owned = cache.owned.load(ordering: .relaxed)
+            guard owned == 0 || owned == 1 else { return "thread cache \(cache.base) has owned word \(owned)" }
+            var bytes = 0
+            for classIndex in 0..<Layout.classCount {
+                var length = 0
+                var next = cache.stack(classIndex).top
+                while let node = next {
+                    next = node.next
+                    length += 1
+                    guard length <= regionsPerClass[classIndex] else {
+                        return "thread cache \(cache.base), class \(classIndex): the stack loops"
+                    }
+                    guard chunksPerClass[classIndex].contains(node.chunk.base), node.checkedState == .cached,
+                        node.previous == nil
+                    else {
+                        return "thread cache \(cache.base), class \(classIndex): region \(node.address) is "
+                            + "\(node.checkedState.map { "\($0)" } ?? "stateless"), of another class, or in a list"
+                    }
+                }
+                let count = cache.countWord(classIndex).load(ordering: .relaxed)
+                guard length == count else {
+                    return "thread cache \(cache.base), class \(classIndex): \(length) regions, counts \(count)"
+                }
+                cachedPerClass[classIndex] -= length
+                bytes += length * Layout.regionSize(ofClass: classIndex)
+            }
+            guard bytes == cache.cachedBytes else {
+                return "thread cache \(cache.base) holds \(bytes) bytes, counts \(cache.cachedBytes)"
+            }
+            guard owned == 1 || bytes == 0 else { return "parked thread cache \(cache.base) holds \(bytes) bytes" }
+        }
+        if let classIndex = cachedPerClass.firstIndex(where: { $0 != 0 }) {
+            return "class \(classIndex): \(cachedPerClass[classIndex]) cached regions are in no thread cache's stack "
+                + "(negative: in two)"
+        }
+        return nil
     }
 }

@@ -12,21 +12,6 @@ struct Empty {}
 
 @Suite("Bad input")
 struct BadInputTests {
-    @Test("capacity zero or negative: .invalidCapacity", arguments: [0, -1, Int.min])
-    func invalidCapacity(capacity: Int) throws {
-        let allocator = try LargeAllocator(configuration: testConfiguration())
-        #expect(throws: LargeAllocError.invalidCapacity(capacity)) {
-            _ = try allocator.allocate(UInt64.self, capacity: capacity)
-        }
-    }
-
-    @Test("zero-sized element types: .zeroSizedElement")
-    func zeroSizedElement() throws {
-        let allocator = try LargeAllocator(configuration: testConfiguration())
-        #expect(throws: LargeAllocError.zeroSizedElement) { _ = try allocator.allocate(Empty.self, capacity: 10) }
-        #expect(throws: LargeAllocError.zeroSizedElement) { _ = try allocator.allocate(Void.self, capacity: 1) }
-    }
-
     @Test("a request above the largest class: .tooLarge")
     func tooLarge() throws {
         let allocator = try LargeAllocator(configuration: testConfiguration())
@@ -37,7 +22,7 @@ struct BadInputTests {
         #expect(throws: LargeAllocError.tooLarge(byteCount: maximum * 2)) {
             _ = try allocator.allocate(UInt64.self, capacity: maximum / 4)
         }
-        #expect(totals(allocator.statistics()).areas == 0, "a refused request mapped an area")
+        #expect(totals(allocator.statistics()).chunks == 0, "a refused request mapped a chunk")
     }
 
     @Test("count × stride overflows: .sizeOverflow")
@@ -51,22 +36,36 @@ struct BadInputTests {
         }
     }
 
-    @Test("appending past the capacity: .capacityExceeded, region unchanged")
-    func capacityExceeded() throws {
+    @Test("a full region: push hands the element back, isFull and freeCapacity tell beforehand")
+    func fullRegionPush() throws {
         let allocator = try LargeAllocator(configuration: testConfiguration())
         var region = try allocator.allocate(UInt64.self, capacity: 1)
         let capacity = region.capacity
-        try region.append(count: capacity - 1, repeating: 1)
-        try region.append(2)
-        #expect(throws: LargeAllocError.capacityExceeded(capacity: capacity)) { try region.append(3) }
-        #expect(throws: LargeAllocError.capacityExceeded(capacity: capacity)) {
-            try region.append(count: 1, repeating: 3)
-        }
-        #expect(throws: LargeAllocError.capacityExceeded(capacity: capacity)) {
-            try [4].withUnsafeBufferPointer { buffer throws(LargeAllocError) in try region.append(contentsOf: buffer) }
-        }
+        let (emptyFree, emptyFull) = (region.freeCapacity, region.isFull)
+        #expect(emptyFree == capacity && !emptyFull)
+        region.append(count: capacity - 2, repeating: 1)
+        let stored = region.push(2)
+        #expect(stored == nil, "push on a region with room stores the element")
+        region.append(3)
+        let (fullFree, full) = (region.freeCapacity, region.isFull)
+        #expect(fullFree == 0 && full)
+        let handedBack = region.push(4)
+        #expect(handedBack == 4, "push on a full region hands the element back")
         let (count, last) = (region.count, region[capacity - 1])
-        #expect(count == capacity && last == 2)
+        #expect(count == capacity && last == 3, "the full region is unchanged")
+    }
+
+    @Test("push hands a class instance back alive, never deinitialized behind the caller's back")
+    func fullRegionPushKeepsObject() throws {
+        let tally = DeinitTally(capacity: 2)
+        let allocator = try LargeAllocator(configuration: testConfiguration())
+        var region = try allocator.allocate(TrackedObject.self, capacity: 1)
+        let filler = TrackedObject(0, tally)
+        region.append(count: region.capacity, repeating: filler)
+        let returned = region.push(TrackedObject(1, tally))
+        #expect(returned?.id == 1 && tally.died == 0)
+        _ = consume returned
+        #expect(tally.count(1) == 1, "the handed-back element dies with the caller's copy")
     }
 
     @Test(
@@ -110,7 +109,7 @@ struct BadInputTests {
         let allocator = try LargeAllocator(configuration: configuration)
         do {
             var region = try allocator.allocate(UInt64.self, capacity: 1000)
-            try fill(&region, count: 1000, tag: 5)
+            fill(&region, count: 1000, tag: 5)
         }
         let failed = eventually { allocator.statistics().sizeClasses[0].clearFailures >= 2 }
         // Stopped (and joined) before the pools are read: a running worker holds the region
@@ -122,14 +121,14 @@ struct BadInputTests {
         #expect(statistics.lastClearError == EINVAL)
         #expect(statistics.sizeClasses[0].dirtyRegions == 1 && statistics.sizeClasses[0].backgroundClears == 0)
         var again = try allocator.allocate(UInt64.self, capacity: 1000)
-        try fill(&again, count: 1000, tag: 6)
+        fill(&again, count: 1000, tag: 6)
         let intact = matches(again, tag: 6)
         #expect(intact)
     }
 
-    @Test("the kernel refusing an area: .outOfMemory with its errno, and the allocator still works")
-    func kernelRefusesArea() async {
-        // In a child process whose address space is capped at 16 GiB, a 64 GiB area cannot
+    @Test("the kernel refusing a chunk: .outOfMemory with its errno, and the allocator still works")
+    func kernelRefusesChunk() async {
+        // In a child process whose address space is capped at 16 GiB, a 64 GiB chunk cannot
         // be reserved.
         await #expect(processExitsWith: .success) {
             var limit = rlimit(rlim_cur: 16 << 30, rlim_max: 16 << 30)
@@ -143,7 +142,7 @@ struct BadInputTests {
             } catch {
                 exit(2)
             }
-            precondition(totals(allocator.statistics()).areas == 0)
+            precondition(totals(allocator.statistics()).chunks == 0)
             let small = try! allocator.allocate(UInt8.self, capacity: 1)
             precondition(small.capacity == 64 << 10)
             exit(0)
@@ -152,12 +151,81 @@ struct BadInputTests {
 
     // Programmer errors: a trap with a message.
 
+    @Test("capacity zero traps, naming the capacity")
+    func zeroCapacity() async {
+        let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            let allocator = try! LargeAllocator(configuration: testConfiguration())
+            _ = try? allocator.allocate(UInt64.self, capacity: 0)
+        }
+        expectTrap(result, mentioning: "capacity 0: the capacity must be at least 1")
+    }
+
+    @Test("a negative capacity traps, naming the capacity")
+    func negativeCapacity() async {
+        let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            let allocator = try! LargeAllocator(configuration: testConfiguration())
+            _ = try? allocator.allocate(UInt64.self, capacity: Int.min)
+        }
+        expectTrap(result, mentioning: "capacity \(Int.min): the capacity must be at least 1")
+    }
+
+    @Test("a zero-size element type traps (an empty struct)")
+    func zeroSizeStruct() async {
+        let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            let allocator = try! LargeAllocator(configuration: testConfiguration())
+            _ = try? allocator.allocate(Empty.self, capacity: 10)
+        }
+        expectTrap(result, mentioning: "allocate(Empty): zero-size types need no memory")
+    }
+
+    @Test("a zero-size element type traps (Void)")
+    func zeroSizeVoid() async {
+        let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            let allocator = try! LargeAllocator(configuration: testConfiguration())
+            _ = try? allocator.allocate(Void.self, capacity: 1)
+        }
+        expectTrap(result, mentioning: "zero-size types need no memory")
+    }
+
+    @Test("append to a full region traps")
+    func appendToFullRegion() async {
+        let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            let allocator = try! LargeAllocator(configuration: testConfiguration())
+            var region = try! allocator.allocate(UInt64.self, capacity: 1)
+            region.append(count: region.capacity, repeating: 1)
+            region.append(2)
+        }
+        expectTrap(result, mentioning: "Region.append: the region is full (capacity 8192)")
+    }
+
+    @Test("append(count:repeating:) that does not fit traps before storing")
+    func appendCountPastCapacity() async {
+        let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            let allocator = try! LargeAllocator(configuration: testConfiguration())
+            var region = try! allocator.allocate(UInt64.self, capacity: 1)
+            region.append(1)
+            region.append(count: region.capacity, repeating: 3)
+        }
+        expectTrap(result, mentioning: "Region.append(count: 8192): 8192 elements do not fit in the 8191 free")
+    }
+
+    @Test("append(contentsOf:) that does not fit traps before storing")
+    func appendContentsPastCapacity() async {
+        let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            let allocator = try! LargeAllocator(configuration: testConfiguration())
+            var region = try! allocator.allocate(UInt64.self, capacity: 1)
+            region.append(count: region.capacity - 1, repeating: 1)
+            [4, 5].withUnsafeBufferPointer { region.append(contentsOf: $0) }
+        }
+        expectTrap(result, mentioning: "Region.append(contentsOf:): 2 elements do not fit in the 1 free")
+    }
+
     @Test("subscript out of range traps")
     func subscriptOutOfRange() async {
         let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
             let allocator = try! LargeAllocator(configuration: testConfiguration())
             var region = try! allocator.allocate(Int.self, capacity: 10)
-            try! region.append(1)
+            region.append(1)
             _ = region[1]
         }
         expectTrap(result, mentioning: "Region index 1 out of range 0..<1")
@@ -188,7 +256,7 @@ struct BadInputTests {
         let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
             let allocator = try! LargeAllocator(configuration: testConfiguration())
             var region = try! allocator.allocate(Int.self, capacity: 10)
-            try! region.append(count: -1, repeating: 0)
+            region.append(count: -1, repeating: 0)
         }
         expectTrap(result, mentioning: "negative count")
     }
@@ -213,24 +281,24 @@ struct BadInputTests {
         expectTrap(result, mentioning: "backgroundBytesPerTick must be positive")
     }
 
-    @Test("configuration with initialAreaBytes zero traps")
+    @Test("configuration with initialChunkBytes zero traps")
     func invalidConfiguration2() async {
         let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
             var configuration = LargeAllocConfiguration()
-            configuration.initialAreaBytes = 0
+            configuration.initialChunkBytes = 0
             _ = try? LargeAllocator(configuration: configuration)
         }
-        expectTrap(result, mentioning: "initialAreaBytes must be positive")
+        expectTrap(result, mentioning: "initialChunkBytes must be positive")
     }
 
-    @Test("configuration with maximumAreaBytes below initialAreaBytes traps")
+    @Test("configuration with maximumChunkBytes below initialChunkBytes traps")
     func invalidConfiguration3() async {
         let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
             var configuration = LargeAllocConfiguration()
-            configuration.maximumAreaBytes = configuration.initialAreaBytes - 1
+            configuration.maximumChunkBytes = configuration.initialChunkBytes - 1
             _ = try? LargeAllocator(configuration: configuration)
         }
-        expectTrap(result, mentioning: "is below initialAreaBytes")
+        expectTrap(result, mentioning: "is below initialChunkBytes")
     }
 
     @Test("configuration with growthDampener 63 traps")
@@ -253,14 +321,14 @@ struct BadInputTests {
         expectTrap(result, mentioning: "backgroundInterval must be positive")
     }
 
-    @Test("configuration with a negative areaIdleAge traps")
+    @Test("configuration with a negative chunkIdleAge traps")
     func invalidConfiguration6() async {
         let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
             var configuration = LargeAllocConfiguration()
-            configuration.areaIdleAge = .seconds(-1)
+            configuration.chunkIdleAge = .seconds(-1)
             _ = try? LargeAllocator(configuration: configuration)
         }
-        expectTrap(result, mentioning: "negative areaIdleAge")
+        expectTrap(result, mentioning: "negative chunkIdleAge")
     }
 
     @Test("reconfiguring with invalid figures traps too")

@@ -3,7 +3,7 @@
 
 import LargeAlloc
 
-/// A configuration for tests: small areas, no worker unless asked, so that counters move
+/// A configuration for tests: small chunks, no worker unless asked, so that counters move
 /// only when a test makes them.
 func testConfiguration(
     backing: LargeAllocConfiguration.Backing = .anonymous(hugePages: false),
@@ -13,9 +13,9 @@ func testConfiguration(
     configuration.backing = backing
     configuration.threadCacheBytes = threadCacheBytes
     configuration.backgroundInterval = worker
-    configuration.initialAreaBytes = 4 << 20
-    configuration.maximumAreaBytes = 16 << 20
-    configuration.areaIdleAge = nil
+    configuration.initialChunkBytes = 4 << 20
+    configuration.maximumChunkBytes = 16 << 20
+    configuration.chunkIdleAge = nil
     return configuration
 }
 
@@ -32,8 +32,8 @@ enum BackingMode: String, CaseIterable, Sendable {
 func totals(_ statistics: LargeAllocStatistics) -> LargeAllocStatistics.SizeClass {
     var total = LargeAllocStatistics.SizeClass(regionByteCount: 0)
     for sizeClass in statistics.sizeClasses {
-        total.areas += sizeClass.areas
-        total.areaBytes += sizeClass.areaBytes
+        total.chunks += sizeClass.chunks
+        total.chunkBytes += sizeClass.chunkBytes
         total.fileBytes += sizeClass.fileBytes
         total.dirtyRegions += sizeClass.dirtyRegions
         total.cleanRegions += sizeClass.cleanRegions
@@ -47,7 +47,7 @@ func totals(_ statistics: LargeAllocStatistics) -> LargeAllocStatistics.SizeClas
         total.backgroundClears += sizeClass.backgroundClears
         total.clearFailures += sizeClass.clearFailures
         total.steals += sizeClass.steals
-        total.unmappedAreas += sizeClass.unmappedAreas
+        total.unmappedChunks += sizeClass.unmappedChunks
     }
     return total
 }

@@ -1,5 +1,5 @@
-// File-backed areas and fork (spec sections 5 and 6): temporary files exist only while
-// their areas are mapped and never appear in the directory; a child process after fork
+// File-backed chunks and fork (spec sections 5 and 6): temporary files exist only while
+// their chunks are mapped and never appear in the directory; a child process after fork
 // can allocate and free, and never reuses a file-backed region it shares with its parent.
 
 import AllocCore
@@ -10,48 +10,48 @@ import Testing
 
 @Suite("File backing and fork")
 struct FileAndForkTests {
-    @Test("temporary files are mapped while areas live and gone with the allocator")
+    @Test("temporary files are mapped while chunks live and gone with the allocator")
     func temporaryFilesRemoved() throws {
         try withTemporaryDirectory { directory in
             var allocator: LargeAllocator? = try LargeAllocator(
                 configuration: testConfiguration(backing: .file(directory: directory)))
             var region: Region<UInt64>? = try allocator!.allocate(UInt64.self, capacity: 300_000)
-            try fill(&region!, count: 300_000, tag: 9)
+            fill(&region!, count: 300_000, tag: 9)
             let small = try allocator!.allocate(UInt8.self, capacity: 1)
             #expect(directoryEntries(directory).isEmpty, "temporary files are unlinked at once")
             let mapped = mappedFiles(under: directory)
             #expect(mapped.count == 2 && mapped.allSatisfy { $0.contains("(deleted)") }, "\(mapped)")
             let statistics = totals(allocator!.statistics())
-            #expect(statistics.fileBytes == statistics.areaBytes && statistics.fileBytes >= 4 << 20)
+            #expect(statistics.fileBytes == statistics.chunkBytes && statistics.fileBytes >= 4 << 20)
             _ = consume small
             allocator = nil
-            #expect(mappedFiles(under: directory).count == 2, "a live region keeps its allocator's areas")
+            #expect(mappedFiles(under: directory).count == 2, "a live region keeps its allocator's chunks")
             let intact = matches(region!, tag: 9)
             #expect(intact)
             region = nil
-            #expect(mappedFiles(under: directory).isEmpty, "areas still mapped after the last region went")
+            #expect(mappedFiles(under: directory).isEmpty, "chunks still mapped after the last region went")
             #expect(directoryEntries(directory).isEmpty)
         }
     }
 
-    @Test("an idle file-backed area is unmapped, and its file with it")
-    func idleFileAreaUnmapped() throws {
+    @Test("an idle file-backed chunk is unmapped, and its file with it")
+    func idleFileChunkUnmapped() throws {
         try withTemporaryDirectory { directory in
             var configuration = testConfiguration(
                 backing: .file(directory: directory), threadCacheBytes: 0, worker: .milliseconds(5))
-            configuration.areaIdleAge = .milliseconds(10)
+            configuration.chunkIdleAge = .milliseconds(10)
             let allocator = try LargeAllocator(configuration: configuration)
             do {
                 var region = try allocator.allocate(UInt64.self, capacity: 1000)
-                try fill(&region, count: 1000, tag: 1)
+                fill(&region, count: 1000, tag: 1)
             }
             let unmapped = eventually { mappedFiles(under: directory).isEmpty }
             #expect(unmapped)
-            #expect(totals(allocator.statistics()).unmappedAreas == 1)
+            #expect(totals(allocator.statistics()).unmappedChunks == 1)
         }
     }
 
-    @Test("switching the backing at run time: new areas use the new backing")
+    @Test("switching the backing at run time: new chunks use the new backing")
     func switchBacking() throws {
         try withTemporaryDirectory { directory in
             let allocator = try LargeAllocator(configuration: testConfiguration())
@@ -78,11 +78,11 @@ struct FileAndForkTests {
                     let configuration = testConfiguration(backing: backing, worker: .milliseconds(5))
                     let allocator = try LargeAllocator(configuration: configuration)
                     var live = try allocator.allocate(UInt64.self, capacity: 100_000)
-                    try fill(&live, count: 100_000, tag: 11)
+                    fill(&live, count: 100_000, tag: 11)
                     let liveAddress = live.withUnsafeBufferPointer { Int(bitPattern: $0.baseAddress) }
                     var freed = try allocator.allocate(UInt64.self, capacity: 100_000)
                     let freedAddress = freed.withUnsafeBufferPointer { Int(bitPattern: $0.baseAddress) }
-                    try fill(&freed, count: 10, tag: 12)
+                    fill(&freed, count: 10, tag: 12)
                     _ = consume freed  // in the parent's thread cache
                     let isFile = backing != .anonymous(hugePages: false)
 
@@ -94,7 +94,7 @@ struct FileAndForkTests {
                             var region = try! allocator.allocate(UInt64.self, capacity: 1000 << (round % 6))
                             let address = region.withUnsafeBufferPointer { Int(bitPattern: $0.baseAddress) }
                             if isFile && (address == freedAddress || address == liveAddress) { failures += 1 }
-                            try! fill(&region, count: 1000, tag: UInt64(round) + 100)
+                            fill(&region, count: 1000, tag: UInt64(round) + 100)
                             if !matches(region, tag: UInt64(round) + 100) { failures += 1 }
                         }
                         if !matches(live, tag: 11) { failures += 1 }
@@ -137,7 +137,7 @@ struct LifetimeTests {
             _ = slots[2].swap(nil)  // the allocating thread's cache, transferred at close
             #expect(!mappedFiles(under: directory).isEmpty, "destroyed with a region still live")
             try onNewThread { _ = slots[3].swap(nil) }
-            #expect(mappedFiles(under: directory).isEmpty, "areas still mapped after the last region went")
+            #expect(mappedFiles(under: directory).isEmpty, "chunks still mapped after the last region went")
         }
     }
 }

@@ -1,7 +1,9 @@
 // The seeded model test (spec sections 3 and 4): random requests across classes, on both
 // backings; every region's content is written and checked until it is released, live
 // regions never overlap, each sits in its class's alignment and holds what was asked;
-// about a third of the releases happen on another thread. One seed per run of the body
+// about a third of the releases happen on another thread. After every step the integrity
+// walker checks the whole structure, and every region of every chunk is in exactly one
+// place: live (as many as the model holds), a thread cache, the dirty pool or the clean pool. One seed per run of the body
 // of `forEachTestSeed` (ALLOC_TEST_SEED replays one, ALLOC_TEST_SOAK_SECONDS soaks).
 
 import AllocCore
@@ -25,6 +27,7 @@ struct ModelTests {
                     configuration.eagerReturn = seed % 2 == 1
                     let allocator = try LargeAllocator(configuration: configuration)
                     try run(allocator, seed: seed, mode: mode)
+                    #expect(allocator.integrityViolation() == nil, "seed \(seed) \(mode) at the end")
                     let statistics = totals(allocator.statistics())
                     #expect(
                         statistics.liveRegions == 0,
@@ -33,7 +36,7 @@ struct ModelTests {
                     #expect(statistics.allocations == Self.allocationCount, "seed \(seed) \(mode): \(statistics)")
                     if mode == .file {
                         #expect(
-                            statistics.fileBytes == statistics.areaBytes && statistics.fileBytes > 0,
+                            statistics.fileBytes == statistics.chunkBytes && statistics.fileBytes > 0,
                             "seed \(seed): \(statistics)")
                     }
                 }
@@ -81,9 +84,15 @@ struct ModelTests {
                 #expect(!other.overlaps(range), "\(context): \(range) overlaps live \(other)")
             }
             let tag = generator.next() | 1
-            try fill(&region, count: min(elements, 64 << 10), tag: tag)
+            fill(&region, count: min(elements, 64 << 10), tag: tag)
             live[slot] = range
             _ = slots[slot].swap(TaggedRegion(region: region, tag: tag))
+            if let problem = allocator.integrityViolation()
+                ?? placesViolation(allocator, live: live.count { $0 != nil })
+            {
+                Issue.record("\(context): \(problem)")
+                return
+            }
         }
         for slot in 0..<slotCount {
             if let region = slots[slot].swap(nil) {
@@ -93,13 +102,44 @@ struct ModelTests {
         }
     }
 
+    /// Where the statistics disagree with every region being in exactly one place (no
+    /// worker runs, so no region is between the pools), or nil.
+    func placesViolation(_ allocator: LargeAllocator, live: Int) -> String? {
+        let statistics = allocator.statistics()
+        for sizeClass in statistics.sizeClasses {
+            let regions = sizeClass.chunkBytes / sizeClass.regionByteCount
+            if sizeClass.liveRegions + sizeClass.freeRegions != regions {
+                return "\(sizeClass.regionByteCount >> 10) KiB: \(sizeClass.liveRegions) live + "
+                    + "\(sizeClass.freeRegions) free regions in chunks of \(regions)"
+            }
+        }
+        let total = totals(statistics).liveRegions
+        return total == live ? nil : "\(total) regions live, the model holds \(live)"
+    }
+
+    @Test("a fresh allocator, and one whose regions all went back, pass the integrity walker")
+    func integrityOfFreshAndEmptied() throws {
+        let allocator = try LargeAllocator(configuration: testConfiguration())
+        #expect(allocator.integrityViolation() == nil)
+        do {
+            let first = try allocator.allocate(UInt8.self, capacity: 1)
+            let second = try allocator.allocate(UInt8.self, capacity: 3 << 20)
+            #expect(allocator.integrityViolation() == nil)
+            _ = consume first
+            _ = consume second
+        }
+        allocator.releaseThreadCache()
+        #expect(allocator.integrityViolation() == nil)
+        #expect(placesViolation(allocator, live: 0) == nil)
+    }
+
     @Test("the largest class: a 64 GiB region can be written at both ends")
     func largestClass() throws {
         let allocator = try LargeAllocator(configuration: testConfiguration())
         var region = try allocator.allocate(UInt8.self, capacity: LargeAllocator.maximumRegionSize)
         let capacity = region.capacity
         #expect(capacity == LargeAllocator.maximumRegionSize)
-        try region.append(count: 1, repeating: 7)
+        region.append(count: 1, repeating: 7)
         let value = region[0]
         region[0] = value + 1
         // Only address space is reserved: writing the last byte faults in one page.
@@ -109,7 +149,7 @@ struct ModelTests {
         #expect(first == 8 && last.pointee == 9)
         let sizeClass = try #require(
             allocator.statistics().sizeClass(regionByteCount: LargeAllocator.maximumRegionSize))
-        #expect(sizeClass.areas == 1 && sizeClass.liveRegions == 1)
+        #expect(sizeClass.chunks == 1 && sizeClass.liveRegions == 1)
     }
 
     @Test("size classes: each request takes the smallest power of two that holds it")
@@ -136,9 +176,9 @@ struct ModelTests {
         var region = try allocator.allocate(Int.self, capacity: 10)
         let (isEmpty, capacity) = (region.isEmpty, region.capacity)
         #expect(isEmpty && capacity == (64 << 10) / 8)
-        for value in 0..<5 { try region.append(value) }
+        for value in 0..<5 { region.append(value) }
         try [10, 11, 12].withUnsafeBufferPointer { buffer throws(LargeAllocError) in
-            try region.append(contentsOf: buffer)
+            region.append(contentsOf: buffer)
         }
         region[0] = 100
         let (count, first, last) = (region.count, region[0], region[7])
@@ -155,7 +195,7 @@ struct ModelTests {
         region.removeAll()
         let emptied = region.isEmpty
         #expect(emptied)
-        try region.append(count: capacity, repeating: 3)
+        region.append(count: capacity, repeating: 3)
         let full = region.count
         #expect(full == capacity)
     }
@@ -166,7 +206,7 @@ struct ModelTests {
         let allocator = try LargeAllocator(configuration: testConfiguration())
         do {
             var region = try allocator.allocate(TrackedObject.self, capacity: 100)
-            for id in 0..<10 { try region.append(TrackedObject(id, tally)) }
+            for id in 0..<10 { region.append(TrackedObject(id, tally)) }
             let removed = region.removeLast()
             #expect(tally.died == 0, "removeLast hands the element out, alive")
             _ = consume removed

@@ -6,8 +6,8 @@ import LargeAlloc
 
 /// Fills a region to `count` elements: every element `tag`, and every 512th (one per
 /// 4 KiB page) `tag ^ index`, so both the pages and their order are checked.
-func fill(_ region: inout Region<UInt64>, count: Int, tag: UInt64) throws {
-    try region.append(count: count, repeating: tag)
+func fill(_ region: inout Region<UInt64>, count: Int, tag: UInt64) {
+    region.append(count: count, repeating: tag)
     region.withUnsafeMutableBufferPointer { elements in
         for index in stride(from: 0, to: count, by: 512) { elements[index] = tag ^ UInt64(index) }
         elements[count - 1] = tag ^ UInt64(count - 1)

@@ -1,7 +1,8 @@
 // Multi-threaded stress (spec section 5): more threads than cores allocate regions, write
 // a pattern, and swap them through shared slots, so most releases happen on another
-// thread, while the worker clears and unmaps and another thread reads statistics. The
-// thread-sanitizer run selects this suite with `--filter Stress`.
+// thread, while the worker clears and unmaps and another thread reads statistics and runs
+// the integrity walker (spec section 4: it takes every lock, so it is exact while the others
+// run). The thread-sanitizer run selects this suite with `--filter Stress`.
 
 import AllocCore
 import AllocTestSupport
@@ -32,7 +33,7 @@ struct StressTests {
                 ("eagerClears of \(size) KiB", sizeClass.eagerClears),
                 ("backgroundClears of \(size) KiB", sizeClass.backgroundClears),
                 ("clearFailures of \(size) KiB", sizeClass.clearFailures), ("steals of \(size) KiB", sizeClass.steals),
-                ("unmappedAreas of \(size) KiB", sizeClass.unmappedAreas),
+                ("unmappedChunks of \(size) KiB", sizeClass.unmappedChunks),
             ]
         }
         return counters
@@ -63,6 +64,7 @@ struct StressTests {
                     problems.report("seed \(seed): \(total.allocations) allocations, bound \(allocationBound)")
                 }
                 previous = current
+                if let violation = allocator.integrityViolation() { problems.report("seed \(seed): \(violation)") }
             }
         }
         let threads = try (0..<Self.threadCount).map { thread in
@@ -73,7 +75,7 @@ struct StressTests {
                     let tag = UInt64(thread) << 32 | UInt64(operation) | 1
                     do {
                         var region = try allocator.allocate(UInt64.self, capacity: elements)
-                        try fill(&region, count: min(elements, 2048), tag: tag)
+                        fill(&region, count: min(elements, 2048), tag: tag)
                         let slot = slots[Int.random(in: 0..<slots.count, using: &generator)]
                         if let old = slot.swap(TaggedRegion(region: region, tag: tag)), !old.isIntact {
                             problems.report("seed \(seed): region tagged \(old.tag) overwritten before release")
@@ -90,6 +92,7 @@ struct StressTests {
         for slot in slots {
             if let region = slot.swap(nil), !region.isIntact { problems.report("seed \(seed): slot overwritten") }
         }
+        if let violation = allocator.integrityViolation() { problems.report("seed \(seed) at the end: \(violation)") }
         let found = problems.lock.withLock { problems.list }
         #expect(found.isEmpty, "\(found)")
         let statistics = totals(allocator.statistics())
@@ -97,10 +100,10 @@ struct StressTests {
             statistics.liveRegions == 0 && statistics.allocations == allocationBound, "seed \(seed): \(statistics)")
     }
 
-    @Test("anonymous, small caches, fast worker that unmaps idle areas")
+    @Test("anonymous, small caches, fast worker that unmaps idle chunks")
     func anonymous() throws {
         var configuration = testConfiguration(threadCacheBytes: 2 << 20, worker: .milliseconds(1))
-        configuration.areaIdleAge = .zero
+        configuration.chunkIdleAge = .zero
         configuration.backgroundBytesPerTick = 1 << 20
         let allocator = try LargeAllocator(configuration: configuration)
         try stress(allocator, seed: testSeed(), operations: 1000)
@@ -119,7 +122,7 @@ struct StressTests {
         try withTemporaryDirectory { directory in
             var configuration = testConfiguration(
                 backing: .file(directory: directory), threadCacheBytes: 4 << 20, worker: .milliseconds(2))
-            configuration.areaIdleAge = .milliseconds(1)
+            configuration.chunkIdleAge = .milliseconds(1)
             let allocator = try LargeAllocator(configuration: configuration)
             let stop = Signal()
             let base = configuration

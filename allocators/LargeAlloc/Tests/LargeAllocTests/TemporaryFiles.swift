@@ -1,4 +1,4 @@
-// Temporary directories for file-backed areas, and what the file system and
+// Temporary directories for file-backed chunks, and what the file system and
 // /proc/self/maps say about the files in them.
 
 import Glibc

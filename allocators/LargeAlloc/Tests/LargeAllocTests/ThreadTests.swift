@@ -10,17 +10,17 @@ import Testing
 
 @Suite("Thread caches and configuration")
 struct ThreadTests {
-    /// One region per area, so that a pool never has a spare region from a refill.
-    func oneRegionPerArea(threadCacheBytes: Int) -> LargeAllocConfiguration {
+    /// One region per chunk, so that a pool never has a spare region from a refill.
+    func oneRegionPerChunk(threadCacheBytes: Int) -> LargeAllocConfiguration {
         var configuration = testConfiguration(threadCacheBytes: threadCacheBytes)
-        configuration.initialAreaBytes = 1 << 20
-        configuration.maximumAreaBytes = 1 << 20
+        configuration.initialChunkBytes = 1 << 20
+        configuration.maximumChunkBytes = 1 << 20
         return configuration
     }
 
     @Test("a thread's exit returns its cache to the dirty pool")
     func threadExitReturnsCache() throws {
-        let allocator = try LargeAllocator(configuration: oneRegionPerArea(threadCacheBytes: 8 << 20))
+        let allocator = try LargeAllocator(configuration: oneRegionPerChunk(threadCacheBytes: 8 << 20))
         try onNewThread {
             let regions = (0..<3).map { _ in RegionSlot() }
             for slot in regions {
@@ -33,14 +33,21 @@ struct ThreadTests {
         let sizeClass = try #require(allocator.statistics().sizeClass(regionByteCount: 1 << 20))
         #expect(sizeClass.threadRegions == 0, "the exited thread's cache still holds regions: \(sizeClass)")
         #expect(sizeClass.dirtyRegions == 3 && sizeClass.liveRegions == 0, "\(sizeClass)")
+        let parked = allocator.statistics()
+        #expect(parked.threadCaches == 1 && parked.parkedThreadCaches == 1, "\(parked)")
+        #expect(allocator.integrityViolation() == nil)
         // A new thread adopts the parked cache instead of making one.
-        try onNewThread { _ = try! allocator.allocate(UInt8.self, capacity: 1) }
+        try onNewThread {
+            _ = try! allocator.allocate(UInt8.self, capacity: 1)
+            let adopted = allocator.statistics()
+            #expect(adopted.threadCaches == 1 && adopted.parkedThreadCaches == 0, "\(adopted)")
+        }
         #expect(allocator.statistics().threadCaches == 1)
     }
 
     @Test("with empty pools, an allocation steals from another thread's cache")
     func stealing() throws {
-        let allocator = try LargeAllocator(configuration: oneRegionPerArea(threadCacheBytes: 8 << 20))
+        let allocator = try LargeAllocator(configuration: oneRegionPerChunk(threadCacheBytes: 8 << 20))
         let cached = Signal()
         let done = Signal()
         let thread = try OSThread.spawn {
@@ -66,7 +73,7 @@ struct ThreadTests {
 
     @Test("a cache holds at most threadCacheBytes; the rest goes to the dirty pool")
     func cacheBound() throws {
-        let allocator = try LargeAllocator(configuration: oneRegionPerArea(threadCacheBytes: 2 << 20))
+        let allocator = try LargeAllocator(configuration: oneRegionPerChunk(threadCacheBytes: 2 << 20))
         let regions = (0..<5).map { _ in RegionSlot() }
         for slot in regions {
             _ = slot.swap(TaggedRegion(region: try allocator.allocate(UInt64.self, capacity: 100_000), tag: 1))
@@ -89,7 +96,7 @@ struct ThreadTests {
         configuration.isEnabled = false
         try allocator.reconfigure(configuration)
         #expect(throws: LargeAllocError.disabled) { _ = try allocator.allocate(UInt8.self, capacity: 1) }
-        try region.append(5)
+        region.append(5)
         let value = region[0]
         #expect(value == 5)
         _ = consume region
@@ -107,7 +114,7 @@ struct ThreadTests {
         configuration.isEnabled = false
         let allocator = try LargeAllocator(configuration: configuration)
         #expect(throws: LargeAllocError.disabled) { _ = try allocator.allocate(Int.self, capacity: 1) }
-        #expect(totals(allocator.statistics()).areas == 0)
+        #expect(totals(allocator.statistics()).chunks == 0)
     }
 
     @Test("a thread using more allocators than its table holds still allocates and frees in each")
@@ -116,7 +123,7 @@ struct ThreadTests {
             let allocators = (0..<12).map { _ in try! LargeAllocator(configuration: testConfiguration()) }
             for allocator in allocators {
                 var region = try! allocator.allocate(UInt64.self, capacity: 100)
-                try! fill(&region, count: 100, tag: 7)
+                fill(&region, count: 100, tag: 7)
                 let intact = matches(region, tag: 7)
                 #expect(intact)
             }
@@ -135,7 +142,7 @@ struct ThreadTests {
         var allocator: LargeAllocator? = try LargeAllocator(configuration: testConfiguration(worker: .milliseconds(5)))
         var region = try allocator!.allocate(UInt64.self, capacity: 1000)
         allocator = nil
-        try fill(&region, count: 1000, tag: 3)
+        fill(&region, count: 1000, tag: 3)
         let intact = matches(region, tag: 3)
         #expect(intact)
         let slot = RegionSlot()

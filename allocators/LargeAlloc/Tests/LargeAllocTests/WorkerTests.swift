@@ -1,5 +1,5 @@
 // The background worker and memory returned to the OS (spec section 6): dirty regions are
-// advised away and move to the clean pool, resident bytes fall, idle areas are unmapped,
+// advised away and move to the clean pool, resident bytes fall, idle chunks are unmapped,
 // and stopping the worker does not wait for its interval.
 //
 // The worker runs on its own schedule, so no test reads a figure it could change
@@ -21,7 +21,7 @@ struct WorkerTests {
         var regions: [RegionSlot] = []
         for index in 0..<count {
             var region = try allocator.allocate(UInt64.self, capacity: (2 << 20) / 8)
-            try fill(&region, count: region.capacity, tag: UInt64(index) + 1)
+            fill(&region, count: region.capacity, tag: UInt64(index) + 1)
             let slot = RegionSlot()
             _ = slot.swap(TaggedRegion(region: region, tag: UInt64(index) + 1))
             regions.append(slot)
@@ -89,25 +89,25 @@ struct WorkerTests {
         #expect(emptied, "after releaseThreadCache: \(residentAfterRelease) bytes resident")
     }
 
-    @Test("areas wholly clean for areaIdleAge are unmapped, and refilled on demand")
-    func idleAreasAreUnmapped() throws {
-        // No worker until `before` is read: a running one may unmap the areas (40 ms after
+    @Test("chunks wholly clean for chunkIdleAge are unmapped, and refilled on demand")
+    func idleChunksAreUnmapped() throws {
+        // No worker until `before` is read: a running one may unmap the chunks (40 ms after
         // the frees) before the test gets to read them.
         var configuration = testConfiguration(threadCacheBytes: 0)
-        configuration.areaIdleAge = .milliseconds(30)
+        configuration.chunkIdleAge = .milliseconds(30)
         let allocator = try LargeAllocator(configuration: configuration)
         try churn(allocator, count: 3)
         // Without a worker nothing is cleared or unmapped, however long the test takes
-        // (here longer than areaIdleAge).
+        // (here longer than chunkIdleAge).
         usleep(40_000)
         let before = try #require(allocator.statistics().sizeClass(regionByteCount: 2 << 20))
-        #expect(before.areas == 2 && before.dirtyRegions == 3 && before.unmappedAreas == 0, "\(before)")
+        #expect(before.chunks == 2 && before.dirtyRegions == 3 && before.unmappedChunks == 0, "\(before)")
         configuration.backgroundInterval = .milliseconds(10)
         try allocator.reconfigure(configuration)
-        let unmapped = eventually { allocator.statistics().sizeClass(regionByteCount: 2 << 20)!.areas == 0 }
+        let unmapped = eventually { allocator.statistics().sizeClass(regionByteCount: 2 << 20)!.chunks == 0 }
         let after = try #require(allocator.statistics().sizeClass(regionByteCount: 2 << 20))
         #expect(unmapped, "\(after)")
-        #expect(after.unmappedAreas == before.areas && after.areaBytes == 0 && after.freeRegions == 0, "\(after)")
+        #expect(after.unmappedChunks == before.chunks && after.chunkBytes == 0 && after.freeRegions == 0, "\(after)")
         let mapped = try #require(allocator.mappingStatistics().first { $0.regionByteCount == 2 << 20 })
         #expect(mapped.usage.mappedBytes == 0)
         try churn(allocator, count: 1)
@@ -152,11 +152,11 @@ struct WorkerTests {
         #expect(try resident(allocator) < 1 << 20)
     }
 
-    @Test("growth: areas grow with refills, slowed by the dampener, bounded by maximumAreaBytes")
+    @Test("growth: chunks grow with refills, slowed by the dampener, bounded by maximumChunkBytes")
     func boundedGrowth() throws {
         var configuration = testConfiguration(threadCacheBytes: 0)
-        configuration.initialAreaBytes = 256 << 10
-        configuration.maximumAreaBytes = 1 << 20
+        configuration.initialChunkBytes = 256 << 10
+        configuration.maximumChunkBytes = 1 << 20
         configuration.growthDampener = 1
         let allocator = try LargeAllocator(configuration: configuration)
         var regions: [RegionSlot] = []
@@ -166,10 +166,10 @@ struct WorkerTests {
             regions.append(slot)
         }
         let sizeClass = allocator.statistics().sizeClasses[0]
-        // Areas of 256 KiB, 256 KiB, 512 KiB, 512 KiB, 1 MiB, 1 MiB, 1 MiB...: 4, 4, 8, 8, 16...
+        // Chunks of 256 KiB, 256 KiB, 512 KiB, 512 KiB, 1 MiB, 1 MiB, 1 MiB...: 4, 4, 8, 8, 16...
         // regions. 40 live regions need 4 + 4 + 8 + 8 + 16 = 40: five refills.
         #expect(sizeClass.refills == 5, "\(sizeClass)")
-        #expect(sizeClass.areaBytes == (256 + 256 + 512 + 512 + 1024) << 10, "\(sizeClass)")
+        #expect(sizeClass.chunkBytes == (256 + 256 + 512 + 512 + 1024) << 10, "\(sizeClass)")
         regions.removeAll()
     }
 }
