@@ -53,7 +53,7 @@
 // Chunks come from the C heap (`malloc`): chunks start at 4 KiB, where a page mapping
 // would cost a system call per chunk and a page per arena, and glibc and jemalloc map
 // large requests directly anyway. A failed `malloc` is an answer (nil, or
-// ``ArenaError/outOfMemory``), never a crash.
+// ``ArenaAllocError/outOfMemory``), never a crash.
 
 import AllocCore
 import Glibc
@@ -155,6 +155,7 @@ public struct Arena: ~Copyable, @unchecked Sendable {
         self.firstChunkByteCount = firstChunkByteCount
         self.lender = lender
         #if DEBUG
+            assert(ArenaLayout.isChecked)
             generation = .allocate(capacity: 1)
             generation.initialize(to: 0)
         #endif
@@ -211,7 +212,9 @@ public struct Arena: ~Copyable, @unchecked Sendable {
 
     /// Uninitialized memory for `capacity` values of `T`, bound to `T`, or nil when the
     /// byte count overflows or memory is exhausted. Nothing is deinitialized at the reset:
-    /// values with a deinit belong in ``put(_:)`` or ``collect(_:)``.
+    /// values with a deinit belong in ``put(_:)`` or ``collect(_:)``. As with
+    /// `UnsafeMutablePointer.allocate`, capacity 0 and zero-size types are fine (a type's
+    /// stride is at least 1).
     ///
     /// - Precondition: `capacity >= 0`; `T`'s alignment is at most ``maximumAlignment``.
     @inlinable @inline(__always)
@@ -283,13 +286,6 @@ public struct Arena: ~Copyable, @unchecked Sendable {
         return true
     }
 
-    /// Whether the block at `start` of `byteCount` bytes is the newest: it ends at the
-    /// cursor, above the rollback floor.
-    @inlinable
-    func isNewest(_ start: Int, byteCount: Int) -> Bool {
-        start &+ byteCount == cursor && start >= rollbackFloor
-    }
-
     /// Deinitializes every value put with a deinit (newest first), frees every chunk but
     /// one, and moves the cursor back to that chunk's start.
     ///
@@ -355,9 +351,9 @@ public struct Arena: ~Copyable, @unchecked Sendable {
         return try result.get()
     }
 
-    /// The arena's counters (section 8 of the spec).
-    public var statistics: ArenaStatistics {
-        ArenaStatistics(
+    /// The arena's counters now (section 8 of the spec).
+    public func statistics() -> ArenaAllocStatistics {
+        ArenaAllocStatistics(
             chunks: chunkCount, reservedBytes: reservedBytes, bytesInUse: bytesInUse,
             peakBytesInUse: max(peakBytes, cyclePeakBytes, bytesInUse), resets: resetCount)
     }
@@ -370,8 +366,6 @@ public struct Arena: ~Copyable, @unchecked Sendable {
         return bytesUsedInEarlierChunks &+ (cursor &- ChunkHeader.dataStart(of: chunk))
     }
 }
-
-// MARK: - Public API: values in the arena
 
 extension Arena {
     /// Moves `value` into the arena and returns a handle to it, or nil when memory is
@@ -441,289 +435,7 @@ extension Arena {
     public static let collectInitialCapacityLimit = 1 << 16
 }
 
-/// A value in an arena, from ``Arena/put(_:)``: an escapable handle that, in debug
-/// builds, traps when used after the arena was reset.
-///
-/// It is valid until the arena's next reset or its end; with a release build, using it
-/// after that is undefined (the caller's duty). Inside ``Arena/withScope(_:)`` prefer
-/// ``ArenaRef``, which the compiler keeps inside the scope.
-public struct ArenaPointer<Pointee>: @unchecked Sendable {
-    @usableFromInline let base: UnsafeMutablePointer<Pointee>
-    #if DEBUG
-        @usableFromInline let stamp: GenerationStamp
-    #endif
-
-    @inlinable
-    init(_ base: UnsafeMutablePointer<Pointee>, in arena: borrowing Arena) {
-        self.base = base
-        #if DEBUG
-            stamp = GenerationStamp(arena.generation)
-        #endif
-    }
-
-    /// The value (read and written in place).
-    @inlinable
-    public var value: Pointee {
-        get {
-            checkGeneration()
-            return base.pointee
-        }
-        nonmutating set {
-            checkGeneration()
-            base.pointee = newValue
-        }
-    }
-
-    /// The value's address, for APIs that take a pointer. The caller's duty: do not use
-    /// it past the arena's reset.
-    @inlinable
-    public var unsafePointer: UnsafeMutablePointer<Pointee> {
-        checkGeneration()
-        return base
-    }
-
-    @inlinable @inline(__always)
-    func checkGeneration() {
-        #if DEBUG
-            stamp.check(kind: "ArenaPointer<\(Pointee.self)>", address: UnsafeRawPointer(base))
-        #endif
-    }
-}
-
-/// Values in an arena, from ``Arena/copy(_:)-(Collection)`` or ``Arena/collect(_:)``: an
-/// escapable random-access collection that, in debug builds, traps when used after the
-/// arena was reset.
-public struct ArenaBuffer<Element>: RandomAccessCollection, @unchecked Sendable {
-    @usableFromInline let base: UnsafeMutablePointer<Element>?
-    public let count: Int
-    #if DEBUG
-        @usableFromInline let stamp: GenerationStamp
-    #endif
-
-    @inlinable
-    init(_ base: UnsafeMutablePointer<Element>?, count: Int, in arena: borrowing Arena) {
-        self.base = base
-        self.count = count
-        #if DEBUG
-            stamp = GenerationStamp(arena.generation)
-        #endif
-    }
-
-    @inlinable public var startIndex: Int { 0 }
-    @inlinable public var endIndex: Int { count }
-
-    /// The element at `index` (read and written in place).
-    @inlinable
-    public subscript(index: Int) -> Element {
-        get {
-            precondition(index >= 0 && index < count, "ArenaBuffer index \(index) out of range 0..<\(count)")
-            checkGeneration()
-            return base.unsafelyUnwrapped[index]
-        }
-        nonmutating set {
-            precondition(index >= 0 && index < count, "ArenaBuffer index \(index) out of range 0..<\(count)")
-            checkGeneration()
-            base.unsafelyUnwrapped[index] = newValue
-        }
-    }
-
-    /// The elements as a buffer, for the duration of `body`.
-    @inlinable
-    public func withUnsafeBufferPointer<Result, Failure: Error>(
-        _ body: (UnsafeBufferPointer<Element>) throws(Failure) -> Result
-    ) throws(Failure) -> Result {
-        checkGeneration()
-        return try body(UnsafeBufferPointer(start: base, count: count))
-    }
-
-    @inlinable @inline(__always)
-    func checkGeneration() {
-        #if DEBUG
-            if let base { stamp.check(kind: "ArenaBuffer<\(Element.self)>", address: UnsafeRawPointer(base)) }
-        #endif
-    }
-}
-
-extension ArenaBuffer where Element == UInt8 {
-    /// The bytes decoded as UTF-8 (a new `String`).
-    @inlinable
-    public var string: String {
-        withUnsafeBufferPointer { String(decoding: $0, as: UTF8.self) }
-    }
-}
-
-#if DEBUG
-    /// The arena generation a debug handle was made in, and where to read the current one.
-    @usableFromInline struct GenerationStamp: @unchecked Sendable {
-        @usableFromInline let current: UnsafeMutablePointer<Int>
-        @usableFromInline let made: Int
-
-        @inlinable
-        init(_ current: UnsafeMutablePointer<Int>) {
-            self.current = current
-            made = current.pointee
-        }
-
-        @inlinable
-        func check(kind: @autoclosure () -> String, address: UnsafeRawPointer) {
-            if current.pointee != made { staleHandle(kind(), address: address, made: made, now: current.pointee) }
-        }
-    }
-
-    @usableFromInline @inline(never)
-    func staleHandle(_ kind: String, address: UnsafeRawPointer, made: Int, now: Int) -> Never {
-        preconditionFailure(
-            "\(kind) at \(address) used after its arena was reset: made in generation \(made), the arena is in generation \(now)"
-        )
-    }
-#endif
-
-// MARK: - Public API: scopes
-
-/// Ways to put things into an arena inside ``Arena/withScope(_:)``, whose references
-/// cannot leave the scope.
-///
-/// Exhaustion throws ``ArenaError/outOfMemory``, so a scope's body reads as straight
-/// code with `try`.
-public struct ArenaScope: ~Escapable {
-    @usableFromInline let arena: UnsafeMutablePointer<Arena>
-
-    @usableFromInline @_lifetime(immortal)
-    init(arena: UnsafeMutablePointer<Arena>) { self.arena = arena }
-
-    /// Moves `value` into the arena; see ``Arena/put(_:)``.
-    @inlinable @_lifetime(copy self)
-    public func put<T>(_ value: T) throws(ArenaError) -> ArenaRef<T> {
-        guard let pointer = arena.pointee.put(value) else { throw .outOfMemory }
-        return _overrideLifetime(ArenaRef(pointer), copying: self)
-    }
-
-    /// Stores a value with no deinit; see ``Arena/putWithoutDeinit(_:)``.
-    @inlinable @_lifetime(copy self)
-    public func putWithoutDeinit<T: BitwiseCopyable>(_ value: T) throws(ArenaError) -> ArenaRef<T> {
-        guard let pointer = arena.pointee.putWithoutDeinit(value) else { throw .outOfMemory }
-        return _overrideLifetime(ArenaRef(pointer), copying: self)
-    }
-
-    /// Copies a string's UTF-8 bytes; see ``Arena/copy(_:)-(StringProtocol)``.
-    @inlinable @_lifetime(copy self)
-    public func copy(_ string: some StringProtocol) throws(ArenaError) -> ArenaSpan<UInt8> {
-        guard let buffer = arena.pointee.copy(string) else { throw .outOfMemory }
-        return _overrideLifetime(ArenaSpan(buffer), copying: self)
-    }
-
-    /// Copies a collection; see ``Arena/copy(_:)-(Collection)``.
-    @inlinable @_lifetime(copy self)
-    public func copy<C: Collection>(_ collection: C) throws(ArenaError) -> ArenaSpan<C.Element> {
-        guard let buffer = arena.pointee.copy(collection) else { throw .outOfMemory }
-        return _overrideLifetime(ArenaSpan(buffer), copying: self)
-    }
-
-    /// Builds an array from any sequence; see ``Arena/collect(_:)``.
-    @inlinable @_lifetime(copy self)
-    public func collect<S: Sequence>(_ sequence: S) throws(ArenaError) -> ArenaSpan<S.Element> {
-        guard let buffer = arena.pointee.collect(sequence) else { throw .outOfMemory }
-        return _overrideLifetime(ArenaSpan(buffer), copying: self)
-    }
-
-    /// Uninitialized memory for `capacity` values of `T`, valid for the scope; nothing is
-    /// deinitialized at the reset.
-    @inlinable
-    public func allocate<T>(of type: T.Type, capacity: Int) throws(ArenaError) -> UnsafeMutableBufferPointer<T> {
-        guard let buffer = arena.pointee.allocate(of: type, capacity: capacity) else { throw .outOfMemory }
-        return buffer
-    }
-
-    /// The arena's counters now.
-    public var statistics: ArenaStatistics { arena.pointee.statistics }
-}
-
-/// A value in an arena, from a scope: non-escapable, so it cannot outlive the scope.
-public struct ArenaRef<Pointee>: ~Escapable {
-    @usableFromInline let pointer: ArenaPointer<Pointee>
-
-    @usableFromInline @_lifetime(immortal)
-    init(_ pointer: ArenaPointer<Pointee>) { self.pointer = pointer }
-
-    /// The value (read and written in place).
-    @inlinable
-    public var value: Pointee {
-        get { pointer.value }
-        nonmutating set { pointer.value = newValue }
-    }
-}
-
-/// Values in an arena, from a scope: non-escapable, so they cannot outlive the scope.
-public struct ArenaSpan<Element>: ~Escapable {
-    @usableFromInline let buffer: ArenaBuffer<Element>
-
-    @usableFromInline @_lifetime(immortal)
-    init(_ buffer: ArenaBuffer<Element>) { self.buffer = buffer }
-
-    /// The number of elements.
-    @inlinable public var count: Int { buffer.count }
-
-    /// The element at `index` (read and written in place).
-    @inlinable
-    public subscript(index: Int) -> Element {
-        get { buffer[index] }
-        nonmutating set { buffer[index] = newValue }
-    }
-
-    /// The elements as a buffer, for the duration of `body`.
-    @inlinable
-    public func withUnsafeBufferPointer<Result, Failure: Error>(
-        _ body: (UnsafeBufferPointer<Element>) throws(Failure) -> Result
-    ) throws(Failure) -> Result {
-        try buffer.withUnsafeBufferPointer(body)
-    }
-
-    /// The elements as a standard-library `Span`, which shares the scope's lifetime.
-    @inlinable
-    public var span: Span<Element> {
-        @_lifetime(copy self) get {
-            buffer.checkGeneration()
-            let span = Span(_unsafeStart: UnsafePointer(buffer.base.unsafelyUnwrapped), count: buffer.count)
-            return _overrideLifetime(span, copying: self)
-        }
-    }
-}
-
-extension ArenaSpan where Element == UInt8 {
-    /// The bytes decoded as UTF-8 (a new `String`).
-    @inlinable public var string: String { buffer.string }
-}
-
-/// Why an arena could not give memory.
-public enum ArenaError: Error, Equatable, Sendable {
-    /// The request's size overflows, or the C heap refused a chunk.
-    case outOfMemory
-}
-
-/// An arena's counters at one moment.
-public struct ArenaStatistics: Sendable, Equatable {
-    /// Chunks the arena holds (for a ``SharedArena``: its own, those lent to local
-    /// arenas, and spare ones).
-    public var chunks: Int
-    /// Bytes of those chunks, headers included.
-    public var reservedBytes: Int
-    /// Bytes handed out since the last reset, alignment padding included.
-    public var bytesInUse: Int
-    /// The most bytes ever in use at once.
-    public var peakBytesInUse: Int
-    /// Resets so far.
-    public var resets: Int
-
-    public init(chunks: Int, reservedBytes: Int, bytesInUse: Int, peakBytesInUse: Int, resets: Int) {
-        self.chunks = chunks
-        self.reservedBytes = reservedBytes
-        self.bytesInUse = bytesInUse
-        self.peakBytesInUse = peakBytesInUse
-        self.resets = resets
-    }
-}
-
-// MARK: - Public API: SharedArena and LocalArena
+// MARK: - Public API: SharedArena
 
 /// An arena that any number of threads allocate from at once (blink-alloc's
 /// `SyncBlinkAlloc`).
@@ -814,9 +526,11 @@ public struct SharedArena: Sendable {
         storage.reset()
     }
 
-    /// The counters (any thread; each counter is read separately).
-    public var statistics: ArenaStatistics { storage.statistics }
+    /// The counters now (any thread; each counter is read separately).
+    public func statistics() -> ArenaAllocStatistics { storage.statistics() }
 }
+
+// MARK: - Public API: LocalArena
 
 /// A thread's own arena fed by a ``SharedArena`` (blink-alloc's `LocalBlinkAlloc`): the
 /// fast path of an ``Arena``, with chunks lent by the shared arena.
@@ -869,8 +583,8 @@ public struct LocalArena: ~Copyable, @unchecked Sendable {
     @inlinable
     public mutating func reset() { arena.reset() }
 
-    /// The local arena's own counters.
-    public var statistics: ArenaStatistics { arena.statistics }
+    /// The local arena's own counters now.
+    public func statistics() -> ArenaAllocStatistics { arena.statistics() }
 }
 
 // MARK: - Public API: ArenaCache
@@ -938,7 +652,359 @@ public final class ArenaCache: @unchecked Sendable {
     public var count: Int { lock.withLock { warmCount } }
 }
 
-// MARK: - Slow path
+// MARK: - Public API: ArenaScope
+
+/// Ways to put things into an arena inside ``Arena/withScope(_:)``, whose references
+/// cannot leave the scope.
+///
+/// Exhaustion throws ``ArenaAllocError/outOfMemory``, so a scope's body reads as straight
+/// code with `try`.
+public struct ArenaScope: ~Escapable {
+    @usableFromInline let arena: UnsafeMutablePointer<Arena>
+
+    @usableFromInline @_lifetime(immortal)
+    init(arena: UnsafeMutablePointer<Arena>) { self.arena = arena }
+
+    /// Moves `value` into the arena; see ``Arena/put(_:)``.
+    @inlinable @_lifetime(copy self)
+    public func put<T>(_ value: T) throws(ArenaAllocError) -> ArenaRef<T> {
+        guard let pointer = arena.pointee.put(value) else { throw .outOfMemory }
+        return _overrideLifetime(ArenaRef(pointer), copying: self)
+    }
+
+    /// Stores a value with no deinit; see ``Arena/putWithoutDeinit(_:)``.
+    @inlinable @_lifetime(copy self)
+    public func putWithoutDeinit<T: BitwiseCopyable>(_ value: T) throws(ArenaAllocError) -> ArenaRef<T> {
+        guard let pointer = arena.pointee.putWithoutDeinit(value) else { throw .outOfMemory }
+        return _overrideLifetime(ArenaRef(pointer), copying: self)
+    }
+
+    /// Copies a string's UTF-8 bytes; see ``Arena/copy(_:)-(StringProtocol)``.
+    @inlinable @_lifetime(copy self)
+    public func copy(_ string: some StringProtocol) throws(ArenaAllocError) -> ArenaSpan<UInt8> {
+        guard let buffer = arena.pointee.copy(string) else { throw .outOfMemory }
+        return _overrideLifetime(ArenaSpan(buffer), copying: self)
+    }
+
+    /// Copies a collection; see ``Arena/copy(_:)-(Collection)``.
+    @inlinable @_lifetime(copy self)
+    public func copy<C: Collection>(_ collection: C) throws(ArenaAllocError) -> ArenaSpan<C.Element> {
+        guard let buffer = arena.pointee.copy(collection) else { throw .outOfMemory }
+        return _overrideLifetime(ArenaSpan(buffer), copying: self)
+    }
+
+    /// Builds an array from any sequence; see ``Arena/collect(_:)``.
+    @inlinable @_lifetime(copy self)
+    public func collect<S: Sequence>(_ sequence: S) throws(ArenaAllocError) -> ArenaSpan<S.Element> {
+        guard let buffer = arena.pointee.collect(sequence) else { throw .outOfMemory }
+        return _overrideLifetime(ArenaSpan(buffer), copying: self)
+    }
+
+    /// Uninitialized memory for `capacity` values of `T`, valid for the scope; nothing is
+    /// deinitialized at the reset.
+    @inlinable
+    public func allocate<T>(of type: T.Type, capacity: Int) throws(ArenaAllocError) -> UnsafeMutableBufferPointer<T> {
+        guard let buffer = arena.pointee.allocate(of: type, capacity: capacity) else { throw .outOfMemory }
+        return buffer
+    }
+
+    /// The arena's counters now.
+    public func statistics() -> ArenaAllocStatistics { arena.pointee.statistics() }
+}
+
+// MARK: - Public API: ArenaPointer
+
+/// A value in an arena, from ``Arena/put(_:)``: an escapable handle that, in debug
+/// builds, traps when used after the arena was reset.
+///
+/// It is valid until the arena's next reset or its end; with a release build, using it
+/// after that is undefined (the caller's duty). Inside ``Arena/withScope(_:)`` prefer
+/// ``ArenaRef``, which the compiler keeps inside the scope.
+public struct ArenaPointer<Pointee> {
+    @usableFromInline let base: UnsafeMutablePointer<Pointee>
+    #if DEBUG
+        @usableFromInline let stamp: GenerationStamp
+    #endif
+
+    @inlinable
+    init(_ base: UnsafeMutablePointer<Pointee>, in arena: borrowing Arena) {
+        self.base = base
+        #if DEBUG
+            stamp = GenerationStamp(arena.generation)
+        #endif
+    }
+
+    /// The value (read and written in place).
+    @inlinable
+    public var value: Pointee {
+        get {
+            checkGeneration()
+            return base.pointee
+        }
+        nonmutating set {
+            checkGeneration()
+            base.pointee = newValue
+        }
+    }
+
+    /// The value's address, for APIs that take a pointer. The caller's duty: do not use
+    /// it past the arena's reset.
+    @inlinable
+    public var unsafePointer: UnsafeMutablePointer<Pointee> {
+        checkGeneration()
+        return base
+    }
+
+    @inlinable @inline(__always)
+    func checkGeneration() {
+        #if DEBUG
+            stamp.check(kind: "ArenaPointer<\(Pointee.self)>", address: UnsafeRawPointer(base))
+        #endif
+    }
+}
+
+/// A handle may cross threads when its value may: the handle is only an address (and,
+/// in debug builds, the generation word it checks), so what crosses is access to the
+/// value. Whether threads may then use it at once is the value's business, as for any
+/// shared reference.
+extension ArenaPointer: @unchecked Sendable where Pointee: Sendable {}
+
+// MARK: - Public API: ArenaBuffer
+
+/// Values in an arena, from ``Arena/copy(_:)-(Collection)`` or ``Arena/collect(_:)``: an
+/// escapable random-access collection that, in debug builds, traps when used after the
+/// arena was reset.
+public struct ArenaBuffer<Element>: RandomAccessCollection {
+    @usableFromInline let base: UnsafeMutablePointer<Element>?
+    public let count: Int
+    #if DEBUG
+        @usableFromInline let stamp: GenerationStamp
+    #endif
+
+    @inlinable
+    init(_ base: UnsafeMutablePointer<Element>?, count: Int, in arena: borrowing Arena) {
+        self.base = base
+        self.count = count
+        #if DEBUG
+            stamp = GenerationStamp(arena.generation)
+        #endif
+    }
+
+    @inlinable public var startIndex: Int { 0 }
+    @inlinable public var endIndex: Int { count }
+
+    /// The element at `index` (read and written in place).
+    @inlinable
+    public subscript(index: Int) -> Element {
+        get {
+            precondition(index >= 0 && index < count, "ArenaBuffer index \(index) out of range 0..<\(count)")
+            checkGeneration()
+            return base.unsafelyUnwrapped[index]
+        }
+        nonmutating set {
+            precondition(index >= 0 && index < count, "ArenaBuffer index \(index) out of range 0..<\(count)")
+            checkGeneration()
+            base.unsafelyUnwrapped[index] = newValue
+        }
+    }
+
+    /// The elements as a buffer, for the duration of `body`.
+    @inlinable
+    public func withUnsafeBufferPointer<Result, Failure: Error>(
+        _ body: (UnsafeBufferPointer<Element>) throws(Failure) -> Result
+    ) throws(Failure) -> Result {
+        checkGeneration()
+        return try body(UnsafeBufferPointer(start: base, count: count))
+    }
+
+    @inlinable @inline(__always)
+    func checkGeneration() {
+        #if DEBUG
+            if let base { stamp.check(kind: "ArenaBuffer<\(Element.self)>", address: UnsafeRawPointer(base)) }
+        #endif
+    }
+}
+
+extension ArenaBuffer where Element == UInt8 {
+    /// The bytes decoded as UTF-8 (a new `String`).
+    @inlinable
+    public var string: String {
+        withUnsafeBufferPointer { String(decoding: $0, as: UTF8.self) }
+    }
+}
+
+/// As ``ArenaPointer``: the buffer may cross threads when its elements may.
+extension ArenaBuffer: @unchecked Sendable where Element: Sendable {}
+
+// MARK: - Public API: ArenaRef
+
+/// A value in an arena, from a scope: non-escapable, so it cannot outlive the scope.
+public struct ArenaRef<Pointee>: ~Escapable {
+    @usableFromInline let pointer: ArenaPointer<Pointee>
+
+    @usableFromInline @_lifetime(immortal)
+    init(_ pointer: ArenaPointer<Pointee>) { self.pointer = pointer }
+
+    /// The value (read and written in place).
+    @inlinable
+    public var value: Pointee {
+        get { pointer.value }
+        nonmutating set { pointer.value = newValue }
+    }
+}
+
+// MARK: - Public API: ArenaSpan
+
+/// Values in an arena, from a scope: non-escapable, so they cannot outlive the scope.
+public struct ArenaSpan<Element>: ~Escapable {
+    @usableFromInline let buffer: ArenaBuffer<Element>
+
+    @usableFromInline @_lifetime(immortal)
+    init(_ buffer: ArenaBuffer<Element>) { self.buffer = buffer }
+
+    /// The number of elements.
+    @inlinable public var count: Int { buffer.count }
+
+    /// The element at `index` (read and written in place).
+    @inlinable
+    public subscript(index: Int) -> Element {
+        get { buffer[index] }
+        nonmutating set { buffer[index] = newValue }
+    }
+
+    /// The elements as a buffer, for the duration of `body`.
+    @inlinable
+    public func withUnsafeBufferPointer<Result, Failure: Error>(
+        _ body: (UnsafeBufferPointer<Element>) throws(Failure) -> Result
+    ) throws(Failure) -> Result {
+        try buffer.withUnsafeBufferPointer(body)
+    }
+
+    /// The elements as a standard-library `Span`, which shares the scope's lifetime.
+    @inlinable
+    public var span: Span<Element> {
+        @_lifetime(copy self) get {
+            buffer.checkGeneration()
+            let span = Span(_unsafeStart: UnsafePointer(buffer.base.unsafelyUnwrapped), count: buffer.count)
+            return _overrideLifetime(span, copying: self)
+        }
+    }
+}
+
+extension ArenaSpan where Element == UInt8 {
+    /// The bytes decoded as UTF-8 (a new `String`).
+    @inlinable public var string: String { buffer.string }
+}
+
+// MARK: - Public API: ArenaAllocError
+
+/// Why an arena could not give memory.
+public enum ArenaAllocError: Error, Equatable, Sendable {
+    /// The request's size overflows, or the C heap refused a chunk.
+    case outOfMemory
+}
+
+// MARK: - Public API: ArenaAllocStatistics
+
+/// An arena's counters at one moment.
+public struct ArenaAllocStatistics: Sendable, Equatable {
+    /// Chunks the arena holds (for a ``SharedArena``: its own, those lent to local
+    /// arenas, and spare ones).
+    public var chunks: Int
+    /// Bytes of those chunks, headers included.
+    public var reservedBytes: Int
+    /// Bytes handed out since the last reset, alignment padding included.
+    public var bytesInUse: Int
+    /// The most bytes ever in use at once.
+    public var peakBytesInUse: Int
+    /// Resets so far.
+    public var resets: Int
+
+    public init(chunks: Int, reservedBytes: Int, bytesInUse: Int, peakBytesInUse: Int, resets: Int) {
+        self.chunks = chunks
+        self.reservedBytes = reservedBytes
+        self.bytesInUse = bytesInUse
+        self.peakBytesInUse = peakBytesInUse
+        self.resets = resets
+    }
+}
+
+// MARK: - Fast path: Arena
+
+// `Arena.allocate` and the warm `reset` above are the fast path themselves (a bound check
+// and a store, inlined into the caller); these are the inlinable pieces the value API
+// and rollback build on.
+extension Arena {
+    /// Whether the block at `start` of `byteCount` bytes is the newest: it ends at the
+    /// cursor, above the rollback floor.
+    @inlinable
+    func isNewest(_ start: Int, byteCount: Int) -> Bool {
+        start &+ byteCount == cursor && start >= rollbackFloor
+    }
+
+    /// Memory for `count` values of `T`, with a deinit record when `T` has a deinit;
+    /// nil on exhaustion or overflow. With a record, the values are never the newest
+    /// block: the record follows them, below the rollback floor.
+    @inlinable
+    mutating func allocateValues<T>(of type: T.Type, count: Int) -> UnsafeMutablePointer<T>? {
+        guard let byteCount = checkedByteCount(count: count, stride: MemoryLayout<T>.stride),
+            let raw = allocate(byteCount: byteCount, alignment: MemoryLayout<T>.alignment)
+        else { return nil }
+        let values = raw.bindMemory(to: T.self, capacity: count)
+        if !_isPOD(T.self) && count > 0 {
+            guard recordDeinit(of: values, count: count) else {
+                deallocate(raw, byteCount: byteCount)
+                return nil
+            }
+        }
+        return values
+    }
+
+    /// Records that `count` values of `T` at `values` are deinitialized at the reset.
+    @inlinable
+    mutating func recordDeinit<T>(of values: UnsafeMutablePointer<T>, count: Int) -> Bool {
+        guard let record = allocate(byteCount: DeinitRecord.byteCount, alignment: DeinitRecord.alignment) else {
+            return false
+        }
+        DeinitRecord.initialize(record, next: deinitRecords, type: T.self, values: values, count: count)
+        deinitRecords = record
+        rollbackFloor = cursor
+        return true
+    }
+}
+
+// MARK: - Fast path: SharedArenaStorage
+
+extension SharedArenaStorage {
+    /// The fast path: a bump in the calling thread's window of this arena, when it has one.
+    @inlinable
+    func allocate(byteCount: Int, alignment: Int) -> UnsafeMutableRawPointer? {
+        if let state = ThreadLocalSlot.arenaAlloc.value {
+            let window = state.assumingMemoryBound(to: ThreadWindow.self)
+            if window.pointee.epoch == epoch.load(ordering: .relaxed),
+                let block = window.pointee.bump(byteCount: byteCount, alignment: alignment)
+            {
+                return block
+            }
+        }
+        return allocateInNewWindow(byteCount: byteCount, alignment: alignment)
+    }
+}
+
+// MARK: - Fast path: ThreadWindow
+
+extension ThreadWindow {
+    /// `byteCount` bytes aligned to `alignment` from the window, or nil when they do not fit.
+    @inlinable @inline(__always)
+    mutating func bump(byteCount: Int, alignment: Int) -> UnsafeMutableRawPointer? {
+        let aligned = (cursor &+ (alignment &- 1)) & ~(alignment &- 1)
+        guard byteCount <= limit &- aligned else { return nil }
+        cursor = aligned &+ byteCount
+        return UnsafeMutableRawPointer(bitPattern: aligned)
+    }
+}
+
+// MARK: - Slow path: Arena
 
 extension Arena {
     /// Takes a chunk that holds the request (the growth rule), then allocates from it.
@@ -1062,6 +1128,7 @@ extension Arena {
         resetCount &+= 1
         #if DEBUG
             generation.pointee &+= 1
+            if let violation = integrityViolation() { preconditionFailure("Arena after a reset: \(violation)") }
         #endif
     }
 
@@ -1086,34 +1153,6 @@ extension Arena {
         let detached = chunk
         chunk = nil
         return detached
-    }
-
-    /// Memory for `count` values of `T`, with a deinit record when `T` has a deinit;
-    /// nil on exhaustion or overflow. With a record, the values are never the newest
-    /// block: the record follows them, below the rollback floor.
-    @inlinable
-    mutating func allocateValues<T>(of type: T.Type, count: Int) -> UnsafeMutablePointer<T>? {
-        guard let byteCount = checkedByteCount(count: count, stride: MemoryLayout<T>.stride),
-            let raw = allocate(byteCount: byteCount, alignment: MemoryLayout<T>.alignment)
-        else { return nil }
-        let values = raw.bindMemory(to: T.self, capacity: count)
-        if !_isPOD(T.self) && count > 0 {
-            guard recordDeinit(of: values, count: count) else {
-                deallocate(raw, byteCount: byteCount)
-                return nil
-            }
-        }
-        return values
-    }
-
-    /// Records that `count` values of `T` at `values` are deinitialized at the reset.
-    @inlinable
-    mutating func recordDeinit<T>(of values: UnsafeMutablePointer<T>, count: Int) -> Bool {
-        guard let record = allocate(byteCount: DeinitRecord.byteCount, alignment: 8) else { return false }
-        DeinitRecord.initialize(record, next: deinitRecords, type: T.self, values: values, count: count)
-        deinitRecords = record
-        rollbackFloor = cursor
-        return true
     }
 
     /// The elements of `sequence` in a growing array at the cursor; nil on exhaustion (the
@@ -1172,78 +1211,9 @@ extension Arena {
     }
 }
 
-// MARK: - Internals: SharedArena storage
+// MARK: - Slow path: SharedArenaStorage
 
-/// The state of a ``SharedArena``, shared by its copies and its local arenas.
-///
-/// Its own chunks form a list from `current` (published with release, read with acquire);
-/// each shared chunk has an atomic cursor in its header. Chunks are added under `lock`
-/// and freed only by `reset` (when no other reference exists) or `deinit`, so a thread
-/// that read a chunk's address can always still read its header.
-@usableFromInline
-final class SharedArenaStorage: @unchecked Sendable {
-    /// The newest own chunk's address, or 0.
-    let current = Atomic<Int>(0)
-    /// This arena's epoch, unique in the process (from ``SharedArenaStorage/nextEpoch()``)
-    /// and renewed by every reset: a thread's window is this arena's current one only
-    /// when the epochs match, so a window never outlives a reset, and a window of a
-    /// destroyed arena never matches an arena created later at the same address.
-    @usableFromInline let epoch = Atomic<Int>(0)
-    /// The largest chunk a local arena took: the next local arena's first chunk size.
-    let largestLocalChunk: Atomic<Int>
-    let lock = SpinLock()
-    let firstChunkByteCount: Int
-    // Guarded by `lock`:
-    var ownChunks = 0
-    var ownBytes = 0
-    /// Chunks a local arena gave back with live data: kept until the reset.
-    var retiredChunks: UnsafeMutableRawPointer?
-    /// Chunks with no live data, lent again before anything is taken from the C heap.
-    var spareChunks: UnsafeMutableRawPointer?
-    var otherChunks = 0
-    var otherBytes = 0
-    var peakBytes = 0
-    var resetCount = 0
-
-    init(firstChunkByteCount: Int) {
-        self.firstChunkByteCount = firstChunkByteCount
-        largestLocalChunk = Atomic(firstChunkByteCount)
-        epoch.store(SharedArenaStorage.nextEpoch(), ordering: .relaxed)
-    }
-
-    /// A number no arena had before (epochs start at 1, so a zeroed window matches none).
-    static func nextEpoch() -> Int {
-        epochCounter.wrappingAdd(1, ordering: .relaxed).newValue
-    }
-
-    deinit {
-        freeList(UnsafeMutableRawPointer(bitPattern: current.load(ordering: .relaxed)))
-        freeList(retiredChunks)
-        freeList(spareChunks)
-    }
-
-    func freeList(_ first: UnsafeMutableRawPointer?) {
-        var next = first
-        while let chunk = next {
-            next = ChunkHeader.previous(of: chunk)
-            free(chunk)
-        }
-    }
-
-    /// The fast path: a bump in the calling thread's window of this arena, when it has one.
-    @inlinable
-    func allocate(byteCount: Int, alignment: Int) -> UnsafeMutableRawPointer? {
-        if let state = ThreadLocalSlot.arenaAlloc.value {
-            let window = state.assumingMemoryBound(to: ThreadWindow.self)
-            if window.pointee.epoch == epoch.load(ordering: .relaxed),
-                let block = window.pointee.bump(byteCount: byteCount, alignment: alignment)
-            {
-                return block
-            }
-        }
-        return allocateInNewWindow(byteCount: byteCount, alignment: alignment)
-    }
-
+extension SharedArenaStorage {
     /// Allocates from the calling thread's window of this arena when it is not the front
     /// one (the thread used another arena since), else from a new window; a large request
     /// (above a quarter of a window) goes straight to the shared chunk.
@@ -1289,8 +1259,8 @@ final class SharedArenaStorage: @unchecked Sendable {
     func allocateFromChunk(byteCount: Int, alignment: Int) -> UnsafeMutableRawPointer? {
         let chunkAddress = current.load(ordering: .acquiring)
         if let chunk = UnsafeMutableRawPointer(bitPattern: chunkAddress) {
-            let cursorWord = SharedChunk.cursor(of: chunk)
-            let limit = SharedChunk.limit(of: chunk)
+            let cursorWord = SharedChunkHeader.cursor(of: chunk)
+            let limit = SharedChunkHeader.limit(of: chunk)
             var cursor = cursorWord.load(ordering: .relaxed)
             // Checked before rounding, so the rounding below cannot overflow.
             if byteCount <= limit &- cursor {
@@ -1322,14 +1292,14 @@ final class SharedArenaStorage: @unchecked Sendable {
     @usableFromInline @inline(never)
     func allocateInNewChunk(byteCount: Int, alignment: Int, seen: Int) -> UnsafeMutableRawPointer? {
         let (needed, overflow) = byteCount.addingReportingOverflow(
-            SharedChunk.headerByteCount + 8 + max(0, alignment - 16))
+            SharedChunkHeader.byteCount + 8 + max(0, alignment - 16))
         guard !overflow else { return nil }
         let added: Bool = lock.withLock {
             guard current.load(ordering: .relaxed) == seen else { return true }
             guard let size = Arena.chunkSize(forAtLeast: max(needed, firstChunkByteCount), after: ownBytes),
                 let chunk = malloc(size)
             else { return false }
-            SharedChunk.initialize(chunk, size: size, previous: UnsafeMutableRawPointer(bitPattern: seen))
+            SharedChunkHeader.initialize(chunk, size: size, previous: UnsafeMutableRawPointer(bitPattern: seen))
             ownChunks += 1
             ownBytes += size
             current.store(Int(bitPattern: chunk), ordering: .releasing)
@@ -1337,9 +1307,6 @@ final class SharedArenaStorage: @unchecked Sendable {
         }
         return added ? allocateFromChunk(byteCount: byteCount, alignment: alignment) : nil
     }
-
-    /// The first chunk size of a new local arena.
-    var firstLocalChunkByteCount: Int { largestLocalChunk.load(ordering: .relaxed) }
 
     /// A chunk of at least `byteCount` bytes for a local arena: a spare one that is large
     /// enough, else one from the C heap.
@@ -1363,14 +1330,7 @@ final class SharedArenaStorage: @unchecked Sendable {
             return chunk
         }
         guard let lent else { return nil }
-        var largest = largestLocalChunk.load(ordering: .relaxed)
-        let size = ChunkHeader.size(of: lent)
-        while size > largest {
-            let (exchanged, original) = largestLocalChunk.compareExchange(
-                expected: largest, desired: size, ordering: .relaxed)
-            if exchanged { break }
-            largest = original
-        }
+        AtomicWord.raise(largestLocalChunk, to: ChunkHeader.size(of: lent), ordering: .relaxed)
         return lent
     }
 
@@ -1393,8 +1353,9 @@ final class SharedArenaStorage: @unchecked Sendable {
         var total = 0
         var next = UnsafeMutableRawPointer(bitPattern: current.load(ordering: .acquiring))
         while let chunk = next {
-            let cursor = min(SharedChunk.cursor(of: chunk).load(ordering: .relaxed), SharedChunk.limit(of: chunk))
-            total += cursor - SharedChunk.dataStart(of: chunk)
+            let cursor = min(
+                SharedChunkHeader.cursor(of: chunk).load(ordering: .relaxed), SharedChunkHeader.limit(of: chunk))
+            total += cursor - SharedChunkHeader.dataStart(of: chunk)
             next = ChunkHeader.previous(of: chunk)
         }
         return total
@@ -1410,9 +1371,9 @@ final class SharedArenaStorage: @unchecked Sendable {
                 // chunk sized for the cycle (its windows included), so a repeating cycle
                 // needs no new chunk after the first.
                 var kept = newest
-                var size = SharedChunk.limit(of: newest) - Int(bitPattern: newest)
-                if ownChunks > 1, size - SharedChunk.headerByteCount < inUse,
-                    let cycleSize = Arena.chunkSize(forAtLeast: inUse + SharedChunk.headerByteCount, after: 0),
+                var size = SharedChunkHeader.limit(of: newest) - Int(bitPattern: newest)
+                if ownChunks > 1, size - SharedChunkHeader.byteCount < inUse,
+                    let cycleSize = Arena.chunkSize(forAtLeast: inUse + SharedChunkHeader.byteCount, after: 0),
                     let consolidated = malloc(cycleSize)
                 {
                     freeList(newest)
@@ -1421,7 +1382,7 @@ final class SharedArenaStorage: @unchecked Sendable {
                 } else {
                     freeList(ChunkHeader.previous(of: newest))
                 }
-                SharedChunk.initialize(kept, size: size, previous: nil)
+                SharedChunkHeader.initialize(kept, size: size, previous: nil)
                 current.store(Int(bitPattern: kept), ordering: .releasing)
                 ownChunks = 1
                 ownBytes = size
@@ -1433,21 +1394,93 @@ final class SharedArenaStorage: @unchecked Sendable {
             }
             resetCount += 1
             epoch.store(SharedArenaStorage.nextEpoch(), ordering: .relaxed)
+            #if DEBUG
+                if let violation = integrityViolationLocked() {
+                    preconditionFailure("SharedArena after a reset: \(violation)")
+                }
+            #endif
         }
     }
 
-    var statistics: ArenaStatistics {
+    func statistics() -> ArenaAllocStatistics {
         lock.withLock {
             let inUse = ownBytesInUse()
-            return ArenaStatistics(
+            return ArenaAllocStatistics(
                 chunks: ownChunks + otherChunks, reservedBytes: ownBytes + otherBytes, bytesInUse: inUse,
                 peakBytesInUse: max(peakBytes, inUse), resets: resetCount)
         }
     }
 }
 
+// MARK: - Internals: SharedArenaStorage
+
+/// The state of a ``SharedArena``, shared by its copies and its local arenas.
+///
+/// Its own chunks form a list from `current` (published with release, read with acquire);
+/// each shared chunk has an atomic cursor in its header. Chunks are added under `lock`
+/// and freed only by `reset` (when no other reference exists) or `deinit`, so a thread
+/// that read a chunk's address can always still read its header.
+@usableFromInline
+final class SharedArenaStorage: @unchecked Sendable {
+    /// The newest own chunk's address, or 0.
+    let current = Atomic<Int>(0)
+    /// This arena's epoch, unique in the process (from ``SharedArenaStorage/nextEpoch()``)
+    /// and renewed by every reset: a thread's window is this arena's current one only
+    /// when the epochs match, so a window never outlives a reset, and a window of a
+    /// destroyed arena never matches an arena created later at the same address.
+    @usableFromInline let epoch = Atomic<Int>(0)
+    /// The largest chunk a local arena took: the next local arena's first chunk size.
+    let largestLocalChunk: Atomic<Int>
+    let lock = SpinLock()
+    let firstChunkByteCount: Int
+    // Guarded by `lock`:
+    var ownChunks = 0
+    var ownBytes = 0
+    /// Chunks a local arena gave back with live data: kept until the reset.
+    var retiredChunks: UnsafeMutableRawPointer?
+    /// Chunks with no live data, lent again before anything is taken from the C heap.
+    var spareChunks: UnsafeMutableRawPointer?
+    var otherChunks = 0
+    var otherBytes = 0
+    var peakBytes = 0
+    var resetCount = 0
+
+    init(firstChunkByteCount: Int) {
+        self.firstChunkByteCount = firstChunkByteCount
+        largestLocalChunk = Atomic(firstChunkByteCount)
+        epoch.store(SharedArenaStorage.nextEpoch(), ordering: .relaxed)
+        #if DEBUG
+            assert(ArenaLayout.isChecked)
+        #endif
+    }
+
+    /// A number no arena had before (epochs start at 1, so a zeroed window matches none).
+    static func nextEpoch() -> Int {
+        epochCounter.wrappingAdd(1, ordering: .relaxed).newValue
+    }
+
+    deinit {
+        freeList(UnsafeMutableRawPointer(bitPattern: current.load(ordering: .relaxed)))
+        freeList(retiredChunks)
+        freeList(spareChunks)
+    }
+
+    func freeList(_ first: UnsafeMutableRawPointer?) {
+        var next = first
+        while let chunk = next {
+            next = ChunkHeader.previous(of: chunk)
+            free(chunk)
+        }
+    }
+
+    /// The first chunk size of a new local arena.
+    var firstLocalChunkByteCount: Int { largestLocalChunk.load(ordering: .relaxed) }
+}
+
 /// The source of ``SharedArenaStorage`` epochs.
 let epochCounter = Atomic<Int>(0)
+
+// MARK: - Internals: ThreadWindow
 
 /// A thread's window into one shared arena: bytes it took from the arena's chunk and
 /// bumps through alone. Lives in memory of its own, in the thread's `arenaAlloc` slot,
@@ -1464,15 +1497,6 @@ struct ThreadWindow {
     /// window's rest behind at every switch (with one window, alternating 16-byte
     /// requests between two arenas reserved 4 KiB each).
     static let perThread = 4
-
-    /// `byteCount` bytes aligned to `alignment` from the window, or nil when they do not fit.
-    @inlinable @inline(__always)
-    mutating func bump(byteCount: Int, alignment: Int) -> UnsafeMutableRawPointer? {
-        let aligned = (cursor &+ (alignment &- 1)) & ~(alignment &- 1)
-        guard byteCount <= limit &- aligned else { return nil }
-        cursor = aligned &+ byteCount
-        return UnsafeMutableRawPointer(bitPattern: aligned)
-    }
 
     /// The calling thread's ``perThread`` windows (the front one is what the fast path
     /// reads), made on its first use; nil on a thread that is exiting or whose exit hook
@@ -1501,13 +1525,50 @@ struct ThreadWindow {
     }()
 }
 
-// MARK: - Internals: layouts
+// MARK: - Internals: GenerationStamp
 
-/// The header at the start of every chunk of an ``Arena`` (16 bytes): the previous
-/// (smaller, older) chunk, and this chunk's size in bytes, header included. The data
-/// starts right after it, 16-aligned because `malloc` memory is.
+#if DEBUG
+    /// The arena generation a debug handle was made in, and where to read the current one.
+    @usableFromInline struct GenerationStamp: @unchecked Sendable {
+        @usableFromInline let current: UnsafeMutablePointer<Int>
+        @usableFromInline let made: Int
+
+        @inlinable
+        init(_ current: UnsafeMutablePointer<Int>) {
+            self.current = current
+            made = current.pointee
+        }
+
+        @inlinable
+        func check(kind: @autoclosure () -> String, address: UnsafeRawPointer) {
+            if current.pointee != made { staleHandle(kind(), address: address, made: made, now: current.pointee) }
+        }
+    }
+
+    @usableFromInline @inline(never)
+    func staleHandle(_ kind: String, address: UnsafeRawPointer, made: Int, now: Int) -> Never {
+        preconditionFailure(
+            "\(kind) at \(address) used after its arena was reset: made in generation \(made), the arena is in generation \(now)"
+        )
+    }
+#endif
+
+// MARK: - Layout: ChunkHeader
+
+/// The header at the start of every chunk of an ``Arena`` or ``LocalArena`` (and of every
+/// chunk in an ``ArenaCache`` or in a ``SharedArena``'s retired and spare lists), in
+/// address order. The data starts right after it, 16-aligned because `malloc` memory is
+/// and the header is a multiple of 16.
 @usableFromInline
 enum ChunkHeader {
+    /// The previous (older, smaller) chunk, or nil. First, so that every list of chunks
+    /// (an arena's, a cache's, a shared arena's own, retired and spare ones) links
+    /// through the same word, whichever header the chunk has.
+    @usableFromInline static let previousOffset = 0
+    /// The chunk's size in bytes, header included: the chunk ends (an arena's limit
+    /// lies) at `chunk + size`.
+    static let sizeOffset = 8
+    /// The header's size: a multiple of 16, so that the data keeps `malloc`'s alignment.
     @usableFromInline static let byteCount = 16
 
     @inlinable
@@ -1515,75 +1576,451 @@ enum ChunkHeader {
 
     @inlinable
     static func previous(of chunk: UnsafeMutableRawPointer) -> UnsafeMutableRawPointer? {
-        chunk.load(as: UnsafeMutableRawPointer?.self)
+        chunk.load(fromByteOffset: previousOffset, as: UnsafeMutableRawPointer?.self)
     }
 
     static func setPrevious(of chunk: UnsafeMutableRawPointer, to previous: UnsafeMutableRawPointer?) {
-        chunk.storeBytes(of: previous, as: UnsafeMutableRawPointer?.self)
+        chunk.storeBytes(of: previous, toByteOffset: previousOffset, as: UnsafeMutableRawPointer?.self)
     }
 
-    static func size(of chunk: UnsafeMutableRawPointer) -> Int { chunk.load(fromByteOffset: 8, as: Int.self) }
+    static func size(of chunk: UnsafeMutableRawPointer) -> Int { chunk.load(fromByteOffset: sizeOffset, as: Int.self) }
 
     static func setSize(of chunk: UnsafeMutableRawPointer, to size: Int) {
-        chunk.storeBytes(of: size, toByteOffset: 8, as: Int.self)
+        chunk.storeBytes(of: size, toByteOffset: sizeOffset, as: Int.self)
     }
 }
 
-/// A ``SharedArena`` chunk's header (32 bytes): previous chunk and size as in
-/// ``ChunkHeader``, then the atomic cursor and the limit (the chunk's end).
+// MARK: - Layout: SharedChunkHeader
+
+/// The header of a ``SharedArena``'s own chunks, in address order: a ``ChunkHeader``
+/// (so the chunks list and free like any other), then the atomic cursor and the limit.
 @usableFromInline
-enum SharedChunk {
-    @usableFromInline static let headerByteCount = 32
+enum SharedChunkHeader {
+    /// As ``ChunkHeader/previousOffset``: the previous (older) own chunk.
+    static let previousOffset = ChunkHeader.previousOffset
+    /// As ``ChunkHeader/sizeOffset``: the chunk's size, header included.
+    static let sizeOffset = ChunkHeader.sizeOffset
+    /// The cursor (an `AtomicWord`): the next free byte, bumped by every thread with a
+    /// fetch-and-add. Kept a multiple of 8; it may stand past the limit once the chunk is
+    /// full (a racing thread's add).
+    static let cursorOffset = 16
+    /// The limit, `chunk + size`: written once before the chunk is published and read by
+    /// every allocation, so it sits beside the cursor, on the same cache line.
+    static let limitOffset = 24
+    /// The header's size: a multiple of 16, so that the data keeps `malloc`'s alignment.
+    static let byteCount = 32
 
-    @inlinable
-    static func cursor(of chunk: UnsafeMutableRawPointer) -> AtomicWord { AtomicWord(at: chunk + 16) }
+    static func cursor(of chunk: UnsafeMutableRawPointer) -> AtomicWord { AtomicWord(at: chunk + cursorOffset) }
 
-    @inlinable
-    static func limit(of chunk: UnsafeMutableRawPointer) -> Int { chunk.load(fromByteOffset: 24, as: Int.self) }
+    static func limit(of chunk: UnsafeMutableRawPointer) -> Int {
+        chunk.load(fromByteOffset: limitOffset, as: Int.self)
+    }
 
-    static func dataStart(of chunk: UnsafeMutableRawPointer) -> Int { Int(bitPattern: chunk) + headerByteCount }
+    static func dataStart(of chunk: UnsafeMutableRawPointer) -> Int { Int(bitPattern: chunk) + byteCount }
 
     /// Writes the header; the chunk is published afterwards (with release).
     static func initialize(_ chunk: UnsafeMutableRawPointer, size: Int, previous: UnsafeMutableRawPointer?) {
         ChunkHeader.setPrevious(of: chunk, to: previous)
         ChunkHeader.setSize(of: chunk, to: size)
-        _ = AtomicWord(initializingAt: chunk + 16, to: dataStart(of: chunk))
-        chunk.storeBytes(of: Int(bitPattern: chunk) + size, toByteOffset: 24, as: Int.self)
+        _ = AtomicWord(initializingAt: chunk + cursorOffset, to: dataStart(of: chunk))
+        chunk.storeBytes(of: Int(bitPattern: chunk) + size, toByteOffset: limitOffset, as: Int.self)
     }
 }
 
-/// A record of values to deinitialize at the reset, in the arena itself (32 bytes): the
-/// next (older) record, the values' type, their address and their count.
+// MARK: - Layout: DeinitRecord
+
+/// A record of values to deinitialize at the reset, in the arena itself, in address
+/// order. Allocated with alignment ``alignment`` right after its values (or in the next
+/// chunk), so it lies below the rollback floor and is never rolled back.
 @usableFromInline
 enum DeinitRecord {
+    /// The next (older) record, or nil: the records form a list, newest first.
+    @usableFromInline static let nextOffset = 0
+    /// The values' type, as `Any.Type` metadata: the reset opens it to deinitialize them.
+    @usableFromInline static let typeOffset = 8
+    /// The first value's address.
+    @usableFromInline static let valuesOffset = 16
+    /// How many values (at least 1: nothing is recorded for none).
+    @usableFromInline static let countOffset = 24
+    /// The record's size.
     @usableFromInline static let byteCount = 32
+    /// The alignment records are allocated with: their fields are words.
+    @usableFromInline static let alignment = 8
 
     @inlinable
     static func initialize<T>(
         _ record: UnsafeMutableRawPointer, next: UnsafeMutableRawPointer?, type: T.Type,
         values: UnsafeMutablePointer<T>, count: Int
     ) {
-        record.storeBytes(of: next, as: UnsafeMutableRawPointer?.self)
+        record.storeBytes(of: next, toByteOffset: nextOffset, as: UnsafeMutableRawPointer?.self)
         record.storeBytes(
-            of: unsafeBitCast(T.self as Any.Type, to: UnsafeRawPointer.self), toByteOffset: 8, as: UnsafeRawPointer.self
-        )
-        record.storeBytes(of: UnsafeMutableRawPointer(values), toByteOffset: 16, as: UnsafeMutableRawPointer.self)
-        record.storeBytes(of: count, toByteOffset: 24, as: Int.self)
+            of: unsafeBitCast(T.self as Any.Type, to: UnsafeRawPointer.self), toByteOffset: typeOffset,
+            as: UnsafeRawPointer.self)
+        record.storeBytes(
+            of: UnsafeMutableRawPointer(values), toByteOffset: valuesOffset, as: UnsafeMutableRawPointer.self)
+        record.storeBytes(of: count, toByteOffset: countOffset, as: Int.self)
     }
 
     static func next(of record: UnsafeMutableRawPointer) -> UnsafeMutableRawPointer? {
-        record.load(as: UnsafeMutableRawPointer?.self)
+        record.load(fromByteOffset: nextOffset, as: UnsafeMutableRawPointer?.self)
+    }
+
+    static func valueType(of record: UnsafeMutableRawPointer) -> Any.Type {
+        unsafeBitCast(record.load(fromByteOffset: typeOffset, as: UnsafeRawPointer.self), to: Any.Type.self)
+    }
+
+    static func values(of record: UnsafeMutableRawPointer) -> UnsafeMutableRawPointer {
+        record.load(fromByteOffset: valuesOffset, as: UnsafeMutableRawPointer.self)
+    }
+
+    static func count(of record: UnsafeMutableRawPointer) -> Int {
+        record.load(fromByteOffset: countOffset, as: Int.self)
     }
 
     /// Deinitializes the record's values, opening the stored type.
     static func run(_ record: UnsafeMutableRawPointer) {
-        let type = unsafeBitCast(record.load(fromByteOffset: 8, as: UnsafeRawPointer.self), to: Any.Type.self)
-        let values = record.load(fromByteOffset: 16, as: UnsafeMutableRawPointer.self)
-        let count = record.load(fromByteOffset: 24, as: Int.self)
-        deinitialize(type, values, count)
+        deinitialize(valueType(of: record), values(of: record), count(of: record))
     }
 
     static func deinitialize<T>(_ type: T.Type, _ values: UnsafeMutableRawPointer, _ count: Int) {
         values.assumingMemoryBound(to: T.self).deinitialize(count: count)
+    }
+
+    /// The stride of the record's values' type (for the integrity walker).
+    static func stride(of record: UnsafeMutableRawPointer) -> Int { strideOf(valueType(of: record)) }
+
+    static func strideOf<T>(_ type: T.Type) -> Int { MemoryLayout<T>.stride }
+}
+
+// MARK: - Layout: the check
+
+/// One field of a header in raw memory, for ``ArenaLayout``'s check.
+struct LayoutField {
+    var name: String
+    var offset: Int
+    var byteCount: Int
+}
+
+/// One header in raw memory: its fields in address order, its size, and the alignment
+/// of the addresses it starts at.
+struct LayoutHeader {
+    var name: String
+    var byteCount: Int
+    var alignment: Int
+    var fields: [LayoutField]
+}
+
+/// The check that pins every header's layout: debug builds run it once, when the first
+/// arena of the process is made; the layout test runs it in every build.
+enum ArenaLayout {
+    /// The headers in raw memory, from the named offsets above. (A ``ThreadWindow`` is a
+    /// Swift struct, read only as one: only its size is pinned, by ``violation()``.)
+    static var headers: [LayoutHeader] {
+        let word = MemoryLayout<Int>.size
+        return [
+            LayoutHeader(
+                name: "ChunkHeader", byteCount: ChunkHeader.byteCount, alignment: 16,
+                fields: [
+                    LayoutField(name: "previous", offset: ChunkHeader.previousOffset, byteCount: word),
+                    LayoutField(name: "size", offset: ChunkHeader.sizeOffset, byteCount: word),
+                ]),
+            LayoutHeader(
+                name: "SharedChunkHeader", byteCount: SharedChunkHeader.byteCount, alignment: 16,
+                fields: [
+                    LayoutField(name: "previous", offset: SharedChunkHeader.previousOffset, byteCount: word),
+                    LayoutField(name: "size", offset: SharedChunkHeader.sizeOffset, byteCount: word),
+                    LayoutField(name: "cursor", offset: SharedChunkHeader.cursorOffset, byteCount: word),
+                    LayoutField(name: "limit", offset: SharedChunkHeader.limitOffset, byteCount: word),
+                ]),
+            LayoutHeader(
+                name: "DeinitRecord", byteCount: DeinitRecord.byteCount, alignment: DeinitRecord.alignment,
+                fields: [
+                    LayoutField(name: "next", offset: DeinitRecord.nextOffset, byteCount: word),
+                    LayoutField(name: "type", offset: DeinitRecord.typeOffset, byteCount: word),
+                    LayoutField(name: "values", offset: DeinitRecord.valuesOffset, byteCount: word),
+                    LayoutField(name: "count", offset: DeinitRecord.countOffset, byteCount: word),
+                ]),
+        ]
+    }
+
+    /// What is wrong with `header`, or nil: its fields in address order without overlap,
+    /// each aligned to its own size and inside the header, and the header's size a
+    /// multiple of its alignment (so what follows it keeps that alignment).
+    static func violation(in header: LayoutHeader) -> String? {
+        if header.byteCount % header.alignment != 0 {
+            return "\(header.name) is \(header.byteCount) bytes, not a multiple of its alignment \(header.alignment)"
+        }
+        var end = 0
+        for field in header.fields {
+            if field.offset < end {
+                return
+                    "\(header.name).\(field.name) at \(field.offset) lies before the end of the field before it (\(end))"
+            }
+            if field.offset % field.byteCount != 0 {
+                return "\(header.name).\(field.name) at \(field.offset) is not aligned to its \(field.byteCount) bytes"
+            }
+            end = field.offset + field.byteCount
+            if end > header.byteCount {
+                return "\(header.name).\(field.name) ends at \(end), past the header's \(header.byteCount) bytes"
+            }
+        }
+        return nil
+    }
+
+    /// What is wrong with any header, or nil; also what the code assumes across them: a
+    /// shared chunk's header starts as a chunk header (lists of both walk through
+    /// ``ChunkHeader/previous(of:)``), and a thread window is three words (they are
+    /// allocated as `perThread` strides).
+    static func violation() -> String? {
+        for header in headers {
+            if let violation = violation(in: header) { return violation }
+        }
+        if SharedChunkHeader.previousOffset != ChunkHeader.previousOffset
+            || SharedChunkHeader.sizeOffset != ChunkHeader.sizeOffset
+        {
+            return "SharedChunkHeader does not start as a ChunkHeader"
+        }
+        if MemoryLayout<ThreadWindow>.stride != 3 * MemoryLayout<Int>.size {
+            return "ThreadWindow is \(MemoryLayout<ThreadWindow>.stride) bytes, not three words"
+        }
+        return nil
+    }
+
+    #if DEBUG
+        /// Runs ``violation()`` once per process and traps on what it finds (debug builds).
+        static let isChecked: Bool = {
+            if let violation = violation() { preconditionFailure("ArenaAlloc layout: \(violation)") }
+            return true
+        }()
+    #endif
+}
+
+// MARK: - Integrity walker
+
+extension Arena {
+    /// The first broken invariant of the arena's structure (spec section 4), or nil:
+    ///
+    /// - the chunk chain: as many chunks and bytes as counted, each 16-aligned, a size the
+    ///   growth rule gives (a power of two below ``chunkGranularity``, a multiple of it
+    ///   above) and at least every older chunk's bytes plus a header;
+    /// - the cursor, the rollback floor and the limit inside the newest chunk
+    ///   (`data start ≤ floor ≤ cursor ≤ limit = chunk + size`), or `1, 0` with no chunk;
+    /// - the bytes used in earlier chunks: none with one chunk, at most their data bytes;
+    /// - the deinit records: each inside a chunk, newest first (a record lies below the
+    ///   one before it in its chunk, or in an older chunk), below the rollback floor, its
+    ///   values (at least one) inside a chunk and before it.
+    ///
+    /// O(chunks × records). Debug builds run it at the end of every slow reset; the model
+    /// test after every step.
+    func integrityViolation() -> String? {
+        guard let newest = chunk else {
+            if cursor != 1 || limit != 0 {
+                return "an arena with no chunk has cursor \(cursor) and limit \(limit), not 1 and 0"
+            }
+            if chunkCount != 0 || reservedBytes != 0 || bytesUsedInEarlierChunks != 0 || deinitRecords != nil {
+                return "an arena with no chunk counts \(chunkCount) chunks, \(reservedBytes) bytes reserved, "
+                    + "\(bytesUsedInEarlierChunks) bytes used in earlier ones, or has deinit records"
+            }
+            return nil
+        }
+        // The chain, newest first; the walk stops past `chunkCount`, so a cycle ends it.
+        var chunks: [UnsafeMutableRawPointer] = []
+        var next: UnsafeMutableRawPointer? = newest
+        while let current = next, chunks.count <= chunkCount {
+            chunks.append(current)
+            next = ChunkHeader.previous(of: current)
+        }
+        if chunks.count != chunkCount {
+            return
+                "the chunk chain holds \(chunks.count)\(next == nil ? "" : " or more") chunks, the arena counts \(chunkCount)"
+        }
+        let sizes = chunks.map { ChunkHeader.size(of: $0) }
+        if let violation = Arena.chunkChainViolation(chunks, sizes: sizes, headerByteCount: ChunkHeader.byteCount) {
+            return violation
+        }
+        if sizes.reduce(0, +) != reservedBytes {
+            return "the chunks hold \(sizes.reduce(0, +)) bytes, the arena counts \(reservedBytes) reserved"
+        }
+        let dataStart = ChunkHeader.dataStart(of: newest)
+        if limit != Int(bitPattern: newest) + sizes[0] {
+            return "the limit \(limit) is not the newest chunk's end \(Int(bitPattern: newest) + sizes[0])"
+        }
+        if !(dataStart <= rollbackFloor && rollbackFloor <= cursor && cursor <= limit) {
+            return
+                "data start \(dataStart), rollback floor \(rollbackFloor), cursor \(cursor), limit \(limit) are out of order"
+        }
+        let earlierDataBytes = sizes.dropFirst().reduce(0) { $0 + $1 - ChunkHeader.byteCount }
+        if bytesUsedInEarlierChunks < 0 || bytesUsedInEarlierChunks > earlierDataBytes
+            || (chunkCount == 1 && bytesUsedInEarlierChunks != 0)
+        {
+            return "\(bytesUsedInEarlierChunks) bytes used in earlier chunks, which hold \(earlierDataBytes) data bytes"
+        }
+        return deinitRecordsViolation(chunks: chunks, sizes: sizes)
+    }
+
+    /// What is wrong with the chain `chunks` (newest first) of the given `sizes`, or nil:
+    /// see ``integrityViolation()``.
+    static func chunkChainViolation(
+        _ chunks: [UnsafeMutableRawPointer], sizes: [Int], headerByteCount: Int
+    )
+        -> String?
+    {
+        var olderBytes = sizes.reduce(0, +)
+        for (chunk, size) in zip(chunks, sizes) {
+            olderBytes -= size
+            if Int(bitPattern: chunk) % 16 != 0 { return "chunk \(chunk) is not 16-aligned" }
+            if size < headerByteCount || chunkSize(forAtLeast: size, after: 0) != size {
+                return "chunk \(chunk) has \(size) bytes, not a size of the growth rule"
+            }
+            if size < olderBytes + headerByteCount {
+                return "chunk \(chunk) has \(size) bytes, less than the \(olderBytes) of older chunks plus a header"
+            }
+        }
+        return nil
+    }
+
+    /// The records part of ``integrityViolation()``; `chunks` is the chain, newest first.
+    func deinitRecordsViolation(chunks: [UnsafeMutableRawPointer], sizes: [Int]) -> String? {
+        /// The index in `chunks` of the chunk whose data holds `start..<start + byteCount`.
+        func chunkIndex(of start: Int, byteCount: Int) -> Int? {
+            chunks.indices.first { index in
+                let base = Int(bitPattern: chunks[index])
+                return start >= base + ChunkHeader.byteCount && byteCount <= base + sizes[index] - start
+            }
+        }
+        var previous: (index: Int, address: Int)? = nil
+        var next = deinitRecords
+        while let record = next {
+            let address = Int(bitPattern: record)
+            guard let index = chunkIndex(of: address, byteCount: DeinitRecord.byteCount) else {
+                return "deinit record \(record) lies in no chunk of the arena"
+            }
+            if let previous, index < previous.index || (index == previous.index && address >= previous.address) {
+                return "deinit record \(record) is not older than the record before it"
+            }
+            if index == 0 && address + DeinitRecord.byteCount > rollbackFloor {
+                return "deinit record \(record) lies above the rollback floor \(rollbackFloor)"
+            }
+            let values = Int(bitPattern: DeinitRecord.values(of: record))
+            let count = DeinitRecord.count(of: record)
+            let (byteCount, overflow) = count.multipliedReportingOverflow(by: DeinitRecord.stride(of: record))
+            guard count >= 1, !overflow, let valuesIndex = chunkIndex(of: values, byteCount: byteCount),
+                valuesIndex > index || (valuesIndex == index && values + byteCount <= address)
+            else {
+                return
+                    "deinit record \(record) holds \(count) values at 0x\(String(values, radix: 16)), not before it in a chunk"
+            }
+            previous = (index, address)
+            next = DeinitRecord.next(of: record)
+        }
+        return nil
+    }
+}
+
+extension LocalArena {
+    /// The first broken invariant of the local arena's structure, or nil; see
+    /// ``Arena/integrityViolation()``.
+    func integrityViolation() -> String? { arena.integrityViolation() }
+}
+
+extension SharedArena {
+    /// The first broken invariant of the shared arena's structure, or nil; see
+    /// ``SharedArenaStorage/integrityViolation()``.
+    func integrityViolation() -> String? { storage.integrityViolation() }
+}
+
+extension SharedArenaStorage {
+    /// The first broken invariant of the shared arena's structure (spec section 4), or
+    /// nil; takes the lock. Threads may allocate meanwhile: what it reads of the cursors
+    /// only grows.
+    func integrityViolation() -> String? { lock.withLock { integrityViolationLocked() } }
+
+    /// ``integrityViolation()`` for a caller that holds the lock:
+    ///
+    /// - the own chunks: as many and as many bytes as counted, the growth rule as an
+    ///   arena's, each header's limit its end and its cursor a multiple of 8 at or past
+    ///   its data start (past the limit only when full);
+    /// - the retired and spare chunks: sizes of the growth rule, no more of them or their
+    ///   bytes than lent (the rest are in live local arenas), and no chunk twice, in one
+    ///   list or across lists;
+    /// - the largest local chunk at least the first chunk size.
+    ///
+    /// Debug builds run it at the end of every reset.
+    func integrityViolationLocked() -> String? {
+        var own: [UnsafeMutableRawPointer] = []
+        var next = UnsafeMutableRawPointer(bitPattern: current.load(ordering: .acquiring))
+        while let chunk = next, own.count <= ownChunks {
+            own.append(chunk)
+            next = ChunkHeader.previous(of: chunk)
+        }
+        if own.count != ownChunks {
+            return
+                "the shared arena's chain holds \(own.count)\(next == nil ? "" : " or more") chunks, it counts \(ownChunks)"
+        }
+        let sizes = own.map { ChunkHeader.size(of: $0) }
+        if let violation = Arena.chunkChainViolation(own, sizes: sizes, headerByteCount: SharedChunkHeader.byteCount) {
+            return violation
+        }
+        if sizes.reduce(0, +) != ownBytes {
+            return "the shared arena's chunks hold \(sizes.reduce(0, +)) bytes, it counts \(ownBytes)"
+        }
+        for (chunk, size) in zip(own, sizes) {
+            let limit = SharedChunkHeader.limit(of: chunk)
+            let cursor = SharedChunkHeader.cursor(of: chunk).load(ordering: .relaxed)
+            if limit != Int(bitPattern: chunk) + size { return "shared chunk \(chunk) has limit \(limit), not its end" }
+            if cursor < SharedChunkHeader.dataStart(of: chunk) || cursor % 8 != 0 {
+                return "shared chunk \(chunk) has cursor \(cursor): before its data or not a multiple of 8"
+            }
+        }
+        var lentBack: [UnsafeMutableRawPointer] = []
+        for (name, first) in [("retired", retiredChunks), ("spare", spareChunks)] {
+            var next = first
+            while let chunk = next {
+                if lentBack.count >= otherChunks { return "more retired and spare chunks than the \(otherChunks) lent" }
+                let size = ChunkHeader.size(of: chunk)
+                if Int(bitPattern: chunk) % 16 != 0 || size < ChunkHeader.byteCount
+                    || Arena.chunkSize(forAtLeast: size, after: 0) != size
+                {
+                    return "\(name) chunk \(chunk) of \(size) bytes is misaligned or not a size of the growth rule"
+                }
+                lentBack.append(chunk)
+                next = ChunkHeader.previous(of: chunk)
+            }
+        }
+        let lentBackBytes = lentBack.reduce(0) { $0 + ChunkHeader.size(of: $1) }
+        if lentBackBytes > otherBytes {
+            return "retired and spare chunks hold \(lentBackBytes) bytes, more than the \(otherBytes) lent"
+        }
+        let all = (own + lentBack).map { Int(bitPattern: $0) }.sorted()
+        if let twice = zip(all, all.dropFirst()).first(where: { $0 == $1 }) {
+            return "chunk 0x\(String(twice.0, radix: 16)) is in the shared arena's lists twice"
+        }
+        if largestLocalChunk.load(ordering: .relaxed) < firstChunkByteCount {
+            return "the largest local chunk \(largestLocalChunk.load(ordering: .relaxed)) is below the first chunk size"
+        }
+        return nil
+    }
+}
+
+extension ArenaCache {
+    /// The first broken invariant of the cache's warm chunks, or nil: as many as
+    /// counted, each 16-aligned and of a size the growth rule gives.
+    func integrityViolation() -> String? {
+        lock.withLock {
+            var count = 0
+            var next = warmChunks
+            while let chunk = next {
+                if count >= warmCount { return "the cache holds more than its \(warmCount) warm chunks" }
+                let size = ChunkHeader.size(of: chunk)
+                if Int(bitPattern: chunk) % 16 != 0 || size < ChunkHeader.byteCount
+                    || Arena.chunkSize(forAtLeast: size, after: 0) != size
+                {
+                    return "warm chunk \(chunk) of \(size) bytes is misaligned or not a size of the growth rule"
+                }
+                count += 1
+                next = ChunkHeader.previous(of: chunk)
+            }
+            return count == warmCount ? nil : "the cache holds \(count) warm chunks, it counts \(warmCount)"
+        }
     }
 }

@@ -28,19 +28,19 @@ struct BadInputTests {
         var local = shared.makeLocalArena()
         let localBlock = local.allocate(byteCount: 1 << 46)
         #expect(localBlock == nil)
-        #expect(arena.statistics.chunks == 1, "a failed request added a chunk")
+        #expect(arena.statistics().chunks == 1, "a failed request added a chunk")
         _ = try required(arena.allocate(byteCount: 10))
     }
 
-    @Test("a scope throws ArenaError.outOfMemory when memory is exhausted (spec 9)")
+    @Test("a scope throws ArenaAllocError.outOfMemory when memory is exhausted (spec 9)")
     func scopeThrowsOutOfMemory() {
         var arena = Arena()
-        #expect(throws: ArenaError.outOfMemory) {
-            try arena.withScope { scope throws(ArenaError) in
+        #expect(throws: ArenaAllocError.outOfMemory) {
+            try arena.withScope { scope throws(ArenaAllocError) in
                 _ = try scope.allocate(of: UInt8.self, capacity: 1 << 46)
             }
         }
-        #expect(arena.statistics.resets == 1)
+        #expect(arena.statistics().resets == 1)
     }
 
     @Test("zero-byte requests succeed and take no bytes (spec 9)")
@@ -51,6 +51,31 @@ struct BadInputTests {
         #expect(first == second && arena.bytesInUse == 0)
         let empty = try required(arena.collect(EmptyCollection<Int>()))
         #expect(empty.isEmpty)
+    }
+
+    @Test("raw typed memory takes zero-size types and capacity 0, as UnsafeMutablePointer.allocate does (spec 9)")
+    func zeroSizeTypesAndZeroCapacity() throws {
+        struct Empty {}
+        var arena = Arena()
+        let nothing = try required(arena.allocate(of: Int.self, capacity: 0))
+        #expect(nothing.isEmpty && arena.bytesInUse == 0)
+        let empties = try required(arena.allocate(of: Empty.self, capacity: 4))
+        #expect(empties.count == 4 && arena.bytesInUse == 4 * MemoryLayout<Empty>.stride)
+        empties.initialize(repeating: Empty())
+        let shared = SharedArena()
+        #expect(try required(shared.allocate(of: Empty.self, capacity: 3)).count == 3)
+        #expect(try required(shared.allocate(of: Int.self, capacity: 0)).isEmpty)
+        var local = shared.makeLocalArena()
+        #expect(try required(local.allocate(of: Empty.self, capacity: 2)).count == 2)
+        #expect(try required(local.allocate(of: Int.self, capacity: 0)).isEmpty)
+        let counts = try arena.withScope { scope throws(ArenaAllocError) in
+            (try scope.allocate(of: Empty.self, capacity: 5).count, try scope.allocate(of: Int.self, capacity: 0).count)
+        }
+        #expect(counts == (5, 0))
+        // Values of a zero-size type go in like any other.
+        let values = try required(arena.copy([Empty(), Empty()]))
+        #expect(values.count == 2)
+        #expect(arena.integrityViolation() == nil)
     }
 
     @Test("a negative byteCount is a precondition failure (spec 9)")

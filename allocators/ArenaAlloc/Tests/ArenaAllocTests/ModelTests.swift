@@ -1,7 +1,8 @@
 // A seeded model-based test: random sizes, alignments, grows, shrinks, rollbacks, values
 // and resets against a model of the live blocks and of which block is the newest; checks
 // no overlap, alignment, contents, exactly which rollbacks succeed, and that values are
-// deinitialized once each, newest first (spec sections 2 and 4). Each seed is printed before
+// deinitialized once each, newest first, and runs the integrity walker after every step
+// and reset (spec sections 2 and 4). Each seed is printed before
 // its run starts; ALLOC_TEST_SEED=<seed> replays it, and `make soak` runs many.
 
 import AllocCore
@@ -182,9 +183,14 @@ struct ModelTests {
                 strings.removeAll()
                 numbers.removeAll()
                 modelCursor = nil
-                #expect(arena.bytesInUse == 0 && arena.statistics.chunks <= 1, "seed \(seed) step \(step)")
+                #expect(arena.bytesInUse == 0 && arena.statistics().chunks <= 1, "seed \(seed) step \(step)")
             }
-            #expect(arena.statistics.peakBytesInUse >= arena.bytesInUse, "seed \(seed) step \(step)")
+            #expect(arena.statistics().peakBytesInUse >= arena.bytesInUse, "seed \(seed) step \(step)")
+            // The whole structure (spec 4): chunks, cursor, floor, counts and deinit records.
+            if let violation = arena.integrityViolation() {
+                Issue.record("seed \(seed) step \(step) (draw \(draw)): \(violation)")
+                return
+            }
         }
         checkAll(Self.steps)
     }

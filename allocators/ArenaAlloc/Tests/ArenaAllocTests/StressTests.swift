@@ -1,6 +1,7 @@
 // The shared arena, local arenas and the cache from more threads than cores (run under
 // the thread sanitizer in test-all): blocks never overlap, contents survive, memory
-// allocated on one thread is read and released on another (spec section 5).
+// allocated on one thread is read and released on another, and the integrity walker
+// passes at the end (spec sections 4 and 5).
 
 import AllocCore
 import AllocTestSupport
@@ -91,16 +92,21 @@ struct StressTests {
             for thread in threads { thread.join() }
             // Released on another thread: the main thread reads every block, then resets.
             expectDisjointAndIntact(log.all, seed: seed)
-            let statistics = shared.statistics
+            #expect(
+                shared.integrityViolation() == nil, "seed \(seed) round \(round): \(shared.integrityViolation() ?? "")")
+            let statistics = shared.statistics()
             #expect(statistics.chunks >= 2 && statistics.bytesInUse > 0, "seed \(seed) round \(round)")
             shared.reset()
-            #expect(shared.statistics.resets == round + 1 && shared.statistics.bytesInUse == 0)
+            #expect(shared.statistics().resets == round + 1 && shared.statistics().bytesInUse == 0)
+            #expect(
+                shared.integrityViolation() == nil, "seed \(seed) round \(round): \(shared.integrityViolation() ?? "")")
         }
         // A second round reuses the spare chunks the local arenas gave back.
-        let chunksBefore = shared.statistics.chunks
+        let chunksBefore = shared.statistics().chunks
         var local = shared.makeLocalArena()
         _ = local.allocate(byteCount: 100)
-        #expect(shared.statistics.chunks == chunksBefore, "a local arena took a new chunk while spares were left")
+        #expect(shared.statistics().chunks == chunksBefore, "a local arena took a new chunk while spares were left")
+        #expect(local.integrityViolation() == nil && shared.integrityViolation() == nil)
     }
 
     @Test("arenas taken from a cache on one thread are given back on another")
@@ -129,8 +135,9 @@ struct StressTests {
         for thread in threads { thread.join() }
         #expect(handed.count == Self.threads * 50)
         #expect(cache.count >= 1 && cache.count <= Self.threads)
+        #expect(cache.integrityViolation() == nil, "seed \(seed): \(cache.integrityViolation() ?? "")")
         var warm = cache.take()
-        #expect(warm.statistics.chunks == 1)
+        #expect(warm.statistics().chunks == 1)
         _ = warm.allocate(byteCount: 10)
     }
 
@@ -143,6 +150,6 @@ struct StressTests {
         }.join()
         var next = shared.makeLocalArena()
         _ = next.allocate(byteCount: 16)
-        #expect(next.statistics.reservedBytes >= 131_072, "first chunk \(next.statistics.reservedBytes)")
+        #expect(next.statistics().reservedBytes >= 131_072, "first chunk \(next.statistics().reservedBytes)")
     }
 }

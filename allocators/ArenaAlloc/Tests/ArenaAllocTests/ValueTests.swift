@@ -100,7 +100,7 @@ struct ValueTests {
     func scope() throws {
         let log = DeinitTally(capacity: 1000, recordsOrder: true)
         var arena = Arena()
-        let sum = try arena.withScope { scope throws(ArenaError) in
+        let sum = try arena.withScope { scope throws(ArenaAllocError) in
             let node = try scope.put(TrackedObject(7, log))
             let text = try scope.copy("scope")
             let squares = try scope.collect((1...10).lazy.map { $0 * $0 })
@@ -111,12 +111,12 @@ struct ValueTests {
             flag.value = false
             #expect(text.string == "scope" && text.count == 5)
             #expect(squares.span[9] == 100 && copied[2] == 3)
-            #expect(scope.statistics.bytesInUse > 0)
+            #expect(scope.statistics().bytesInUse > 0)
             return node.value.id + squares.withUnsafeBufferPointer { $0.reduce(0, +) } + Int(raw[3])
         }
         #expect(sum == 7 + 385 + 9)
         #expect(log.order == [7])
-        #expect(arena.bytesInUse == 0 && arena.statistics.resets == 1)
+        #expect(arena.bytesInUse == 0 && arena.statistics().resets == 1)
     }
 
     @Test("the module's example compiles as written, with an inferred error type (spec 2)")
