@@ -2,10 +2,9 @@
 //
 // # What it is
 //
-// Small requests (up to 32 KiB) are served from *slabs*: 256 KiB regions, aligned to
-// 256 KiB, each holding blocks of one size class behind a one-page header. Every thread
-// gets a *heap* (its cache): per size class a current slab and a list of slabs with free
-// blocks. Allocation pops the current slab's free list; a free by the owning thread pushes
+// Small requests (up to 32 KiB) are served from *slabs*: 256 KiB, aligned to their size,
+// each holding blocks of one size class behind a one-page header. Every thread gets a
+// *thread cache*: per size class a current slab and a list of slabs with free blocks. Allocation pops the current slab's free list; a free by the owning thread pushes
 // onto it. Neither takes a lock or an atomic read-modify-write. Larger requests get a
 // span of their own straight from the kernel.
 //
@@ -26,34 +25,49 @@
 //   the slab, so no small block is ever slab-aligned.
 // - A large block's pointer *is* slab-aligned, with its header in the page just before.
 //   So `pointer & (slabSize - 1) == 0` tells large from small with one test.
-// - The calling thread's heap: AllocCore's initial-exec thread-local slot, one `%fs` load.
+// - Whether a pointer is BinnedAlloc's at all (the standard names' question): the granule
+//   map, one bit per *granule* (256 KiB of address space).
+// - The calling thread's cache: AllocCore's initial-exec thread-local slot, one `%fs` load.
 //
 // # Threads
 //
 // A block freed by a thread other than its slab's owner is a *remote free*. The freeing
 // thread collects such blocks in a small batch per owner and pushes the batch, as one
-// chain with one compare-exchange, onto the owner heap's remote list; the owner takes the
+// chain with one compare-exchange, onto the owner cache's remote list; the owner takes the
 // whole list when it next runs out of blocks of some class. At most `remoteBatchLimit - 1`
 // blocks wait in a thread's batch (flushed on its slow paths, at its exit and by
 // `releaseUnusedMemory()`).
 //
-// A thread that exits *parks* its heap: pending frees are pushed, its own remote list
-// drained, empty slabs released, and the heap goes onto a global stack. The next new
-// thread adopts a parked heap before it maps a new one, so creating and joining thousands
-// of threads keeps memory flat. Remote frees to a parked heap keep landing on its remote
+// A thread that exits *parks* its cache: pending frees are pushed, its own remote list
+// drained, empty slabs released, and the cache goes onto a global stack. The next new
+// thread adopts a parked cache before it maps a new one, so creating and joining thousands
+// of threads keeps memory flat. Remote frees to a parked cache keep landing on its remote
 // list and are collected by its adopter (or by `releaseUnusedMemory()`).
 //
 // # Memory back to the OS
 //
 // A slab that becomes empty while it is not its class's current slab is retired: each
-// heap keeps up to `reserveSlabLimit` empty slabs warm for any class; beyond that the
+// thread cache keeps up to `reserveSlabLimit` empty slabs warm for any class; beyond that the
 // slab's pages are returned with `MADV_DONTNEED` and it goes to a global pool of empty
 // slabs (address space only, one resident header page), or is unmapped when the pool
-// already holds `pooledSlabLimit`. Large spans are unmapped when freed.
+// already holds `pooledSlabLimit`. Large spans are unmapped when freed (or, up to 4 MiB,
+// kept in a span cache for the next request of their size).
+//
+// # Structure
+//
+// The headers live in raw memory, their fields at the offsets of the Layout section
+// (checked once in debug builds); every doubly linked list (a bin's partial slabs, a
+// cache's owned slabs and reserve, the pool, a locked cache's large spans) is AllocCore's
+// `IntrusiveList`. A slab is in exactly one place, which its state names; the integrity
+// walker at the end of the file checks that, and every list, from the model tests.
+//
+// The file: this manual, the public API (the allocators, the statistics, the C ABI), the
+// fast path, the slow path, the internals (one section per type), the layout, the
+// integrity walker.
 //
 // # Single-threaded variant and page allocator
 //
-// `LockedBinnedAllocator` is one heap behind one spin lock, with no thread caches
+// `LockedBinnedAllocator` is one `ThreadCache` behind one spin lock, with no per-thread caches
 // (rsbmalloc's single-threaded mode). `BinnedPageAllocator` hands out page spans through
 // the large path.
 
@@ -62,6 +76,8 @@ import Glibc
 import Synchronization
 
 // MARK: - Public API
+
+// MARK: - BinnedAllocator
 
 /// The process-wide binned allocator: per-thread caches over shared slabs.
 ///
@@ -85,22 +101,22 @@ public struct BinnedAllocator: Sendable {
     public static let maximumAlignment = Layout.maximumAlignment
 
     /// A block of at least `byteCount` bytes aligned to `alignment`, or nil when the size
-    /// or alignment cannot be met (not a power of two, above ``maximumAlignment``, or more
-    /// memory than the OS gives).
+    /// or alignment cannot be met (an alignment above ``maximumAlignment``, or more memory
+    /// than the OS gives).
     ///
     /// A zero-byte request returns a unique block that must be freed like any other.
     /// Blocks are always at least 16-byte aligned.
     ///
-    /// - Precondition: `byteCount >= 0`.
+    /// - Precondition: `byteCount >= 0`, and `alignment` is a power of two.
     @inlinable @inline(__always)
     public func allocate(byteCount: Int, alignment: Int = 16) -> UnsafeMutableRawPointer? {
         precondition(byteCount >= 0, "BinnedAllocator.allocate: negative byteCount \(byteCount)")
         if byteCount <= Layout.smallSizeLimit && alignment &- 1 < Layout.quantum && alignment > 0
             && alignment & (alignment &- 1) == 0
         {
-            return SharedHeap.allocateSmall(classIndex: Layout.sizeClasses.index(for: byteCount))
+            return SharedAllocator.allocateSmall(classIndex: Layout.sizeClasses.index(for: byteCount))
         }
-        return SharedHeap.allocateShaped(byteCount: byteCount, alignment: alignment)
+        return SharedAllocator.allocateShaped(byteCount: byteCount, alignment: alignment)
     }
 
     /// Frees a block from this allocator (any thread). nil is ignored.
@@ -110,29 +126,28 @@ public struct BinnedAllocator: Sendable {
     @inlinable @inline(__always)
     public func deallocate(_ pointer: UnsafeMutableRawPointer?) {
         guard let pointer else { return }
-        SharedHeap.deallocate(pointer)
+        SharedAllocator.deallocate(pointer)
     }
 
     /// Resizes a block, keeping its first `min(old usable size, byteCount)` bytes.
     ///
     /// Stays in place when `byteCount` falls in the block's size class (or still fits it
     /// and uses more than half of it), or when a large block's span can grow or shrink
-    /// where it is; a large
-    /// span that must move is moved by remapping its pages, never by copying. A nil
-    /// `pointer` allocates. On failure returns nil and leaves the block as it was. The
-    /// result is 16-byte aligned (a large block keeps its alignment).
+    /// where it is; a large span that must move is moved by remapping its pages, never by
+    /// copying. A nil `pointer` allocates. On failure returns nil and leaves the block as
+    /// it was. The result is 16-byte aligned (a large block keeps its alignment).
     @inlinable
     public func reallocate(_ pointer: UnsafeMutableRawPointer?, byteCount: Int) -> UnsafeMutableRawPointer? {
         precondition(byteCount >= 0, "BinnedAllocator.reallocate: negative byteCount \(byteCount)")
         guard let pointer else { return allocate(byteCount: byteCount) }
-        return SharedHeap.reallocate(pointer, byteCount: byteCount)
+        return SharedAllocator.reallocate(pointer, byteCount: byteCount)
     }
 
     /// How many bytes the block really holds (at least what was asked); 0 for nil.
     @inlinable
     public func usableSize(of pointer: UnsafeRawPointer?) -> Int {
         guard let pointer else { return 0 }
-        return Layout.usableSize(of: UnsafeMutableRawPointer(mutating: pointer))
+        return Block.usableSize(of: UnsafeMutableRawPointer(mutating: pointer))
     }
 
     /// Uninitialized memory for `capacity` values of `T`, or nil when the byte count
@@ -151,21 +166,23 @@ public struct BinnedAllocator: Sendable {
         deallocate(buffer.baseAddress.map(UnsafeMutableRawPointer.init))
     }
 
-    /// Counters of every heap (live and parked), summed. Callable from any thread; blocks
-    /// still waiting in a thread's remote batch count as live.
-    public func statistics() -> BinnedStatistics {
-        SharedHeap.statistics()
+    /// Counters of every thread cache (live and parked), summed. Callable from any
+    /// thread; blocks still waiting in a thread's remote batch count as live.
+    public func statistics() -> BinnedAllocStatistics {
+        SharedAllocator.statistics()
     }
 
     /// Pushes the calling thread's pending remote frees, collects the frees waiting for
-    /// its heap and for every parked heap, and retires their empty slabs (see the
+    /// its thread cache and for every parked one, and retires their empty slabs (see the
     /// module comment for where retired slabs go).
     public func releaseUnusedMemory() {
-        SharedHeap.releaseUnusedMemory()
+        SharedAllocator.releaseUnusedMemory()
     }
 }
 
-/// The binned allocator with no thread caches: one heap behind one spin lock, for
+// MARK: - LockedBinnedAllocator
+
+/// The binned allocator with no thread caches: one `ThreadCache` behind one spin lock, for
 /// single-threaded programs or memory that must stay apart from the shared allocator
 /// (rsbmalloc's single-threaded mode).
 ///
@@ -173,52 +190,56 @@ public struct BinnedAllocator: Sendable {
 /// slab and large span of the instance back to the OS, like dropping an arena: blocks
 /// still allocated from it are invalid afterwards.
 public final class LockedBinnedAllocator: @unchecked Sendable {
-    @usableFromInline let heap: Heap
+    @usableFromInline let cache: ThreadCache
     @usableFromInline let lock: UnsafeMutablePointer<SpinLock>
 
     /// An empty allocator; it maps memory on first use.
     ///
-    /// - Precondition: the heap's header page can be mapped.
+    /// - Precondition: the cache's header page can be mapped.
     public init() {
-        guard let heap = Heap.create(kind: .locked, global: nil) else {
-            preconditionFailure("LockedBinnedAllocator: cannot map a heap page")
+        guard let cache = ThreadCache.create(kind: .locked, global: nil) else {
+            preconditionFailure("LockedBinnedAllocator: cannot map a thread cache page")
         }
-        self.heap = heap
-        lock = (heap.base + Heap.lockOffset).bindMemory(to: SpinLock.self, capacity: 1)
+        self.cache = cache
+        lock = (cache.base + ThreadCacheLayout.lockOffset).bindMemory(to: SpinLock.self, capacity: 1)
         lock.initialize(to: SpinLock())
     }
 
     deinit {
-        heap.releaseAllLargeSpans()
-        heap.releaseAllSlabs()
+        assert(integrityViolation() == nil, "BinnedAlloc: \(integrityViolation() ?? "")")
+        cache.releaseAllLargeSpans()
+        cache.releaseAllSlabs()
         lock.deinitialize(count: 1)
-        Heap.unmapHeader(heap)
+        ThreadCache.unmapHeader(cache)
     }
 
     /// See ``BinnedAllocator/allocate(byteCount:alignment:)``.
+    ///
+    /// - Precondition: `byteCount >= 0`, and `alignment` is a power of two.
     public func allocate(byteCount: Int, alignment: Int = 16) -> UnsafeMutableRawPointer? {
         precondition(byteCount >= 0, "LockedBinnedAllocator.allocate: negative byteCount \(byteCount)")
-        guard let shape = Layout.Shape(byteCount: byteCount, alignment: alignment) else { return nil }
+        precondition(
+            isPowerOfTwo(alignment), "LockedBinnedAllocator.allocate: alignment \(alignment) is not a power of two")
+        guard let shape = Block.Shape(byteCount: byteCount, alignment: alignment) else { return nil }
         switch shape {
         case .small(let classIndex):
-            return lock.pointee.withLock { heap.allocate(classIndex: classIndex) }
+            return lock.pointee.withLock { cache.allocate(classIndex: classIndex) }
         case .large(let byteCount, let alignment):
-            return LargeSpan.allocate(
-                byteCount: byteCount, alignment: alignment, owner: heap)
+            return LargeSpan.allocate(byteCount: byteCount, alignment: alignment, owner: cache)
         }
     }
 
     /// See ``BinnedAllocator/deallocate(_:)``.
     public func deallocate(_ pointer: UnsafeMutableRawPointer?) {
         guard let pointer else { return }
-        if Layout.isLarge(pointer) { return LargeSpan.free(pointer) }
+        if Block.isLarge(pointer) { return LargeSpan.free(pointer) }
         let slab = Slab(containing: pointer)
         slab.assertOwns(pointer)
         lock.pointee.withLock {
-            if slab.owner == heap.base {
-                heap.freeLocal(pointer, in: slab)
+            if slab.owner == cache.base {
+                cache.freeLocal(pointer, in: slab)
             } else {
-                Heap(slab.owner).remoteFrees.push(pointer)
+                ThreadCache(slab.owner).remoteFrees.push(pointer)
             }
         }
     }
@@ -227,7 +248,7 @@ public final class LockedBinnedAllocator: @unchecked Sendable {
     public func reallocate(_ pointer: UnsafeMutableRawPointer?, byteCount: Int) -> UnsafeMutableRawPointer? {
         precondition(byteCount >= 0, "LockedBinnedAllocator.reallocate: negative byteCount \(byteCount)")
         guard let pointer else { return allocate(byteCount: byteCount) }
-        return Layout.reallocate(
+        return Block.reallocate(
             pointer, byteCount: byteCount,
             allocate: { self.allocate(byteCount: $0) }, deallocate: { self.deallocate($0) })
     }
@@ -235,7 +256,7 @@ public final class LockedBinnedAllocator: @unchecked Sendable {
     /// See ``BinnedAllocator/usableSize(of:)``.
     public func usableSize(of pointer: UnsafeRawPointer?) -> Int {
         guard let pointer else { return 0 }
-        return Layout.usableSize(of: UnsafeMutableRawPointer(mutating: pointer))
+        return Block.usableSize(of: UnsafeMutableRawPointer(mutating: pointer))
     }
 
     /// See ``BinnedAllocator/allocate(_:capacity:)``.
@@ -251,17 +272,19 @@ public final class LockedBinnedAllocator: @unchecked Sendable {
         deallocate(buffer.baseAddress.map(UnsafeMutableRawPointer.init))
     }
 
-    /// This allocator's counters (exact: one heap); bytes mapped and returned are the
-    /// process-wide figures of all binned allocators.
-    public func statistics() -> BinnedStatistics {
-        var statistics = BinnedStatistics.empty
-        lock.pointee.withLock { heap.addStatistics(to: &statistics) }
-        statistics.addGlobalFigures(largeFrom: heap.largeCounters)
+    /// This allocator's counters (exact: one thread cache); bytes mapped and returned are
+    /// the process-wide figures of all binned allocators.
+    public func statistics() -> BinnedAllocStatistics {
+        var statistics = BinnedAllocStatistics.empty
+        lock.pointee.withLock { cache.addStatistics(to: &statistics) }
+        statistics.addGlobalFigures(largeFrom: cache.largeCounters)
         statistics.threadCaches = 0
         statistics.parkedThreadCaches = 0
         return statistics
     }
 }
+
+// MARK: - BinnedPageAllocator
 
 /// Page spans straight from the OS, each with a one-page header that remembers its size,
 /// so freeing needs no size (rsbmalloc's page allocator). Spans are also blocks of the
@@ -270,18 +293,22 @@ public struct BinnedPageAllocator: Sendable {
     public init() {}
 
     /// A span of at least `byteCount` bytes (rounded up to whole pages, at least one)
-    /// aligned to `alignment` (at least the page size), or nil.
+    /// aligned to `alignment` (at least the page size), or nil when the alignment is above
+    /// ``BinnedAllocator/maximumAlignment`` or memory is exhausted.
+    ///
+    /// - Precondition: `byteCount >= 0`, and `alignment` is a power of two.
     public func allocate(byteCount: Int, alignment: Int = 4096) -> UnsafeMutableRawPointer? {
         precondition(byteCount >= 0, "BinnedPageAllocator.allocate: negative byteCount \(byteCount)")
-        guard alignment > 0, isPowerOfTwo(alignment), alignment <= Layout.maximumAlignment else { return nil }
-        return LargeSpan.allocate(
-            byteCount: max(byteCount, 1), alignment: alignment)
+        precondition(
+            isPowerOfTwo(alignment), "BinnedPageAllocator.allocate: alignment \(alignment) is not a power of two")
+        guard alignment <= Layout.maximumAlignment else { return nil }
+        return LargeSpan.allocate(byteCount: max(byteCount, 1), alignment: alignment)
     }
 
     /// Unmaps a span; nil is ignored.
     public func deallocate(_ pointer: UnsafeMutableRawPointer?) {
         guard let pointer else { return }
-        precondition(Layout.isLarge(pointer), "BinnedPageAllocator.deallocate: \(pointer) is not a page span")
+        precondition(Block.isLarge(pointer), "BinnedPageAllocator.deallocate: \(pointer) is not a page span")
         LargeSpan.free(pointer)
     }
 
@@ -289,28 +316,30 @@ public struct BinnedPageAllocator: Sendable {
     public func reallocate(_ pointer: UnsafeMutableRawPointer?, byteCount: Int) -> UnsafeMutableRawPointer? {
         precondition(byteCount >= 0, "BinnedPageAllocator.reallocate: negative byteCount \(byteCount)")
         guard let pointer else { return allocate(byteCount: byteCount) }
-        precondition(Layout.isLarge(pointer), "BinnedPageAllocator.reallocate: \(pointer) is not a page span")
+        precondition(Block.isLarge(pointer), "BinnedPageAllocator.reallocate: \(pointer) is not a page span")
         return LargeSpan.resize(pointer, byteCount: max(byteCount, 1))
     }
 
     /// The span's size in bytes (whole pages); 0 for nil.
     public func usableSize(of pointer: UnsafeRawPointer?) -> Int {
         guard let pointer else { return 0 }
-        return Layout.usableSize(of: UnsafeMutableRawPointer(mutating: pointer))
+        return Block.usableSize(of: UnsafeMutableRawPointer(mutating: pointer))
     }
 }
 
+// MARK: - BinnedAllocStatistics
+
 /// A snapshot of the binned allocators' counters.
-public struct BinnedStatistics: Sendable, Equatable {
+public struct BinnedAllocStatistics: Sendable, Equatable {
     /// Counters of one size class.
     public struct SizeClass: Sendable, Equatable {
         /// The bytes a block of this class holds.
         public var size: Int
         public var allocations: Int
-        public var frees: Int
-        /// `allocations - frees`.
+        public var deallocations: Int
+        /// `allocations - deallocations`.
         public var liveBlocks: Int
-        /// Slabs of this class held by heaps now.
+        /// Slabs of this class held by thread caches now.
         public var slabs: Int
     }
 
@@ -318,7 +347,7 @@ public struct BinnedStatistics: Sendable, Equatable {
     public var sizeClasses: [SizeClass]
     /// Blocks above ``BinnedAllocator/smallSizeLimit`` (and page-allocator spans).
     public var largeAllocations: Int
-    public var largeFrees: Int
+    public var largeDeallocations: Int
     /// Usable bytes of large blocks not yet freed.
     public var largeLiveBytes: Int
     /// Bytes of slab chunks and large spans mapped now (process-wide).
@@ -329,24 +358,26 @@ public struct BinnedStatistics: Sendable, Equatable {
     /// and their bytes (process-wide; ``BinnedAllocator/releaseUnusedMemory()`` unmaps them).
     public var cachedLargeBlocks: Int
     public var cachedLargeBytes: Int
-    /// Heaps ever created for threads (each is reused after its thread exits).
+    /// Thread caches ever created for threads (each is reused after its thread exits).
     public var threadCaches: Int
-    /// Heaps of exited threads waiting to be adopted.
+    /// Thread caches of exited threads waiting to be adopted.
     public var parkedThreadCaches: Int
 
-    static var empty: BinnedStatistics {
-        BinnedStatistics(
+    static var empty: BinnedAllocStatistics {
+        BinnedAllocStatistics(
             sizeClasses: (0..<Layout.classCount).map {
-                SizeClass(size: Layout.sizeClasses.size(ofClass: $0), allocations: 0, frees: 0, liveBlocks: 0, slabs: 0)
+                SizeClass(
+                    size: Layout.sizeClasses.size(ofClass: $0), allocations: 0, deallocations: 0, liveBlocks: 0,
+                    slabs: 0)
             },
-            largeAllocations: 0, largeFrees: 0, largeLiveBytes: 0, bytesMapped: 0, bytesReturned: 0,
+            largeAllocations: 0, largeDeallocations: 0, largeLiveBytes: 0, bytesMapped: 0, bytesReturned: 0,
             cachedLargeBlocks: 0, cachedLargeBytes: 0, threadCaches: 0, parkedThreadCaches: 0)
     }
 
     mutating func addGlobalFigures(largeFrom large: Counters<LargeEvent>?) {
         if let large {
             largeAllocations += large.value(of: .allocations)
-            largeFrees += large.value(of: .frees)
+            largeDeallocations += large.value(of: .deallocations)
             largeLiveBytes += large.value(of: .liveBytes)
         }
         guard let global = GlobalState.get() else { return }
@@ -354,8 +385,8 @@ public struct BinnedStatistics: Sendable, Equatable {
         bytesReturned = global.counters.value(of: .bytesReturned)
         cachedLargeBlocks = global.counters.value(of: .cachedSpans)
         cachedLargeBytes = global.counters.value(of: .cachedSpanBytes)
-        threadCaches = global.counters.value(of: .heaps)
-        parkedThreadCaches = global.counters.value(of: .parkedHeaps)
+        threadCaches = global.counters.value(of: .threadCaches)
+        parkedThreadCaches = global.counters.value(of: .parkedThreadCaches)
     }
 }
 
@@ -368,7 +399,7 @@ public struct BinnedStatistics: Sendable, Equatable {
 ///
 /// The standard `malloc` jumps here, so the fast path is written out in this one function
 /// and calls nothing (no stack frame either): a small size pops the calling thread's
-/// current slab. Everything else (no heap yet, an empty slab, a large or impossible size,
+/// current slab. Everything else (no thread cache yet, an empty slab, a large or impossible size,
 /// errno) is `mallocSlow`'s. Measured with `binned_free_any` under `LD_PRELOAD`,
 /// malloc(16 to 1024)+free through function pointers: 3.1 to 3.3 ns a pair (medians of 9
 /// runs), from 4.1 to 4.4 ns when `malloc` went through `BinnedAllocator.allocate` and
@@ -376,7 +407,7 @@ public struct BinnedStatistics: Sendable, Equatable {
 @c(binned_malloc)
 public func binned_malloc(_ size: Int) -> UnsafeMutableRawPointer? {
     if UInt(bitPattern: size) <= UInt(Layout.smallSizeLimit),
-        let block = SharedHeap.popSmall(classIndex: Layout.sizeClasses.index(for: size))
+        let block = SharedAllocator.popSmall(classIndex: Layout.sizeClasses.index(for: size))
     {
         return block
     }
@@ -397,9 +428,9 @@ public func binned_free(_ pointer: UnsafeMutableRawPointer?) {
 }
 
 /// `free` for any pointer, as the standard names need it: a BinnedAlloc block is freed
-/// here, any other pointer (glibc's, see `RegionMap`) is passed to `foreignFree`.
+/// here, any other pointer (glibc's, see `GranuleMap`) is passed to `foreignFree`.
 ///
-/// The standard `free` jumps here with glibc's free as `foreignFree`: the region-map test
+/// The standard `free` jumps here with glibc's free as `foreignFree`: the granule-map test
 /// and the whole fast path of `deallocate` are one function with no call, where the
 /// standard `free` used to call `binned_owns` and then jump to `binned_free`.
 @c(binned_free_any)
@@ -407,8 +438,8 @@ public func binned_free_any(
     _ pointer: UnsafeMutableRawPointer?, _ foreignFree: @convention(c) (UnsafeMutableRawPointer?) -> Void
 ) {
     guard let pointer else { return }
-    guard _fastPath(RegionMap.contains(pointer)) else { return foreignFree(pointer) }
-    SharedHeap.deallocate(pointer)
+    guard _fastPath(GranuleMap.contains(pointer)) else { return foreignFree(pointer) }
+    SharedAllocator.deallocate(pointer)
 }
 
 /// `calloc`: zeroed memory; NULL with ENOMEM when `count * size` overflows.
@@ -418,7 +449,7 @@ public func binned_calloc(_ count: Int, _ size: Int) -> UnsafeMutableRawPointer?
         let block = BinnedAllocator.shared.allocate(byteCount: byteCount)
     else { return outOfMemory() }
     // Fresh large spans come zeroed from the kernel; slab blocks and cached spans are reused.
-    if !Layout.isLarge(block) || !LargeSpan(user: block).isZeroed { memset(block, 0, byteCount) }
+    if !Block.isLarge(block) || !LargeSpan(user: block).isZeroed { memset(block, 0, byteCount) }
     return block
 }
 
@@ -510,13 +541,13 @@ public func binned_malloc_usable_size(_ pointer: UnsafeMutableRawPointer?) -> In
     BinnedAllocator.shared.usableSize(of: pointer)
 }
 
-/// Whether `pointer` is a block BinnedAlloc handed out (or lies in a region that holds
+/// Whether `pointer` is a block BinnedAlloc handed out (or lies in a granule that holds
 /// them): the test the standard malloc names make before freeing, so that a foreign
-/// pointer goes to glibc (see `RegionMap`). False for NULL.
+/// pointer goes to glibc (see `GranuleMap`). False for NULL.
 @c(binned_owns)
 public func binned_owns(_ pointer: UnsafeRawPointer?) -> Bool {
     guard let pointer else { return false }
-    return RegionMap.contains(pointer)
+    return GranuleMap.contains(pointer)
 }
 
 /// C23 `free_sized`: the size is a hint this allocator does not need.
@@ -540,7 +571,7 @@ public func binned_print_statistics(_ descriptor: Int32) -> Int32 {
     defer { errno = savedErrno }
     do {
         var text = try RawText(capacity: 16 << 10)
-        SharedHeap.report(into: &text)
+        SharedAllocator.report(into: &text)
         try text.write(to: descriptor)
         return 0
     } catch {
@@ -553,36 +584,222 @@ func outOfMemory() -> UnsafeMutableRawPointer? {
     return nil
 }
 
-// MARK: - Layout and constants
+// MARK: - Fast path
 
-/// The numbers every part agrees on.
+/// The shared allocator's entry points: the calling thread's cache, found through the
+/// thread-local slot.
 @usableFromInline
-enum Layout {
-    /// Every block is a multiple of this and aligned to it: malloc's 16-byte guarantee.
-    @inlinable static var quantum: Int { 16 }
-    /// Slabs are this big and aligned to it. Big enough that the header page costs 1.6% and
-    /// even the 32 KiB class gets 7 blocks; small enough that a heap's partly used current
-    /// slabs (one per class) stay cheap, since untouched pages are never faulted in.
-    @inlinable static var slabSize: Int { 256 << 10 }
-    @inlinable static var slabMask: Int { slabSize &- 1 }
-    /// A slab's header page; also the distance from a large block back to its header.
-    @inlinable static var headerSize: Int { 4096 }
-    /// The largest small request: half of what a slab could hold is the point past which
-    /// a slab would have too few blocks, and a span of its own costs little next to it.
-    @inlinable static var smallSizeLimit: Int { 32 << 10 }
-    @inlinable static var sizeClasses: SizeClasses {
-        SizeClasses(quantum: quantum, stepsPerDoubling: 4, maximumSize: smallSizeLimit)
+enum SharedAllocator {
+    /// Pops a block of class `classIndex` from the current slab of the calling thread's
+    /// cache: a TLS load and four memory operations, no atomic read-modify-write.
+    @inlinable @inline(__always)
+    static func allocateSmall(classIndex: Int) -> UnsafeMutableRawPointer? {
+        popSmall(classIndex: classIndex) ?? allocateSmallSlow(classIndex: classIndex)
     }
-    @inlinable static var classCount: Int { 40 }
-    /// Alignments above this are refused: an aligned span over-maps by its alignment.
-    @inlinable static var maximumAlignment: Int { 1 << 30 }
-    /// Requests above this are refused without asking the OS: no machine maps 2^62 bytes.
-    @inlinable static var maximumByteCount: Int { 1 << 62 }
 
+    /// The fast path alone: a block of class `classIndex` from the calling thread's current
+    /// slab, or nil when the thread has no cache yet or that slab has no free block (then
+    /// `allocateSmallSlow` is the way on).
+    @inlinable @inline(__always)
+    static func popSmall(classIndex: Int) -> UnsafeMutableRawPointer? {
+        guard let base = ThreadLocalSlot.binnedAlloc.value else { return nil }
+        return ThreadCache(base).bin(classIndex).popCurrent()
+    }
+
+    /// Frees any block: to the freeing thread's own slab when it owns it (a push, no
+    /// atomic), else as a remote free.
+    @inlinable @inline(__always)
+    static func deallocate(_ pointer: UnsafeMutableRawPointer) {
+        if Block.isLarge(pointer) { return deallocateLarge(pointer) }
+        let slab = Slab(containing: pointer)
+        slab.assertOwns(pointer)
+        if let base = ThreadLocalSlot.binnedAlloc.value, _fastPath(slab.owner == base) {
+            ThreadCache(base).freeLocal(pointer, in: slab)
+        } else {
+            deallocateRemote(pointer, slab: slab)
+        }
+    }
+
+}
+
+// MARK: - Slow path
+
+extension SharedAllocator {
+    @usableFromInline @inline(never)
+    static func allocateSmallSlow(classIndex: Int) -> UnsafeMutableRawPointer? {
+        if let cache = currentThreadCache() { return cache.allocate(classIndex: classIndex) }
+        // An exiting thread (or one that could not get a cache) uses the global locked
+        // fallback cache.
+        guard let global = GlobalState.get() else { return nil }
+        return global.fallbackLock.pointee.withLock { global.fallbackCache.allocate(classIndex: classIndex) }
+    }
+
+    @usableFromInline @inline(never)
+    static func allocateShaped(byteCount: Int, alignment: Int) -> UnsafeMutableRawPointer? {
+        // Here, off the fast path: a small request with a valid alignment up to 16 never
+        // comes this way. The C ABI passes powers of two only, so it never traps here.
+        precondition(isPowerOfTwo(alignment), "BinnedAllocator.allocate: alignment \(alignment) is not a power of two")
+        guard let shape = Block.Shape(byteCount: byteCount, alignment: alignment) else { return nil }
+        switch shape {
+        case .small(let classIndex):
+            return allocateSmall(classIndex: classIndex)
+        case .large(let byteCount, let alignment):
+            return LargeSpan.allocateShared(byteCount: byteCount, alignment: alignment)
+        }
+    }
+
+    @usableFromInline @inline(never)
+    static func deallocateLarge(_ pointer: UnsafeMutableRawPointer) {
+        LargeSpan.free(pointer, cacheable: true)
+    }
+
+    /// A block whose slab belongs to another cache: into this thread's batch for that
+    /// owner when the owner is a thread's cache (never unmapped, so a batch may wait), else
+    /// straight onto the owner's remote list: a locked allocator's cache goes away at its
+    /// deinit, and a batch must not outlive it; so does a thread with no cache.
+    @usableFromInline @inline(never)
+    static func deallocateRemote(_ pointer: UnsafeMutableRawPointer, slab: Slab) {
+        let owner = ThreadCache(slab.owner)
+        if let base = ThreadLocalSlot.binnedAlloc.value, owner.kind == .perThread {
+            ThreadCache(base).batchRemoteFree(pointer, owner: owner)
+        } else {
+            owner.remoteFrees.push(pointer)
+        }
+    }
+
+    @usableFromInline @inline(never)
+    static func reallocate(_ pointer: UnsafeMutableRawPointer, byteCount: Int) -> UnsafeMutableRawPointer? {
+        Block.reallocate(
+            pointer, byteCount: byteCount,
+            allocate: { BinnedAllocator.shared.allocate(byteCount: $0) },
+            deallocate: { BinnedAllocator.shared.deallocate($0) })
+    }
+
+    /// The calling thread's cache: adopted from the parked stack or created, and installed
+    /// in the thread-local slot with the exit hook armed. nil while the thread is exiting
+    /// (a cache made now could outlive the last exit hook) or when no page can be mapped.
+    static func currentThreadCache() -> ThreadCache? {
+        let slot = ThreadLocalSlot.binnedAlloc
+        if let base = slot.value { return ThreadCache(base) }
+        guard !ThreadLocalSlot.isCurrentThreadExiting, let global = GlobalState.get() else { return nil }
+        let cache: ThreadCache
+        if let parked = global.parkedThreadCaches.pop() {
+            cache = ThreadCache(parkedLink: parked)
+            cache.claimParked()
+            global.counters.add(-1, to: .parkedThreadCaches)
+        } else if let created = ThreadCache.create(kind: .perThread, global: global) {
+            cache = created
+        } else {
+            return nil
+        }
+        // If arming fails the cache still works; it is just not parked at thread exit.
+        try? slot.install(cache.base)
+        return cache
+    }
+
+    /// The thread-exit hook: gives the cache's memory back and parks it for the next thread.
+    static let threadExitHook: @convention(c) (UnsafeMutableRawPointer?) -> Void = { base in
+        guard let base, let global = GlobalState.get() else { return }
+        let cache = ThreadCache(base)
+        cache.flushRemoteBatch()
+        cache.trim()
+        global.counters.add(1, to: .parkedThreadCaches)
+        cache.ownership.store(ThreadCache.Ownership.parked.rawValue, ordering: .releasing)
+        global.parkedThreadCaches.push(cache.parkedLink)
+    }
+
+    static func statistics() -> BinnedAllocStatistics {
+        var statistics = BinnedAllocStatistics.empty
+        guard let global = GlobalState.get() else { return statistics }
+        var node = global.registryHead
+        while let base = node {
+            ThreadCache(base).addStatistics(to: &statistics)
+            node = ThreadCache(base).registryNext
+        }
+        global.fallbackCache.addStatistics(to: &statistics)
+        statistics.addGlobalFigures(largeFrom: global.largeCounters)
+        return statistics
+    }
+
+    /// The statistics as text, summed straight from the counters: `statistics()` builds an
+    /// array, and this runs inside processes whose malloc is BinnedAlloc, at exit.
+    static func report(into text: inout RawText) {
+        text.append("BinnedAlloc statistics\n")
+        guard let global = GlobalState.get() else { return }
+        let counters = global.counters
+        let large = global.largeCounters
+        text.append("thread caches ")
+        text.append(counters.value(of: .threadCaches))
+        text.append(" (parked ")
+        text.append(counters.value(of: .parkedThreadCaches))
+        text.append("), bytes mapped ")
+        text.append(counters.value(of: .bytesMapped))
+        text.append(", bytes returned ")
+        text.append(counters.value(of: .bytesReturned))
+        text.append(", pooled slabs ")
+        text.append(counters.value(of: .pooledSlabs))
+        text.append("\nlarge blocks: allocations ")
+        text.append(large.value(of: .allocations))
+        text.append(", deallocations ")
+        text.append(large.value(of: .deallocations))
+        text.append(", live bytes ")
+        text.append(large.value(of: .liveBytes))
+        text.append(", cached ")
+        text.append(counters.value(of: .cachedSpans))
+        text.append(" (")
+        text.append(counters.value(of: .cachedSpanBytes))
+        text.append(" bytes)\n")
+        text.append("class      size    allocations  deallocations     live   slabs\n")
+        for index in 0..<Layout.classCount {
+            var sums = (allocations: 0, deallocations: 0, slabs: 0)
+            func add(_ cache: ThreadCache) {
+                let bin = cache.bin(index)
+                sums.allocations += bin.counters.value(of: .allocations)
+                sums.deallocations += bin.counters.value(of: .deallocations)
+                sums.slabs += bin.counters.value(of: .slabs)
+            }
+            var node = global.registryHead
+            while let base = node {
+                add(ThreadCache(base))
+                node = ThreadCache(base).registryNext
+            }
+            add(global.fallbackCache)
+            guard sums.allocations > 0 else { continue }
+            text.append(index, width: 5)
+            text.append(Layout.sizeClasses.size(ofClass: index), width: 10)
+            text.append(sums.allocations, width: 15)
+            text.append(sums.deallocations, width: 15)
+            text.append(sums.allocations - sums.deallocations, width: 9)
+            text.append(sums.slabs, width: 8)
+            text.append("\n")
+        }
+    }
+
+    static func releaseUnusedMemory() {
+        guard let global = GlobalState.get() else { return }
+        if let base = ThreadLocalSlot.binnedAlloc.value {
+            let cache = ThreadCache(base)
+            cache.flushRemoteBatch()
+            cache.trim()
+        }
+        global.forEachParkedCache { $0.trim() }
+        global.fallbackLock.pointee.withLock { global.fallbackCache.trim() }
+        global.emptySpanCache()
+    }
+}
+
+// MARK: - Internals
+
+// MARK: - Block
+
+/// What every allocator does with a block, whatever its kind: where a request goes, how
+/// big a block is, and how it is resized.
+@usableFromInline
+enum Block {
     /// Whether `pointer` is a large block (its address is slab-aligned).
     @inlinable
     static func isLarge(_ pointer: UnsafeMutableRawPointer) -> Bool {
-        Int(bitPattern: pointer) & slabMask == 0
+        Int(bitPattern: pointer) & Layout.slabMask == 0
     }
 
     /// Where a request goes.
@@ -590,18 +807,18 @@ enum Layout {
         case small(classIndex: Int)
         case large(byteCount: Int, alignment: Int)
 
-        /// nil for an alignment that is not a power of two or too large, or a size too large.
+        /// nil for an alignment or a size too large. The caller has checked that the
+        /// alignment is a power of two.
         init?(byteCount: Int, alignment: Int) {
-            guard alignment > 0, isPowerOfTwo(alignment), alignment <= maximumAlignment,
-                byteCount <= maximumByteCount
-            else { return nil }
-            if byteCount <= smallSizeLimit && alignment <= headerSize {
+            assert(isPowerOfTwo(alignment), "BinnedAlloc: alignment \(alignment) is not a power of two")
+            guard alignment <= Layout.maximumAlignment, byteCount <= Layout.maximumByteCount else { return nil }
+            if byteCount <= Layout.smallSizeLimit && alignment <= Layout.headerSize {
                 // Blocks sit at `slab + page + i * size`: a class whose size is a multiple of
                 // the alignment gives aligned blocks. Powers of two close every group of 4
                 // classes, so the walk takes at most 3 steps.
-                var index = sizeClasses.index(for: max(byteCount, alignment))
-                while sizeClasses.size(ofClass: index) % alignment != 0 { index += 1 }
-                if index < classCount {
+                var index = Layout.sizeClasses.index(for: max(byteCount, alignment))
+                while Layout.sizeClasses.size(ofClass: index) % alignment != 0 { index += 1 }
+                if index < Layout.classCount {
                     self = .small(classIndex: index)
                     return
                 }
@@ -630,10 +847,10 @@ enum Layout {
         _ pointer: UnsafeMutableRawPointer, byteCount: Int,
         allocate: (Int) -> UnsafeMutableRawPointer?, deallocate: (UnsafeMutableRawPointer) -> Void
     ) -> UnsafeMutableRawPointer? {
-        guard byteCount <= maximumByteCount else { return nil }
+        guard byteCount <= Layout.maximumByteCount else { return nil }
         let oldSize: Int
         if isLarge(pointer) {
-            if byteCount > smallSizeLimit {
+            if byteCount > Layout.smallSizeLimit {
                 return LargeSpan.resize(pointer, byteCount: byteCount, classSized: true)
             }
             oldSize = LargeSpan(user: pointer).usableSize
@@ -644,7 +861,7 @@ enum Layout {
             // The same class, or a bigger one still more than half used (a block whose class
             // was raised for alignment), stays where it is.
             if byteCount <= oldSize
-                && (byteCount > oldSize / 2 || sizeClasses.index(for: byteCount) == slab.classIndex)
+                && (byteCount > oldSize / 2 || Layout.sizeClasses.index(for: byteCount) == slab.classIndex)
             {
                 return pointer
             }
@@ -656,338 +873,127 @@ enum Layout {
     }
 }
 
-// MARK: - Fast path
+// MARK: - ThreadCache
 
-/// The shared allocator's entry points: the calling thread's heap, found through the
-/// thread-local slot.
+/// A thread cache: one page (`ThreadCacheLayout`) holding a thread's bins, or a locked
+/// allocator's (the same structure, shared by whoever holds the allocator's lock). Only
+/// its owner touches it, except `remoteFrees`, which any thread pushes to, and the
+/// counters, which any thread reads.
 @usableFromInline
-enum SharedHeap {
-    /// Pops a block of class `classIndex` from the current slab of the calling thread's
-    /// heap: a TLS load and four memory operations, no atomic read-modify-write.
-    @inlinable @inline(__always)
-    static func allocateSmall(classIndex: Int) -> UnsafeMutableRawPointer? {
-        popSmall(classIndex: classIndex) ?? allocateSmallSlow(classIndex: classIndex)
-    }
-
-    /// The fast path alone: a block of class `classIndex` from the calling thread's current
-    /// slab, or nil when the thread has no heap yet or that slab has no free block (then
-    /// `allocateSmallSlow` is the way on).
-    @inlinable @inline(__always)
-    static func popSmall(classIndex: Int) -> UnsafeMutableRawPointer? {
-        guard let base = ThreadLocalSlot.binnedAlloc.value else { return nil }
-        return Heap(base).bin(classIndex).popCurrent()
-    }
-
-    /// Frees any block: to the freeing thread's own slab when it owns it (a push, no
-    /// atomic), else as a remote free.
-    @inlinable @inline(__always)
-    static func deallocate(_ pointer: UnsafeMutableRawPointer) {
-        if Layout.isLarge(pointer) { return deallocateLarge(pointer) }
-        let slab = Slab(containing: pointer)
-        slab.assertOwns(pointer)
-        if let base = ThreadLocalSlot.binnedAlloc.value, _fastPath(slab.owner == base) {
-            Heap(base).freeLocal(pointer, in: slab)
-        } else {
-            deallocateRemote(pointer, slab: slab)
-        }
-    }
-
-    // MARK: Slow path
-
-    @usableFromInline @inline(never)
-    static func allocateSmallSlow(classIndex: Int) -> UnsafeMutableRawPointer? {
-        if let heap = currentHeap() { return heap.allocate(classIndex: classIndex) }
-        // An exiting thread (or one that could not get a heap) uses the global locked heap.
-        guard let global = GlobalState.get() else { return nil }
-        return global.fallbackLock.pointee.withLock { global.fallbackHeap.allocate(classIndex: classIndex) }
-    }
-
-    @usableFromInline @inline(never)
-    static func allocateShaped(byteCount: Int, alignment: Int) -> UnsafeMutableRawPointer? {
-        guard let shape = Layout.Shape(byteCount: byteCount, alignment: alignment) else { return nil }
-        switch shape {
-        case .small(let classIndex):
-            return allocateSmall(classIndex: classIndex)
-        case .large(let byteCount, let alignment):
-            return LargeSpan.allocateShared(byteCount: byteCount, alignment: alignment)
-        }
-    }
-
-    @usableFromInline @inline(never)
-    static func deallocateLarge(_ pointer: UnsafeMutableRawPointer) {
-        LargeSpan.free(pointer, cacheable: true)
-    }
-
-    /// A block whose slab belongs to another heap: into this thread's batch for that
-    /// owner when the owner is a thread heap (never unmapped, so a batch may wait), else
-    /// straight onto the owner's remote list: a locked allocator's heap goes away at its
-    /// deinit, and a batch must not outlive it; so does a thread with no heap.
-    @usableFromInline @inline(never)
-    static func deallocateRemote(_ pointer: UnsafeMutableRawPointer, slab: Slab) {
-        let owner = Heap(slab.owner)
-        if let base = ThreadLocalSlot.binnedAlloc.value, owner.kind == .threadCache {
-            Heap(base).batchRemoteFree(pointer, owner: owner)
-        } else {
-            owner.remoteFrees.push(pointer)
-        }
-    }
-
-    @usableFromInline @inline(never)
-    static func reallocate(_ pointer: UnsafeMutableRawPointer, byteCount: Int) -> UnsafeMutableRawPointer? {
-        Layout.reallocate(
-            pointer, byteCount: byteCount,
-            allocate: { BinnedAllocator.shared.allocate(byteCount: $0) },
-            deallocate: { BinnedAllocator.shared.deallocate($0) })
-    }
-
-    /// The calling thread's heap: adopted from the parked stack or created, and installed
-    /// in the thread-local slot with the exit hook armed. nil while the thread is exiting
-    /// (a heap made now could outlive the last exit hook) or when no page can be mapped.
-    static func currentHeap() -> Heap? {
-        let slot = ThreadLocalSlot.binnedAlloc
-        if let base = slot.value { return Heap(base) }
-        guard !ThreadLocalSlot.isCurrentThreadExiting, let global = GlobalState.get() else { return nil }
-        let heap: Heap
-        if let parked = global.parkedHeaps.pop() {
-            heap = Heap(parked - Heap.parkedLinkOffset)
-            heap.claimParked()
-            global.counters.add(-1, to: .parkedHeaps)
-        } else if let created = Heap.create(kind: .threadCache, global: global) {
-            heap = created
-        } else {
-            return nil
-        }
-        // If arming fails the heap still works; it is just not parked at thread exit.
-        try? slot.install(heap.base)
-        return heap
-    }
-
-    /// The thread-exit hook: gives the heap's memory back and parks it for the next thread.
-    static let threadExitHook: @convention(c) (UnsafeMutableRawPointer?) -> Void = { base in
-        guard let base, let global = GlobalState.get() else { return }
-        let heap = Heap(base)
-        heap.flushRemoteBatch()
-        heap.trim()
-        global.counters.add(1, to: .parkedHeaps)
-        heap.ownership.store(Heap.Ownership.parked.rawValue, ordering: .releasing)
-        global.parkedHeaps.push(base + Heap.parkedLinkOffset)
-    }
-
-    static func statistics() -> BinnedStatistics {
-        var statistics = BinnedStatistics.empty
-        guard let global = GlobalState.get() else { return statistics }
-        var node = global.registryHead
-        while let base = node {
-            Heap(base).addStatistics(to: &statistics)
-            node = Heap(base).registryNext
-        }
-        global.fallbackHeap.addStatistics(to: &statistics)
-        statistics.addGlobalFigures(largeFrom: global.largeCounters)
-        return statistics
-    }
-
-    /// The statistics as text, summed straight from the counters: `statistics()` builds an
-    /// array, and this runs inside processes whose malloc is BinnedAlloc, at exit.
-    static func report(into text: inout RawText) {
-        text.append("BinnedAlloc statistics\n")
-        guard let global = GlobalState.get() else { return }
-        let counters = global.counters
-        let large = global.largeCounters
-        text.append("thread caches ")
-        text.append(counters.value(of: .heaps))
-        text.append(" (parked ")
-        text.append(counters.value(of: .parkedHeaps))
-        text.append("), bytes mapped ")
-        text.append(counters.value(of: .bytesMapped))
-        text.append(", bytes returned ")
-        text.append(counters.value(of: .bytesReturned))
-        text.append(", pooled slabs ")
-        text.append(counters.value(of: .pooledSlabs))
-        text.append("\nlarge blocks: allocations ")
-        text.append(large.value(of: .allocations))
-        text.append(", frees ")
-        text.append(large.value(of: .frees))
-        text.append(", live bytes ")
-        text.append(large.value(of: .liveBytes))
-        text.append(", cached ")
-        text.append(counters.value(of: .cachedSpans))
-        text.append(" (")
-        text.append(counters.value(of: .cachedSpanBytes))
-        text.append(" bytes)\n")
-        text.append("class      size    allocations          frees     live   slabs\n")
-        for index in 0..<Layout.classCount {
-            var sums = (allocations: 0, frees: 0, slabs: 0)
-            func add(_ heap: Heap) {
-                let bin = heap.bin(index)
-                sums.allocations += bin.counters.value(of: .allocations)
-                sums.frees += bin.counters.value(of: .frees)
-                sums.slabs += bin.counters.value(of: .slabs)
-            }
-            var node = global.registryHead
-            while let base = node {
-                add(Heap(base))
-                node = Heap(base).registryNext
-            }
-            add(global.fallbackHeap)
-            guard sums.allocations > 0 else { continue }
-            text.append(index, width: 5)
-            text.append(Layout.sizeClasses.size(ofClass: index), width: 10)
-            text.append(sums.allocations, width: 15)
-            text.append(sums.frees, width: 15)
-            text.append(sums.allocations - sums.frees, width: 9)
-            text.append(sums.slabs, width: 8)
-            text.append("\n")
-        }
-    }
-
-    static func releaseUnusedMemory() {
-        guard let global = GlobalState.get() else { return }
-        if let base = ThreadLocalSlot.binnedAlloc.value {
-            let heap = Heap(base)
-            heap.flushRemoteBatch()
-            heap.trim()
-        }
-        // Parked heaps are trimmed where they are: each is claimed with a compare-exchange
-        // (parked → trimming) and stays on the parked stack, so a thread starting meanwhile
-        // still finds it (and waits the moment it takes to trim) rather than mapping a new one.
-        var node = global.registryHead
-        while let base = node {
-            let heap = Heap(base)
-            node = heap.registryNext
-            guard
-                heap.ownership.compareExchange(
-                    expected: Heap.Ownership.parked.rawValue, desired: Heap.Ownership.trimming.rawValue,
-                    ordering: .acquiringAndReleasing
-                ).exchanged
-            else { continue }
-            heap.trim()
-            heap.ownership.store(Heap.Ownership.parked.rawValue, ordering: .releasing)
-        }
-        global.fallbackLock.pointee.withLock { global.fallbackHeap.trim() }
-        global.emptySpanCache()
-    }
-}
-
-// MARK: - Heaps
-
-/// A heap: one page holding a thread's (or a locked allocator's) bins. Only its owner
-/// touches it, except `remoteFrees`, which any thread pushes to, and the counters, which
-/// any thread reads.
-///
-/// ```
-/// 0     remote frees (AtomicPushList head), alone on its cache line
-/// 64    parked-stack link (AtomicStack node)   72  registry next   80  kind
-/// 88    remote batch: owner, head, tail, count
-/// 120   reserve count   128  reserve head   136  all-slabs head
-/// 144   spin lock (locked allocators)   152  large-span list lock   160  large-span list
-/// 184   ownership (active, parked, trimming)   192  large counters (3 words)
-/// 256   bins: 40 × 64 bytes (current slab, partial head, allocations, frees, slabs)
-/// ```
-@usableFromInline
-struct Heap {
+struct ThreadCache {
     @usableFromInline let base: UnsafeMutableRawPointer
 
     @inlinable init(_ base: UnsafeMutableRawPointer) { self.base = base }
 
-    enum Kind: Int { case threadCache = 0, locked = 1 }
-
-    static let parkedLinkOffset = 64
-    static let registryNextOffset = 72
-    static let kindOffset = 80
-    static let batchOwnerOffset = 88
-    static let batchHeadOffset = 96
-    static let batchTailOffset = 104
-    static let batchCountOffset = 112
-    static let reserveCountOffset = 120
-    static let reserveHeadOffset = 128
-    static let allSlabsOffset = 136
-    static let lockOffset = 144
-    static let ownershipOffset = 184
-    static let largeSpansLockOffset = 152
-    static let largeSpansOffset = 160
-    static let largeCountersOffset = 192
-    @inlinable static var binsOffset: Int { 256 }
-    static let byteCount = 4096
+    /// A thread's own cache, or a locked one (a `LockedBinnedAllocator`'s, or the fallback
+    /// cache of exiting threads), which takes no batched remote frees.
+    enum Kind: Int { case perThread = 0, locked = 1 }
 
     /// Remote frees for one owner are pushed as one chain once this many wait: one
     /// compare-exchange per 64 cross-thread frees, and never more than 63 blocks parked
     /// in a thread that stops freeing.
     static let remoteBatchLimit = 64
-    /// Empty slabs a heap keeps warm for any class before returning them to the OS: two
+    /// Empty slabs a cache keeps warm for any class before returning them to the OS: two
     /// absorb the churn of a working set that hovers around a slab boundary, and bound
-    /// what an idle heap holds to 512 KiB.
+    /// what an idle cache holds to 512 KiB.
     static let reserveSlabLimit = 2
 
     @inlinable
     func bin(_ classIndex: Int) -> Bin {
-        Bin(base + (Heap.binsOffset &+ classIndex &* Bin.stride))
+        Bin(base + (ThreadCacheLayout.binsOffset &+ classIndex &* BinLayout.stride))
     }
 
-    var remoteFrees: AtomicPushList { AtomicPushList(at: base) }
+    var remoteFrees: AtomicPushList { AtomicPushList(at: base + ThreadCacheLayout.remoteFreesOffset) }
 
-    /// Written once when the heap is made, before any of its blocks exists.
-    var kind: Kind { Kind(rawValue: base.load(fromByteOffset: Heap.kindOffset, as: Int.self)).unsafelyUnwrapped }
+    /// Written once when the cache is made, before any of its blocks exists.
+    var kind: Kind {
+        Kind(rawValue: base.load(fromByteOffset: ThreadCacheLayout.kindOffset, as: Int.self)).unsafelyUnwrapped
+    }
 
-    /// Whether a thread heap is in use by a thread, parked, or being trimmed by
-    /// `releaseUnusedMemory()`; an adopter that pops a heap being trimmed waits for it.
+    /// Whether a thread's cache is in use by a thread, parked, or being trimmed by
+    /// `releaseUnusedMemory()`; an adopter that pops a cache being trimmed waits for it.
     enum Ownership: Int { case active = 0, parked = 1, trimming = 2 }
 
-    var ownership: AtomicWord { AtomicWord(at: base + Heap.ownershipOffset) }
+    var ownership: AtomicWord { AtomicWord(at: base + ThreadCacheLayout.ownershipOffset) }
+
+    /// Where the cache's link on the global stack of parked caches lies.
+    var parkedLink: UnsafeMutableRawPointer { base + ThreadCacheLayout.parkedLinkOffset }
+
+    /// The cache whose parked-stack link is `link`.
+    init(parkedLink link: UnsafeMutableRawPointer) { base = link - ThreadCacheLayout.parkedLinkOffset }
 
     var registryNext: UnsafeMutableRawPointer? {
-        get { base.load(fromByteOffset: Heap.registryNextOffset, as: UnsafeMutableRawPointer?.self) }
+        get { base.load(fromByteOffset: ThreadCacheLayout.registryNextOffset, as: UnsafeMutableRawPointer?.self) }
         nonmutating set {
-            base.storeBytes(of: newValue, toByteOffset: Heap.registryNextOffset, as: UnsafeMutableRawPointer?.self)
+            base.storeBytes(
+                of: newValue, toByteOffset: ThreadCacheLayout.registryNextOffset, as: UnsafeMutableRawPointer?.self)
         }
     }
 
-    var largeCounters: Counters<LargeEvent> { Counters(at: base + Heap.largeCountersOffset) }
+    var largeCounters: Counters<LargeEvent> { Counters(at: base + ThreadCacheLayout.largeCountersOffset) }
 
-    /// The large spans of a locked heap, linked through their headers.
-    var largeSpansHead: UnsafeMutableRawPointer? {
-        get { base.load(fromByteOffset: Heap.largeSpansOffset, as: UnsafeMutableRawPointer?.self) }
+    /// Every slab this cache owns in a class (current, partial or full; not the reserve),
+    /// so that a locked allocator can unmap them all at deinit.
+    var ownedSlabs: IntrusiveList {
+        IntrusiveList(anchor: base + ThreadCacheLayout.ownedSlabsOffset, linkOffset: SlabLayout.ownedLinksOffset)
+    }
+
+    /// Empty slabs kept warm for any class (at most `reserveSlabLimit`).
+    var reserve: IntrusiveList {
+        IntrusiveList(anchor: base + ThreadCacheLayout.reserveOffset, linkOffset: SlabLayout.placeLinksOffset)
+    }
+
+    var reserveCount: Int {
+        get { base.load(fromByteOffset: ThreadCacheLayout.reserveCountOffset, as: Int.self) }
         nonmutating set {
-            base.storeBytes(of: newValue, toByteOffset: Heap.largeSpansOffset, as: UnsafeMutableRawPointer?.self)
+            base.storeBytes(of: newValue, toByteOffset: ThreadCacheLayout.reserveCountOffset, as: Int.self)
         }
     }
 
-    /// Runs `body` holding the lock that guards a locked heap's list of large spans (a
-    /// lock of its own, so that freeing a span never waits for the heap's block lock).
+    /// The large spans of a locked cache, linked through their headers (under
+    /// `withLargeSpans`).
+    var largeSpans: IntrusiveList {
+        IntrusiveList(anchor: base + ThreadCacheLayout.largeSpansOffset, linkOffset: LargeSpanLayout.linksOffset)
+    }
+
+    /// Runs `body` holding the lock that guards a locked cache's list of large spans (a
+    /// lock of its own, so that freeing a span never waits for the cache's block lock).
     func withLargeSpans<Result>(_ body: () -> Result) -> Result {
-        (base + Heap.largeSpansLockOffset).assumingMemoryBound(to: SpinLock.self).pointee.withLock(body)
+        (base + ThreadCacheLayout.largeSpansLockOffset).assumingMemoryBound(to: SpinLock.self).pointee.withLock(body)
     }
 
     /// Unmaps every large span still linked (a locked allocator's deinit).
     func releaseAllLargeSpans() {
-        while let header = withLargeSpans({ largeSpansHead }) {
-            LargeSpan.free(header + Layout.headerSize)
+        while let header = withLargeSpans({ largeSpans.first }) {
+            LargeSpan.free(LargeSpan(header: header).user)
         }
     }
 
-    /// Maps a heap (and registers a thread heap with `global`). Its page comes zeroed:
+    /// Maps a cache (and registers a thread's cache with `global`). Its page comes zeroed:
     /// every list empty, every counter 0 (a zero word is a zero `Counters` entry, so the
     /// counters are attached, not initialized: `Counters(initializingAt:)` asks the
     /// runtime for `allCases`, which allocates, and nothing on a malloc path may).
-    static func create(kind: Kind, global: GlobalState?) -> Heap? {
-        guard let base = try? PageSource().allocate(byteCount: byteCount) else { return nil }
-        let heap = Heap(base)
-        _ = AtomicPushList(initializingAt: base)
-        base.storeBytes(of: kind.rawValue, toByteOffset: kindOffset, as: Int.self)
-        _ = AtomicWord(initializingAt: base + ownershipOffset, to: Ownership.active.rawValue)
-        (base + largeSpansLockOffset).bindMemory(to: SpinLock.self, capacity: 1).initialize(to: SpinLock())
-        if kind == .threadCache, let global {
-            global.register(heap)
-            global.counters.add(1, to: .heaps)
+    static func create(kind: Kind, global: GlobalState?) -> ThreadCache? {
+        guard let base = try? PageSource().allocate(byteCount: ThreadCacheLayout.byteCount) else { return nil }
+        let cache = ThreadCache(base)
+        _ = AtomicPushList(initializingAt: base + ThreadCacheLayout.remoteFreesOffset)
+        base.storeBytes(of: kind.rawValue, toByteOffset: ThreadCacheLayout.kindOffset, as: Int.self)
+        _ = AtomicWord(initializingAt: base + ThreadCacheLayout.ownershipOffset, to: Ownership.active.rawValue)
+        (base + ThreadCacheLayout.largeSpansLockOffset).bindMemory(to: SpinLock.self, capacity: 1).initialize(
+            to: SpinLock())
+        if kind == .perThread, let global {
+            global.register(cache)
+            global.counters.add(1, to: .threadCaches)
         }
-        return heap
+        return cache
     }
 
-    static func unmapHeader(_ heap: Heap) {
-        try? PageSource().release(heap.base, byteCount: byteCount)
+    static func unmapHeader(_ cache: ThreadCache) {
+        try? PageSource().release(cache.base, byteCount: ThreadCacheLayout.byteCount)
     }
 
-    /// Takes a heap just popped from the parked stack for the calling thread, waiting while
-    /// `releaseUnusedMemory()` trims it.
+    /// Takes a cache just popped from the parked stack for the calling thread, waiting
+    /// while `releaseUnusedMemory()` trims it.
     func claimParked() {
         while !ownership.compareExchange(
             expected: Ownership.parked.rawValue, desired: Ownership.active.rawValue, ordering: .acquiringAndReleasing
@@ -1012,7 +1018,8 @@ struct Heap {
         if let slab = bin.current {
             if slab.freeList == nil { slab.carve() }
             if slab.freeList == nil {
-                // Exhausted: it leaves the bin and is tracked by no list until a free lands.
+                // Exhausted: it leaves the bin and is on no list but the owned one until a
+                // free lands.
                 slab.state = .full
                 bin.current = nil
             }
@@ -1036,7 +1043,7 @@ struct Heap {
         return block
     }
 
-    /// A slab for class `classIndex`, current and owned by this heap: from the heap's
+    /// A slab for class `classIndex`, current and owned by this cache: from the cache's
     /// reserve, the global pool, or a newly mapped chunk.
     func acquireSlab(classIndex: Int) -> Slab? {
         let slab: Slab
@@ -1048,20 +1055,20 @@ struct Heap {
             return nil
         }
         slab.format(classIndex: classIndex, owner: self)
-        linkSlab(slab)
+        ownedSlabs.pushFront(slab.base)
         bin(classIndex).counters.addFromOwner(1, to: .slabs)
         return slab
     }
 
-    // MARK: Free
+    // MARK: Deallocation
 
-    /// Frees a block of a slab this heap owns: a push onto the slab's free list.
+    /// Frees a block of a slab this cache owns: a push onto the slab's free list.
     @inlinable @inline(__always)
     func freeLocal(_ block: UnsafeMutableRawPointer, in slab: Slab) {
         block.storeBytes(of: slab.freeList, as: UnsafeMutableRawPointer?.self)
         slab.freeList = block
         slab.used &-= 1
-        bin(slab.classIndex).counters.addFromOwner(1, to: .frees)
+        bin(slab.classIndex).counters.addFromOwner(1, to: .deallocations)
         if _slowPath(slab.state != .current) { freedIntoNonCurrent(slab) }
     }
 
@@ -1072,87 +1079,108 @@ struct Heap {
         let bin = bin(slab.classIndex)
         if slab.state == .full {
             slab.state = .partial
-            bin.pushPartial(slab)
+            bin.partial.pushFront(slab.base)
         }
         if slab.used == 0 {
-            bin.removePartial(slab)
+            bin.partial.remove(slab.base)
             retire(slab)
+        }
+    }
+
+    /// The batch of remote frees waiting to be pushed to one owner: its first and last
+    /// block and its length.
+    var batchOwner: UnsafeMutableRawPointer? {
+        get { base.load(fromByteOffset: ThreadCacheLayout.batchOwnerOffset, as: UnsafeMutableRawPointer?.self) }
+        nonmutating set {
+            base.storeBytes(
+                of: newValue, toByteOffset: ThreadCacheLayout.batchOwnerOffset, as: UnsafeMutableRawPointer?.self)
+        }
+    }
+
+    var batchHead: UnsafeMutableRawPointer? {
+        get { base.load(fromByteOffset: ThreadCacheLayout.batchHeadOffset, as: UnsafeMutableRawPointer?.self) }
+        nonmutating set {
+            base.storeBytes(
+                of: newValue, toByteOffset: ThreadCacheLayout.batchHeadOffset, as: UnsafeMutableRawPointer?.self)
+        }
+    }
+
+    var batchTail: UnsafeMutableRawPointer? {
+        get { base.load(fromByteOffset: ThreadCacheLayout.batchTailOffset, as: UnsafeMutableRawPointer?.self) }
+        nonmutating set {
+            base.storeBytes(
+                of: newValue, toByteOffset: ThreadCacheLayout.batchTailOffset, as: UnsafeMutableRawPointer?.self)
+        }
+    }
+
+    var batchCount: Int {
+        get { base.load(fromByteOffset: ThreadCacheLayout.batchCountOffset, as: Int.self) }
+        nonmutating set {
+            base.storeBytes(of: newValue, toByteOffset: ThreadCacheLayout.batchCountOffset, as: Int.self)
         }
     }
 
     /// Adds a remote free to the batch for `owner`; a batch for another owner, or a full
     /// one, is pushed first.
     @usableFromInline
-    func batchRemoteFree(_ block: UnsafeMutableRawPointer, owner: Heap) {
-        var count = base.load(fromByteOffset: Heap.batchCountOffset, as: Int.self)
-        let batchOwner = base.load(fromByteOffset: Heap.batchOwnerOffset, as: UnsafeMutableRawPointer?.self)
+    func batchRemoteFree(_ block: UnsafeMutableRawPointer, owner: ThreadCache) {
+        var count = batchCount
         if count > 0 && batchOwner != owner.base {
             flushRemoteBatch()
             count = 0
         }
         if count == 0 {
             AtomicPushList.link(block, to: nil)
-            base.storeBytes(of: owner.base, toByteOffset: Heap.batchOwnerOffset, as: UnsafeMutableRawPointer.self)
-            base.storeBytes(of: block, toByteOffset: Heap.batchTailOffset, as: UnsafeMutableRawPointer.self)
+            batchOwner = owner.base
+            batchTail = block
         } else {
-            AtomicPushList.link(
-                block, to: base.load(fromByteOffset: Heap.batchHeadOffset, as: UnsafeMutableRawPointer?.self))
+            AtomicPushList.link(block, to: batchHead)
         }
-        base.storeBytes(of: block, toByteOffset: Heap.batchHeadOffset, as: UnsafeMutableRawPointer.self)
-        base.storeBytes(of: count + 1, toByteOffset: Heap.batchCountOffset, as: Int.self)
-        if count + 1 >= Heap.remoteBatchLimit { flushRemoteBatch() }
+        batchHead = block
+        batchCount = count + 1
+        if count + 1 >= ThreadCache.remoteBatchLimit { flushRemoteBatch() }
     }
 
     /// Pushes the waiting remote frees to their owner with one compare-exchange.
     func flushRemoteBatch() {
-        guard base.load(fromByteOffset: Heap.batchCountOffset, as: Int.self) > 0 else { return }
-        let owner = Heap(base.load(fromByteOffset: Heap.batchOwnerOffset, as: UnsafeMutableRawPointer.self))
-        owner.remoteFrees.pushChain(
-            first: base.load(fromByteOffset: Heap.batchHeadOffset, as: UnsafeMutableRawPointer.self),
-            last: base.load(fromByteOffset: Heap.batchTailOffset, as: UnsafeMutableRawPointer.self))
-        base.storeBytes(of: 0, toByteOffset: Heap.batchCountOffset, as: Int.self)
+        guard batchCount > 0 else { return }
+        ThreadCache(batchOwner!).remoteFrees.pushChain(first: batchHead!, last: batchTail!)
+        batchCount = 0
     }
 
-    /// Takes every block other threads freed into this heap's slabs and frees it locally.
+    /// Takes every block other threads freed into this cache's slabs and frees it locally.
     func collectRemoteFrees() {
         var node = remoteFrees.takeAll()
         while let block = node {
             node = AtomicPushList.next(after: block)
             let slab = Slab(containing: block)
-            assert(slab.owner == base, "BinnedAlloc: remote free of \(block) reached heap \(base), not its owner")
+            assert(
+                slab.owner == base, "BinnedAlloc: remote free of \(block) reached thread cache \(base), not its owner")
             freeLocal(block, in: slab)
         }
     }
 
     // MARK: Slabs
 
-    /// An empty slab leaves this heap: into the reserve, else back to the OS.
+    /// An empty slab leaves this cache's class: into the reserve, else back to the OS.
+    /// The slab is on no place list (it was current, or just left its partial list).
     func retire(_ slab: Slab) {
         assert(slab.used == 0, "BinnedAlloc: retiring slab \(slab.base) with \(slab.used) blocks in use")
         bin(slab.classIndex).counters.addFromOwner(-1, to: .slabs)
-        unlinkSlab(slab)
-        let reserved = base.load(fromByteOffset: Heap.reserveCountOffset, as: Int.self)
-        if reserved < Heap.reserveSlabLimit {
+        ownedSlabs.remove(slab.base)
+        if reserveCount < ThreadCache.reserveSlabLimit {
             slab.state = .reserved
-            slab.next = Slab(
-                optional: base.load(fromByteOffset: Heap.reserveHeadOffset, as: UnsafeMutableRawPointer?.self))
-            base.storeBytes(of: slab.base, toByteOffset: Heap.reserveHeadOffset, as: UnsafeMutableRawPointer.self)
-            base.storeBytes(of: reserved + 1, toByteOffset: Heap.reserveCountOffset, as: Int.self)
+            reserve.pushFront(slab.base)
+            reserveCount += 1
         } else {
             GlobalState.get()?.returnSlab(slab)
         }
     }
 
     func popReserve() -> Slab? {
-        guard let first = base.load(fromByteOffset: Heap.reserveHeadOffset, as: UnsafeMutableRawPointer?.self) else {
-            return nil
-        }
-        let slab = Slab(first)
-        base.storeBytes(of: slab.next?.base, toByteOffset: Heap.reserveHeadOffset, as: UnsafeMutableRawPointer?.self)
-        base.storeBytes(
-            of: base.load(fromByteOffset: Heap.reserveCountOffset, as: Int.self) - 1,
-            toByteOffset: Heap.reserveCountOffset, as: Int.self)
-        return slab
+        guard let first = reserve.popFront() else { return nil }
+        reserveCount -= 1
+        return Slab(first)
     }
 
     /// Sends every reserved slab back to the OS.
@@ -1160,7 +1188,7 @@ struct Heap {
         while let slab = popReserve() { GlobalState.get()?.returnSlab(slab) }
     }
 
-    /// Gives back what the heap holds without need: collects the frees other threads made
+    /// Gives back what the cache holds without need: collects the frees other threads made
     /// into it, then retires its empty current slabs and its reserve.
     func trim() {
         collectRemoteFrees()
@@ -1174,81 +1202,65 @@ struct Heap {
             let bin = bin(index)
             if let slab = bin.current, slab.used == 0 {
                 bin.current = nil
-                slab.state = .partial
                 retire(slab)
             }
         }
     }
 
-    /// Every slab this heap owns is linked through `allNext`/`allPrevious`, so that a
-    /// locked allocator can unmap them all at deinit.
-    func linkSlab(_ slab: Slab) {
-        let head = Slab(optional: base.load(fromByteOffset: Heap.allSlabsOffset, as: UnsafeMutableRawPointer?.self))
-        slab.allPrevious = nil
-        slab.allNext = head
-        head?.allPrevious = slab
-        base.storeBytes(of: slab.base, toByteOffset: Heap.allSlabsOffset, as: UnsafeMutableRawPointer.self)
-    }
-
-    func unlinkSlab(_ slab: Slab) {
-        if let previous = slab.allPrevious {
-            previous.allNext = slab.allNext
-        } else {
-            base.storeBytes(
-                of: slab.allNext?.base, toByteOffset: Heap.allSlabsOffset, as: UnsafeMutableRawPointer?.self)
-        }
-        slab.allNext?.allPrevious = slab.allPrevious
-    }
-
-    /// Unmaps every slab (a locked allocator's deinit).
+    /// Unmaps every slab (a locked allocator's deinit): the partial lists are emptied
+    /// first, so that each slab leaves every list before it goes to the pool.
     func releaseAllSlabs() {
         releaseReserve()
-        var node = Slab(optional: base.load(fromByteOffset: Heap.allSlabsOffset, as: UnsafeMutableRawPointer?.self))
-        while let slab = node {
-            node = slab.allNext
-            GlobalState.get()?.returnSlab(slab)
+        for index in 0..<Layout.classCount {
+            let bin = bin(index)
+            bin.current = nil
+            while bin.partial.popFront() != nil {}
         }
+        while let slab = ownedSlabs.popFront() { GlobalState.get()?.returnSlab(Slab(slab)) }
     }
 
     // MARK: Statistics
 
-    func addStatistics(to statistics: inout BinnedStatistics) {
+    func addStatistics(to statistics: inout BinnedAllocStatistics) {
         for index in 0..<Layout.classCount {
             let bin = bin(index)
             let allocations = bin.counters.value(of: .allocations)
-            let frees = bin.counters.value(of: .frees)
+            let deallocations = bin.counters.value(of: .deallocations)
             statistics.sizeClasses[index].allocations += allocations
-            statistics.sizeClasses[index].frees += frees
-            statistics.sizeClasses[index].liveBlocks += allocations - frees
+            statistics.sizeClasses[index].deallocations += deallocations
+            statistics.sizeClasses[index].liveBlocks += allocations - deallocations
             statistics.sizeClasses[index].slabs += bin.counters.value(of: .slabs)
         }
     }
 }
 
-/// One size class of a heap: its current slab, the slabs with free blocks, and counters.
+// MARK: - Bin
+
+/// One size class of a thread cache (`BinLayout`): its current slab, the slabs with free
+/// blocks, and counters.
 @usableFromInline
 struct Bin {
     @usableFromInline let base: UnsafeMutableRawPointer
 
     @inlinable init(_ base: UnsafeMutableRawPointer) { self.base = base }
 
-    @inlinable static var stride: Int { 64 }
-
     /// The slab allocations pop from.
     @inlinable
     var current: Slab? {
-        get { Slab(optional: base.load(as: UnsafeMutableRawPointer?.self)) }
-        nonmutating set { base.storeBytes(of: newValue?.base, as: UnsafeMutableRawPointer?.self) }
+        get { Slab(optional: base.load(fromByteOffset: BinLayout.currentOffset, as: UnsafeMutableRawPointer?.self)) }
+        nonmutating set {
+            base.storeBytes(
+                of: newValue?.base, toByteOffset: BinLayout.currentOffset, as: UnsafeMutableRawPointer?.self)
+        }
     }
 
-    /// Slabs (not current) with at least one free block, doubly linked.
-    var partialHead: Slab? {
-        get { Slab(optional: base.load(fromByteOffset: 8, as: UnsafeMutableRawPointer?.self)) }
-        nonmutating set { base.storeBytes(of: newValue?.base, toByteOffset: 8, as: UnsafeMutableRawPointer?.self) }
+    /// Slabs (not current) with at least one free block.
+    var partial: IntrusiveList {
+        IntrusiveList(anchor: base + BinLayout.partialOffset, linkOffset: SlabLayout.placeLinksOffset)
     }
 
     /// Counters written by the owner only, read by `statistics()` on any thread.
-    @inlinable var counters: Counters<BinEvent> { Counters(at: base + 16) }
+    @inlinable var counters: Counters<BinEvent> { Counters(at: base + BinLayout.countersOffset) }
 
     /// Pops a block from the current slab's free list, or nil when there is no current
     /// slab or it has no free block: the whole fast path of allocation.
@@ -1261,46 +1273,44 @@ struct Bin {
         return block
     }
 
-    func pushPartial(_ slab: Slab) {
-        slab.previous = nil
-        slab.next = partialHead
-        partialHead?.previous = slab
-        partialHead = slab
-    }
-
-    func removePartial(_ slab: Slab) {
-        if let previous = slab.previous {
-            previous.next = slab.next
-        } else {
-            partialHead = slab.next
-        }
-        slab.next?.previous = slab.previous
-        slab.next = nil
-        slab.previous = nil
-    }
-
-    func popPartial() -> Slab? {
-        guard let slab = partialHead else { return nil }
-        removePartial(slab)
-        return slab
-    }
+    func popPartial() -> Slab? { partial.popFront().map { Slab($0) } }
 }
 
+// MARK: - Counters
+
+// Each event enum knows the bytes of its `Counters` from its last case: `Counters.byteCount`
+// asks the runtime for `allCases`, which allocates, and the layout check runs inside malloc
+// (a test checks that the two agree).
+
 /// The counters of a bin.
-@usableFromInline enum BinEvent: Int, CaseIterable { case allocations, frees, slabs }
+@usableFromInline enum BinEvent: Int, CaseIterable {
+    case allocations, deallocations, slabs
+    static var byteCount: Int { (slabs.rawValue + 1) * 8 }
+}
+
 /// Large-block counters of an allocator.
-@usableFromInline enum LargeEvent: Int, CaseIterable { case allocations, frees, liveBytes }
+@usableFromInline enum LargeEvent: Int, CaseIterable {
+    case allocations, deallocations, liveBytes
+    static var byteCount: Int { (liveBytes.rawValue + 1) * 8 }
+}
 
-// MARK: - Slabs
+/// Process-wide counters.
+enum GlobalEvent: Int, CaseIterable {
+    case bytesMapped, bytesReturned, threadCaches, parkedThreadCaches, pooledSlabs, cachedSpans, cachedSpanBytes
+    static var byteCount: Int { (cachedSpanBytes.rawValue + 1) * 8 }
+}
 
-/// A slab: a 256 KiB region whose first page is this header and whose other pages hold
-/// blocks of one class. Fields other than `magic` and `owner` are the owner heap's alone.
+// MARK: - Slab
+
+/// A slab: 256 KiB, aligned to its size, whose first page is this header (`SlabLayout`)
+/// and whose other pages hold blocks of one class. Fields other than `magic` and `owner`
+/// are the owner thread cache's alone.
 ///
-/// ```
-/// 0 magic (slabMagic ^ address)   8 owner heap   16 class   24 block size   32 block count
-/// 40 free list   48 used   56 bump cursor   64 bump end   72 previous   80 next
-/// 88 state   96 all-slabs next   104 all-slabs previous
-/// ```
+/// A slab is in exactly one place, which its `state` names: its bin's current slot, its
+/// bin's partial list, nowhere (full, until a free lands), its cache's reserve, or the
+/// global pool. The partial list, the reserve and the pool share the slab's place links
+/// (a slab is in at most one of them); a slab that belongs to a class is also on its
+/// cache's owned list, through links of its own. `integrityViolation()` checks all of it.
 @usableFromInline
 struct Slab {
     @usableFromInline let base: UnsafeMutableRawPointer
@@ -1321,80 +1331,61 @@ struct Slab {
     /// "BINNEDSL", mixed with the address so a copied header does not validate elsewhere.
     static let magic = 0x4249_4E4E_4544_534C
 
+    /// Where the slab is (see the type's comment).
     @usableFromInline
-    enum State: Int { case current = 0, partial = 1, full = 2, reserved = 3 }
+    enum State: Int { case current = 0, partial = 1, full = 2, reserved = 3, pooled = 4 }
 
     var magicWord: Int {
-        get { base.load(as: Int.self) }
-        nonmutating set { base.storeBytes(of: newValue, as: Int.self) }
+        get { base.load(fromByteOffset: SlabLayout.magicOffset, as: Int.self) }
+        nonmutating set { base.storeBytes(of: newValue, toByteOffset: SlabLayout.magicOffset, as: Int.self) }
     }
 
-    /// The owning heap's address; written when the slab is formatted, read by freeing
-    /// threads (an atomic word, since they may be other threads).
+    /// The owning thread cache's address; written when the slab is formatted, read by
+    /// freeing threads (an atomic word, since they may be other threads).
     @inlinable
     var owner: UnsafeMutableRawPointer {
-        UnsafeMutableRawPointer(bitPattern: AtomicWord(at: base + 8).load(ordering: .relaxed))!
+        UnsafeMutableRawPointer(bitPattern: AtomicWord(at: base + SlabLayout.ownerOffset).load(ordering: .relaxed))!
     }
 
     @inlinable
-    var classIndex: Int { base.load(fromByteOffset: 16, as: Int.self) }
+    var classIndex: Int { base.load(fromByteOffset: SlabLayout.classIndexOffset, as: Int.self) }
     @inlinable
-    var blockSize: Int { base.load(fromByteOffset: 24, as: Int.self) }
-    var blockCount: Int { base.load(fromByteOffset: 32, as: Int.self) }
+    var blockSize: Int { base.load(fromByteOffset: SlabLayout.blockSizeOffset, as: Int.self) }
+    var blockCount: Int { base.load(fromByteOffset: SlabLayout.blockCountOffset, as: Int.self) }
 
     @inlinable
     var freeList: UnsafeMutableRawPointer? {
-        get { base.load(fromByteOffset: 40, as: UnsafeMutableRawPointer?.self) }
-        nonmutating set { base.storeBytes(of: newValue, toByteOffset: 40, as: UnsafeMutableRawPointer?.self) }
+        get { base.load(fromByteOffset: SlabLayout.freeListOffset, as: UnsafeMutableRawPointer?.self) }
+        nonmutating set {
+            base.storeBytes(of: newValue, toByteOffset: SlabLayout.freeListOffset, as: UnsafeMutableRawPointer?.self)
+        }
     }
 
     /// Blocks handed out and not freed back to this slab (remote frees count once collected).
     @inlinable
     var used: Int {
-        get { base.load(fromByteOffset: 48, as: Int.self) }
-        nonmutating set { base.storeBytes(of: newValue, toByteOffset: 48, as: Int.self) }
+        get { base.load(fromByteOffset: SlabLayout.usedOffset, as: Int.self) }
+        nonmutating set { base.storeBytes(of: newValue, toByteOffset: SlabLayout.usedOffset, as: Int.self) }
     }
 
     var bumpCursor: UnsafeMutableRawPointer {
-        get { base.load(fromByteOffset: 56, as: UnsafeMutableRawPointer.self) }
-        nonmutating set { base.storeBytes(of: newValue, toByteOffset: 56, as: UnsafeMutableRawPointer.self) }
+        get { base.load(fromByteOffset: SlabLayout.bumpCursorOffset, as: UnsafeMutableRawPointer.self) }
+        nonmutating set {
+            base.storeBytes(of: newValue, toByteOffset: SlabLayout.bumpCursorOffset, as: UnsafeMutableRawPointer.self)
+        }
     }
 
-    var bumpEnd: UnsafeMutableRawPointer { base.load(fromByteOffset: 64, as: UnsafeMutableRawPointer.self) }
-
-    var previous: Slab? {
-        get { link(at: 72) }
-        nonmutating set { setLink(newValue, at: 72) }
-    }
-
-    var next: Slab? {
-        get { link(at: 80) }
-        nonmutating set { setLink(newValue, at: 80) }
+    var bumpEnd: UnsafeMutableRawPointer {
+        get { base.load(fromByteOffset: SlabLayout.bumpEndOffset, as: UnsafeMutableRawPointer.self) }
+        nonmutating set {
+            base.storeBytes(of: newValue, toByteOffset: SlabLayout.bumpEndOffset, as: UnsafeMutableRawPointer.self)
+        }
     }
 
     @inlinable
     var state: State {
-        get { State(rawValue: base.load(fromByteOffset: 88, as: Int.self)).unsafelyUnwrapped }
-        nonmutating set { base.storeBytes(of: newValue.rawValue, toByteOffset: 88, as: Int.self) }
-    }
-
-    var allNext: Slab? {
-        get { link(at: 96) }
-        nonmutating set { setLink(newValue, at: 96) }
-    }
-
-    var allPrevious: Slab? {
-        get { link(at: 104) }
-        nonmutating set { setLink(newValue, at: 104) }
-    }
-
-    /// A header word holding another slab's address (a list link).
-    func link(at offset: Int) -> Slab? {
-        Slab(optional: base.load(fromByteOffset: offset, as: UnsafeMutableRawPointer?.self))
-    }
-
-    func setLink(_ slab: Slab?, at offset: Int) {
-        base.storeBytes(of: slab?.base, toByteOffset: offset, as: UnsafeMutableRawPointer?.self)
+        get { State(rawValue: base.load(fromByteOffset: SlabLayout.stateOffset, as: Int.self)).unsafelyUnwrapped }
+        nonmutating set { base.storeBytes(of: newValue.rawValue, toByteOffset: SlabLayout.stateOffset, as: Int.self) }
     }
 
     /// The link of a free block: its first word.
@@ -1403,22 +1394,20 @@ struct Slab {
         block.load(as: UnsafeMutableRawPointer?.self)
     }
 
-    /// Makes the slab an empty current slab of `classIndex` owned by `owner`.
-    func format(classIndex: Int, owner: Heap) {
+    /// Makes the slab an empty current slab of `classIndex` owned by `owner`. The slab is
+    /// in no list (it just left the reserve or the pool, or is fresh from the OS).
+    func format(classIndex: Int, owner: ThreadCache) {
         let blockSize = Layout.sizeClasses.size(ofClass: classIndex)
         let blockCount = (Layout.slabSize - Layout.headerSize) / blockSize
         magicWord = Slab.magic ^ Int(bitPattern: base)
-        AtomicWord(at: base + 8).store(Int(bitPattern: owner.base), ordering: .releasing)
-        base.storeBytes(of: classIndex, toByteOffset: 16, as: Int.self)
-        base.storeBytes(of: blockSize, toByteOffset: 24, as: Int.self)
-        base.storeBytes(of: blockCount, toByteOffset: 32, as: Int.self)
+        AtomicWord(at: base + SlabLayout.ownerOffset).store(Int(bitPattern: owner.base), ordering: .releasing)
+        base.storeBytes(of: classIndex, toByteOffset: SlabLayout.classIndexOffset, as: Int.self)
+        base.storeBytes(of: blockSize, toByteOffset: SlabLayout.blockSizeOffset, as: Int.self)
+        base.storeBytes(of: blockCount, toByteOffset: SlabLayout.blockCountOffset, as: Int.self)
         freeList = nil
         used = 0
         bumpCursor = base + Layout.headerSize
-        base.storeBytes(
-            of: base + Layout.headerSize + blockCount * blockSize, toByteOffset: 64, as: UnsafeMutableRawPointer.self)
-        previous = nil
-        next = nil
+        bumpEnd = base + Layout.headerSize + blockCount * blockSize
         state = .current
     }
 
@@ -1453,21 +1442,16 @@ struct Slab {
     }
 }
 
-// MARK: - Large spans
+// MARK: - LargeSpan
 
 /// A large block: a mapping whose user part starts on a slab boundary, with this header
-/// in the page before it.
+/// (`LargeSpanLayout`) in the page before it; the user part is slab-aligned (and aligned
+/// to the request) and holds the usable size.
 ///
-/// ```
-/// header page: 0 magic (largeMagic ^ address)   8 usable size   16 alignment
-///              24 owner heap (a locked allocator's, else 0)   32 previous   40 next
-///              48 zeroed (1 while the user part is as the kernel mapped it)
-/// user part:   slab-aligned (and aligned to the request), usable size bytes
-/// ```
 /// The mapping is the header page and the user part, up to the end of the user part's last
-/// 256 KiB region (see `mappingSize(usable:)`). A span of a
-/// `LockedBinnedAllocator` is linked into its heap's list (under its lock), so that the
-/// allocator's deinit unmaps what is still allocated, whichever path frees it before.
+/// granule (see `mappingSize(usable:)`). A span of a `LockedBinnedAllocator` is on its
+/// thread cache's list of large spans (under that list's lock), so that the allocator's
+/// deinit unmaps what is still allocated, whichever path frees it before.
 ///
 /// Spans of the shared allocator up to ``spanCacheMaximumSize`` are sized in classes (four
 /// per doubling) and, when freed, wait in the global span cache for the next request of
@@ -1480,74 +1464,68 @@ struct LargeSpan {
 
     init(user: UnsafeMutableRawPointer) { header = user - Layout.headerSize }
 
+    init(header: UnsafeMutableRawPointer) { self.header = header }
+
     var user: UnsafeMutableRawPointer { header + Layout.headerSize }
-    var usableSize: Int { header.load(fromByteOffset: 8, as: Int.self) }
-    var alignment: Int { header.load(fromByteOffset: 16, as: Int.self) }
+    var usableSize: Int { header.load(fromByteOffset: LargeSpanLayout.usableSizeOffset, as: Int.self) }
+    var alignment: Int { header.load(fromByteOffset: LargeSpanLayout.alignmentOffset, as: Int.self) }
     var mappingSize: Int { LargeSpan.mappingSize(usable: usableSize) }
 
+    /// Whether the header carries its magic (a live span; a cached or foreign one does not).
+    var hasMagic: Bool {
+        header.load(fromByteOffset: LargeSpanLayout.magicOffset, as: Int.self) == LargeSpan.magic
+            ^ Int(bitPattern: header)
+    }
+
     /// The mapping of a span with `usable` bytes: the header page and the user part up to
-    /// the end of its last 256 KiB region. Untouched, the tail costs address space only,
-    /// and it keeps every region the span's user part touches wholly the span's, which
-    /// the region map relies on (no other mapping, glibc's included, can land in it).
+    /// the end of its last granule. Untouched, the tail costs address space only, and it
+    /// keeps every granule the span's user part touches wholly the span's, which the
+    /// granule map relies on (no other mapping, glibc's included, can land in it).
     static func mappingSize(usable: Int) -> Int { Layout.headerSize + alignUp(usable, to: Layout.slabSize)! }
 
-    var owner: Heap? { base(at: 24).map(Heap.init) }
+    var owner: ThreadCache? {
+        header.load(fromByteOffset: LargeSpanLayout.ownerOffset, as: UnsafeMutableRawPointer?.self).map {
+            ThreadCache($0)
+        }
+    }
+
     /// Whether the user part still reads as zero (fresh from the kernel, not from the cache).
-    var isZeroed: Bool { header.load(fromByteOffset: 48, as: Int.self) == 1 }
-    var previous: LargeSpan? { base(at: 32).map { LargeSpan(user: $0 + Layout.headerSize) } }
-    var next: LargeSpan? { base(at: 40).map { LargeSpan(user: $0 + Layout.headerSize) } }
+    var isZeroed: Bool { header.load(fromByteOffset: LargeSpanLayout.zeroedOffset, as: Int.self) == 1 }
 
-    func base(at offset: Int) -> UnsafeMutableRawPointer? {
-        header.load(fromByteOffset: offset, as: UnsafeMutableRawPointer?.self)
-    }
-
-    func setBase(_ value: UnsafeMutableRawPointer?, at offset: Int) {
-        header.storeBytes(of: value, toByteOffset: offset, as: UnsafeMutableRawPointer?.self)
-    }
-
-    func write(usableSize: Int, alignment: Int, owner: Heap?, zeroed: Bool) {
-        header.storeBytes(of: LargeSpan.magic ^ Int(bitPattern: header), as: Int.self)
-        header.storeBytes(of: usableSize, toByteOffset: 8, as: Int.self)
-        header.storeBytes(of: alignment, toByteOffset: 16, as: Int.self)
-        setBase(owner?.base, at: 24)
-        setBase(nil, at: 32)
-        setBase(nil, at: 40)
-        header.storeBytes(of: zeroed ? 1 : 0, toByteOffset: 48, as: Int.self)
-        if let owner { owner.withLargeSpans { link(into: owner) } }
+    /// Writes a new header. The span is in no list: fresh from the kernel (zeroed), or from
+    /// the span cache (a shared span, never on a list).
+    func write(usableSize: Int, alignment: Int, owner: ThreadCache?, zeroed: Bool) {
+        header.storeBytes(
+            of: LargeSpan.magic ^ Int(bitPattern: header), toByteOffset: LargeSpanLayout.magicOffset, as: Int.self)
+        header.storeBytes(of: usableSize, toByteOffset: LargeSpanLayout.usableSizeOffset, as: Int.self)
+        header.storeBytes(of: alignment, toByteOffset: LargeSpanLayout.alignmentOffset, as: Int.self)
+        header.storeBytes(
+            of: owner?.base, toByteOffset: LargeSpanLayout.ownerOffset, as: UnsafeMutableRawPointer?.self)
+        header.storeBytes(of: zeroed ? 1 : 0, toByteOffset: LargeSpanLayout.zeroedOffset, as: Int.self)
+        if let owner { owner.withLargeSpans { owner.largeSpans.pushFront(header) } }
     }
 
     /// A new size after an in-place resize or a move.
     func resized(usableSize: Int) {
-        header.storeBytes(of: usableSize, toByteOffset: 8, as: Int.self)
-        header.storeBytes(of: 0, toByteOffset: 48, as: Int.self)
+        header.storeBytes(of: usableSize, toByteOffset: LargeSpanLayout.usableSizeOffset, as: Int.self)
+        header.storeBytes(of: 0, toByteOffset: LargeSpanLayout.zeroedOffset, as: Int.self)
     }
 
-    /// After `mremap` moved the span, its magic and its neighbours' links name the new
-    /// place (the owner's list lock held, as during the whole move).
-    func relinkAfterMove() {
-        header.storeBytes(of: LargeSpan.magic ^ Int(bitPattern: header), as: Int.self)
-        guard let owner else { return }
-        if let previous { previous.setBase(header, at: 40) } else { owner.largeSpansHead = header }
-        next?.setBase(header, at: 32)
+    /// After `mremap` moved the span, its magic names the new place.
+    func markMoved() {
+        header.storeBytes(
+            of: LargeSpan.magic ^ Int(bitPattern: header), toByteOffset: LargeSpanLayout.magicOffset, as: Int.self)
     }
 
-    /// Links the span at the head of its owner's list (the owner's lock held).
-    func link(into owner: Heap) {
-        let head = owner.largeSpansHead
-        setBase(head, at: 40)
-        if let head { LargeSpan(user: head + Layout.headerSize).setBase(header, at: 32) }
-        owner.largeSpansHead = header
-    }
-
-    /// Takes the span out of its owner's list (the owner's lock held).
-    func unlink(from owner: Heap) {
-        if let previous { previous.setBase(base(at: 40), at: 40) } else { owner.largeSpansHead = base(at: 40) }
-        next?.setBase(base(at: 32), at: 32)
+    /// Forgets the magic: a cached span is no live block, so a late free of it traps in
+    /// debug builds (and a double free is caught before it is cached twice).
+    func clearMagic() {
+        header.storeBytes(of: 0, toByteOffset: LargeSpanLayout.magicOffset, as: Int.self)
     }
 
     func assertValid() {
         assert(
-            SystemMemory.isMapped(header) && header.load(as: Int.self) == LargeSpan.magic ^ Int(bitPattern: header),
+            SystemMemory.isMapped(header) && hasMagic,
             "BinnedAlloc: \(user) was not allocated by BinnedAlloc, or was already freed")
     }
 
@@ -1577,8 +1555,8 @@ struct LargeSpan {
             return allocate(byteCount: byteCount, alignment: alignment)
         }
         if let global = GlobalState.get(), let header = global.takeCachedSpan(usableSize: classSize) {
-            let span = LargeSpan(user: header + Layout.headerSize)
-            let usable = header.load(fromByteOffset: 8, as: Int.self)
+            let span = LargeSpan(header: header)
+            let usable = span.usableSize
             span.write(usableSize: usable, alignment: alignment, owner: nil, zeroed: false)
             global.largeCounters.add(1, to: .allocations)
             global.largeCounters.add(usable, to: .liveBytes)
@@ -1589,10 +1567,10 @@ struct LargeSpan {
 
     /// Maps `byteCount` (rounded up to pages) with a header page before it. The mapping
     /// is over-sized by the user alignment and trimmed on both sides.
-    static func allocate(byteCount: Int, alignment: Int, owner: Heap? = nil) -> UnsafeMutableRawPointer? {
+    static func allocate(byteCount: Int, alignment: Int, owner: ThreadCache? = nil) -> UnsafeMutableRawPointer? {
         let page = SystemInfo.pageSize
         let userAlignment = userAlignment(alignment)
-        // The global state (and with it the region map) exists before any block is mapped.
+        // The global state (and with it the granule map) exists before any block is mapped.
         guard byteCount <= Layout.maximumByteCount, let usable = alignUp(byteCount, to: page),
             let global = GlobalState.get()
         else { return nil }
@@ -1603,7 +1581,7 @@ struct LargeSpan {
         let user = alignUp(raw + Layout.headerSize, to: userAlignment)!
         let start = user - Layout.headerSize
         let end = start + mappingSize(usable: usable)
-        guard RegionMap.covers(user, byteCount: usable) else {
+        guard GranuleMap.covers(user, byteCount: usable) else {
             try? SystemMemory.unmap(raw, byteCount: padded)
             return nil
         }
@@ -1611,7 +1589,7 @@ struct LargeSpan {
         if raw + padded > end { try? SystemMemory.unmap(end, byteCount: raw + padded - end) }
         let span = LargeSpan(user: user)
         span.write(usableSize: usable, alignment: alignment, owner: owner, zeroed: true)
-        RegionMap.mark(user, byteCount: usable)
+        GranuleMap.mark(user, byteCount: usable)
         global.counters.add(end - start, to: .bytesMapped)
         span.counters?.add(1, to: .allocations)
         span.counters?.add(usable, to: .liveBytes)
@@ -1630,8 +1608,8 @@ struct LargeSpan {
         defer { errno = savedErrno }
         let size = span.mappingSize
         let counters = span.counters
-        if let owner = span.owner { owner.withLargeSpans { span.unlink(from: owner) } }
-        counters?.add(1, to: .frees)
+        if let owner = span.owner { owner.withLargeSpans { owner.largeSpans.remove(span.header) } }
+        counters?.add(1, to: .deallocations)
         counters?.add(-span.usableSize, to: .liveBytes)
         if cacheable, span.owner == nil, span.alignment <= Layout.slabSize,
             cacheClassSize(for: span.usableSize) == span.usableSize, let global = GlobalState.get(),
@@ -1643,7 +1621,7 @@ struct LargeSpan {
             global.counters.add(-size, to: .bytesMapped)
             global.counters.add(size, to: .bytesReturned)
         }
-        RegionMap.unmark(span.user, byteCount: span.usableSize)
+        GranuleMap.unmark(span.user, byteCount: span.usableSize)
         try? SystemMemory.unmap(span.header, byteCount: size)
     }
 
@@ -1658,13 +1636,17 @@ struct LargeSpan {
     ) -> UnsafeMutableRawPointer? {
         let span = LargeSpan(user: pointer)
         span.assertValid()
-        // A span in a locked allocator's list is resized under the list's lock, so that no
-        // neighbour is unlinked through its header while the header moves.
+        // A span on a locked allocator's list leaves it, under the list's lock, while its
+        // header may move (no neighbour may link to a header in flight), and the span, moved
+        // or not, goes back on.
         guard let owner = span.owner else {
             return resizeUnlocked(span, byteCount: byteCount, counters: span.counters, classSized: classSized)
         }
         return owner.withLargeSpans {
-            resizeUnlocked(span, byteCount: byteCount, counters: owner.largeCounters, classSized: false)
+            owner.largeSpans.remove(span.header)
+            let resized = resizeUnlocked(span, byteCount: byteCount, counters: owner.largeCounters, classSized: false)
+            owner.largeSpans.pushFront(LargeSpan(user: resized ?? pointer).header)
+            return resized
         }
     }
 
@@ -1688,36 +1670,36 @@ struct LargeSpan {
         let oldSize = span.mappingSize
         let newSize = mappingSize(usable: usable)
         let global = GlobalState.get()
-        // Within the same regions the mapping stays as it is.
+        // Within the same granules the mapping stays as it is.
         if newSize == oldSize {
             span.resized(usableSize: usable)
             counters?.add(usable - oldUsable, to: .liveBytes)
             return pointer
         }
         // Shrinking always succeeds in place; growing in place needs free address space
-        // after the span. Regions leave the map before their address space is given up,
+        // after the span. Granules leave the map before their address space is given up,
         // and join it after it is taken: in between, another thread may map the same
         // addresses and mark them.
         let dropped = oldSize - newSize
-        if dropped > 0 { RegionMap.unmark(span.header + newSize, byteCount: dropped) }
+        if dropped > 0 { GranuleMap.unmark(span.header + newSize, byteCount: dropped) }
         if (try? SystemMemory.resize(span.header, from: oldSize, to: newSize, move: .never)) != nil {
             span.resized(usableSize: usable)
-            if dropped < 0 { RegionMap.mark(span.header + oldSize, byteCount: -dropped) }
+            if dropped < 0 { GranuleMap.mark(span.header + oldSize, byteCount: -dropped) }
             global?.counters.add(newSize - oldSize, to: .bytesMapped)
             if newSize < oldSize { global?.counters.add(oldSize - newSize, to: .bytesReturned) }
             counters?.add(usable - oldUsable, to: .liveBytes)
             return pointer
         }
-        if dropped > 0 { RegionMap.mark(span.header + newSize, byteCount: dropped) }
+        if dropped > 0 { GranuleMap.mark(span.header + newSize, byteCount: dropped) }
         // Move: reserve an aligned place, then remap the header and user pages onto it.
         let userAlignment = userAlignment(alignment)
         let padded = newSize + userAlignment
         guard let raw = try? SystemMemory.reserve(byteCount: padded) else { return nil }
         let user = alignUp(raw + Layout.headerSize, to: userAlignment)!
         let target = user - Layout.headerSize
-        RegionMap.unmark(pointer, byteCount: oldSize - Layout.headerSize)
+        GranuleMap.unmark(pointer, byteCount: oldSize - Layout.headerSize)
         guard (try? SystemMemory.resize(span.header, from: oldSize, to: newSize, move: .to(target))) != nil else {
-            RegionMap.mark(pointer, byteCount: oldSize - Layout.headerSize)
+            GranuleMap.mark(pointer, byteCount: oldSize - Layout.headerSize)
             try? SystemMemory.unmap(raw, byteCount: padded)
             return nil
         }
@@ -1726,28 +1708,29 @@ struct LargeSpan {
         if raw + padded > target + newSize {
             try? SystemMemory.unmap(target + newSize, byteCount: raw + padded - (target + newSize))
         }
-        // The header moved with the pages: only its size and the owner's links change.
+        // The header moved with the pages: only its size and its magic change.
         let moved = LargeSpan(user: user)
         moved.resized(usableSize: usable)
-        RegionMap.mark(user, byteCount: newSize - Layout.headerSize)
-        moved.relinkAfterMove()
+        moved.markMoved()
+        GranuleMap.mark(user, byteCount: newSize - Layout.headerSize)
         global?.counters.add(newSize - oldSize, to: .bytesMapped)
         counters?.add(usable - oldUsable, to: .liveBytes)
         return user
     }
 }
 
-// MARK: - Region map
+// MARK: - Granule map
 
-/// Which 256 KiB regions of the address space hold BinnedAlloc's blocks: one bit per
-/// region, set while a slab or a large block's user part covers it. The standard malloc
+/// Which granules (256 KiB of address space each, aligned to their size) hold
+/// BinnedAlloc's blocks: one bit per granule, set while a slab or a large block's user
+/// part covers it. The standard malloc
 /// names (BinnedMalloc) ask it before freeing, so that a pointer BinnedAlloc did not hand
 /// out (glibc's, from before the library was interposed or from `__libc_malloc`) goes to
 /// glibc's free instead of being read as a slab.
 ///
-/// A marked region is wholly one mapping's: slabs are exactly one region, and a large
-/// block's user part starts on a region boundary and its mapping runs to the end of its
-/// last region (`LargeSpan.mappingSize(usable:)`), so no other mapping, glibc's included,
+/// A marked granule is wholly one mapping's: slabs are exactly one granule, and a large
+/// block's user part starts on a granule boundary and its mapping runs to the end of its
+/// last granule (`LargeSpan.mappingSize(usable:)`), so no other mapping, glibc's included,
 /// can land in it.
 /// So bits are set and cleared without counting.
 ///
@@ -1756,10 +1739,10 @@ struct LargeSpan {
 /// whose bits were ever set become resident (one page per 8 GiB of address space used).
 /// A kernel that maps higher (5-level paging, asked for by hint only) would put blocks
 /// beyond it: they are refused at mapping time (nil, ENOMEM).
-enum RegionMap {
-    static let regionShift = 18
+enum GranuleMap {
+    static let granuleShift = 18
     static let addressBits = 48
-    static let byteCount = 1 << (addressBits - regionShift - 3)
+    static let byteCount = 1 << (addressBits - granuleShift - 3)
 
     /// The map's address once it exists (0 before).
     static let address = Atomic<Int>(0)
@@ -1783,34 +1766,34 @@ enum RegionMap {
         return true
     }
 
-    /// Whether `pointer` lies in a region that holds BinnedAlloc's blocks.
+    /// Whether `pointer` lies in a granule that holds BinnedAlloc's blocks.
     static func contains(_ pointer: UnsafeRawPointer) -> Bool {
         let map = address.load(ordering: .relaxed)
-        let region = Int(bitPattern: UInt(bitPattern: pointer) &>> UInt(regionShift))
-        guard map != 0, region >= 0, region < 1 &<< (addressBits - regionShift) else { return false }
-        let word = AtomicWord(at: UnsafeMutableRawPointer(bitPattern: map)! + (region &>> 6) &* 8)
-        return word.load(ordering: .relaxed) & (1 &<< (region & 63)) != 0
+        let granule = Int(bitPattern: UInt(bitPattern: pointer) &>> UInt(granuleShift))
+        guard map != 0, granule >= 0, granule < 1 &<< (addressBits - granuleShift) else { return false }
+        let word = AtomicWord(at: UnsafeMutableRawPointer(bitPattern: map)! + (granule &>> 6) &* 8)
+        return word.load(ordering: .relaxed) & (1 &<< (granule & 63)) != 0
     }
 
-    /// Whether the map has bits for every region of [start, start + byteCount).
+    /// Whether the map has bits for every granule of [start, start + byteCount).
     static func covers(_ start: UnsafeMutableRawPointer, byteCount: Int) -> Bool {
-        (Int(bitPattern: start) + byteCount - 1) >> regionShift < 1 << (addressBits - regionShift)
+        (Int(bitPattern: start) + byteCount - 1) >> granuleShift < 1 << (addressBits - granuleShift)
     }
 
     static func mark(_ start: UnsafeMutableRawPointer, byteCount: Int) { update(start, byteCount, set: true) }
     static func unmark(_ start: UnsafeMutableRawPointer, byteCount: Int) { update(start, byteCount, set: false) }
 
-    /// Sets or clears the bits of every region that [start, start + byteCount) overlaps.
+    /// Sets or clears the bits of every granule that [start, start + byteCount) overlaps.
     static func update(_ start: UnsafeMutableRawPointer, _ byteCount: Int, set: Bool) {
         let map = address.load(ordering: .acquiring)
-        assert(map != 0, "BinnedAlloc: the region map does not exist yet")
+        assert(map != 0, "BinnedAlloc: the granule map does not exist yet")
         guard map != 0, byteCount > 0 else { return }
-        let first = Int(bitPattern: start) >> regionShift
-        let last = (Int(bitPattern: start) + byteCount - 1) >> regionShift
-        assert(last < 1 << (addressBits - regionShift), "BinnedAlloc: \(start) is beyond the region map")
-        for region in first...min(last, (1 << (addressBits - regionShift)) - 1) {
-            let word = AtomicWord(at: UnsafeMutableRawPointer(bitPattern: map)! + (region >> 6) * 8)
-            let bit = 1 << (region & 63)
+        let first = Int(bitPattern: start) >> granuleShift
+        let last = (Int(bitPattern: start) + byteCount - 1) >> granuleShift
+        assert(last < 1 << (addressBits - granuleShift), "BinnedAlloc: \(start) is beyond the granule map")
+        for granule in first...min(last, (1 << (addressBits - granuleShift)) - 1) {
+            let word = AtomicWord(at: UnsafeMutableRawPointer(bitPattern: map)! + (granule >> 6) * 8)
+            let bit = 1 << (granule & 63)
             if set {
                 word.bitwiseOr(bit, ordering: .relaxed)
             } else {
@@ -1820,23 +1803,12 @@ enum RegionMap {
     }
 }
 
-// MARK: - Global state
+// MARK: - GlobalState
 
-/// Process-wide counters.
-enum GlobalEvent: Int, CaseIterable {
-    case bytesMapped, bytesReturned, heaps, parkedHeaps, pooledSlabs, cachedSpans, cachedSpanBytes
-}
-
-/// The state every heap shares, in one page mapped on first use (no initializer has to
-/// run first, which a process allocator needs): the pool of empty slabs, the stack of
-/// parked heaps, the registry of every thread heap, counters, and the fallback heap for
-/// exiting threads.
-///
-/// ```
-/// 0 parked heaps (AtomicStack)   16 registry head   24 pool head   32 pool lock
-/// 40 fallback lock   48 fallback heap   64 counters (GlobalEvent)   128 large counters
-/// 256 span cache lock   512 span cache: `spanCacheSlots` (128) span headers
-/// ```
+/// The state every thread cache shares, in one page (`GlobalLayout`) mapped on first use
+/// (no initializer has to run first, which a process allocator needs): the pool of empty
+/// slabs, the stack of parked thread caches, the registry of every thread's cache,
+/// counters, the fallback cache for exiting threads, and the span cache.
 struct GlobalState {
     let base: UnsafeMutableRawPointer
 
@@ -1853,33 +1825,43 @@ struct GlobalState {
     static let spanCacheSlots = 128
     static let spanCacheByteLimit = 64 << 20
 
-    var parkedHeaps: AtomicStack { AtomicStack(at: base) }
-    var counters: Counters<GlobalEvent> { Counters(at: base + 64) }
-    var largeCounters: Counters<LargeEvent> { Counters(at: base + 128) }
+    var parkedThreadCaches: AtomicStack { AtomicStack(at: base + GlobalLayout.parkedThreadCachesOffset) }
+    var counters: Counters<GlobalEvent> { Counters(at: base + GlobalLayout.countersOffset) }
+    var largeCounters: Counters<LargeEvent> { Counters(at: base + GlobalLayout.largeCountersOffset) }
     /// The pool is a plain list under a lock, not a lock-free stack: pooled slabs may be
     /// unmapped later, which a lock-free pop could still be reading.
-    var poolLock: UnsafeMutablePointer<SpinLock> { (base + 32).assumingMemoryBound(to: SpinLock.self) }
-    var fallbackLock: UnsafeMutablePointer<SpinLock> { (base + 40).assumingMemoryBound(to: SpinLock.self) }
-    var fallbackHeap: Heap { Heap(base.load(fromByteOffset: 48, as: UnsafeMutableRawPointer.self)) }
-    var spanCacheLock: UnsafeMutablePointer<SpinLock> { (base + 256).assumingMemoryBound(to: SpinLock.self) }
+    var pool: IntrusiveList {
+        IntrusiveList(anchor: base + GlobalLayout.poolOffset, linkOffset: SlabLayout.placeLinksOffset)
+    }
+    var poolLock: UnsafeMutablePointer<SpinLock> {
+        (base + GlobalLayout.poolLockOffset).assumingMemoryBound(to: SpinLock.self)
+    }
+    var fallbackLock: UnsafeMutablePointer<SpinLock> {
+        (base + GlobalLayout.fallbackLockOffset).assumingMemoryBound(to: SpinLock.self)
+    }
+    var fallbackCache: ThreadCache {
+        ThreadCache(base.load(fromByteOffset: GlobalLayout.fallbackCacheOffset, as: UnsafeMutableRawPointer.self))
+    }
+    var spanCacheLock: UnsafeMutablePointer<SpinLock> {
+        (base + GlobalLayout.spanCacheLockOffset).assumingMemoryBound(to: SpinLock.self)
+    }
     var spanCache: UnsafeMutablePointer<UnsafeMutableRawPointer> {
-        (base + 512).assumingMemoryBound(to: UnsafeMutableRawPointer.self)
+        (base + GlobalLayout.spanCacheOffset).assumingMemoryBound(to: UnsafeMutableRawPointer.self)
     }
 
     /// Keeps a freed span (its header) for reuse unless the cache is full; returns whether
     /// it did. A cached span has no valid magic, so a late free of it traps in debug builds.
     func cacheSpan(_ header: UnsafeMutableRawPointer, usableSize: Int) -> Bool {
         spanCacheLock.pointee.withLock {
+            let span = LargeSpan(header: header)
             // One load keeps a double free from caching a span twice (two later blocks
             // would share it): the first free cleared the magic.
-            precondition(
-                header.load(as: Int.self) == LargeSpan.magic ^ Int(bitPattern: header),
-                "BinnedAlloc: double free of the large block \(header + Layout.headerSize)")
+            precondition(span.hasMagic, "BinnedAlloc: double free of the large block \(span.user)")
             let count = counters.value(of: .cachedSpans)
             guard count < GlobalState.spanCacheSlots,
                 counters.value(of: .cachedSpanBytes) + usableSize <= GlobalState.spanCacheByteLimit
             else { return false }
-            header.storeBytes(of: 0, as: Int.self)
+            span.clearMagic()
             spanCache[count] = header
             counters.add(1, to: .cachedSpans)
             counters.add(usableSize, to: .cachedSpanBytes)
@@ -1895,7 +1877,7 @@ struct GlobalState {
             let count = counters.value(of: .cachedSpans)
             var best: (index: Int, size: Int)? = nil
             for index in 0..<count {
-                let size = spanCache[index].load(fromByteOffset: 8, as: Int.self)
+                let size = LargeSpan(header: spanCache[index]).usableSize
                 guard size >= usableSize, size <= usableSize + usableSize / 2, size < best?.size ?? .max else {
                     continue
                 }
@@ -1913,50 +1895,71 @@ struct GlobalState {
 
     /// Unmaps every cached span.
     func emptySpanCache() {
-        while let header = spanCacheLock.pointee.withLock({ () -> UnsafeMutableRawPointer? in
+        while let span = spanCacheLock.pointee.withLock({ () -> LargeSpan? in
             let count = counters.value(of: .cachedSpans)
             guard count > 0 else { return nil }
-            let header = spanCache[count - 1]
+            let span = LargeSpan(header: spanCache[count - 1])
             counters.add(-1, to: .cachedSpans)
-            counters.add(-header.load(fromByteOffset: 8, as: Int.self), to: .cachedSpanBytes)
-            return header
+            counters.add(-span.usableSize, to: .cachedSpanBytes)
+            return span
         }) {
-            let size = LargeSpan.mappingSize(usable: header.load(fromByteOffset: 8, as: Int.self))
-            RegionMap.unmark(header + Layout.headerSize, byteCount: size - Layout.headerSize)
-            try? SystemMemory.unmap(header, byteCount: size)
+            let size = span.mappingSize
+            GranuleMap.unmark(span.user, byteCount: size - Layout.headerSize)
+            try? SystemMemory.unmap(span.header, byteCount: size)
             counters.add(-size, to: .bytesMapped)
             counters.add(size, to: .bytesReturned)
         }
     }
 
     var registryHead: UnsafeMutableRawPointer? {
-        UnsafeMutableRawPointer(bitPattern: AtomicWord(at: base + 16).load(ordering: .acquiring))
+        UnsafeMutableRawPointer(
+            bitPattern: AtomicWord(at: base + GlobalLayout.registryHeadOffset).load(ordering: .acquiring))
     }
 
-    /// Adds a heap to the registry (a list that only grows: heaps are reused, never freed).
-    func register(_ heap: Heap) {
-        let head = AtomicWord(at: base + 16)
+    /// Adds a thread's cache to the registry (a list that only grows: caches are reused,
+    /// never freed).
+    func register(_ cache: ThreadCache) {
+        let head = AtomicWord(at: base + GlobalLayout.registryHeadOffset)
         var current = head.load(ordering: .relaxed)
         while true {
-            heap.registryNext = UnsafeMutableRawPointer(bitPattern: current)
+            cache.registryNext = UnsafeMutableRawPointer(bitPattern: current)
             let (exchanged, original) = head.compareExchange(
-                expected: current, desired: Int(bitPattern: heap.base), ordering: .releasing)
+                expected: current, desired: Int(bitPattern: cache.base), ordering: .releasing)
             if exchanged { return }
             current = original
+        }
+    }
+
+    /// Runs `body` on each parked thread cache, where it is: each is claimed with a
+    /// compare-exchange (parked → trimming) and stays on the parked stack, so a thread
+    /// starting meanwhile still finds it (and waits the moment `body` takes) rather than
+    /// mapping a new one. Caches in use by their threads are skipped.
+    func forEachParkedCache(_ body: (ThreadCache) -> Void) {
+        var node = registryHead
+        while let base = node {
+            let cache = ThreadCache(base)
+            node = cache.registryNext
+            guard
+                cache.ownership.compareExchange(
+                    expected: ThreadCache.Ownership.parked.rawValue, desired: ThreadCache.Ownership.trimming.rawValue,
+                    ordering: .acquiringAndReleasing
+                ).exchanged
+            else { continue }
+            body(cache)
+            cache.ownership.store(ThreadCache.Ownership.parked.rawValue, ordering: .releasing)
         }
     }
 
     /// Pops a pooled slab (under the pool lock).
     func popPooled() -> Slab? {
         poolLock.pointee.withLock {
-            guard let first = base.load(fromByteOffset: 24, as: UnsafeMutableRawPointer?.self) else { return nil }
-            base.storeBytes(of: Slab(first).next?.base, toByteOffset: 24, as: UnsafeMutableRawPointer?.self)
+            guard let first = pool.popFront() else { return nil }
             counters.add(-1, to: .pooledSlabs)
             return Slab(first)
         }
     }
 
-    /// Pools a slab unless the pool is full; returns whether it did.
+    /// Pools a slab, which is on no list, unless the pool is full; returns whether it did.
     func pool(_ slab: Slab, decommit: Bool) -> Bool {
         poolLock.pointee.withLock {
             guard counters.value(of: .pooledSlabs) < GlobalState.pooledSlabLimit else { return false }
@@ -1967,8 +1970,8 @@ struct GlobalState {
             }
             // A pooled slab has no valid magic, so a late free into it traps in debug builds.
             slab.magicWord = 0
-            slab.next = Slab(optional: base.load(fromByteOffset: 24, as: UnsafeMutableRawPointer?.self))
-            base.storeBytes(of: slab.base, toByteOffset: 24, as: UnsafeMutableRawPointer.self)
+            slab.state = .pooled
+            pool.pushFront(slab.base)
             counters.add(1, to: .pooledSlabs)
             return true
         }
@@ -1984,12 +1987,12 @@ struct GlobalState {
         guard let chunk = try? PageSource().allocate(byteCount: chunkSize, alignment: Layout.slabSize) else {
             return nil
         }
-        guard RegionMap.covers(chunk, byteCount: chunkSize) else {
+        guard GranuleMap.covers(chunk, byteCount: chunkSize) else {
             try? PageSource().release(chunk, byteCount: chunkSize)
             return nil
         }
         counters.add(chunkSize, to: .bytesMapped)
-        RegionMap.mark(chunk, byteCount: chunkSize)
+        GranuleMap.mark(chunk, byteCount: chunkSize)
         for index in 1..<GlobalState.slabsPerChunk {
             let spare = Slab(chunk + index * Layout.slabSize)
             if !pool(spare, decommit: false) { returnSlab(spare) }
@@ -1997,13 +2000,13 @@ struct GlobalState {
         return Slab(chunk)
     }
 
-    /// An empty slab goes back to the OS: its block pages are decommitted and it joins the
-    /// pool, or it is unmapped when the pool is full. errno is left as it was.
+    /// An empty slab, on no list, goes back to the OS: its block pages are decommitted and
+    /// it joins the pool, or it is unmapped when the pool is full. errno is left as it was.
     func returnSlab(_ slab: Slab) {
         let savedErrno = errno
         defer { errno = savedErrno }
         if !pool(slab, decommit: true) {
-            RegionMap.unmark(slab.base, byteCount: Layout.slabSize)
+            GranuleMap.unmark(slab.base, byteCount: Layout.slabSize)
             try? PageSource().release(slab.base, byteCount: Layout.slabSize)
             counters.add(-Layout.slabSize, to: .bytesMapped)
             counters.add(Layout.slabSize, to: .bytesReturned)
@@ -2024,28 +2027,35 @@ struct GlobalState {
 
     @inline(never)
     static func create() -> GlobalState? {
-        guard RegionMap.create(), let page = try? PageSource().allocate(byteCount: 4096) else { return nil }
-        guard let fallback = Heap.create(kind: .locked, global: nil) else {
-            try? PageSource().release(page, byteCount: 4096)
+        assert(Layout.violation() == nil, "BinnedAlloc: \(Layout.violation() ?? "")")
+        guard GranuleMap.create(), let page = try? PageSource().allocate(byteCount: GlobalLayout.byteCount) else {
+            return nil
+        }
+        guard let fallback = ThreadCache.create(kind: .locked, global: nil) else {
+            try? PageSource().release(page, byteCount: GlobalLayout.byteCount)
             return nil
         }
         // Everything is in place before the page is published.
-        _ = AtomicStack(initializingAt: page)
-        _ = AtomicWord(initializingAt: page + 16, to: 0)
-        (page + 32).bindMemory(to: SpinLock.self, capacity: 1).initialize(to: SpinLock())
-        (page + 40).bindMemory(to: SpinLock.self, capacity: 1).initialize(to: SpinLock())
-        (page + 256).bindMemory(to: SpinLock.self, capacity: 1).initialize(to: SpinLock())
-        page.storeBytes(of: fallback.base, toByteOffset: 48, as: UnsafeMutableRawPointer.self)
-        ThreadLocalSlot.binnedAlloc.setThreadExitHook(SharedHeap.threadExitHook)
+        _ = AtomicStack(initializingAt: page + GlobalLayout.parkedThreadCachesOffset)
+        _ = AtomicWord(initializingAt: page + GlobalLayout.registryHeadOffset, to: 0)
+        // Three lines, not a loop over an array: nothing here may allocate.
+        (page + GlobalLayout.poolLockOffset).bindMemory(to: SpinLock.self, capacity: 1).initialize(to: SpinLock())
+        (page + GlobalLayout.fallbackLockOffset).bindMemory(to: SpinLock.self, capacity: 1).initialize(to: SpinLock())
+        (page + GlobalLayout.spanCacheLockOffset).bindMemory(to: SpinLock.self, capacity: 1).initialize(
+            to: SpinLock())
+        page.storeBytes(
+            of: fallback.base, toByteOffset: GlobalLayout.fallbackCacheOffset, as: UnsafeMutableRawPointer.self)
+        ThreadLocalSlot.binnedAlloc.setThreadExitHook(SharedAllocator.threadExitHook)
         let (exchanged, winner) = address.compareExchange(
             expected: 0, desired: Int(bitPattern: page), ordering: .acquiringAndReleasing)
         guard exchanged else {
-            Heap.unmapHeader(fallback)
-            try? PageSource().release(page, byteCount: 4096)
+            ThreadCache.unmapHeader(fallback)
+            try? PageSource().release(page, byteCount: GlobalLayout.byteCount)
             return GlobalState(base: UnsafeMutableRawPointer(bitPattern: winner)!)
         }
         // Only now: registering may allocate, and that allocation must find the state.
-        pthread_atfork(GlobalState.forkPrepare, GlobalState.forkParent, GlobalState.forkChild)
+        ForkActions.register(
+            prepare: GlobalState.forkPrepare, parent: GlobalState.forkParent, child: GlobalState.forkChild)
         return GlobalState(base: page)
     }
 
@@ -2053,31 +2063,505 @@ struct GlobalState {
 
     // A fork while another thread holds the pool, fallback or span cache lock would leave
     // it held forever in the child, whose first refill would then spin. So the forking
-    // thread takes the three locks before fork and releases them on both sides. Everything else
-    // shared is lock-free (the parked stack, the registry, remote lists). Other threads'
-    // heaps are orphaned in the child, which has only the forking thread: their memory
-    // stays mapped and unused there, as glibc's arenas of vanished threads do.
+    // thread takes the three locks before fork and releases them on both sides. Everything
+    // else shared is lock-free (the parked stack, the registry, remote lists). Other
+    // threads' caches are orphaned in the child, which has only the forking thread: their
+    // memory stays mapped and unused there, as glibc's arenas of vanished threads do.
 
-    static let forkPrepare: @convention(c) () -> Void = {
+    static let forkPrepare: ForkActions.Action = {
         guard let global = GlobalState.get() else { return }
-        // The order every other path takes them in: a fallback-heap refill or trim takes
+        // The order every other path takes them in: a fallback-cache refill or trim takes
         // the pool lock under the fallback lock; the span-cache lock is taken alone.
         global.fallbackLock.pointee.lock()
         global.poolLock.pointee.lock()
         global.spanCacheLock.pointee.lock()
     }
 
-    static let forkParent: @convention(c) () -> Void = {
+    static let forkParent: ForkActions.Action = {
         guard let global = GlobalState.get() else { return }
         global.spanCacheLock.pointee.unlock()
         global.poolLock.pointee.unlock()
         global.fallbackLock.pointee.unlock()
     }
 
-    static let forkChild: @convention(c) () -> Void = {
+    static let forkChild: ForkActions.Action = {
         guard let global = GlobalState.get() else { return }
         global.spanCacheLock.pointee.unlock()
         global.poolLock.pointee.unlock()
         global.fallbackLock.pointee.unlock()
+    }
+}
+
+// MARK: - Layout
+
+/// The numbers every part agrees on.
+@usableFromInline
+enum Layout {
+    /// Every block is a multiple of this and aligned to it: malloc's 16-byte guarantee.
+    @inlinable static var quantum: Int { 16 }
+    /// Slabs are this big and aligned to it. Big enough that the header page costs 1.6% and
+    /// even the 32 KiB class gets 7 blocks; small enough that a thread cache's partly used
+    /// current slabs (one per class) stay cheap, since untouched pages are never faulted in.
+    /// Also the size of a granule of the granule map.
+    @inlinable static var slabSize: Int { 256 << 10 }
+    @inlinable static var slabMask: Int { slabSize &- 1 }
+    /// A slab's header page; also the distance from a large block back to its header.
+    @inlinable static var headerSize: Int { 4096 }
+    /// The largest small request: half of what a slab could hold is the point past which
+    /// a slab would have too few blocks, and a span of its own costs little next to it.
+    @inlinable static var smallSizeLimit: Int { 32 << 10 }
+    @inlinable static var sizeClasses: SizeClasses {
+        SizeClasses(quantum: quantum, stepsPerDoubling: 4, maximumSize: smallSizeLimit)
+    }
+    @inlinable static var classCount: Int { 40 }
+    /// Alignments above this are refused: an aligned span over-maps by its alignment.
+    @inlinable static var maximumAlignment: Int { 1 << 30 }
+    /// Requests above this are refused without asking the OS: no machine maps 2^62 bytes.
+    @inlinable static var maximumByteCount: Int { 1 << 62 }
+
+    /// What is wrong with the header layouts below, or nil: fields out of address order,
+    /// overlapping, off their alignment, or past their header. Run once by the first
+    /// allocation in debug builds (`GlobalState.create`), and by a test.
+    static func violation() -> String? {
+        SlabLayout.violation() ?? BinLayout.violation() ?? ThreadCacheLayout.violation()
+            ?? LargeSpanLayout.violation() ?? GlobalLayout.violation()
+    }
+}
+
+/// Checks a header's fields in address order, allocating nothing unless something is
+/// wrong (it runs inside `malloc`).
+struct LayoutCheck {
+    let header: StaticString
+    var end = 0
+    var problem: String? = nil
+
+    init(_ header: StaticString) { self.header = header }
+
+    /// The next field: at or after the end of the one before, aligned to `alignment`.
+    mutating func field(_ name: StaticString, at offset: Int, size: Int, alignment: Int = 8) {
+        guard problem == nil else { return }
+        if offset < end {
+            problem = "\(header).\(name) at \(offset) overlaps the field before it, which ends at \(end)"
+        } else if offset % alignment != 0 {
+            problem = "\(header).\(name) at \(offset) is not \(alignment)-byte aligned"
+        }
+        end = offset + size
+    }
+
+    /// The first problem, or that the fields run past `size`.
+    func result(within size: Int) -> String? {
+        problem ?? (end > size ? "\(header): the fields end at \(end), past its \(size) bytes" : nil)
+    }
+}
+
+// MARK: - SlabLayout
+
+/// A slab's header page, in address order. Every field is a word.
+@usableFromInline
+enum SlabLayout {
+    /// `Slab.magic ^ address` while the slab belongs to a class or a reserve; 0 in the
+    /// pool, so that a free into a pooled slab fails the debug check.
+    @inlinable static var magicOffset: Int { 0 }
+    /// The owner thread cache's address, an atomic word: freeing threads read it.
+    @inlinable static var ownerOffset: Int { 8 }
+    /// The size class, its block size and how many blocks fit (set by `format`).
+    @inlinable static var classIndexOffset: Int { 16 }
+    @inlinable static var blockSizeOffset: Int { 24 }
+    @inlinable static var blockCountOffset: Int { 32 }
+    /// The first free block; each free block's first word links the next.
+    @inlinable static var freeListOffset: Int { 40 }
+    /// Blocks handed out and not yet freed into the slab.
+    @inlinable static var usedOffset: Int { 48 }
+    /// Never-used blocks lie in [cursor, end): carved a page at a time, so untouched pages
+    /// stay unfaulted.
+    @inlinable static var bumpCursorOffset: Int { 56 }
+    @inlinable static var bumpEndOffset: Int { 64 }
+    /// The links (previous, next) of the one place list a non-current slab may be on: its
+    /// bin's partial list, its cache's reserve, or the global pool.
+    @inlinable static var placeLinksOffset: Int { 72 }
+    /// `Slab.State`: where the slab is. Read by every free, so it shares the first two
+    /// cache lines with the free list and `used`.
+    @inlinable static var stateOffset: Int { 88 }
+    /// The links (previous, next) of its cache's owned list (a slab of a class).
+    @inlinable static var ownedLinksOffset: Int { 96 }
+
+    static func violation() -> String? {
+        var check = LayoutCheck("SlabLayout")
+        check.field("magic", at: magicOffset, size: 8)
+        check.field("owner", at: ownerOffset, size: 8)
+        check.field("classIndex", at: classIndexOffset, size: 8)
+        check.field("blockSize", at: blockSizeOffset, size: 8)
+        check.field("blockCount", at: blockCountOffset, size: 8)
+        check.field("freeList", at: freeListOffset, size: 8)
+        check.field("used", at: usedOffset, size: 8)
+        check.field("bumpCursor", at: bumpCursorOffset, size: 8)
+        check.field("bumpEnd", at: bumpEndOffset, size: 8)
+        check.field("placeLinks", at: placeLinksOffset, size: 16)
+        check.field("state", at: stateOffset, size: 8)
+        check.field("ownedLinks", at: ownedLinksOffset, size: 16)
+        return check.result(within: Layout.headerSize)
+    }
+}
+
+// MARK: - BinLayout
+
+/// One size class inside a thread cache's page, in address order.
+@usableFromInline
+enum BinLayout {
+    /// The current slab (allocations pop from it), or nil.
+    @inlinable static var currentOffset: Int { 0 }
+    /// The anchor of the partial list (one word: the first slab).
+    @inlinable static var partialOffset: Int { 8 }
+    /// Owner-written `Counters<BinEvent>`: allocations, deallocations, slabs.
+    @inlinable static var countersOffset: Int { 16 }
+    /// A bin per cache line, so that a thread's classes in use share no line with others.
+    @inlinable static var stride: Int { 64 }
+
+    static func violation() -> String? {
+        var check = LayoutCheck("BinLayout")
+        check.field("current", at: currentOffset, size: 8)
+        check.field("partial", at: partialOffset, size: 8)
+        check.field("counters", at: countersOffset, size: BinEvent.byteCount)
+        return check.result(within: stride)
+    }
+}
+
+// MARK: - ThreadCacheLayout
+
+/// A thread cache's page, in address order.
+@usableFromInline
+enum ThreadCacheLayout {
+    /// The remote-free list head (`AtomicPushList`), which other threads push to: alone on
+    /// its cache line, so that their pushes do not slow the owner's own fields.
+    @inlinable static var remoteFreesOffset: Int { 0 }
+    /// The node of the global stack of parked caches (`AtomicStack`).
+    @inlinable static var parkedLinkOffset: Int { 64 }
+    /// The next cache in the global registry (a list that only grows).
+    @inlinable static var registryNextOffset: Int { 72 }
+    /// `ThreadCache.Kind`, written once.
+    @inlinable static var kindOffset: Int { 80 }
+    /// The remote batch: the owner it is for, its first and last block, and its length.
+    @inlinable static var batchOwnerOffset: Int { 88 }
+    @inlinable static var batchHeadOffset: Int { 96 }
+    @inlinable static var batchTailOffset: Int { 104 }
+    @inlinable static var batchCountOffset: Int { 112 }
+    /// How many slabs the reserve holds, and its anchor (one word).
+    @inlinable static var reserveCountOffset: Int { 120 }
+    @inlinable static var reserveOffset: Int { 128 }
+    /// The anchor of the owned-slabs list (one word).
+    @inlinable static var ownedSlabsOffset: Int { 136 }
+    /// The `SpinLock` of a locked cache (a `LockedBinnedAllocator`'s).
+    @inlinable static var lockOffset: Int { 144 }
+    /// The `SpinLock` of the large-span list, and the list's anchor (one word).
+    @inlinable static var largeSpansLockOffset: Int { 152 }
+    @inlinable static var largeSpansOffset: Int { 160 }
+    /// `ThreadCache.Ownership`, an atomic word (active, parked, trimming).
+    @inlinable static var ownershipOffset: Int { 184 }
+    /// `Counters<LargeEvent>` of a locked cache's large blocks.
+    @inlinable static var largeCountersOffset: Int { 192 }
+    /// The bins, `Layout.classCount` of them, `BinLayout.stride` apart, from a cache line.
+    @inlinable static var binsOffset: Int { 256 }
+    /// The page.
+    @inlinable static var byteCount: Int { 4096 }
+
+    static func violation() -> String? {
+        var check = LayoutCheck("ThreadCacheLayout")
+        check.field("remoteFrees", at: remoteFreesOffset, size: 64)
+        check.field("parkedLink", at: parkedLinkOffset, size: 8)
+        check.field("registryNext", at: registryNextOffset, size: 8)
+        check.field("kind", at: kindOffset, size: 8)
+        check.field("batchOwner", at: batchOwnerOffset, size: 8)
+        check.field("batchHead", at: batchHeadOffset, size: 8)
+        check.field("batchTail", at: batchTailOffset, size: 8)
+        check.field("batchCount", at: batchCountOffset, size: 8)
+        check.field("reserveCount", at: reserveCountOffset, size: 8)
+        check.field("reserve", at: reserveOffset, size: 8)
+        check.field("ownedSlabs", at: ownedSlabsOffset, size: 8)
+        check.field("lock", at: lockOffset, size: MemoryLayout<SpinLock>.size)
+        check.field("largeSpansLock", at: largeSpansLockOffset, size: MemoryLayout<SpinLock>.size)
+        check.field("largeSpans", at: largeSpansOffset, size: 8)
+        check.field("ownership", at: ownershipOffset, size: 8)
+        check.field("largeCounters", at: largeCountersOffset, size: LargeEvent.byteCount)
+        check.field("bins", at: binsOffset, size: Layout.classCount * BinLayout.stride, alignment: 64)
+        return check.result(within: byteCount)
+    }
+}
+
+// MARK: - LargeSpanLayout
+
+/// A large span's header page, in address order. Every field is a word.
+enum LargeSpanLayout {
+    /// `LargeSpan.magic ^ address` while the span is a live block; 0 in the span cache.
+    static var magicOffset: Int { 0 }
+    /// The user part's size in bytes (whole pages), and the alignment it was asked with.
+    static var usableSizeOffset: Int { 8 }
+    static var alignmentOffset: Int { 16 }
+    /// The locked cache that allocated the span, or 0 (the shared allocator's).
+    static var ownerOffset: Int { 24 }
+    /// The links (previous, next) of the owner's large-span list.
+    static var linksOffset: Int { 32 }
+    /// 1 while the user part is as the kernel mapped it (zero): calloc skips the memset.
+    static var zeroedOffset: Int { 48 }
+
+    static func violation() -> String? {
+        var check = LayoutCheck("LargeSpanLayout")
+        check.field("magic", at: magicOffset, size: 8)
+        check.field("usableSize", at: usableSizeOffset, size: 8)
+        check.field("alignment", at: alignmentOffset, size: 8)
+        check.field("owner", at: ownerOffset, size: 8)
+        check.field("links", at: linksOffset, size: 16)
+        check.field("zeroed", at: zeroedOffset, size: 8)
+        return check.result(within: Layout.headerSize)
+    }
+}
+
+// MARK: - GlobalLayout
+
+/// The global page, in address order.
+enum GlobalLayout {
+    /// The stack of parked thread caches (`AtomicStack`, a word pair).
+    static var parkedThreadCachesOffset: Int { 0 }
+    /// The first cache of the registry, an atomic word.
+    static var registryHeadOffset: Int { 16 }
+    /// The anchor of the pool of empty slabs (one word), and its `SpinLock`.
+    static var poolOffset: Int { 24 }
+    static var poolLockOffset: Int { 32 }
+    /// The `SpinLock` of the fallback cache, and the cache's address.
+    static var fallbackLockOffset: Int { 40 }
+    static var fallbackCacheOffset: Int { 48 }
+    /// `Counters<GlobalEvent>`, and the shared allocator's `Counters<LargeEvent>`, each
+    /// from a cache line.
+    static var countersOffset: Int { 64 }
+    static var largeCountersOffset: Int { 128 }
+    /// The span cache's `SpinLock`, on a cache line of its own, and its slots (span
+    /// headers), from the next.
+    static var spanCacheLockOffset: Int { 256 }
+    static var spanCacheOffset: Int { 512 }
+    /// The page.
+    static var byteCount: Int { 4096 }
+
+    static func violation() -> String? {
+        var check = LayoutCheck("GlobalLayout")
+        check.field("parkedThreadCaches", at: parkedThreadCachesOffset, size: 16, alignment: 16)
+        check.field("registryHead", at: registryHeadOffset, size: 8)
+        check.field("pool", at: poolOffset, size: 8)
+        check.field("poolLock", at: poolLockOffset, size: MemoryLayout<SpinLock>.size)
+        check.field("fallbackLock", at: fallbackLockOffset, size: MemoryLayout<SpinLock>.size)
+        check.field("fallbackCache", at: fallbackCacheOffset, size: 8)
+        check.field("counters", at: countersOffset, size: GlobalEvent.byteCount)
+        check.field("largeCounters", at: largeCountersOffset, size: LargeEvent.byteCount)
+        check.field("spanCacheLock", at: spanCacheLockOffset, size: MemoryLayout<SpinLock>.size)
+        check.field("spanCache", at: spanCacheOffset, size: GlobalState.spanCacheSlots * 8)
+        return check.result(within: byteCount)
+    }
+}
+
+// MARK: - Integrity walker
+
+// Walks the whole structure and says what is wrong with it: the first violation as text,
+// or nil. The model tests run it after their audits and at the end; debug builds run it
+// when a locked allocator is dropped. It takes the locks it needs and claims parked
+// caches as `releaseUnusedMemory()` does, so it may run while other threads allocate; it
+// walks the calling thread's own cache, never another thread's.
+
+extension BinnedAllocator {
+    /// What is wrong with the shared allocator, or nil: the calling thread's cache, the
+    /// parked caches, the fallback cache, the pool and the span cache. O(slabs² + blocks
+    /// free in them).
+    func integrityViolation() -> String? {
+        guard let global = GlobalState.get() else { return nil }
+        if let base = ThreadLocalSlot.binnedAlloc.value, let problem = ThreadCache(base).integrityViolation() {
+            return problem
+        }
+        var parkedProblem: String? = nil
+        global.forEachParkedCache { cache in
+            if parkedProblem == nil { parkedProblem = cache.integrityViolation() }
+        }
+        if let parkedProblem { return parkedProblem }
+        return global.fallbackLock.pointee.withLock { global.fallbackCache.integrityViolation() }
+            ?? global.integrityViolation()
+    }
+}
+
+extension LockedBinnedAllocator {
+    /// What is wrong with this allocator's cache, its large spans, or the shared pool and
+    /// span cache, or nil.
+    func integrityViolation() -> String? {
+        lock.pointee.withLock { cache.integrityViolation() } ?? GlobalState.get()?.integrityViolation()
+    }
+}
+
+extension ThreadCache {
+    /// What is wrong with this cache, or nil. The caller owns the cache (its thread, its
+    /// lock, or a parked cache it claimed).
+    ///
+    /// A slab is in exactly one place: each slab its bins name (current or partial) is on
+    /// the owned list with the state that says so; each slab on the owned list is its
+    /// bin's current slab, on its bin's partial list, or full; each class's count of
+    /// owned slabs is its `slabs` counter; the reserve holds only empty reserved slabs,
+    /// none of them owned. Lists are checked with `IntrusiveList.integrityViolation`.
+    func integrityViolation() -> String? {
+        let name = "thread cache \(base)"
+        if let problem = ownedSlabs.integrityViolation(limit: 1 << 24) { return "\(name), owned slabs: \(problem)" }
+        if let problem = reserve.integrityViolation(limit: ThreadCache.reserveSlabLimit) {
+            return "\(name), reserve: \(problem)"
+        }
+        guard (0..<ThreadCache.remoteBatchLimit).contains(batchCount) else {
+            return "\(name): \(batchCount) blocks in the remote batch"
+        }
+        var problem: String? = nil
+        ownedSlabs.forEach { node in
+            guard problem == nil else { return }
+            let slab = Slab(node)
+            if let wrong = slab.integrityViolation(owner: self) {
+                problem = "\(name): \(wrong)"
+                return
+            }
+            let bin = bin(slab.classIndex)
+            switch slab.state {
+            case .current where bin.current?.base != node:
+                problem =
+                    "\(name): slab \(node) says it is current, but its bin's current slab is "
+                    + "\(String(describing: bin.current?.base))"
+            case .partial where !bin.partial.contains(node):
+                problem = "\(name): partial slab \(node) is not on its bin's partial list"
+            case .full where !reserve.isUnlinked(node) || bin.partial.first == node:
+                problem = "\(name): full slab \(node) is on a list"
+            case .reserved, .pooled:
+                problem = "\(name): slab \(node) is owned, yet \(slab.state)"
+            default:
+                break
+            }
+        }
+        if let problem { return problem }
+        for index in 0..<Layout.classCount {
+            let bin = bin(index)
+            if let current = bin.current, current.state != .current || !ownedSlabs.contains(current.base) {
+                return "\(name): class \(index)'s current slab \(current.base) is \(current.state), "
+                    + "owned: \(ownedSlabs.contains(current.base))"
+            }
+            if let wrong = bin.partial.integrityViolation(limit: 1 << 24) {
+                return "\(name): class \(index)'s partial list: \(wrong)"
+            }
+            bin.partial.forEach { node in
+                let slab = Slab(node)
+                if problem == nil && (slab.state != .partial || slab.classIndex != index || !ownedSlabs.contains(node))
+                {
+                    problem =
+                        "\(name): slab \(node) on class \(index)'s partial list is \(slab.state) "
+                        + "of class \(slab.classIndex), owned: \(ownedSlabs.contains(node))"
+                }
+            }
+            if let problem { return problem }
+            var owned = 0
+            ownedSlabs.forEach { if Slab($0).classIndex == index { owned += 1 } }
+            if owned != bin.counters.value(of: .slabs) {
+                return "\(name): class \(index) owns \(owned) slabs, its counter says \(bin.counters.value(of: .slabs))"
+            }
+        }
+        var reserved = 0
+        reserve.forEach { node in
+            reserved += 1
+            let slab = Slab(node)
+            if problem == nil && (slab.state != .reserved || slab.used != 0 || ownedSlabs.contains(node)) {
+                problem =
+                    "\(name): reserved slab \(node) is \(slab.state) with \(slab.used) blocks in use, "
+                    + "owned: \(ownedSlabs.contains(node))"
+            }
+        }
+        if let problem { return problem }
+        if reserved != reserveCount { return "\(name): \(reserved) reserved slabs, the count says \(reserveCount)" }
+        return withLargeSpans { largeSpansViolation() }
+    }
+
+    /// What is wrong with a locked cache's list of large spans (its lock held), or nil.
+    func largeSpansViolation() -> String? {
+        if let problem = largeSpans.integrityViolation(limit: 1 << 24) { return "large spans of \(base): \(problem)" }
+        var problem: String? = nil
+        largeSpans.forEach { header in
+            let span = LargeSpan(header: header)
+            if problem == nil && (!span.hasMagic || span.owner?.base != base) {
+                problem = "large span \(span.user) on the list of \(base) has no magic, or another owner"
+            }
+        }
+        return problem
+    }
+}
+
+extension Slab {
+    /// What is wrong with this slab of `owner`'s, or nil: its header, its granule, its
+    /// free list (blocks of the slab, on block boundaries, no cycle), and whether its
+    /// blocks add up (in use + free + never used = all).
+    func integrityViolation(owner: ThreadCache) -> String? {
+        guard magicWord == Slab.magic ^ Int(bitPattern: base) else { return "slab \(base) has no magic" }
+        guard self.owner == owner.base else { return "slab \(base) belongs to \(self.owner)" }
+        guard GranuleMap.contains(base) else { return "slab \(base)'s granule is not marked" }
+        guard (0..<Layout.classCount).contains(classIndex), blockSize == Layout.sizeClasses.size(ofClass: classIndex),
+            blockCount == (Layout.slabSize - Layout.headerSize) / blockSize
+        else { return "slab \(base): class \(classIndex), block size \(blockSize), \(blockCount) blocks" }
+        let first = base + Layout.headerSize
+        guard bumpCursor >= first, bumpCursor <= bumpEnd, bumpEnd == first + blockCount * blockSize,
+            (bumpCursor - first) % blockSize == 0
+        else { return "slab \(base): bump cursor \(bumpCursor), end \(bumpEnd)" }
+        var free = 0
+        var node = freeList
+        while let block = node {
+            let offset = block - first
+            guard block < bumpCursor, offset >= 0, offset % blockSize == 0 else {
+                return "slab \(base): free block \(block) is no carved block of the slab"
+            }
+            free += 1
+            guard free <= blockCount else { return "slab \(base): the free list has a cycle" }
+            node = Slab.next(after: block)
+        }
+        let neverUsed = (bumpEnd - bumpCursor) / blockSize
+        guard used >= 0, used + free + neverUsed == blockCount else {
+            return "slab \(base): \(used) in use + \(free) free + \(neverUsed) never used != \(blockCount) blocks"
+        }
+        switch state {
+        case .partial where free == 0 || used == 0:
+            return "partial slab \(base) has \(free) free blocks and \(used) in use"
+        case .full where free != 0 || neverUsed != 0:
+            return "full slab \(base) has \(free) free and \(neverUsed) never-used blocks"
+        default:
+            return nil
+        }
+    }
+}
+
+extension GlobalState {
+    /// What is wrong with the pool or the span cache, or nil (under their locks).
+    func integrityViolation() -> String? {
+        let poolProblem: String? = poolLock.pointee.withLock {
+            if let problem = pool.integrityViolation(limit: GlobalState.pooledSlabLimit) { return "pool: \(problem)" }
+            var count = 0
+            var problem: String? = nil
+            pool.forEach { node in
+                count += 1
+                let slab = Slab(node)
+                if problem == nil && (slab.magicWord != 0 || slab.state != .pooled) {
+                    problem = "pooled slab \(node) has magic \(slab.magicWord) and is \(slab.state)"
+                }
+            }
+            if problem == nil && count != counters.value(of: .pooledSlabs) {
+                problem = "the pool holds \(count) slabs, its counter says \(counters.value(of: .pooledSlabs))"
+            }
+            return problem
+        }
+        if let poolProblem { return poolProblem }
+        return spanCacheLock.pointee.withLock {
+            let count = counters.value(of: .cachedSpans)
+            guard (0...GlobalState.spanCacheSlots).contains(count) else { return "\(count) cached spans" }
+            var bytes = 0
+            for index in 0..<count {
+                let span = LargeSpan(header: spanCache[index])
+                if span.hasMagic { return "cached span \(span.user) still has its magic" }
+                bytes += span.usableSize
+            }
+            if bytes != counters.value(of: .cachedSpanBytes) {
+                return "cached spans hold \(bytes) bytes, the counter says \(counters.value(of: .cachedSpanBytes))"
+            }
+            return nil
+        }
     }
 }

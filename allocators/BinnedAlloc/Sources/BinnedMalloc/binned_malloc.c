@@ -1,6 +1,6 @@
 // The standard malloc names, each a tail call into BinnedAlloc's binned_* function once
 // pointers BinnedAlloc did not hand out have been sent to glibc. free and the C23 sized
-// frees jump straight to binned_free_any, which tests the region map itself and is handed
+// frees jump straight to binned_free_any, which tests the granule map itself and is handed
 // glibc's free for foreign pointers, so that freeing a BinnedAlloc block is one function
 // with no call (measured under LD_PRELOAD: malloc(64)+free through function pointers went
 // from 4.1 to 3.1 ns with this and binned_malloc's call-free fast path; jemalloc 3.4 ns).

@@ -1,6 +1,7 @@
-// Bad input to the Swift API: requests that cannot be met answer nil and never crash;
-// programmer errors (a negative size, freeing a pointer the allocator does not own) trap
-// with a message in debug builds, checked in child processes (exit tests).
+// Bad input to the Swift API (spec section 9): requests that cannot be met answer nil and
+// never crash; programmer errors (a negative size, an alignment that is not a power of two,
+// freeing a pointer the allocator does not own) trap with a message, checked in child
+// processes (exit tests).
 
 import AllocCore
 import AllocTestSupport
@@ -8,15 +9,15 @@ import BinnedAlloc
 import Glibc
 import Testing
 
-/// Alignments that are not powers of two or are too large: allocate answers nil.
-let badAlignments = [0, 3, 24, -8, -16, 48, BinnedAllocator.maximumAlignment << 1, Int.min]
+/// Powers of two above the largest alignment: allocate answers nil (exhaustion, not misuse).
+let tooLargeAlignments = [BinnedAllocator.maximumAlignment << 1, 1 << 40, 1 << 62]
 /// Sizes no allocator can meet: nil, not a crash and not an overflow.
 let impossibleSizes = [Int.max, Int.max - 4095, Int.max - 16, 1 << 50, 1 << 62]
 
 @Suite("Bad input answers nil")
 struct BadInputTests {
-    @Test("BinnedAllocator.shared: bad alignments answer nil", arguments: badAlignments)
-    func sharedBadAlignment(alignment: Int) {
+    @Test("BinnedAllocator.shared: alignments above the maximum answer nil", arguments: tooLargeAlignments)
+    func sharedTooLargeAlignment(alignment: Int) {
         #expect(BinnedAllocator.shared.allocate(byteCount: 64, alignment: alignment) == nil)
         #expect(BinnedAllocator.shared.allocate(byteCount: 0, alignment: alignment) == nil)
         #expect(BinnedAllocator.shared.allocate(byteCount: 100_000, alignment: alignment) == nil)
@@ -29,10 +30,10 @@ struct BadInputTests {
         #expect(BinnedAllocator.shared.allocate(byteCount: byteCount, alignment: 1 << 20) == nil)
     }
 
-    @Test("LockedBinnedAllocator: bad alignments and impossible sizes answer nil")
+    @Test("LockedBinnedAllocator: alignments above the maximum and impossible sizes answer nil")
     func lockedBadInput() {
         let allocator = LockedBinnedAllocator()
-        for alignment in badAlignments {
+        for alignment in tooLargeAlignments {
             #expect(allocator.allocate(byteCount: 64, alignment: alignment) == nil, "alignment \(alignment)")
         }
         for byteCount in impossibleSizes {
@@ -43,11 +44,14 @@ struct BadInputTests {
         #expect(statistics.liveBlocks == 0 && statistics.largeLiveBytes == 0, "failed requests left blocks live")
     }
 
-    @Test("BinnedPageAllocator: impossible sizes answer nil")
+    @Test("BinnedPageAllocator: impossible sizes and alignments above the maximum answer nil")
     func pageAllocatorImpossibleSize() {
         let pages = BinnedPageAllocator()
         for byteCount in impossibleSizes {
             #expect(pages.allocate(byteCount: byteCount) == nil, "byteCount \(byteCount)")
+        }
+        for alignment in tooLargeAlignments {
+            #expect(pages.allocate(byteCount: 4096, alignment: alignment) == nil, "alignment \(alignment)")
         }
     }
 
@@ -76,7 +80,9 @@ struct BadInputTests {
         let locked = LockedBinnedAllocator()
         locked.deallocate(nil)
         #expect(locked.usableSize(of: nil) == 0)
-        #expect(locked.statistics().smallFrees + locked.statistics().largeFrees == 0, "deallocate(nil) counted a free")
+        #expect(
+            locked.statistics().smallDeallocations + locked.statistics().largeDeallocations == 0,
+            "deallocate(nil) counted a free")
         BinnedAllocator.shared.deallocate(nil)
         #expect(BinnedAllocator.shared.usableSize(of: nil) == 0)
         BinnedPageAllocator().deallocate(nil)
@@ -162,6 +168,40 @@ struct TrapTests {
             _ = BinnedAllocator.shared.reallocate(pointer, byteCount: -5)
         }
         expectTrap(result, mentioning: "BinnedAllocator.reallocate: negative byteCount -5")
+    }
+
+    @Test("an alignment that is not a power of two is a precondition failure, small or large, shared or locked")
+    func alignmentNotAPowerOfTwo() async {
+        var result = await #expect(
+            processExitsWith: .failure, observing: [\.standardOutputContent, \.standardErrorContent]
+        ) {
+            _ = BinnedAllocator.shared.allocate(byteCount: 64, alignment: 24)
+        }
+        expectTrap(result, mentioning: "BinnedAllocator.allocate: alignment 24 is not a power of two")
+        result = await #expect(
+            processExitsWith: .failure, observing: [\.standardOutputContent, \.standardErrorContent]
+        ) {
+            _ = BinnedAllocator.shared.allocate(byteCount: 100_000, alignment: 0)
+        }
+        expectTrap(result, mentioning: "BinnedAllocator.allocate: alignment 0 is not a power of two")
+        result = await #expect(
+            processExitsWith: .failure, observing: [\.standardOutputContent, \.standardErrorContent]
+        ) {
+            _ = BinnedAllocator.shared.allocate(byteCount: 0, alignment: -16)
+        }
+        expectTrap(result, mentioning: "BinnedAllocator.allocate: alignment -16 is not a power of two")
+        result = await #expect(
+            processExitsWith: .failure, observing: [\.standardOutputContent, \.standardErrorContent]
+        ) {
+            _ = LockedBinnedAllocator().allocate(byteCount: 64, alignment: 3)
+        }
+        expectTrap(result, mentioning: "LockedBinnedAllocator.allocate: alignment 3 is not a power of two")
+        result = await #expect(
+            processExitsWith: .failure, observing: [\.standardOutputContent, \.standardErrorContent]
+        ) {
+            _ = BinnedPageAllocator().allocate(byteCount: 4096, alignment: Int.min)
+        }
+        expectTrap(result, mentioning: "BinnedPageAllocator.allocate: alignment \(Int.min) is not a power of two")
     }
 
     @Test("LockedBinnedAllocator: a negative byteCount is a precondition failure")

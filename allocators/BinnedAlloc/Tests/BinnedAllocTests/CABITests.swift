@@ -454,38 +454,38 @@ struct StatisticsReportTests {
     }
 }
 
-/// Whether a region is marked depends on what else maps memory meanwhile: in the test
+/// Whether a granule is marked depends on what else maps memory meanwhile: in the test
 /// process, another test's large block may land where a freed one was (and be marked) or
-/// take the hole a test meant for a foreign mapping. So the checks that look at regions
+/// take the hole a test meant for a foreign mapping. So the checks that look at granules
 /// after a free, or at where the kernel puts the next mapping, run in a fresh process,
 /// where nothing else maps memory between the test's own calls.
 @Suite("Foreign pointers, in a fresh process (spec: C ABI, foreign pointers)")
 struct ForeignPointerRegionTests {
     @Test("binned_owns: true for every kind of block while it lives, false for glibc's, the stack and NULL")
-    func ownershipFollowsTheRegionMap() async {
+    func ownershipFollowsTheGranuleMap() async {
         await #expect(processExitsWith: .success) {
             let small = try #require(binned_malloc(64))
             let aligned = try #require(binned_memalign(4096, 5000))
             let large = try #require(binned_malloc(100_000))
             let huge = try #require(binned_malloc(8 << 20))
             for block in [small, aligned, large, huge] { #expect(binned_owns(block), "\(block) is not ours") }
-            #expect(binned_owns(huge + (8 << 20) - 1), "the last byte of a large block is in its regions")
+            #expect(binned_owns(huge + (8 << 20) - 1), "the last byte of a large block is in its granules")
             let foreign = try #require(malloc(100))  // this test process's malloc is glibc's
             #expect(!binned_owns(foreign), "glibc's block \(foreign) is taken as ours")
             free(foreign)
             var local = 0
             withUnsafeMutablePointer(to: &local) { #expect(!binned_owns($0), "the stack is taken as ours") }
             #expect(!binned_owns(nil), "NULL is taken as ours")
-            // A block above the span cache's limit is unmapped when freed, and its regions
+            // A block above the span cache's limit is unmapped when freed, and its granules
             // with it (nothing else maps memory in this process meanwhile).
             binned_free(huge)
-            #expect(!binned_owns(huge), "the regions of the freed block \(huge) are still marked")
+            #expect(!binned_owns(huge), "the granules of the freed block \(huge) are still marked")
             for block in [small, aligned, large] { binned_free(block) }
         }
     }
 
-    /// A large block's mapping runs to the end of its last 256 KiB region, so no other
-    /// mapping (glibc's mmap'd chunks, say) can land in a region the map says is ours: the
+    /// A large block's mapping runs to the end of its last granule, so no other
+    /// mapping (glibc's mmap'd chunks, say) can land in a granule the map says is ours: the
     /// kernel hands out the most recent hole first, which used to be the block's tail.
     @Test("mappings made right after small large blocks are never taken for BinnedAlloc's")
     func nothingElseLandsInAMarkedRegion() async {
@@ -505,7 +505,7 @@ struct ForeignPointerRegionTests {
 @Suite("Foreign pointers (spec: C ABI, foreign pointers)")
 struct ForeignPointerTests {
     @Test("binned_free_any frees BinnedAlloc's blocks of every kind and hands every other pointer to foreignFree")
-    func freeAnyRoutesByTheRegionMap() throws {
+    func freeAnyRoutesByTheGranuleMap() throws {
         ForeignFreeRecorder.reset()
         let sizeClass = BinnedAllocator.sizeClasses.index(for: 48)
         let before = BinnedAllocator.shared.statistics()
@@ -515,9 +515,9 @@ struct ForeignPointerTests {
         for block in [small, large, aligned] { binned_free_any(block, ForeignFreeRecorder.record) }
         let after = BinnedAllocator.shared.statistics()
         #expect(
-            after.sizeClasses[sizeClass].frees - before.sizeClasses[sizeClass].frees >= 1,
+            after.sizeClasses[sizeClass].deallocations - before.sizeClasses[sizeClass].deallocations >= 1,
             "the small block was freed into BinnedAlloc")
-        #expect(after.largeFrees - before.largeFrees >= 1, "the large block was freed into BinnedAlloc")
+        #expect(after.largeDeallocations - before.largeDeallocations >= 1, "the large block was freed into BinnedAlloc")
         #expect(ForeignFreeRecorder.addresses.isEmpty, "no BinnedAlloc block reached foreignFree")
         binned_free_any(nil, ForeignFreeRecorder.record)
         #expect(ForeignFreeRecorder.addresses.isEmpty, "NULL is a no-op")

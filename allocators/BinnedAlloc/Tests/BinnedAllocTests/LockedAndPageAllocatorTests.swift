@@ -15,10 +15,11 @@ struct LockedBinnedAllocatorTests {
         #expect(statistics.sizeClasses.count == BinnedAllocator.sizeClasses.count)
         for (index, sizeClass) in statistics.sizeClasses.enumerated() {
             #expect(sizeClass.size == BinnedAllocator.sizeClasses.size(ofClass: index))
-            #expect(sizeClass.allocations == 0 && sizeClass.frees == 0 && sizeClass.liveBlocks == 0)
+            #expect(sizeClass.allocations == 0 && sizeClass.deallocations == 0 && sizeClass.liveBlocks == 0)
             #expect(sizeClass.slabs == 0)
         }
-        #expect(statistics.largeAllocations == 0 && statistics.largeFrees == 0 && statistics.largeLiveBytes == 0)
+        #expect(
+            statistics.largeAllocations == 0 && statistics.largeDeallocations == 0 && statistics.largeLiveBytes == 0)
         #expect(statistics.threadCaches == 0 && statistics.parkedThreadCaches == 0)
     }
 
@@ -33,7 +34,7 @@ struct LockedBinnedAllocatorTests {
         #expect(statistics.sizeClasses[index].size == 112)
         #expect(statistics.sizeClasses[index].allocations == 1000)
         #expect(statistics.sizeClasses[index].liveBlocks == 1000)
-        #expect(statistics.sizeClasses[index].frees == 0)
+        #expect(statistics.sizeClasses[index].deallocations == 0)
         #expect(statistics.sizeClasses[index].slabs >= 1000 * 112 / BinnedAllocator.slabSize + 1)
         #expect(statistics.sizeClasses[0].liveBlocks == 2, "1 and 16 bytes are class 0")
         #expect(statistics.sizeClasses[1].liveBlocks == 1, "17 bytes is class 1")
@@ -51,15 +52,16 @@ struct LockedBinnedAllocatorTests {
 
         for block in blocks.prefix(300) { allocator.deallocate(block) }
         statistics = allocator.statistics()
-        #expect(statistics.sizeClasses[index].frees == 300)
+        #expect(statistics.sizeClasses[index].deallocations == 300)
         #expect(statistics.sizeClasses[index].liveBlocks == 700)
         allocator.deallocate(large)
         allocator.deallocate(larger)
         for block in blocks.dropFirst(300) { allocator.deallocate(block) }
         statistics = allocator.statistics()
-        #expect(statistics.largeFrees == 2 && statistics.largeLiveBytes == 0)
+        #expect(statistics.largeDeallocations == 2 && statistics.largeLiveBytes == 0)
         #expect(statistics.liveBlocks == 0)
-        #expect(statistics.sizeClasses[index].allocations == 1000 && statistics.sizeClasses[index].frees == 1000)
+        #expect(
+            statistics.sizeClasses[index].allocations == 1000 && statistics.sizeClasses[index].deallocations == 1000)
         #expect(statistics.inconsistentClasses.isEmpty, "\(statistics.inconsistentClasses)")
         #expect(statistics.threadCaches == 0)
     }

@@ -133,7 +133,9 @@ struct MemoryReturnTests {
             for index in 0..<count { allocator.deallocate(pointers[index]) }
             allocator.releaseUnusedMemory()
             let after = allocator.statistics()
-            #expect(after.largeFrees - before.largeFrees == count, "after.largeFrees - before.largeFrees == count")
+            #expect(
+                after.largeDeallocations - before.largeDeallocations == count,
+                "after.largeDeallocations - before.largeDeallocations == count")
             #expect(after.largeLiveBytes == before.largeLiveBytes, "after.largeLiveBytes == before.largeLiveBytes")
             #expect(
                 after.bytesReturned - before.bytesReturned >= 32 * mebibyte,
@@ -203,7 +205,7 @@ struct MemoryReturnTests {
                 #expect(UnsafeRawPointer(grown).load(fromByteOffset: spanSize - 1, as: UInt8.self) == 0x5A)
                 memset(grown, 0x6B, 8 * spanSize)
                 let statistics = allocator.statistics()
-                #expect(statistics.largeAllocations == 16 && statistics.largeFrees == 2)
+                #expect(statistics.largeAllocations == 16 && statistics.largeDeallocations == 2)
                 #expect(statistics.largeLiveBytes == 13 * spanSize + 8 * spanSize)
                 #expect(residentBytes() - residentBefore >= 100 * mebibyte, "RSS did not grow: test is void")
                 #expect(

@@ -1,13 +1,16 @@
 // Model-based randomized tests: seeded runs of allocate / deallocate / reallocate checked
 // against a model of the live blocks (address, size, usable size, alignment, the pattern
 // written into it). Each seed is one short run (`forEachTestSeed`), so a soak tries
-// hundreds of them; the printed ALLOC_TEST_SEED line replays a failure.
+// hundreds of them; the printed ALLOC_TEST_SEED line replays a failure. The integrity
+// walker (spec section 4) checks the allocator's whole structure at every audit and at the
+// end of each run.
 
 import AllocCore
 import AllocTestSupport
-import BinnedAlloc
 import Glibc
 import Testing
+
+@testable import BinnedAlloc
 
 /// The operations the model drives, so that one driver checks every allocator.
 protocol ModelledAllocator {
@@ -50,7 +53,7 @@ struct AllocatorModel<Allocator: ModelledAllocator> {
     var nextTag = 1
     let limit = BinnedAllocator.smallSizeLimit
     let specialSizes = boundarySizes()
-    var counts = (allocations: 0, frees: 0, reallocations: 0, moves: 0, large: 0)
+    var counts = (allocations: 0, deallocations: 0, reallocations: 0, moves: 0, large: 0)
 
     init(allocator: Allocator, seed: UInt64) {
         self.allocator = allocator
@@ -138,7 +141,7 @@ struct AllocatorModel<Allocator: ModelledAllocator> {
         live.removeLast()
         intervals.remove(start: UInt(bitPattern: block.pointer))
         allocator.deallocate(block.pointer)
-        counts.frees += 1
+        counts.deallocations += 1
         return nil
     }
 
@@ -231,14 +234,18 @@ struct ModelTests {
         try forEachTestSeed { seed in
             var model = AllocatorModel(allocator: BinnedAllocator.shared, seed: seed)
             let problem = model.run(
-                operations: Self.sharedOperations, maximumLive: 3000, retargetInterval: 4_000, auditInterval: 10_000)
+                operations: Self.sharedOperations, maximumLive: 3000, retargetInterval: 4_000, auditInterval: 10_000
+            ) { _ in BinnedAllocator.shared.integrityViolation() }
             try #require(problem == nil, "seed \(seed): \(problem ?? "")")
+            let violation = BinnedAllocator.shared.integrityViolation()
+            try #require(violation == nil, "seed \(seed), after the run: \(violation ?? "")")
             // The run must have exercised every kind of operation, large blocks and moves
             // (a run has about 40% allocations, 40% frees, 20% reallocations, most of
             // them moves, and 2% large blocks).
             let counts = model.counts
             let operations = Self.sharedOperations
-            #expect(counts.allocations > operations / 4 && counts.frees > operations / 4, "seed \(seed): \(counts)")
+            #expect(
+                counts.allocations > operations / 4 && counts.deallocations > operations / 4, "seed \(seed): \(counts)")
             #expect(counts.reallocations > operations / 10 && counts.moves > operations / 40, "seed \(seed): \(counts)")
             #expect(counts.large > operations / 100, "seed \(seed): \(counts)")
         }
@@ -252,6 +259,7 @@ struct ModelTests {
             let problem = model.run(
                 operations: Self.lockedOperations, maximumLive: 2000, retargetInterval: 4_000, auditInterval: 2_000
             ) { liveCount in
+                if let violation = allocator.integrityViolation() { return violation }
                 let statistics = allocator.statistics()
                 if let bad = statistics.inconsistentClasses.first { return "inconsistent statistics: \(bad)" }
                 if statistics.liveBlocks != liveCount {
@@ -261,6 +269,8 @@ struct ModelTests {
                 return nil
             }
             try #require(problem == nil, "seed \(seed): \(problem ?? "")")
+            let violation = allocator.integrityViolation()
+            try #require(violation == nil, "seed \(seed), after the run: \(violation ?? "")")
             let statistics = allocator.statistics()
             #expect(statistics.inconsistentClasses.isEmpty, "seed \(seed): \(statistics.inconsistentClasses)")
             #expect(statistics.smallLiveBlocks == 0, "seed \(seed): \(statistics.smallLiveBlocks) small blocks live")

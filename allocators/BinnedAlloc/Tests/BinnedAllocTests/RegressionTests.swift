@@ -43,10 +43,10 @@ struct RegressionTests {
             locked.deallocate(span)
             let after = BinnedAllocator.shared.statistics()
             let lockedFigures = locked.statistics()
-            #expect(lockedFigures.largeAllocations == 0 && lockedFigures.largeFrees == 0)
+            #expect(lockedFigures.largeAllocations == 0 && lockedFigures.largeDeallocations == 0)
             #expect(lockedFigures.largeLiveBytes == 0)
             #expect(after.largeAllocations - before.largeAllocations == 1)
-            #expect(after.largeFrees - before.largeFrees == 1)
+            #expect(after.largeDeallocations - before.largeDeallocations == 1)
             #expect(after.largeLiveBytes == before.largeLiveBytes)
         }
     }

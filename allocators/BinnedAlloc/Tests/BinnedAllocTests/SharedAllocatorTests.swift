@@ -238,8 +238,8 @@ struct SharedAllocatorTests {
         for block in blocks { allocator.deallocate(block) }
         allocator.deallocate(large)
         let after = allocator.statistics()
-        #expect(after.sizeClasses[index].frees - during.sizeClasses[index].frees >= count)
-        #expect(after.largeFrees - during.largeFrees >= 1)
+        #expect(after.sizeClasses[index].deallocations - during.sizeClasses[index].deallocations >= count)
+        #expect(after.largeDeallocations - during.largeDeallocations >= 1)
         #expect(after.threadCaches >= 1, "this thread allocated, so at least one cache exists")
     }
 }
@@ -281,15 +281,17 @@ struct SharedStatisticsTests {
             for block in blocks.prefix(400) { allocator.deallocate(block) }
             let partly = allocator.statistics()
             #expect(
-                partly.sizeClasses[index].frees - before.sizeClasses[index].frees == 400,
-                "partly.sizeClasses[index].frees - before.sizeClasses[index].frees == 400")
+                partly.sizeClasses[index].deallocations - before.sizeClasses[index].deallocations == 400,
+                "partly.sizeClasses[index].deallocations - before.sizeClasses[index].deallocations == 400")
             #expect(
                 partly.sizeClasses[index].liveBlocks - before.sizeClasses[index].liveBlocks == 600,
                 "partly.sizeClasses[index].liveBlocks - before.sizeClasses[index].liveBlocks == 600")
             for block in blocks.dropFirst(400) { allocator.deallocate(block) }
             for block in large { allocator.deallocate(block) }
             let after = allocator.statistics()
-            #expect(after.largeFrees - before.largeFrees == 3, "after.largeFrees - before.largeFrees == 3")
+            #expect(
+                after.largeDeallocations - before.largeDeallocations == 3,
+                "after.largeDeallocations - before.largeDeallocations == 3")
             #expect(after.largeLiveBytes == before.largeLiveBytes, "after.largeLiveBytes == before.largeLiveBytes")
             #expect(after.liveBlocks == before.liveBlocks, "after.liveBlocks == before.liveBlocks")
             #expect(after.inconsistentClasses.isEmpty, "\(after.inconsistentClasses)")

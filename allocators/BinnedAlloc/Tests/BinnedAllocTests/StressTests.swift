@@ -17,8 +17,8 @@ final class ExchangeBoard: @unchecked Sendable {
     /// `slotCount` pairs: (block address, size << 32 | tag), or (0, 0) for an empty slot.
     let slots: UnsafeMutableRawPointer
     let allocations = Atomic<Int>(0)
-    let frees = Atomic<Int>(0)
-    let crossThreadFrees = Atomic<Int>(0)
+    let deallocations = Atomic<Int>(0)
+    let crossThreadDeallocations = Atomic<Int>(0)
     let problems = Mutex<[String]>([])
 
     init(slotCount: Int) {
@@ -128,8 +128,8 @@ struct ExchangeStress<Allocator: ModelledAllocator & Sendable>: Sendable {
             board.report("seed \(seed): usableSize \(usable) < \(block.size) on a thread that did not allocate it")
         }
         allocator.deallocate(block.pointer)
-        board.frees.add(1, ordering: .relaxed)
-        if block.owner != thread { board.crossThreadFrees.add(1, ordering: .relaxed) }
+        board.deallocations.add(1, ordering: .relaxed)
+        if block.owner != thread { board.crossThreadDeallocations.add(1, ordering: .relaxed) }
     }
 
     func newBlock(_ generator: inout SplitMix64, thread: Int, serial: inout Int) -> FlyingBlock? {
@@ -261,11 +261,14 @@ struct BinnedStressTests {
         let problems = board.problems.withLock { $0 }
         #expect(problems.isEmpty, "seed \(seed): \(problems)")
         let allocations = board.allocations.load(ordering: .relaxed)
-        let frees = board.frees.load(ordering: .relaxed)
-        #expect(allocations == frees, "seed \(seed): \(allocations) allocations, \(frees) frees")
+        let deallocations = board.deallocations.load(ordering: .relaxed)
+        #expect(
+            allocations == deallocations, "seed \(seed): \(allocations) allocations, \(deallocations) deallocations")
         // Most frees must be cross-thread, or the test does not test what it says.
-        let crossThreadFrees = board.crossThreadFrees.load(ordering: .relaxed)
-        #expect(crossThreadFrees * 3 > frees, "seed \(seed): \(crossThreadFrees) of \(frees) frees cross-thread")
+        let crossThreadDeallocations = board.crossThreadDeallocations.load(ordering: .relaxed)
+        #expect(
+            crossThreadDeallocations * 3 > deallocations,
+            "seed \(seed): \(crossThreadDeallocations) of \(deallocations) deallocations cross-thread")
         BinnedAllocator.shared.releaseUnusedMemory()
     }
 
@@ -277,7 +280,7 @@ struct BinnedStressTests {
     func crossThreadFreesUnderTheWorstSchedule() throws {
         let seed = testSeed()
         let operationsPerThread = 4_000
-        func run(operationsPerRound: Int) throws -> (crossThread: Int, frees: Int) {
+        func run(operationsPerRound: Int) throws -> (crossThread: Int, deallocations: Int) {
             let board = ExchangeBoard(slotCount: 512)
             var stress = ExchangeStress(
                 allocator: BinnedAllocator.shared, board: board, seed: seed, operationsPerThread: operationsPerThread,
@@ -287,16 +290,19 @@ struct BinnedStressTests {
             try stress.runAll(threads: Self.threadCount)
             let problems = board.problems.withLock { $0 }
             #expect(problems.isEmpty, "seed \(seed): \(problems)")
-            return (board.crossThreadFrees.load(ordering: .relaxed), board.frees.load(ordering: .relaxed))
+            return (
+                board.crossThreadDeallocations.load(ordering: .relaxed), board.deallocations.load(ordering: .relaxed)
+            )
         }
         let lockstep = try run(operationsPerRound: 64)
         #expect(
-            lockstep.crossThread * 3 > lockstep.frees,
-            "seed \(seed): in lockstep, \(lockstep.crossThread) of \(lockstep.frees) frees cross-thread")
+            lockstep.crossThread * 3 > lockstep.deallocations,
+            "seed \(seed): in lockstep, \(lockstep.crossThread) of \(lockstep.deallocations) frees cross-thread")
         let alone = try run(operationsPerRound: operationsPerThread)
         #expect(
-            alone.crossThread * 3 < alone.frees,
-            "seed \(seed): control: each thread alone, yet \(alone.crossThread) of \(alone.frees) frees cross-thread")
+            alone.crossThread * 3 < alone.deallocations,
+            "seed \(seed): control: each thread alone, yet \(alone.crossThread) of \(alone.deallocations) frees cross-thread"
+        )
         BinnedAllocator.shared.releaseUnusedMemory()
     }
 
@@ -315,7 +321,8 @@ struct BinnedStressTests {
         try stress.runAll(threads: 1)
         let problems = board.problems.withLock { $0 }
         #expect(problems.isEmpty, "seed \(seed): \(problems)")
-        #expect(board.allocations.load(ordering: .relaxed) == board.frees.load(ordering: .relaxed), "seed \(seed)")
+        #expect(
+            board.allocations.load(ordering: .relaxed) == board.deallocations.load(ordering: .relaxed), "seed \(seed)")
         BinnedAllocator.shared.releaseUnusedMemory()
     }
 }
@@ -333,7 +340,7 @@ struct LockedStressTests {
         let problems = board.problems.withLock { $0 }
         #expect(problems.isEmpty, "seed \(seed): \(problems)")
         let allocations = board.allocations.load(ordering: .relaxed)
-        #expect(allocations == board.frees.load(ordering: .relaxed), "seed \(seed)")
+        #expect(allocations == board.deallocations.load(ordering: .relaxed), "seed \(seed)")
         let statistics = allocator.statistics()
         #expect(statistics.inconsistentClasses.isEmpty, "seed \(seed): \(statistics.inconsistentClasses)")
         #expect(statistics.liveBlocks == 0, "seed \(seed): \(statistics.liveBlocks) blocks still counted live")

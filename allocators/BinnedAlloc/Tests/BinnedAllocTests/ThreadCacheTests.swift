@@ -143,7 +143,7 @@ struct ThreadCacheTests {
             let allocations = board.allocations.load(ordering: .relaxed)
             #expect(statistics.smallAllocations + statistics.largeAllocations >= allocations, "seed \(seed)")
             #expect(
-                statistics.smallFrees + statistics.largeFrees
+                statistics.smallDeallocations + statistics.largeDeallocations
                     == statistics.smallAllocations + statistics.largeAllocations, "seed \(seed)")
         }
     }

@@ -24,7 +24,7 @@ enum LinkInCheck {
     static func liveBlocks() -> Int {
         let statistics = BinnedAllocator.shared.statistics()
         return statistics.sizeClasses.reduce(0) { $0 + $1.liveBlocks }
-            + statistics.largeAllocations - statistics.largeFrees
+            + statistics.largeAllocations - statistics.largeDeallocations
     }
 
     static func allocations() -> Int {
