@@ -186,23 +186,23 @@ enum RingAllocSuite: BenchSuite {
         UInt64(first) &+ UInt64(last) &<< 8 &+ UInt64(count) &<< 16
     }
 
-    /// A ring that is never full for this row's sizes: the most region bytes any
+    /// A ring that is never full for this row's sizes: the most segment bytes any
     /// `maximumHeld` consecutive sizes of the table need (each size rounded up to 16 bytes,
-    /// plus its 16-byte header and up to 64 bytes of unsplit slack), plus four regions of
+    /// plus its 16-byte header and up to 64 bytes of unsplit slack), plus four segments of
     /// twice the largest size: the buffer being written, an extendable buffer's old and new
-    /// regions while it moves, and the space a wrap leaves before the tail. (Growth in
+    /// segments while it moves, and the space a wrap leaves before the tail. (Growth in
     /// place only takes what is free, and needs no more than the bytes written.) Sized like
     /// this, the ring touches about as much memory as the baselines' heaps hold.
     static func ringCapacity(_ row: Row, _ sizes: SizeTable) -> Int {
-        func region(_ size: Int) -> Int { (size + 15) & ~15 + 80 }
+        func segment(_ size: Int) -> Int { (size + 15) & ~15 + 80 }
         var window = 0
         var peak = 0
         for index in 0..<(SizeTable.count + row.maximumHeld) {
-            window += region(sizes.size(index))
-            if index >= row.maximumHeld { window -= region(sizes.size(index - row.maximumHeld)) }
+            window += segment(sizes.size(index))
+            if index >= row.maximumHeld { window -= segment(sizes.size(index - row.maximumHeld)) }
             peak = max(peak, window)
         }
-        return peak + 4 * region(2 * row.maximumBytes)
+        return peak + 4 * segment(2 * row.maximumBytes)
     }
 
     // MARK: Fixed
@@ -238,7 +238,7 @@ enum RingAllocSuite: BenchSuite {
             }
             let size = sizes.size(iteration)
             guard var buffer = ring.fixed(capacity: size) else { fatalError("the ring was full") }
-            _ = buffer.append(repeating: UInt8(truncatingIfNeeded: iteration), count: size)
+            buffer.append(repeating: UInt8(truncatingIfNeeded: iteration), count: size)
             queue.push(buffer)
         }
         _ = consume queue

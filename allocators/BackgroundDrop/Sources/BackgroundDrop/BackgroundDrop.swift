@@ -35,9 +35,11 @@
 // # Sleeping
 //
 // Nobody spins while idle. Producers blocked on a full ring and threads waiting in
-// `flush` sleep on futexes, each behind an *event count* (a word with an epoch in its low
-// 32 bits and the number of sleepers above): the waker pays one load when nobody sleeps,
-// and exactly one claimer pays the `futex` call when someone does.
+// `flush` sleep on futexes, each behind an *event count* (AllocCore's `EventCount`: a
+// word with an epoch in its low 32 bits and the number of sleepers above): the waker
+// pays one load when nobody sleeps, and exactly one claimer pays the `futex` call when
+// someone does. Waits that nobody can announce (an `async` flush, a worker waiting for a
+// producer preempted between its two stores) poll with AllocCore's `BackOff`.
 //
 // Background threads park on a futex of their own and are woken by a *chained wake*
 // (the rule of Go's scheduler for its spinning threads, or tokio's "notify one searching
@@ -58,7 +60,7 @@
 import AllocCore
 import Synchronization
 
-// MARK: - Public API
+// MARK: - Public API: BackgroundDropper
 
 /// Hands values to background threads to be deinitialised there, so the caller does not
 /// pay for a long release.
@@ -71,7 +73,7 @@ import Synchronization
 /// let dropper = try BackgroundDropper(threads: 2, capacity: 1024, whenFull: .dropInline)
 /// dropper.drop(bigDictionary)          // queued: deinitialised on a background thread
 /// dropper.drop(contentsOf: manyTrees)  // one value per slot, claimed together
-/// try dropper.flush(timeoutNanoseconds: 1_000_000_000)
+/// try dropper.flush(timeout: .seconds(1))
 /// print(dropper.statistics().droppedInBackground)
 /// dropper.shutdown()                   // drains, joins; later drops run inline
 /// ```
@@ -132,10 +134,10 @@ public final class BackgroundDropper: Sendable {
     /// The largest value, in bytes, that travels in a slot without an allocation; larger
     /// values (or values aligned to more than ``inlineAlignment``) are moved into a heap
     /// box first, one allocation per drop.
-    public static let inlineByteCount = DropQueue.payloadByteCount
+    public static let inlineByteCount = Layout.payloadByteCount
 
     /// The largest alignment a value may have to travel in a slot.
-    public static let inlineAlignment = DropQueue.payloadAlignment
+    public static let inlineAlignment = Layout.payloadAlignment
 
     /// The most threads a dropper may have.
     public static let maximumThreadCount = DropQueue.maximumThreadCount
@@ -152,11 +154,12 @@ public final class BackgroundDropper: Sendable {
     /// - Precondition: `1 <= threads <= maximumThreadCount` and
     ///   `1 <= capacity <= maximumCapacity`: zero threads or zero slots could never drop
     ///   anything in the background, so they are programmer errors, not resource failures.
-    /// - Throws: `SystemError` when the ring cannot be mapped (`mmap`) or a thread cannot
-    ///   be started (`pthread_create`, typically `EAGAIN`); nothing is left running then.
+    /// - Throws: ``BackgroundDropError/outOfMemory(_:)`` when the ring cannot be mapped
+    ///   (`mmap`), ``BackgroundDropError/threadStart(_:)`` when a thread cannot be started
+    ///   (`pthread_create`, typically `EAGAIN`); nothing is left running then.
     public init(
-        threads: Int = 1, capacity: Int = 4096, whenFull policy: FullQueuePolicy = .block(timeoutNanoseconds: nil)
-    ) throws(SystemError) {
+        threads: Int = 1, capacity: Int = 4096, whenFull policy: FullQueuePolicy = .block(timeout: nil)
+    ) throws(BackgroundDropError) {
         precondition(
             threads >= 1 && threads <= DropQueue.maximumThreadCount,
             "BackgroundDropper: threads must be 1...\(DropQueue.maximumThreadCount), got \(threads)")
@@ -164,8 +167,16 @@ public final class BackgroundDropper: Sendable {
             capacity >= 1 && capacity <= DropQueue.maximumCapacity,
             "BackgroundDropper: capacity must be 1...\(DropQueue.maximumCapacity), got \(capacity)")
         self.policy = policy
-        queue = try DropQueue.create(threads: threads, capacity: capacity)
-        try queue.startThreads()
+        do {
+            queue = try DropQueue.create(threads: threads, capacity: capacity)
+        } catch {
+            throw .outOfMemory(error)
+        }
+        do {
+            try queue.startThreads()
+        } catch {
+            throw .threadStart(error)
+        }
     }
 
     /// A dropper with no threads whose ring is closed from the start: every drop runs
@@ -198,7 +209,7 @@ public final class BackgroundDropper: Sendable {
     /// value inline instead (and traps only if not even one page can be mapped).
     public static let shared: BackgroundDropper = {
         if let dropper = try? BackgroundDropper(
-            threads: 1, capacity: 4096, whenFull: .block(timeoutNanoseconds: 10_000_000))
+            threads: 1, capacity: 4096, whenFull: .block(timeout: .milliseconds(10)))
         {
             return dropper
         }
@@ -283,40 +294,31 @@ public final class BackgroundDropper: Sendable {
         _ = queue.flush(deadline: nil)
     }
 
-    /// Like ``flush()``, but gives up after `timeoutNanoseconds`.
+    /// Like ``flush()``, but gives up after `timeout` (zero or less: it only looks).
     ///
     /// - Throws: ``FlushTimeout`` when the time ran out: how many values were still
     ///   pending, and every drop that was running for longer than the timeout (which
     ///   thread, the value's type, for how long): the deinit that blocks. The other
     ///   threads go on dropping meanwhile.
-    public func flush(timeoutNanoseconds: UInt64) throws(FlushTimeout) {
-        let deadline = SystemInfo.monotonicNanoseconds() &+ timeoutNanoseconds
-        if let timeout = queue.flush(deadline: deadline) { throw timeout }
+    public func flush(timeout: Duration) throws(FlushTimeout) {
+        if let report = queue.flush(deadline: monotonicDeadline(after: timeout)) { throw report }
     }
 
-    /// The `async` variant of ``flush()``: suspends (polling, with a back-off from 20 µs
-    /// to 5 ms) instead of blocking a thread of the concurrency pool. A cancelled task
-    /// stops waiting and returns (the values are still deinitialised, later).
+    /// The `async` variant of ``flush()``: suspends (polling, with AllocCore's `BackOff`
+    /// from 20 µs to 5 ms) instead of blocking a thread of the concurrency pool. A
+    /// cancelled task stops waiting and returns (the values are still deinitialised,
+    /// later).
     public func flush() async {
-        while (try? await flush(timeoutNanoseconds: UInt64.max / 2)) == nil && !Task.isCancelled {}
+        _ = await queue.flushAsync(timeoutNanoseconds: nil)
     }
 
-    /// The `async` variant of ``flush(timeoutNanoseconds:)``.
+    /// The `async` variant of ``flush(timeout:)``.
     ///
     /// - Throws: ``FlushTimeout``, as the blocking variant; also when the task is
     ///   cancelled before the values are done (the report then tells what was pending).
-    public func flush(timeoutNanoseconds: UInt64) async throws(FlushTimeout) {
-        let start = SystemInfo.monotonicNanoseconds()
-        let target = queue.flushTarget()
-        var low = target.low
-        var pause: UInt64 = 20_000
-        while !queue.isFlushed(upTo: target.end, low: &low) {
-            let waited = SystemInfo.monotonicNanoseconds() &- start
-            if waited >= timeoutNanoseconds || Task.isCancelled {
-                throw queue.timeoutReport(upTo: target.end, low: low, olderThan: min(waited, timeoutNanoseconds))
-            }
-            try? await Task.sleep(nanoseconds: pause)
-            pause = min(pause * 2, 5_000_000)
+    public func flush(timeout: Duration) async throws(FlushTimeout) {
+        if let report = await queue.flushAsync(timeoutNanoseconds: Duration.nanosecondsClamped(timeout)) {
+            throw report
         }
     }
 
@@ -343,18 +345,35 @@ public final class BackgroundDropper: Sendable {
     public func statistics() -> BackgroundDropStatistics {
         queue.statistics()
     }
+
+    /// The first broken invariant of the queue, described, or nil when it is sound: the
+    /// layout; the dequeue position at most `capacity` behind the enqueue position; every
+    /// slot free for its next position or holding a published value not yet done, and at
+    /// most `threadCount` of those being deinitialised; the chained wake's counts within
+    /// the thread count; the lifecycle, the workers' records and the counters consistent
+    /// (spec section 4). O(capacity + threads). Background threads may run meanwhile, but
+    /// no drop may be running on another thread (a slot claimed and not yet published
+    /// reads as a violation). For tests and debugging; debug builds run it at shutdown.
+    public func integrityViolation() -> String? {
+        queue.integrityViolation()
+    }
 }
+
+// MARK: - Public API: FullQueuePolicy
 
 /// What a drop does when every slot is taken.
 public enum FullQueuePolicy: Sendable, Equatable {
-    /// The caller sleeps until a slot frees up, for at most `timeoutNanoseconds` (nil:
-    /// as long as it takes); when the time runs out, the value is deinitialised inline.
-    /// Memory stays bounded and the caller is slowed to the droppers' pace.
-    case block(timeoutNanoseconds: UInt64?)
+    /// The caller sleeps until a slot frees up, for at most `timeout` (nil: as long as it
+    /// takes; zero or less: it looks once more); when the time runs out, the value is
+    /// deinitialised inline. Memory stays bounded and the caller is slowed to the
+    /// droppers' pace.
+    case block(timeout: Duration?)
     /// The value is deinitialised inline at once: the caller never waits for the queue,
     /// and pays for the release itself when the threads are behind.
     case dropInline
 }
+
+// MARK: - Public API: DropOutcome
 
 /// Where a dropped value went.
 public enum DropOutcome: Sendable, Equatable {
@@ -377,6 +396,8 @@ public enum DropOutcome: Sendable, Equatable {
     }
 }
 
+// MARK: - Public API: BatchOutcome
+
 /// What `drop(contentsOf:)` did with the elements.
 public struct BatchOutcome: Sendable, Equatable {
     /// Elements handed to the background threads.
@@ -390,6 +411,8 @@ public struct BatchOutcome: Sendable, Equatable {
     }
 }
 
+// MARK: - Public API: FlushTimeout
+
 /// A flush whose time ran out.
 public struct FlushTimeout: Error, Sendable, Equatable, CustomStringConvertible {
     /// Values the flush waited for that were not deinitialised yet (queued or running).
@@ -398,10 +421,12 @@ public struct FlushTimeout: Error, Sendable, Equatable, CustomStringConvertible 
     public let blockedDrops: [BlockedDrop]
 
     public var description: String {
-        let drops = blockedDrops.map { "thread \($0.thread): \($0.typeName) for \($0.nanoseconds) ns" }
+        let drops = blockedDrops.map { "thread \($0.thread): \($0.typeName) for \($0.duration)" }
         return "flush timed out with \(pending) values pending; blocked: [\(drops.joined(separator: ", "))]"
     }
 }
+
+// MARK: - Public API: BlockedDrop
 
 /// A deinit that has been running on a background thread for a long time.
 public struct BlockedDrop: Sendable, Equatable {
@@ -409,9 +434,11 @@ public struct BlockedDrop: Sendable, Equatable {
     public let thread: Int
     /// The dropped value's type.
     public let typeName: String
-    /// How long its deinitialisation has been running.
-    public let nanoseconds: UInt64
+    /// How long its deinitialisation had been running when the flush gave up.
+    public let duration: Duration
 }
+
+// MARK: - Public API: BackgroundDropStatistics
 
 /// The counters of a dropper (spec section 8).
 public struct BackgroundDropStatistics: Sendable, Equatable {
@@ -443,7 +470,18 @@ public struct BackgroundDropStatistics: Sendable, Equatable {
     public var pending: Int { queued - droppedInBackground }
 }
 
-// MARK: - Fast path
+// MARK: - Public API: BackgroundDropError
+
+/// Why a dropper could not be made.
+public enum BackgroundDropError: Error, Equatable, Sendable {
+    /// The kernel refused to map the ring (`mmap`: address space or memory exhausted).
+    case outOfMemory(SystemError)
+    /// A background thread could not be started (`pthread_create`, typically `EAGAIN`);
+    /// the threads already started were joined and the ring unmapped.
+    case threadStart(SystemError)
+}
+
+// MARK: - Fast path: EnqueueAttempt
 
 /// The result of one attempt to enqueue: the value comes back when it could not go in.
 @usableFromInline
@@ -452,6 +490,8 @@ enum EnqueueAttempt<Value: ~Copyable>: ~Copyable {
     case full(Value)
     case closed(Value)
 }
+
+// MARK: - Fast path: DropQueue
 
 extension DropQueue {
     /// Moves `value` into a free slot and publishes it, or hands it back when the ring is
@@ -463,7 +503,7 @@ extension DropQueue {
         while true {
             if position & DropQueue.closedBit != 0 { return .closed(value) }
             let slot = slot(at: position)
-            let sequence = AtomicWord(at: slot).load(ordering: .acquiring)
+            let sequence = Layout.sequence(of: slot).load(ordering: .acquiring)
             if sequence == position {
                 // Sequentially consistent: a background thread that is about to sleep
                 // reads the enqueue position after announcing itself; either it sees
@@ -472,7 +512,7 @@ extension DropQueue {
                     expected: position, desired: position &+ 1, ordering: .sequentiallyConsistent)
                 if exchanged {
                     DropQueue.store(value, in: slot)
-                    AtomicWord(at: slot).store(position &+ 1, ordering: .releasing)
+                    Layout.sequence(of: slot).store(position &+ 1, ordering: .releasing)
                     // The chained wake: only when no background thread searches.
                     if workState.needsWake { wakeSleepingWorker() }
                     return .queued
@@ -491,19 +531,19 @@ extension DropQueue {
     @inlinable
     static func store<T: ~Copyable>(_ value: consuming T, in slot: UnsafeMutableRawPointer) {
         let typeBits = unsafeBitCast(T.self as any ~Copyable.Type, to: Int.self)
-        if MemoryLayout<T>.size <= payloadByteCount && MemoryLayout<T>.alignment <= payloadAlignment {
-            (slot + typeOffset).storeBytes(of: typeBits, as: Int.self)
-            (slot + payloadOffset).initializeMemory(as: T.self, to: value)
+        if MemoryLayout<T>.size <= Layout.payloadByteCount && MemoryLayout<T>.alignment <= Layout.payloadAlignment {
+            (slot + Layout.typeOffset).storeBytes(of: typeBits, as: Int.self)
+            (slot + Layout.payloadOffset).initializeMemory(as: T.self, to: value)
         } else {
             let box = UnsafeMutablePointer<T>.allocate(capacity: 1)
             box.initialize(to: value)
-            (slot + typeOffset).storeBytes(of: typeBits | boxedFlag, as: Int.self)
-            (slot + payloadOffset).storeBytes(of: box, as: UnsafeMutablePointer<T>.self)
+            (slot + Layout.typeOffset).storeBytes(of: typeBits | boxedFlag, as: Int.self)
+            (slot + Layout.payloadOffset).storeBytes(of: box, as: UnsafeMutablePointer<T>.self)
         }
     }
 }
 
-// MARK: - Slow path
+// MARK: - Slow path: BackgroundDropper
 
 extension BackgroundDropper {
     /// A drop that found the queue full: the policy.
@@ -513,7 +553,7 @@ extension BackgroundDropper {
         queue.recordFullQueue()
         if queue.currentWorker != nil { return dropInline(value, reason: .fullOnDropThread) }
         guard case .block(let timeout) = policy else { return dropInline(value, reason: .queueFull) }
-        let deadline = timeout.map { SystemInfo.monotonicNanoseconds() &+ $0 }
+        let deadline = timeout.map(monotonicDeadline(after:))
         var value = value
         while true {
             // Announce first, then look again: a background thread that frees a slot
@@ -552,6 +592,8 @@ extension BackgroundDropper {
     }
 }
 
+// MARK: - Slow path: DropQueue
+
 extension DropQueue {
     /// Whether the slot at the enqueue position is still taken (a hint).
     var isFull: Bool {
@@ -559,7 +601,7 @@ extension DropQueue {
         if position & DropQueue.closedBit != 0 { return false }
         // Sequentially consistent, after the caller's announcement: pairs with the
         // background thread's store that frees the slot and its look for waiters.
-        return AtomicWord(at: slot(at: position)).load(ordering: .sequentiallyConsistent) < position
+        return sequence(at: position).load(ordering: .sequentiallyConsistent) < position
     }
 
     /// Claims up to `values.count` consecutive free slots with one compare-exchange and
@@ -572,7 +614,7 @@ extension DropQueue {
             var count = 0
             let wanted = min(values.count, DropQueue.batchRunLimit)
             while count < wanted
-                && AtomicWord(at: slot(at: position &+ count)).load(ordering: .acquiring)
+                && sequence(at: position &+ count).load(ordering: .acquiring)
                     == position &+ count
             {
                 count += 1
@@ -584,7 +626,7 @@ extension DropQueue {
             for offset in 0..<count {
                 let slot = slot(at: position &+ offset)
                 DropQueue.store(values.removeLast(), in: slot)
-                AtomicWord(at: slot).store(position &+ offset &+ 1, ordering: .releasing)
+                Layout.sequence(of: slot).store(position &+ offset &+ 1, ordering: .releasing)
             }
             // One wake at most, as for a single drop: the woken thread brings in the next
             // one when it sees the rest of the run waiting.
@@ -594,44 +636,16 @@ extension DropQueue {
     }
 }
 
-// MARK: - Internals: the queue's memory
+// MARK: - Internals: DropQueue
 
 /// The ring, its positions, its event counts, its counters and its threads, in one
-/// mapping. A handle: copying it copies the pointer.
-///
-/// Layout (each line 64 bytes, so producers, background threads and sleepers never share
-/// a written line):
-///
-/// | offset | what |
-/// |---|---|
-/// | 0 | enqueue position (bit 62: closed) |
-/// | 64 | dequeue position |
-/// | 128 | work state: searching and parked background threads (`WorkState`) |
-/// | 192 | space event: producers blocked on a full ring sleep here |
-/// | 256 | progress event: flushers sleep here; + 8: the position they watch |
-/// | 320 | lifecycle, live workers (bit 40: free on exit), the worker that closed the queue, thread count |
-/// | 384 | producer-side counters (`ProducerCounter`) |
-/// | 512 | two lines per worker (`WorkerRecord`: its counters; its parked word, its futex) |
-/// | then | the threads' handles, rounded to lines |
-/// | then | `capacity` slots of 64 bytes: sequence, type word, 48-byte payload |
+/// mapping (`Layout` names every field). A handle: copying it copies the pointer.
 @usableFromInline
 struct DropQueue: @unchecked Sendable {
     @usableFromInline let base: UnsafeMutableRawPointer
     @usableFromInline let slots: UnsafeMutableRawPointer
     @usableFromInline let mask: Int
 
-    /// Bytes of a slot: one cache line, so neighbouring slots never share a line.
-    @usableFromInline static let slotByteCount = 64
-    /// Where the value's type (and the boxed flag) lives in a slot.
-    @usableFromInline static let typeOffset = 8
-    /// Where the value lives in a slot.
-    @usableFromInline static let payloadOffset = 16
-    /// The inline payload: the rest of the line. An existential's inline buffer is 24
-    /// bytes; 48 holds a whole `any P` (40 bytes: buffer, type, witness table), or a
-    /// string, an array and a dictionary side by side (16 + 8 + 8).
-    @usableFromInline static let payloadByteCount = 48
-    /// Payloads start 16 bytes into a 64-aligned slot.
-    @usableFromInline static let payloadAlignment = 16
     /// Set in the type word when the payload is a box's address (metadata is 8-aligned).
     @usableFromInline static let boxedFlag = 1
     /// Set in the enqueue position by shutdown: no position can be claimed afterwards.
@@ -651,17 +665,29 @@ struct DropQueue: @unchecked Sendable {
     /// microseconds of PAUSEs (bounded, once per idle spell), so that a producer only a
     /// little slower than the background threads does not pay a wake-up at every drop.
     static let idleSpinLimit = 256
+    /// Looks at a claimed but unpublished slot before a background thread starts sleeping
+    /// between looks: the producer is between two stores, a few nanoseconds apart, unless
+    /// it was preempted there.
+    static let unpublishedSpinLimit = 64
+    /// Then it sleeps 20 µs, doubling up to 1 ms between looks: a preempted producer is
+    /// usually back within a scheduler slice (milliseconds), and a longer absence should
+    /// not cost a wake-up every 20 µs. (Computed: a stored `Duration` would be a lazy
+    /// global.)
+    static var firstUnpublishedPause: Duration { .microseconds(20) }
+    static var longestUnpublishedPause: Duration { .milliseconds(1) }
     /// A flusher sleeps at most this long before it looks again: another flusher that
     /// ends raises the watched position, and may raise it past ours (rare: concurrent
     /// flushes), which would otherwise cost us our wake-up.
     static let flushRecheckNanoseconds: UInt64 = 10_000_000
-
-    static let lifecycleOffset = 320
-    static let liveWorkersOffset = 328
-    static let detachWorkerOffset = 336
-    static let threadCountOffset = 344
-    static let producerCountersOffset = 384
-    static let workerRecordsOffset = 512
+    /// An `async` flush polls (it must not block a thread of the concurrency pool): from
+    /// 20 µs, so that a short flush ends soon, doubling up to 5 ms, so that a long one
+    /// costs few wake-ups.
+    static var firstAsyncFlushPause: Duration { .microseconds(20) }
+    static var longestAsyncFlushPause: Duration { .milliseconds(5) }
+    /// A shutdown that lost the race to a worker's own shutdown polls for that worker's
+    /// end (it must not touch the memory to wake anyone): from 10 µs up to 1 ms.
+    static var firstWorkerEndPause: Duration { .microseconds(10) }
+    static var longestWorkerEndPause: Duration { .milliseconds(1) }
 
     /// In the live-workers word: the memory is freed by the last worker to end (the
     /// dropper's deinit ran on one of its own threads).
@@ -671,33 +697,37 @@ struct DropQueue: @unchecked Sendable {
     /// Lifecycle values.
     static let running = 0, closing = 1, stopped = 2
 
-    @inlinable var enqueuePosition: AtomicWord { AtomicWord(at: base) }
-    @inlinable var dequeuePosition: AtomicWord { AtomicWord(at: base + 64) }
-    @inlinable var workState: WorkState { WorkState(word: AtomicWord(at: base + 128)) }
-    var spaceEvent: EventCount { EventCount(word: AtomicWord(at: base + 192)) }
-    var progressEvent: EventCount { EventCount(word: AtomicWord(at: base + 256)) }
-    var watchedPosition: AtomicWord { AtomicWord(at: base + 264) }
-    var lifecycle: AtomicWord { AtomicWord(at: base + DropQueue.lifecycleOffset) }
-    var liveWorkers: AtomicWord { AtomicWord(at: base + DropQueue.liveWorkersOffset) }
-    var detachWorker: AtomicWord { AtomicWord(at: base + DropQueue.detachWorkerOffset) }
-    var threadCount: Int { (base + DropQueue.threadCountOffset).load(as: Int.self) }
+    @inlinable var enqueuePosition: AtomicWord { AtomicWord(at: base + Layout.enqueuePositionOffset) }
+    @inlinable var dequeuePosition: AtomicWord { AtomicWord(at: base + Layout.dequeuePositionOffset) }
+    @inlinable var workState: WorkState { WorkState(word: AtomicWord(at: base + Layout.workStateOffset)) }
+    var spaceEvent: EventCount { EventCount(word: AtomicWord(at: base + Layout.spaceEventOffset)) }
+    var progressEvent: EventCount { EventCount(word: AtomicWord(at: base + Layout.progressEventOffset)) }
+    var watchedPosition: AtomicWord { AtomicWord(at: base + Layout.watchedPositionOffset) }
+    var lifecycle: AtomicWord { AtomicWord(at: base + Layout.lifecycleOffset) }
+    var liveWorkers: AtomicWord { AtomicWord(at: base + Layout.liveWorkersOffset) }
+    var detachWorker: AtomicWord { AtomicWord(at: base + Layout.detachWorkerOffset) }
+    var threadCount: Int { (base + Layout.threadCountOffset).load(as: Int.self) }
     var capacity: Int { mask + 1 }
     var producerCounters: Counters<ProducerCounter> {
-        Counters(at: base + DropQueue.producerCountersOffset)
+        Counters(at: base + Layout.producerCountersOffset)
     }
     var threadHandles: UnsafeMutablePointer<OSThread> {
-        (base + DropQueue.workerRecordsOffset + threadCount * WorkerRecord.byteCount).assumingMemoryBound(
+        (base + Layout.workerRecordsOffset + threadCount * Layout.workerRecordByteCount).assumingMemoryBound(
             to: OSThread.self)
     }
 
     /// The slot of `position`.
     @inlinable
     func slot(at position: Int) -> UnsafeMutableRawPointer {
-        slots + (position & mask) &* DropQueue.slotByteCount
+        slots + (position & mask) &* Layout.slotByteCount
     }
 
+    /// The sequence word of the slot of `position`.
+    @inlinable
+    func sequence(at position: Int) -> AtomicWord { Layout.sequence(of: slot(at: position)) }
+
     func worker(_ index: Int) -> WorkerRecord {
-        WorkerRecord(address: base + DropQueue.workerRecordsOffset + index * WorkerRecord.byteCount)
+        WorkerRecord(address: base + Layout.workerRecordsOffset + index * Layout.workerRecordByteCount)
     }
 
     /// The mapping's size in whole pages for `threads` and `capacity` (a power of two),
@@ -705,8 +735,10 @@ struct DropQueue: @unchecked Sendable {
     /// roundings cannot overflow.
     static func byteCount(threads: Int, capacity: Int) -> (total: Int, slotsOffset: Int) {
         let handles = threads * MemoryLayout<OSThread>.stride
-        let slotsOffset = workerRecordsOffset + threads * WorkerRecord.byteCount + alignUp(handles, to: 64)!
-        return (alignUp(slotsOffset + capacity * slotByteCount, to: SystemInfo.pageSize)!, slotsOffset)
+        let slotsOffset =
+            Layout.workerRecordsOffset + threads * Layout.workerRecordByteCount
+            + alignUp(handles, to: Layout.lineByteCount)!
+        return (alignUp(slotsOffset + capacity * Layout.slotByteCount, to: SystemInfo.pageSize)!, slotsOffset)
     }
 
     /// Maps and initializes a queue; no thread runs yet.
@@ -715,24 +747,18 @@ struct DropQueue: @unchecked Sendable {
         let (total, slotsOffset) = byteCount(threads: threads, capacity: capacity)
         let base = try SystemMemory.map(byteCount: total)
         let queue = DropQueue(base: base, slots: base + slotsOffset, mask: capacity - 1)
-        // The layout, pinned: the header lines do not overlap, a slot is one line.
+        assert(Layout.violation() == nil, "BackgroundDrop: \(Layout.violation() ?? "")")
         assert(
-            producerCountersOffset + Counters<ProducerCounter>.byteCount <= workerRecordsOffset,
-            "BackgroundDrop: \(Counters<ProducerCounter>.byteCount) bytes of counters overflow their line")
-        assert(payloadOffset + payloadByteCount == slotByteCount, "BackgroundDrop: the payload must fill the slot")
-        assert(
-            MemoryLayout<OSThread>.stride == 8,
-            "BackgroundDrop: a thread handle is \(MemoryLayout<OSThread>.stride) bytes")
-        assert(
-            isAligned(queue.slots, to: slotByteCount), "BackgroundDrop: slots at \(queue.slots) are not line-aligned")
-        (base + threadCountOffset).storeBytes(of: threads, as: Int.self)
-        _ = Counters<ProducerCounter>(initializingAt: base + producerCountersOffset)
+            isAligned(queue.slots, to: Layout.slotByteCount),
+            "BackgroundDrop: slots at \(queue.slots) are not line-aligned")
+        (base + Layout.threadCountOffset).storeBytes(of: threads, as: Int.self)
+        _ = Counters<ProducerCounter>(initializingAt: base + Layout.producerCountersOffset)
         queue.watchedPosition.store(Int.max, ordering: .relaxed)
         // Every thread starts out searching (it looks at the queue before it parks).
         queue.workState.word.store(threads * WorkState.searcherUnit, ordering: .relaxed)
         for position in 0..<capacity {
             // Also faults every page in now, so no drop takes a page fault later.
-            _ = AtomicWord(initializingAt: queue.slot(at: position), to: position)
+            _ = AtomicWord(initializingAt: queue.slot(at: position) + Layout.sequenceOffset, to: position)
         }
         for index in 0..<threads {
             queue.worker(index).initialize(queue: base, index: index)
@@ -758,10 +784,14 @@ struct DropQueue: @unchecked Sendable {
     }
 }
 
+// MARK: - Internals: ProducerCounter
+
 /// Counters that producers bump on slow paths (any thread: atomic adds).
 enum ProducerCounter: Int, CaseIterable {
     case fullQueueEvents, blockTimeouts, droppedInline, droppedAfterShutdown, highWaterMark
 }
+
+// MARK: - Internals: WorkerRecord
 
 /// A worker's two lines: what it is dropping now (for flush reports) and its own
 /// counters, written only by that worker; then its parked word, on a line of its own so
@@ -771,27 +801,28 @@ struct WorkerRecord {
     let address: UnsafeMutableRawPointer
 
     /// Monotonic time the current drop began, 0 when idle.
-    var busySince: AtomicWord { AtomicWord(at: address) }
+    var busySince: AtomicWord { AtomicWord(at: address + Layout.busySinceOffset) }
     /// The type word of the value being dropped.
-    var busyType: AtomicWord { AtomicWord(at: address + 8) }
-    var dropped: AtomicWord { AtomicWord(at: address + 16) }
-    var droppingNanoseconds: AtomicWord { AtomicWord(at: address + 24) }
-    var highWaterMark: AtomicWord { AtomicWord(at: address + 32) }
-    var queueBase: UnsafeMutableRawPointer? { (address + 40).load(as: UnsafeMutableRawPointer?.self) }
-    var index: Int { (address + 48).load(as: Int.self) }
+    var busyType: AtomicWord { AtomicWord(at: address + Layout.busyTypeOffset) }
+    var dropped: AtomicWord { AtomicWord(at: address + Layout.droppedOffset) }
+    var droppingNanoseconds: AtomicWord { AtomicWord(at: address + Layout.droppingNanosecondsOffset) }
+    var highWaterMark: AtomicWord { AtomicWord(at: address + Layout.highWaterMarkOffset) }
+    var queueBase: UnsafeMutableRawPointer? {
+        (address + Layout.queueBaseOffset).load(as: UnsafeMutableRawPointer?.self)
+    }
+    var index: Int { (address + Layout.indexOffset).load(as: Int.self) }
     /// Monotonic time the last drop ended, 0 before the first.
-    var lastEnded: AtomicWord { AtomicWord(at: address + 56) }
+    var lastEnded: AtomicWord { AtomicWord(at: address + Layout.lastEndedOffset) }
     /// 1 while the worker is parked (or about to be), 0 otherwise; it sleeps on this word
     /// (its own futex, so that a waker claims exactly this thread).
-    var parked: AtomicWord { AtomicWord(at: address + 64) }
-
-    /// Bytes of a record: two lines.
-    static let byteCount = 128
+    var parked: AtomicWord { AtomicWord(at: address + Layout.parkedOffset) }
 
     func initialize(queue: UnsafeMutableRawPointer, index: Int) {
-        for offset in stride(from: 0, to: 40, by: 8) { _ = AtomicWord(initializingAt: address + offset, to: 0) }
-        (address + 40).storeBytes(of: queue, as: UnsafeMutableRawPointer?.self)
-        (address + 48).storeBytes(of: index, as: Int.self)
+        for word in [busySince, busyType, dropped, droppingNanoseconds, highWaterMark] {
+            _ = AtomicWord(initializingAt: word.address, to: 0)
+        }
+        (address + Layout.queueBaseOffset).storeBytes(of: queue, as: UnsafeMutableRawPointer?.self)
+        (address + Layout.indexOffset).storeBytes(of: index, as: Int.self)
         _ = AtomicWord(initializingAt: lastEnded.address, to: 0)
         _ = AtomicWord(initializingAt: parked.address, to: 0)
     }
@@ -802,7 +833,7 @@ struct WorkerRecord {
     }
 }
 
-// MARK: - Internals: sleeping and waking
+// MARK: - Internals: WorkState
 
 /// The chained wake's state: how many background threads search for work and how many
 /// are parked, in one word (the work line), so that a producer learns with one load
@@ -851,6 +882,8 @@ struct WorkState {
         return state & WorkState.searcherMask == 0 && state >= WorkState.sleeperUnit
     }
 }
+
+// MARK: - Internals: DropQueue, sleeping and waking
 
 extension DropQueue {
     /// Wakes one parked background thread if none searches (the rule in `WorkState`).
@@ -937,98 +970,7 @@ extension DropQueue {
     }
 }
 
-/// An event count: threads that wait for a condition announce themselves, look at the
-/// condition once more, then sleep on the word until its epoch changes; wakers pay one
-/// load when nobody waits.
-///
-/// The word holds the epoch in its low 32 bits (what the futex compares) and the number
-/// of announced, unclaimed waiters above. `notifyOne` claims one waiter and bumps the
-/// epoch in one compare-exchange, so of many concurrent wakers only one makes the
-/// system call. A waiter that sees the epoch moved counts itself claimed; when two
-/// waiters both do, the count stays one too high (a later waker makes one system call
-/// for nobody): it errs towards extra wake-ups, never towards a lost one.
-struct EventCount {
-    let word: AtomicWord
-
-    static let waiterUnit = 1 << 32
-    static let epochMask = (1 << 32) - 1
-
-    /// Whether anyone announced a wait (sequentially consistent: pairs with the
-    /// announcement, after the waker's own sequentially consistent change).
-    var hasWaiters: Bool { word.load(ordering: .sequentiallyConsistent) >> 32 != 0 }
-
-    /// Announces a wait; returns the key to pass to `wait` or `cancelWait`. Look at the
-    /// condition again after this, before sleeping.
-    func prepareWait() -> Int {
-        word.wrappingAdd(EventCount.waiterUnit, ordering: .sequentiallyConsistent) & EventCount.epochMask
-    }
-
-    /// Withdraws an announcement (the condition held after all).
-    func cancelWait(_ key: Int) {
-        var current = word.load(ordering: .relaxed)
-        while current & EventCount.epochMask == key {
-            let (exchanged, original) = word.compareExchange(
-                expected: current, desired: current &- EventCount.waiterUnit, ordering: .sequentiallyConsistent)
-            if exchanged { return }
-            current = original
-        }
-        // The epoch moved: a waker claimed this announcement already.
-    }
-
-    /// Sleeps until a waker bumps the epoch past `key`, or `timeoutNanoseconds` pass
-    /// (then the announcement is withdrawn). Returns false on timeout.
-    @discardableResult
-    func wait(_ key: Int, timeoutNanoseconds: UInt64?) -> Bool {
-        let deadline = timeoutNanoseconds.map { SystemInfo.monotonicNanoseconds() &+ $0 }
-        while true {
-            var remaining: UInt64? = nil
-            if let deadline {
-                let now = SystemInfo.monotonicNanoseconds()
-                if now >= deadline {
-                    cancelWait(key)
-                    return word.load(ordering: .acquiring) & EventCount.epochMask != key
-                }
-                remaining = deadline &- now
-            }
-            Futex.wait(word, whileEqualTo: key, timeoutNanoseconds: remaining)
-            if word.load(ordering: .acquiring) & EventCount.epochMask != key { return true }
-        }
-    }
-
-    /// Claims one waiter and wakes it, if any announced itself.
-    @inline(never)
-    func notifyOne() {
-        var current = word.load(ordering: .sequentiallyConsistent)
-        while current >> 32 != 0 {
-            let desired =
-                (current &- EventCount.waiterUnit) & ~EventCount.epochMask | (current &+ 1) & EventCount.epochMask
-            let (exchanged, original) = word.compareExchange(
-                expected: current, desired: desired, ordering: .sequentiallyConsistent)
-            if exchanged {
-                Futex.wake(word, count: 1)
-                return
-            }
-            current = original
-        }
-    }
-
-    /// Claims and wakes every waiter.
-    @inline(never)
-    func notifyAll() {
-        var current = word.load(ordering: .sequentiallyConsistent)
-        while current >> 32 != 0 {
-            let (exchanged, original) = word.compareExchange(
-                expected: current, desired: (current &+ 1) & EventCount.epochMask, ordering: .sequentiallyConsistent)
-            if exchanged {
-                Futex.wake(word)
-                return
-            }
-            current = original
-        }
-    }
-}
-
-// MARK: - Internals: background threads
+// MARK: - Internals: DropQueue, background threads
 
 /// Deinitialises a value of type `T` at `address`: in place, or in the box whose address
 /// is stored there. Called with `T` opened from the slot's type word.
@@ -1081,6 +1023,8 @@ extension DropQueue {
         // A refusal (EPERM in some containers) only leaves the normal policy.
         OSThread.useBatchSchedulingForCurrentThread()
         var polls = 0
+        var unpublishedBackOff = BackOff(
+            initial: DropQueue.firstUnpublishedPause, maximum: DropQueue.longestUnpublishedPause)
         var idleSpins = 0
         var untilSample = 0
         // Every worker is counted as searching from the queue's creation.
@@ -1108,10 +1052,17 @@ extension DropQueue {
                 // Claimed by a producer, not yet published: it is between two stores, or
                 // was preempted there. Spin a little, then poll without burning the CPU.
                 polls += 1
-                if polls < 64 {
+                if polls < DropQueue.unpublishedSpinLimit {
                     spinLoopHint()
                 } else {
-                    Futex.wait(AtomicWord(at: slot(at: next)), whileEqualTo: next, timeoutNanoseconds: 20_000)
+                    if polls == DropQueue.unpublishedSpinLimit {
+                        unpublishedBackOff = BackOff(
+                            initial: DropQueue.firstUnpublishedPause, maximum: DropQueue.longestUnpublishedPause)
+                    }
+                    // A futex wait on the slot's sequence rather than a blind sleep: it
+                    // returns at once if the value was published before it began.
+                    Futex.wait(
+                        sequence(at: next), whileEqualTo: next, timeoutNanoseconds: unpublishedBackOff.nextPause())
                 }
                 continue
             }
@@ -1149,7 +1100,7 @@ extension DropQueue {
     func takePublished() -> Int? {
         var position = dequeuePosition.load(ordering: .relaxed)
         while true {
-            let sequence = AtomicWord(at: slot(at: position)).load(ordering: .acquiring)
+            let sequence = sequence(at: position).load(ordering: .acquiring)
             if sequence == position &+ 1 {
                 let (exchanged, original) = dequeuePosition.compareExchange(
                     expected: position, desired: position &+ 1, ordering: .relaxed)
@@ -1177,15 +1128,15 @@ extension DropQueue {
             }
         }
         assert(
-            AtomicWord(at: slot).load(ordering: .relaxed) == position &+ 1,
-            "BackgroundDrop: slot \(slot) of position \(position) holds sequence \(AtomicWord(at: slot).load(ordering: .relaxed)), not \(position + 1)"
+            Layout.sequence(of: slot).load(ordering: .relaxed) == position &+ 1,
+            "BackgroundDrop: slot \(slot) of position \(position) holds sequence \(Layout.sequence(of: slot).load(ordering: .relaxed)), not \(position + 1)"
         )
-        let typeBits = (slot + DropQueue.typeOffset).load(as: Int.self)
+        let typeBits = (slot + Layout.typeOffset).load(as: Int.self)
         let start = SystemInfo.monotonicNanoseconds()
         record.busyType.store(typeBits, ordering: .relaxed)
         record.busySince.store(Int(start), ordering: .releasing)
         destroyValue(
-            recordedType(typeBits), at: slot + DropQueue.payloadOffset, boxed: typeBits & DropQueue.boxedFlag != 0)
+            recordedType(typeBits), at: slot + Layout.payloadOffset, boxed: typeBits & DropQueue.boxedFlag != 0)
         let end = SystemInfo.monotonicNanoseconds()
         record.busySince.store(0, ordering: .releasing)
         record.lastEnded.store(Int(end), ordering: .relaxed)
@@ -1194,7 +1145,7 @@ extension DropQueue {
         // Sequentially consistent: a producer blocked on a full ring (or a flusher)
         // announces itself and then reads this word; either it sees the slot free or
         // this thread sees its announcement below.
-        AtomicWord(at: slot).store(position &+ capacity, ordering: .sequentiallyConsistent)
+        Layout.sequence(of: slot).store(position &+ capacity, ordering: .sequentiallyConsistent)
         if spaceEvent.hasWaiters { spaceEvent.notifyOne() }
         if progressEvent.hasWaiters && position >= watchedPosition.load(ordering: .sequentiallyConsistent) {
             progressEvent.notifyAll()
@@ -1202,7 +1153,14 @@ extension DropQueue {
     }
 }
 
-// MARK: - Internals: flush
+// MARK: - Internals: DropQueue, flush
+
+/// The monotonic-clock deadline `timeout` from now (zero or less: now; saturating).
+func monotonicDeadline(after timeout: Duration) -> UInt64 {
+    let (sum, overflow) = SystemInfo.monotonicNanoseconds().addingReportingOverflow(
+        Duration.nanosecondsClamped(timeout))
+    return overflow ? .max : sum
+}
 
 extension DropQueue {
     /// The positions a flush waits for: everything below `end`; `low` is where the scan
@@ -1218,7 +1176,7 @@ extension DropQueue {
     /// Sequentially consistent: a flusher looks after announcing itself and lowering the
     /// watched position; the background thread stores the sequence and then looks at both.
     func isDone(_ position: Int) -> Bool {
-        AtomicWord(at: slot(at: position)).load(ordering: .sequentiallyConsistent) >= position &+ capacity
+        sequence(at: position).load(ordering: .sequentiallyConsistent) >= position &+ capacity
     }
 
     /// Whether every position in `low..<end` is done, advancing `low` past done ones.
@@ -1256,7 +1214,10 @@ extension DropQueue {
             // Ask to be woken when the last value waited for finishes, or, once it has,
             // the first one still undone.
             let watch = isDone(target.end - 1) ? low : target.end - 1
-            lowerWatchedPosition(to: watch)
+            // Several flushers: the lowest watch wins, and the others re-check when woken.
+            // Sequentially consistent: the background thread stores the slot's sequence
+            // and then reads this word; the look at the slot below follows this change.
+            watchedPosition.lower(to: watch, ordering: .sequentiallyConsistent)
             watched = watch
             if isDone(watch) {
                 progressEvent.cancelWait(key)
@@ -1275,16 +1236,26 @@ extension DropQueue {
         }
     }
 
-    /// Lowers the position whose completion wakes flushers (several flushers: the lowest
-    /// wins, and the others re-check when woken).
-    func lowerWatchedPosition(to position: Int) {
-        var current = watchedPosition.load(ordering: .relaxed)
-        while position < current {
-            let (exchanged, original) = watchedPosition.compareExchange(
-                expected: current, desired: position, ordering: .sequentiallyConsistent)
-            if exchanged { return }
-            current = original
+    /// The `async` flush: polls with a back-off (it must not block a thread of the
+    /// concurrency pool) until every value queued before the call is deinitialised; nil,
+    /// or the report when `timeoutNanoseconds` (nil: no limit) ran out or the task was
+    /// cancelled.
+    func flushAsync(timeoutNanoseconds timeout: UInt64?) async -> FlushTimeout? {
+        let start = SystemInfo.monotonicNanoseconds()
+        let target = flushTarget()
+        var low = target.low
+        var backOff = BackOff(initial: DropQueue.firstAsyncFlushPause, maximum: DropQueue.longestAsyncFlushPause)
+        while !isFlushed(upTo: target.end, low: &low) {
+            let waited = SystemInfo.monotonicNanoseconds() &- start
+            if let timeout, waited >= timeout {
+                return timeoutReport(upTo: target.end, low: low, olderThan: timeout)
+            }
+            if Task.isCancelled {
+                return timeoutReport(upTo: target.end, low: low, olderThan: min(waited, timeout ?? waited))
+            }
+            try? await Task.sleep(nanoseconds: backOff.nextPause())
         }
+        return nil
     }
 
     /// What a flush that timed out reports: values still pending below `end`, and the
@@ -1298,13 +1269,14 @@ extension DropQueue {
             let since = UInt64(record.busySince.load(ordering: .acquiring))
             guard since != 0, now &- since >= olderThan else { continue }
             let type = recordedType(record.busyType.load(ordering: .relaxed))
-            blocked.append(BlockedDrop(thread: index, typeName: String(describing: type), nanoseconds: now &- since))
+            blocked.append(
+                BlockedDrop(thread: index, typeName: String(describing: type), duration: .nanoseconds(now &- since)))
         }
         return FlushTimeout(pending: pending, blockedDrops: blocked)
     }
 }
 
-// MARK: - Internals: shutdown and statistics
+// MARK: - Internals: DropQueue, shutdown and statistics
 
 extension DropQueue {
     /// Whether the ring was closed.
@@ -1332,6 +1304,8 @@ extension DropQueue {
             close()
             for index in 0..<threadCount { threadHandles[index].join() }
             markStopped()
+            // A natural checkpoint: every thread has ended, nothing can be claimed.
+            assert(integrityViolation() == nil, "BackgroundDrop: at shutdown, \(integrityViolation() ?? "")")
             return
         }
         while true {
@@ -1341,10 +1315,9 @@ extension DropQueue {
         }
         // A worker that shut the queue down ends (detached) after its current value:
         // poll for it, since it must not touch this memory to wake anyone.
-        while true {
-            let live = liveWorkers.load(ordering: .acquiring)
-            if live & DropQueue.liveWorkerMask == 0 { break }
-            Futex.wait(liveWorkers, whileEqualTo: live, timeoutNanoseconds: 1_000_000)
+        if liveWorkers.load(ordering: .acquiring) & DropQueue.liveWorkerMask != 0 {
+            var backOff = BackOff(initial: DropQueue.firstWorkerEndPause, maximum: DropQueue.longestWorkerEndPause)
+            _ = backOff.poll(until: .max) { liveWorkers.load(ordering: .acquiring) & DropQueue.liveWorkerMask == 0 }
         }
     }
 
@@ -1399,5 +1372,243 @@ extension DropQueue {
             lastDropEndedNanoseconds: UInt64(lastEnded),
             fullQueueEvents: producerCounters.value(of: .fullQueueEvents),
             blockTimeouts: producerCounters.value(of: .blockTimeouts))
+    }
+}
+
+// MARK: - Layout
+
+/// The layout of a dropper's mapping, in address order: the header's lines, the workers'
+/// records, the threads' handles, the slots. Each part starts a 64-byte line, so that
+/// producers, background threads and sleepers never share a written line. ``violation()``
+/// pins it.
+///
+/// | offset | what |
+/// |---|---|
+/// | 0 | enqueue position (bit 62: closed) |
+/// | 64 | dequeue position |
+/// | 128 | work state: searching and parked background threads (`WorkState`) |
+/// | 192 | space event: producers blocked on a full ring sleep here |
+/// | 256 | progress event: flushers sleep here; + 8: the position they watch |
+/// | 320 | lifecycle, live workers (bit 40: free on exit), the worker that closed the queue, thread count |
+/// | 384 | producer-side counters (`ProducerCounter`) |
+/// | 512 | two lines per worker (`WorkerRecord`: its counters; its parked word, its futex) |
+/// | then | the threads' handles, rounded to lines |
+/// | then | `capacity` slots of 64 bytes: sequence, type word, 48-byte payload |
+@usableFromInline
+enum Layout {
+    /// A cache line: the unit every part of the mapping starts on.
+    static let lineByteCount = 64
+
+    // The header.
+
+    /// The enqueue position, the producers' compare-exchange (`DropQueue.closedBit`: closed).
+    @usableFromInline static let enqueuePositionOffset = 0
+    /// The dequeue position, the background threads' compare-exchange.
+    @usableFromInline static let dequeuePositionOffset = 64
+    /// The chained wake's word (`WorkState`): read by every drop, so on a line of its own.
+    @usableFromInline static let workStateOffset = 128
+    /// The space event (AllocCore's `EventCount`): producers blocked on a full ring sleep here.
+    static let spaceEventOffset = 192
+    /// The progress event: flushers sleep here.
+    static let progressEventOffset = 256
+    /// The position whose completion wakes flushers (`Int.max`: none), on the flushers' line.
+    static let watchedPositionOffset = 264
+    /// The lifecycle: `DropQueue.running`, `.closing`, `.stopped` (a futex for shutdowns).
+    static let lifecycleOffset = 320
+    /// Workers not yet ended, with `DropQueue.freeOnExitFlag`.
+    static let liveWorkersOffset = 328
+    /// 1 + the index of the worker that closed the queue from inside a deinit, else 0.
+    static let detachWorkerOffset = 336
+    /// The number of background threads, written once.
+    static let threadCountOffset = 344
+    /// The producers' counters (`Counters<ProducerCounter>`), two lines.
+    static let producerCountersOffset = 384
+    /// The workers' records, `workerRecordByteCount` each; the threads' handles follow.
+    static let workerRecordsOffset = 512
+
+    // A worker's record (`WorkerRecord`): a line that only the worker writes, then its
+    // parked word on a line of its own (wakers scan it).
+
+    /// Monotonic nanoseconds when the current deinit began, 0 when idle.
+    static let busySinceOffset = 0
+    /// The type word of the value being deinitialised.
+    static let busyTypeOffset = 8
+    /// Values this worker deinitialised.
+    static let droppedOffset = 16
+    /// Nanoseconds this worker spent in deinits.
+    static let droppingNanosecondsOffset = 24
+    /// The most values waiting that this worker saw.
+    static let highWaterMarkOffset = 32
+    /// The queue's base address: tells a worker's thread-local record from another queue's.
+    static let queueBaseOffset = 40
+    /// The worker's index, 0..<threads.
+    static let indexOffset = 48
+    /// Monotonic nanoseconds when the last deinit ended, 0 before the first.
+    static let lastEndedOffset = 56
+    /// 1 while the worker is parked or about to be, its futex.
+    static let parkedOffset = 64
+    /// Bytes of a record: two lines.
+    static let workerRecordByteCount = 128
+
+    // A slot: one line.
+
+    /// The sequence word: `p` free for position `p`, `p + 1` published, `p + capacity` done.
+    @usableFromInline static let sequenceOffset = 0
+    /// The value's type (and `DropQueue.boxedFlag`).
+    @usableFromInline static let typeOffset = 8
+    /// The value itself, or its box's address.
+    @usableFromInline static let payloadOffset = 16
+    /// The inline payload: the rest of the line. An existential's inline buffer is 24
+    /// bytes; 48 holds a whole `any P` (40 bytes: buffer, type, witness table), or a
+    /// string, an array and a dictionary side by side (16 + 8 + 8).
+    @usableFromInline static let payloadByteCount = 48
+    /// Payloads start 16 bytes into a 64-aligned slot.
+    @usableFromInline static let payloadAlignment = 16
+    /// Bytes of a slot: one cache line, so neighbouring slots never share a line.
+    @usableFromInline static let slotByteCount = 64
+
+    /// The sequence word of `slot`.
+    @inlinable
+    static func sequence(of slot: UnsafeMutableRawPointer) -> AtomicWord { AtomicWord(at: slot + sequenceOffset) }
+
+    /// What is wrong with the layout above, or nil: each part's fields in address order,
+    /// word-aligned and not overlapping; the header's parts on lines of their own; a
+    /// record's parked word alone on its line; the payload aligned and filling the slot.
+    /// Run at every queue's creation in debug builds and by the integrity walker.
+    static func violation() -> String? {
+        let word = MemoryLayout<Int>.size
+        let counterBytes = Counters<ProducerCounter>.byteCount
+        let parts: [(part: StaticString, fields: [(name: StaticString, offset: Int, byteCount: Int)], end: Int)] = [
+            (
+                "header",
+                [
+                    ("enqueue position", enqueuePositionOffset, word),
+                    ("dequeue position", dequeuePositionOffset, word),
+                    ("work state", workStateOffset, word), ("space event", spaceEventOffset, word),
+                    ("progress event", progressEventOffset, word), ("watched position", watchedPositionOffset, word),
+                    ("lifecycle", lifecycleOffset, word), ("live workers", liveWorkersOffset, word),
+                    ("detach worker", detachWorkerOffset, word), ("thread count", threadCountOffset, word),
+                    ("producer counters", producerCountersOffset, counterBytes),
+                ], workerRecordsOffset
+            ),
+            (
+                "worker record",
+                [
+                    ("busy since", busySinceOffset, word), ("busy type", busyTypeOffset, word),
+                    ("dropped", droppedOffset, word), ("dropping ns", droppingNanosecondsOffset, word),
+                    ("high-water mark", highWaterMarkOffset, word), ("queue base", queueBaseOffset, word),
+                    ("index", indexOffset, word), ("last ended", lastEndedOffset, word),
+                    ("parked", parkedOffset, word),
+                ], workerRecordByteCount
+            ),
+            (
+                "slot",
+                [
+                    ("sequence", sequenceOffset, word), ("type", typeOffset, word),
+                    ("payload", payloadOffset, payloadByteCount),
+                ], slotByteCount
+            ),
+        ]
+        for (part, fields, end) in parts {
+            for (index, field) in fields.enumerated() {
+                let next = index + 1 < fields.count ? fields[index + 1].offset : end
+                if field.offset % word != 0 || field.offset + field.byteCount > next {
+                    return
+                        "the \(part)'s \(field.name) at \(field.offset) (\(field.byteCount) bytes) is misaligned or overlaps what follows at \(next)"
+                }
+            }
+            if end % lineByteCount != 0 { return "the \(part) (\(end) bytes) is not whole lines" }
+        }
+        let lineStarts = [
+            enqueuePositionOffset, dequeuePositionOffset, workStateOffset, spaceEventOffset, progressEventOffset,
+            lifecycleOffset, producerCountersOffset, workerRecordsOffset, parkedOffset,
+        ]
+        if let offset = lineStarts.first(where: { $0 % lineByteCount != 0 }) {
+            return "the field at \(offset) does not start a line of its own"
+        }
+        if lastEndedOffset + word > parkedOffset || payloadOffset % payloadAlignment != 0
+            || payloadOffset + payloadByteCount != slotByteCount || slotByteCount != lineByteCount
+            || MemoryLayout<OSThread>.alignment > lineByteCount
+        {
+            return
+                "a record's counters reach its parked line, or the payload (at \(payloadOffset), \(payloadByteCount) bytes) is misaligned or does not fill the \(slotByteCount)-byte slot"
+        }
+        return nil
+    }
+}
+
+// MARK: - Integrity walker
+
+extension DropQueue {
+    /// The first broken invariant of the queue, described, or nil (spec section 4; see
+    /// ``BackgroundDropper/integrityViolation()``). Background threads may run meanwhile;
+    /// no producer may be between its claim and its publication.
+    func integrityViolation() -> String? {
+        if let layout = Layout.violation() { return "the layout: \(layout)" }
+        let threads = threadCount
+        // The dequeue position first: background threads only raise it, so every
+        // position below it was taken before the slots are read.
+        let taken = dequeuePosition.load(ordering: .acquiring)
+        let end = enqueuePosition.load(ordering: .acquiring) & ~DropQueue.closedBit
+        if taken > end { return "the dequeue position \(taken) is past the enqueue position \(end)" }
+        if end - taken > capacity { return "\(end - taken) values wait in \(capacity) slots" }
+        var running = 0
+        for index in 0..<capacity {
+            // The position this slot serves next, and the one it served before (negative:
+            // never used). The slot is free for `next` (the value before is done), or
+            // still holds the published value of `previous`.
+            let next = end + ((index - end) & mask)
+            let previous = next - capacity
+            let sequence = sequence(at: next).load(ordering: .acquiring)
+            if sequence == next { continue }
+            guard previous >= 0 && sequence == previous + 1 else {
+                return
+                    "slot \(index) holds sequence \(sequence), neither \(next) (free) nor \(previous + 1) (published)"
+            }
+            if previous < taken { running += 1 }
+        }
+        if running > threads { return "\(running) values are being deinitialised by \(threads) threads" }
+        let state = workState.word.load(ordering: .acquiring)
+        let searching = state & WorkState.searcherMask
+        let parked = state >> 32
+        if parked < -1 || searching + parked > threads {
+            return "the work state counts \(searching) searching and \(parked) parked of \(threads) threads"
+        }
+        let lifecycle = lifecycle.load(ordering: .acquiring)
+        let live = liveWorkers.load(ordering: .acquiring) & DropQueue.liveWorkerMask
+        let detach = detachWorker.load(ordering: .acquiring)
+        if !(DropQueue.running...DropQueue.stopped).contains(lifecycle) || live > threads
+            || !(0...threads).contains(detach)
+        {
+            return "lifecycle \(lifecycle), \(live) live workers, detach worker \(detach) for \(threads) threads"
+        }
+        // Each pair read in the order producers write it in reverse: a later count never
+        // exceeds an earlier one's partner.
+        let afterShutdown = producerCounters.value(of: .droppedAfterShutdown)
+        let timeouts = producerCounters.value(of: .blockTimeouts)
+        if afterShutdown > producerCounters.value(of: .droppedInline)
+            || timeouts > producerCounters.value(of: .fullQueueEvents)
+            || producerCounters.value(of: .highWaterMark) > capacity
+        {
+            return "the producer counters disagree: \(statistics())"
+        }
+        if watchedPosition.load(ordering: .relaxed) < 0 { return "the watched position is negative" }
+        var dropped = 0
+        for index in 0..<threads {
+            let record = worker(index)
+            if record.queueBase != base || record.index != index {
+                return
+                    "worker \(index)'s record names queue \(String(describing: record.queueBase)) and index \(record.index)"
+            }
+            let parkedWord = record.parked.load(ordering: .relaxed)
+            if parkedWord != 0 && parkedWord != 1 { return "worker \(index)'s parked word is \(parkedWord)" }
+            if record.highWaterMark.load(ordering: .relaxed) > capacity {
+                return "worker \(index)'s high-water mark is above the capacity \(capacity)"
+            }
+            dropped += record.dropped.load(ordering: .relaxed)
+        }
+        let takenNow = dequeuePosition.load(ordering: .acquiring)
+        if dropped > takenNow { return "\(dropped) values deinitialised, but only \(takenNow) taken" }
+        return nil
     }
 }

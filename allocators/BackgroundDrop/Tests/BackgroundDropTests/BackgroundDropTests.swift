@@ -153,7 +153,7 @@ import Testing
         let start = SystemInfo.monotonicNanoseconds()
         var report: FlushTimeout?
         do {
-            try dropper.flush(timeoutNanoseconds: 50_000_000)
+            try dropper.flush(timeout: .milliseconds(50))
         } catch {
             report = error
         }
@@ -163,10 +163,10 @@ import Testing
         #expect(timeout.pending == 1, "\(timeout)")
         #expect(timeout.blockedDrops.count == 1, "\(timeout)")
         #expect(timeout.blockedDrops.first?.typeName.contains("Blocker") == true, "\(timeout)")
-        #expect((timeout.blockedDrops.first?.nanoseconds ?? 0) >= 50_000_000)
+        #expect((timeout.blockedDrops.first?.duration ?? .zero) >= .milliseconds(50))
         #expect(tally.count(100) == 0)
         gate.open()
-        try dropper.flush(timeoutNanoseconds: 10_000_000_000)
+        try dropper.flush(timeout: .seconds(10))
         #expect(tally.count(100) == 1)
     }
 
@@ -179,14 +179,14 @@ import Testing
         await dropper.flush()
         #expect(tally.wrongCounts(0..<499) == "")
         dropper.drop(Blocker(gate, TrackedObject(499, tally)))
-        await #expect(throws: FlushTimeout.self) { try await dropper.flush(timeoutNanoseconds: 20_000_000) }
+        await #expect(throws: FlushTimeout.self) { try await dropper.flush(timeout: .milliseconds(20)) }
         // A cancelled task stops waiting (the blocker is still inside its deinit).
         let waiter = Task { await dropper.flush() }
         waiter.cancel()
         await waiter.value
         #expect(tally.count(499) == 0)
         gate.open()
-        try await dropper.flush(timeoutNanoseconds: 10_000_000_000)
+        try await dropper.flush(timeout: .seconds(10))
         #expect(tally.count(499) == 1)
     }
 
@@ -301,7 +301,7 @@ import Testing
             }
         }
         let tally = DeinitTally(capacity: 8)
-        let dropper = try BackgroundDropper(threads: 1, capacity: 2, whenFull: .block(timeoutNanoseconds: nil))
+        let dropper = try BackgroundDropper(threads: 1, capacity: 2, whenFull: .block(timeout: nil))
         let log = OutcomeLog()
         dropper.drop(Spawner(dropper, tally, log))
         dropper.flush()
@@ -337,7 +337,7 @@ import Testing
         let tally = DeinitTally(capacity: 3)
         let gate = Gate()
         let dropper = try BackgroundDropper(
-            threads: 1, capacity: 2, whenFull: .block(timeoutNanoseconds: 30_000_000))
+            threads: 1, capacity: 2, whenFull: .block(timeout: .milliseconds(30)))
         dropper.drop(Blocker(gate, TrackedObject(2, tally)))
         try #require(gate.waitForEntries(1))
         #expect(dropper.drop(TrackedObject(0, tally)) == .queued)
@@ -350,11 +350,32 @@ import Testing
         #expect(dropper.statistics().blockTimeouts == 1)
     }
 
+    /// Spec 2 and 9: a zero or negative timeout does not wait: `.block(timeout: .zero)`
+    /// deinitialises inline at once, `flush(timeout: .zero)` only looks; and the queue
+    /// stays sound (the integrity walker) with a deinit blocked and the ring full.
+    @Test(arguments: [Duration.zero, .seconds(-1)])
+    func zeroOrNegativeTimeoutsDoNotWait(timeout: Duration) throws {
+        let tally = DeinitTally(capacity: 3)
+        let gate = Gate()
+        let dropper = try BackgroundDropper(threads: 1, capacity: 2, whenFull: .block(timeout: timeout))
+        dropper.drop(Blocker(gate, TrackedObject(2, tally)))
+        try #require(gate.waitForEntries(1))
+        #expect(dropper.drop(TrackedObject(0, tally)) == .queued)
+        #expect(dropper.drop(TrackedObject(1, tally)) == .droppedInline(.timedOut))
+        #expect(tally.count(1) == 1)
+        #expect(dropper.integrityViolation() == nil)
+        #expect(throws: FlushTimeout.self) { try dropper.flush(timeout: timeout) }
+        gate.open()
+        dropper.flush()
+        try dropper.flush(timeout: timeout)
+        #expect(dropper.integrityViolation() == nil)
+    }
+
     /// Spec 2: `.block(nil)` waits until a slot frees, then queues; the caller slept.
     @Test func blockWaitsForASlot() throws {
         let tally = DeinitTally(capacity: 3)
         let gate = Gate()
-        let dropper = try BackgroundDropper(threads: 1, capacity: 2, whenFull: .block(timeoutNanoseconds: nil))
+        let dropper = try BackgroundDropper(threads: 1, capacity: 2, whenFull: .block(timeout: nil))
         dropper.drop(Blocker(gate, TrackedObject(2, tally)))
         try #require(gate.waitForEntries(1))
         dropper.drop(TrackedObject(0, tally))
@@ -383,7 +404,7 @@ import Testing
     @Test func shutdownReleasesBlockedProducers() throws {
         let tally = DeinitTally(capacity: 3)
         let gate = Gate()
-        let dropper = try BackgroundDropper(threads: 1, capacity: 2, whenFull: .block(timeoutNanoseconds: nil))
+        let dropper = try BackgroundDropper(threads: 1, capacity: 2, whenFull: .block(timeout: nil))
         dropper.drop(Blocker(gate, TrackedObject(2, tally)))
         try #require(gate.waitForEntries(1))
         dropper.drop(TrackedObject(0, tally))
@@ -412,7 +433,7 @@ import Testing
     /// The background thread is held at a gate until the queue has been full once, so
     /// the producer outruns it whatever the machine's load (a loaded machine could slow
     /// the producer down to the slow deinits' pace, and the queue never fill).
-    @Test(arguments: [FullQueuePolicy.block(timeoutNanoseconds: nil), .dropInline])
+    @Test(arguments: [FullQueuePolicy.block(timeout: nil), .dropInline])
     func memoryStaysBounded(policy: FullQueuePolicy) throws {
         final class Slow: @unchecked Sendable {
             let tracked: TrackedObject

@@ -73,10 +73,11 @@ struct TrapTests {
         #expect(dropper.drop(TrackedToken(1, tally)) == .droppedInline(.afterShutdown))
         #expect(tally.count(1) == 1)
         #expect(dropper.statistics().droppedAfterShutdown == 2)
-        try dropper.flush(timeoutNanoseconds: 1_000_000)
+        try dropper.flush(timeout: .milliseconds(1))
     }
 
-    /// Spec 9: a thread that cannot start makes `init` throw, after joining the threads
+    /// Spec 9: a thread that cannot start makes `init` throw
+    /// `BackgroundDropError.threadStart(SystemError)`, after joining the threads
     /// already started (in a child process whose address space is capped just above
     /// one more thread stack, so the second `pthread_create` fails).
     @Test func threadStartFailureThrows() async {
@@ -87,17 +88,17 @@ struct TrapTests {
             let mapped = try virtualMemoryBytes()
             limit.rlim_cur = rlim_t(mapped + 12 << 20)
             setrlimit(Int32(RLIMIT_AS.rawValue), &limit)
-            var failure: SystemError?
-            do throws(SystemError) {
+            var failure: BackgroundDropError?
+            do throws(BackgroundDropError) {
                 _ = try BackgroundDropper(threads: 8, capacity: 2)
             } catch {
                 failure = error
             }
             var restored = saved
             setrlimit(Int32(RLIMIT_AS.rawValue), &restored)
-            precondition(
-                failure?.operation == .threadCreate,
-                "expected a pthread_create failure, got \(String(describing: failure))")
+            guard case .threadStart(let system) = failure, system.operation == .threadCreate else {
+                preconditionFailure("expected a pthread_create failure, got \(String(describing: failure))")
+            }
             let dropper = try BackgroundDropper(threads: 2)
             dropper.drop([1, 2, 3])
             dropper.flush()

@@ -54,7 +54,7 @@ import Testing
         }
         #expect(tally.count(rounds) == 0)
         gate.open()
-        try dropper.flush(timeoutNanoseconds: 10_000_000_000)
+        try dropper.flush(timeout: .seconds(10))
         #expect(tally.wrongCounts(0..<rounds + 1) == "")
     }
 

@@ -38,8 +38,8 @@ struct DropperModel {
         let policy: FullQueuePolicy =
             switch generator.next() % 3 {
             case 0: .dropInline
-            case 1: .block(timeoutNanoseconds: nil)
-            default: .block(timeoutNanoseconds: 50_000)
+            case 1: .block(timeout: nil)
+            default: .block(timeout: .microseconds(50))
             }
         dropper = try BackgroundDropper(threads: threads, capacity: capacity, whenFull: policy)
         tally = DeinitTally(capacity: operations * 21 + 10)
@@ -101,7 +101,7 @@ struct DropperModel {
         case 16:
             do {
                 // A bound for a stuck flush only: the longest queue here drains in milliseconds.
-                try dropper.flush(timeoutNanoseconds: 20_000_000_000)
+                try dropper.flush(timeout: .seconds(20))
                 checkFlushed()
             } catch {
                 problems.append("flush timed out with no blocking deinit: \(error)")
@@ -135,16 +135,22 @@ struct DropperModel {
 }
 
 @Suite struct ModelTests {
-    /// Each seed: a dropper of random shape, 1,500 random steps, then a shutdown after
-    /// which every id dropped must have been deinitialised exactly once.
+    /// Each seed: a dropper of random shape, 1,500 random steps with the integrity walker
+    /// after each, then a shutdown after which the queue is still sound and every id
+    /// dropped must have been deinitialised exactly once.
     @Test func randomRunsMatchTheModel() throws {
         try forEachTestSeed { seed in
             var model = try DropperModel(seed: seed, operations: 1500)
             for _ in 0..<1500 {
                 model.step()
+                // Spec 4: the queue is sound between drops (background threads running).
+                if let violation = model.dropper.integrityViolation() { model.problems.append(violation) }
                 if !model.problems.isEmpty { break }
             }
             model.dropper.shutdown()
+            if let violation = model.dropper.integrityViolation() {
+                model.problems.append("after shutdown: \(violation)")
+            }
             if model.problems.isEmpty {
                 for id in model.dropped where model.tally.count(id) != 1 {
                     model.problems.append("after shutdown id \(id) count \(model.tally.count(id))")

@@ -34,7 +34,7 @@ func handle(of existential: borrowing any Sendable) -> Unmanaged<TrackedObject> 
 /// A dropper of one thread and two slots whose thread is held at `gate` by a blocker in
 /// one slot and whose other slot is taken: the next drop waits (policy `.block`).
 func fullDropper(_ gate: Gate, _ tally: DeinitTally, blockerID: Int, fillerID: Int) throws -> BackgroundDropper {
-    let dropper = try BackgroundDropper(threads: 1, capacity: 2, whenFull: .block(timeoutNanoseconds: nil))
+    let dropper = try BackgroundDropper(threads: 1, capacity: 2, whenFull: .block(timeout: nil))
     dropper.drop(Blocker(gate, TrackedObject(blockerID, tally)))
     guard gate.waitForEntries(1) else {
         // Open the gate, or the dropper's shutdown would wait for the blocker for ever.

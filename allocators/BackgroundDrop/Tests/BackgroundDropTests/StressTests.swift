@@ -21,7 +21,7 @@ import Testing
     /// least one flush really ran while values were still coming (the test used to count
     /// the flushes, and a flusher that a loaded machine did not schedule before every
     /// producer had finished counted none).
-    @Test(arguments: [FullQueuePolicy.block(timeoutNanoseconds: nil), .dropInline, .block(timeoutNanoseconds: 20_000)])
+    @Test(arguments: [FullQueuePolicy.block(timeout: nil), .dropInline, .block(timeout: .microseconds(20))])
     func manyProducersEveryValueOnce(policy: FullQueuePolicy) throws {
         let seed = testSeed("manyProducersEveryValueOnce(policy: \(policy))")
         let perProducer = 3000
@@ -101,7 +101,7 @@ import Testing
                 }
                 usleep(UInt32(generator.next() % 300))
                 do {
-                    try dropper.flush(timeoutNanoseconds: 20_000_000_000)
+                    try dropper.flush(timeout: .seconds(20))
                 } catch {
                     timeouts.withLock { $0.append("producer \(producer), burst \(burst): \(error)") }
                 }
@@ -128,7 +128,7 @@ import Testing
             let resume = SystemInfo.monotonicNanoseconds() + generator.next() % 16_000
             while SystemInfo.monotonicNanoseconds() < resume { spinLoopHint() }
             dropper.drop(TrackedObject(round, tally))
-            try dropper.flush(timeoutNanoseconds: 20_000_000_000)
+            try dropper.flush(timeout: .seconds(20))
             #expect(tally.count(round) == 1, "seed \(seed), round \(round)")
         }
     }
@@ -140,7 +140,7 @@ import Testing
             let perProducer = 2000
             let producers = Self.producers
             let tally = DeinitTally(capacity: producers * perProducer)
-            let dropper = try BackgroundDropper(threads: 2, capacity: 8, whenFull: .block(timeoutNanoseconds: nil))
+            let dropper = try BackgroundDropper(threads: 2, capacity: 8, whenFull: .block(timeout: nil))
             let closer = try OSThread.spawn {
                 usleep(UInt32(1000 * (round + 1)))
                 dropper.shutdown()

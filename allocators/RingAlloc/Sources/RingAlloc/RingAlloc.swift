@@ -3,10 +3,10 @@
 //
 // # What it is
 //
-// One mapping of N bytes, cut into *regions* by *guard words*. Every region starts with a
-// 16-byte header: the guard (the address of the next region's guard, with a lock bit) and a
+// One mapping of N bytes, cut into *segments* by *guard words*. Every segment starts with a
+// 16-byte header: the guard (the address of the next segment's guard, with a lock bit) and a
 // share word (the clone count of a frozen buffer). The last 16 bytes hold the *tail guard*,
-// permanently locked, pointing back to the first region: the ring closes there.
+// permanently locked, pointing back to the first segment: the ring closes there.
 //
 // ```
 //  head                                                                 tail
@@ -16,7 +16,7 @@
 // ```
 //
 // The allocator keeps a *cursor*: the guard where the next allocation looks first. An
-// allocation takes the cursor's region when it is free and big enough (an exact fit, or a
+// allocation takes the cursor's segment when it is free and big enough (an exact fit, or a
 // split when more than 8 words would be left over), merges free neighbours into it until
 // the request fits, wraps to the head when it meets the tail, and fails (nil) when it meets
 // a locked guard (the oldest buffer is still held) or has come all the way round.
@@ -24,7 +24,7 @@
 // ```swift
 // var ring = try RingAllocator(capacity: 1 << 20)
 // var buffer = ring.fixed(capacity: 100)!          // 100 bytes (or a little more)
-// _ = buffer.append(contentsOf: [1, 2, 3])
+// buffer.append(contentsOf: [1, 2, 3])             // traps if it does not fit
 // let shared = buffer.freeze()                     // read-only, Sendable, cloneable
 // let other = shared.clone()                       // hand `other` to another thread
 // ```
@@ -50,22 +50,22 @@ import AllocCore
 import Glibc
 import Synchronization
 
-// MARK: - Public API
+// MARK: - Public API: RingAllocator
 
-/// A ring of guard-word-separated regions for short-lived buffers, after the Rust crate
+/// A ring of guard-word-separated segments for short-lived buffers, after the Rust crate
 /// RingAl.
 ///
 /// Buffers come out in ring order and are best released in roughly the same order (a
 /// queue of messages, frames, requests); a buffer that stays held blocks the ring behind
 /// it, and allocation then fails (nil) instead of searching around it, or waits for it
-/// when ``fullRingTimeoutNanoseconds`` is set.
+/// when ``fullRingTimeout`` is set.
 ///
 /// ```swift
 /// var ring = try RingAllocator(capacity: 1 << 20)
 ///
 /// // Fixed: a capacity chosen up front.
 /// var message = ring.fixed(capacity: 256)!
-/// _ = message.append(contentsOf: "hello".utf8)
+/// message.append(contentsOf: "hello".utf8)
 ///
 /// // Extendable: grows while it is written, then becomes a fixed buffer.
 /// let frame = ring.extendable(capacity: 64) { buffer in
@@ -74,7 +74,7 @@ import Synchronization
 ///
 /// // Typed: a fixed-capacity vector whose remaining elements are deinitialised.
 /// var numbers = ring.typed(Int.self, capacity: 16)!
-/// _ = numbers.push(42)
+/// numbers.append(42)                  // traps when full; `push` hands the element back
 ///
 /// // Shareable: frozen, read-only, cloned to other threads; released by the last clone.
 /// let shared = frame.freeze()
@@ -101,39 +101,53 @@ public struct RingAllocator: ~Copyable {
     /// pages; ``capacity`` tells the result).
     ///
     /// - Parameters:
-    ///   - capacity: bytes for regions, their 16-byte headers included; at least 1 and at
+    ///   - capacity: bytes for segments, their 16-byte headers included; at least 1 and at
     ///     most ``maximumCapacity``.
-    ///   - fullRingTimeoutNanoseconds: how long an allocation that finds the ring full
-    ///     waits for the oldest buffer to be released (0, the default: it answers nil at
-    ///     once). See ``fullRingTimeoutNanoseconds``.
-    /// - Throws: `SystemError` from `mmap` when the memory cannot be mapped.
+    ///   - fullRingTimeout: how long an allocation that finds the ring full waits for the
+    ///     oldest buffer to be released: `.zero` (the default) answers nil at once, nil
+    ///     waits as long as it takes. See ``fullRingTimeout``.
+    /// - Throws: ``RingAllocError/outOfMemory(_:)`` when `mmap` cannot map the ring.
     /// - Precondition: `1 <= capacity <= maximumCapacity`.
-    public init(capacity: Int, fullRingTimeoutNanoseconds: UInt64 = 0) throws(SystemError) {
+    public init(capacity: Int, fullRingTimeout: Duration? = .zero) throws(RingAllocError) {
         precondition(
             capacity > 0 && capacity <= Layout.maximumCapacity,
             "RingAllocator(capacity: \(capacity)): the capacity must be between 1 and \(Layout.maximumCapacity)")
-        ring = try Ring.create(capacity: capacity)
-        ring.timeoutNanoseconds = fullRingTimeoutNanoseconds
+        do {
+            ring = try Ring.create(capacity: capacity)
+        } catch {
+            throw .outOfMemory(error)
+        }
+        self.fullRingTimeout = fullRingTimeout
     }
 
     deinit { ring.tearDown() }
 
-    /// The bytes between the head and the tail guard: what regions, headers included, share.
+    /// The bytes between the head and the tail guard: what segments, headers included, share.
     public var capacity: Int { ring.tail &- ring.head }
 
-    /// The largest capacity one buffer can ask for (a single region spanning the ring).
+    /// The largest capacity one buffer can ask for (a single segment spanning the ring).
     public var largestBufferCapacity: Int { ring.largestPayload }
 
-    /// How long an allocation that finds the ring full waits, in nanoseconds, for the
-    /// buffer that blocks it to be released; 0 (the default) answers nil at once.
+    /// How long an allocation that finds the ring full waits for the buffer that blocks
+    /// it to be released: `.zero` (the default) answers nil at once, a positive duration
+    /// waits up to that long, nil waits as long as it takes. A negative duration is zero.
+    /// Kept to the nanosecond (below that a wait is no wait).
     ///
-    /// A waiting allocation sleeps with a bounded back-off (1 µs doubling up to 1 ms) and
-    /// looks again after each sleep, so a release is noticed within about a millisecond,
-    /// and the release itself stays one atomic exchange with no wake-up call. The wait
-    /// applies to fixed, typed and extendable allocations and to extendable growth.
-    public var fullRingTimeoutNanoseconds: UInt64 {
-        get { ring.timeoutNanoseconds }
-        set { ring.timeoutNanoseconds = newValue }
+    /// A waiting allocation sleeps with a bounded back-off (AllocCore's `BackOff`: 1 µs
+    /// doubling up to 1 ms) and looks again after each sleep, so a release is noticed
+    /// within about a millisecond, and the release itself stays one atomic exchange with
+    /// no wake-up call. The wait applies to fixed, typed and extendable allocations and to
+    /// extendable growth. Waiting with no limit for a buffer that this thread holds never
+    /// ends: use nil only when other threads release.
+    public var fullRingTimeout: Duration? {
+        get {
+            let nanoseconds = ring.timeoutNanoseconds
+            return nanoseconds == Layout.noTimeLimit ? nil : .nanoseconds(nanoseconds)
+        }
+        set {
+            ring.timeoutNanoseconds =
+                newValue.map { Int(clamping: Duration.nanosecondsClamped($0)) } ?? Layout.noTimeLimit
+        }
     }
 
     /// A buffer of at least `capacity` bytes, aligned to `alignment`, empty (`count` 0),
@@ -141,17 +155,17 @@ public struct RingAllocator: ~Copyable {
     ///
     /// ```swift
     /// var buffer = ring.fixed(capacity: 1500)!
-    /// _ = buffer.append(contentsOf: packet)       // false if it does not fit
+    /// buffer.append(contentsOf: packet)           // traps if it does not fit: see freeCapacity
     /// ```
     ///
-    /// - Errors: nil when the region at the cursor is still held and the request does
+    /// - Errors: nil when the segment at the cursor is still held and the request does
     ///   not fit before it, or the ring is too fragmented (after waiting up to
-    ///   ``fullRingTimeoutNanoseconds``).
+    ///   ``fullRingTimeout``).
     /// - Precondition: `capacity >= 1`; `capacity` (plus the alignment's padding) at most
     ///   ``largestBufferCapacity``; `alignment` a power of two.
     @inlinable
     public mutating func fixed(capacity: Int, alignment: Int = minimumAlignment) -> RingBuffer? {
-        let needed = ring.regionByteCount(capacity: capacity, alignment: alignment, caller: "fixed")
+        let needed = ring.segmentByteCount(capacity: capacity, alignment: alignment, caller: "fixed")
         guard let start = ring.reserve(needed) ?? ring.reserveAfterFailure(needed) else { return nil }
         let base = Layout.payload(of: start, alignment: alignment)
         return RingBuffer(ring: ring, start: start, base: base, capacity: ring.cursor &- Int(bitPattern: base))
@@ -160,7 +174,7 @@ public struct RingAllocator: ~Copyable {
     /// An extendable buffer of at least `capacity` bytes for `body` to write, returned as
     /// a fixed buffer when `body` returns, or nil when not even `capacity` bytes are free.
     ///
-    /// The buffer grows while it is written: in place, by merging the free regions after
+    /// The buffer grows while it is written: in place, by merging the free segments after
     /// it, as long as they are free; when it meets the end of the ring it moves once, to
     /// the head, copying what it holds. When `body` returns, the buffer shrinks to what was
     /// written (the rest goes back to the ring) and becomes a ``RingBuffer``.
@@ -182,7 +196,7 @@ public struct RingAllocator: ~Copyable {
     public mutating func extendable<Failure: Error>(
         capacity: Int = 64, _ body: (inout ExtendableRingBuffer) throws(Failure) -> Void
     ) throws(Failure) -> RingBuffer? {
-        let needed = ring.regionByteCount(capacity: capacity, alignment: Layout.granule, caller: "extendable")
+        let needed = ring.segmentByteCount(capacity: capacity, alignment: Layout.granule, caller: "extendable")
         guard let start = ring.reserve(needed) ?? ring.reserveAfterFailure(needed) else { return nil }
         var buffer = ExtendableRingBuffer(ring: ring, start: start)
         try body(&buffer)
@@ -194,7 +208,7 @@ public struct RingAllocator: ~Copyable {
     ///
     /// ```swift
     /// var points = ring.typed(Point.self, capacity: 64)!
-    /// _ = points.push(Point(x: 1, y: 2))
+    /// points.append(Point(x: 1, y: 2))
     /// ```
     ///
     /// - Errors: nil when the ring is full (as ``fixed(capacity:alignment:)``).
@@ -215,7 +229,7 @@ public struct RingAllocator: ~Copyable {
         let stride = MemoryLayout<Element>.stride
         let byteCount = checkedByteCount(count: capacity, stride: stride) ?? Int.max
         let alignment = max(MemoryLayout<Element>.alignment, Layout.granule)
-        let needed = ring.regionByteCount(capacity: byteCount, alignment: alignment, caller: "typed")
+        let needed = ring.segmentByteCount(capacity: byteCount, alignment: alignment, caller: "typed")
         guard let start = ring.reserve(needed) ?? ring.reserveAfterFailure(needed) else { return nil }
         let base = Layout.payload(of: start, alignment: alignment)
         return TypedRingBuffer(
@@ -223,29 +237,30 @@ public struct RingAllocator: ~Copyable {
             capacity: (ring.cursor &- Int(bitPattern: base)) / stride)
     }
 
-    /// The allocator's counters, and the bytes held now (a walk of the ring: O(regions)).
-    public func statistics() -> RingStatistics {
+    /// The allocator's counters, and the bytes held now (a walk of the ring: O(segments)).
+    public func statistics() -> RingAllocStatistics {
         ring.statistics()
     }
 
-    /// The regions of the ring in address order, for tests and debugging (O(regions)).
-    public func regions() -> [RingRegion] {
-        var regions: [RingRegion] = []
+    /// The segments of the ring in address order, for tests and debugging (O(segments)).
+    public func segments() -> [RingSegment] {
+        var segments: [RingSegment] = []
         ring.walk { start, value in
-            regions.append(
-                RingRegion(
+            segments.append(
+                RingSegment(
                     start: UInt(bitPattern: start), byteCount: (value & Layout.addressMask) &- start,
                     isHeld: value & Layout.locked != 0))
             return true
         }
-        return regions
+        return segments
     }
 
     /// The first broken invariant of the ring, described, or nil when it is sound: every
     /// guard inside the ring, 16-aligned and ahead of the one before; the walk closing
     /// exactly at the tail, which points back to the head; the cursor on a guard; no
-    /// orphaned guard; the bytes tally equal to the held regions plus the released ones
-    /// not yet reclaimed (spec section 4). O(regions); for tests and debugging.
+    /// orphaned guard; the bytes tally equal to the held segments plus the released ones
+    /// not yet reclaimed; the header's layout (spec sections 3 and 4). O(segments); for
+    /// tests and debugging.
     public func integrityViolation() -> String? {
         ring.integrityViolation()
     }
@@ -319,11 +334,14 @@ private func ringAllocThreadExit(_ storage: UnsafeMutableRawPointer?) {
     allocator.deallocate()
 }
 
+// MARK: - Public API: RingBuffer
+
 /// A buffer of bytes with a fixed capacity, from ``RingAllocator/fixed(capacity:alignment:)``
 /// or a finished extendable buffer.
 ///
-/// It holds `count` initialized bytes out of `capacity`; appends add bytes at the end
-/// until it is full. It is `~Copyable`: the region goes back to the ring exactly once,
+/// It holds `count` initialized bytes out of `capacity`; appends add bytes at the end,
+/// and an append that does not fit traps (like swift-collections' `RigidArray`): check
+/// ``freeCapacity`` or ``isFull`` first when the bytes may not fit. It is `~Copyable`: the segment goes back to the ring exactly once,
 /// when the buffer is dropped, on any thread (it is `Sendable`). ``freeze()`` turns it
 /// into a read-only buffer that can be cloned.
 public struct RingBuffer: ~Copyable, @unchecked Sendable {
@@ -355,47 +373,54 @@ public struct RingBuffer: ~Copyable, @unchecked Sendable {
     /// The bytes that can still be appended.
     @inlinable public var freeCapacity: Int { capacity &- storedCount }
 
-    /// Appends one byte; false (and nothing written) when the buffer is full.
+    /// Whether no byte can be appended.
+    @inlinable public var isFull: Bool { storedCount == capacity }
+
+    /// Appends one byte.
+    ///
+    /// - Precondition: the buffer is not full (``isFull``).
     @inlinable
-    public mutating func append(_ byte: UInt8) -> Bool {
-        guard storedCount < capacity else { return false }
+    public mutating func append(_ byte: UInt8) {
+        precondition(storedCount < capacity, "RingBuffer.append: the buffer is full (capacity \(capacity))")
         base.storeBytes(of: byte, toByteOffset: storedCount, as: UInt8.self)
         storedCount &+= 1
-        return true
     }
 
-    /// Appends `bytes`; false (and nothing written) when they do not all fit.
+    /// Appends `bytes`, all of them.
+    ///
+    /// - Precondition: they fit (`bytes.count <= freeCapacity`).
     @inlinable
-    public mutating func append(contentsOf bytes: UnsafeRawBufferPointer) -> Bool {
-        guard bytes.count <= capacity &- storedCount else { return false }
+    public mutating func append(contentsOf bytes: UnsafeRawBufferPointer) {
+        precondition(
+            bytes.count <= capacity &- storedCount,
+            "RingBuffer.append(contentsOf:): \(bytes.count) bytes do not fit in the \(capacity &- storedCount) free")
         if let source = bytes.baseAddress { (base + storedCount).copyMemory(from: source, byteCount: bytes.count) }
         storedCount &+= bytes.count
-        return true
     }
 
-    /// Appends the bytes of a sequence; false (and `count` unchanged) when they do not
-    /// all fit.
+    /// Appends the bytes of a sequence, all of them.
+    ///
+    /// - Precondition: they fit (checked before anything is written when the sequence is
+    ///   contiguous, else when the byte that does not fit comes).
     @inlinable
-    public mutating func append<Bytes: Sequence<UInt8>>(contentsOf bytes: Bytes) -> Bool {
-        if let appended = bytes.withContiguousStorageIfAvailable({ append(contentsOf: UnsafeRawBufferPointer($0)) }) {
-            return appended
+    public mutating func append<Bytes: Sequence<UInt8>>(contentsOf bytes: Bytes) {
+        if bytes.withContiguousStorageIfAvailable({ append(contentsOf: UnsafeRawBufferPointer($0)) }) == nil {
+            for byte in bytes { append(byte) }
         }
-        let saved = storedCount
-        for byte in bytes where !append(byte) {
-            storedCount = saved
-            return false
-        }
-        return true
     }
 
-    /// Appends `count` copies of `byte`; false (and nothing written) when they do not fit.
+    /// Appends `count` copies of `byte`.
+    ///
+    /// - Precondition: `0 <= count <= freeCapacity`.
     @inlinable
-    public mutating func append(repeating byte: UInt8, count: Int) -> Bool {
+    public mutating func append(repeating byte: UInt8, count: Int) {
         precondition(count >= 0, "RingBuffer.append(repeating:count: \(count)): negative count")
-        guard count <= capacity &- storedCount else { return false }
+        precondition(
+            count <= capacity &- storedCount,
+            "RingBuffer.append(repeating:count: \(count)): \(count) bytes do not fit in the \(capacity &- storedCount) free"
+        )
         (base + storedCount).initializeMemory(as: UInt8.self, repeating: byte, count: count)
         storedCount &+= count
-        return true
     }
 
     /// Forgets the bytes written; the capacity stays.
@@ -435,8 +460,8 @@ public struct RingBuffer: ~Copyable, @unchecked Sendable {
     }
 
     /// Makes the buffer read-only and shareable: the result can be cloned, and its clones
-    /// sent to other threads; the region goes back when the last clone is dropped. No
-    /// memory is allocated: the clone count lives in the region's header.
+    /// sent to other threads; the segment goes back when the last clone is dropped. No
+    /// memory is allocated: the clone count lives in the segment's header.
     public consuming func freeze() -> SharedRingBuffer {
         _ = AtomicWord(initializingAt: Layout.shareWord(of: start), to: 1)
         let shared = SharedRingBuffer(ring: ring, start: start, base: base, count: storedCount)
@@ -445,12 +470,14 @@ public struct RingBuffer: ~Copyable, @unchecked Sendable {
     }
 }
 
+// MARK: - Public API: ExtendableRingBuffer
+
 /// A buffer being written by the body of ``RingAllocator/extendable(capacity:_:)``: it
 /// grows as bytes are appended and becomes a ``RingBuffer`` when the body returns.
 ///
-/// Growth merges the free regions after the buffer (no copy); when the buffer meets the
+/// Growth merges the free segments after the buffer (no copy); when the buffer meets the
 /// end of the ring it moves, once, to the head (one copy of what it holds). An append
-/// answers false when the buffer can grow no further: the region after it is held, or it
+/// answers false when the buffer can grow no further: the segment after it is held, or it
 /// already moved, or it would need more than the ring.
 public struct ExtendableRingBuffer: ~Copyable {
     @usableFromInline let ring: Ring
@@ -468,7 +495,7 @@ public struct ExtendableRingBuffer: ~Copyable {
         storedCount = 0
     }
 
-    /// Reached only when the body throws: the region goes back unused.
+    /// Reached only when the body throws: the segment goes back unused.
     deinit { Ring.release(start, ring: ring) }
 
     /// The bytes written so far.
@@ -558,10 +585,12 @@ public struct ExtendableRingBuffer: ~Copyable {
 @available(*, unavailable, message: "an extendable buffer grows into its allocator's ring: it stays on its thread")
 extension ExtendableRingBuffer: Sendable {}
 
+// MARK: - Public API: SharedRingBuffer
+
 /// A read-only buffer shared by clones, from ``RingBuffer/freeze()``.
 ///
-/// ``clone()`` adds one to a count kept in the region's header (an atomic add, no heap
-/// allocation); dropping a clone takes one off, and the last one releases the region.
+/// ``clone()`` adds one to a count kept in the segment's header (an atomic add, no heap
+/// allocation); dropping a clone takes one off, and the last one releases the segment.
 /// Clones may be read and dropped on any threads at once.
 public struct SharedRingBuffer: ~Copyable, @unchecked Sendable {
     @usableFromInline let ring: Ring
@@ -612,17 +641,23 @@ public struct SharedRingBuffer: ~Copyable, @unchecked Sendable {
     }
 }
 
-/// A vector of `Element` with a fixed capacity in a ring region, from
+// MARK: - Public API: TypedRingBuffer
+
+/// A vector of `Element` with a fixed capacity in a ring segment, from
 /// ``RingAllocator/typed(_:capacity:)``.
 ///
-/// Elements may be `~Copyable`: `push` and `insert` consume them, `pop` and the removals
-/// move them out, the subscript borrows or modifies them in place. Dropping the buffer
-/// deinitialises the elements it still holds (RingAl leaks them) and releases the region,
-/// on any thread (it is `Sendable` when `Element` is).
+/// Elements may be `~Copyable`: `append`, `push` and `insert` consume them, `pop` and the
+/// removals move them out, the subscript borrows or modifies them in place. Dropping the
+/// buffer deinitialises the elements it still holds (RingAl leaks them) and releases the
+/// segment, on any thread (it is `Sendable` when `Element` is).
+///
+/// A full buffer never destroys an element behind the caller's back (swift-collections'
+/// `RigidArray` rules): ``append(_:)`` and ``insert(_:at:)`` trap, ``push(_:)`` hands the
+/// element back; ``isFull`` and ``freeCapacity`` tell beforehand.
 ///
 /// ```swift
 /// var handles = ring.typed(FileHandle.self, capacity: 8)!   // FileHandle: ~Copyable
-/// _ = handles.push(FileHandle(descriptor))
+/// if let refused = handles.push(FileHandle(descriptor)) { close(refused) }
 /// let handle = handles.pop()                                // moved out
 /// ```
 public struct TypedRingBuffer<Element: ~Copyable>: ~Copyable {
@@ -654,6 +689,12 @@ public struct TypedRingBuffer<Element: ~Copyable>: ~Copyable {
     /// Whether there is no element.
     @inlinable public var isEmpty: Bool { storedCount == 0 }
 
+    /// Whether no element can be added.
+    @inlinable public var isFull: Bool { storedCount == capacity }
+
+    /// The elements that can still be added.
+    @inlinable public var freeCapacity: Int { capacity &- storedCount }
+
     /// The element at `index`.
     ///
     /// - Precondition: `0 <= index < count`.
@@ -669,13 +710,25 @@ public struct TypedRingBuffer<Element: ~Copyable>: ~Copyable {
         }
     }
 
-    /// Adds `element` at the end; false (and `element` dropped) when the buffer is full.
+    /// Adds `element` at the end.
+    ///
+    /// - Precondition: the buffer is not full (``isFull``); ``push(_:)`` is the variant
+    ///   that hands the element back instead.
     @inlinable
-    public mutating func push(_ element: consuming Element) -> Bool {
-        guard storedCount < capacity else { return false }
+    public mutating func append(_ element: consuming Element) {
+        precondition(storedCount < capacity, "TypedRingBuffer.append: the buffer is full (capacity \(capacity))")
         (base + storedCount).initialize(to: element)
         storedCount &+= 1
-        return true
+    }
+
+    /// Adds `element` at the end when there is room: nil when it was stored, else the
+    /// element itself, handed back (a full buffer never destroys it).
+    @inlinable
+    public mutating func push(_ element: consuming Element) -> Element? {
+        guard storedCount < capacity else { return element }
+        (base + storedCount).initialize(to: element)
+        storedCount &+= 1
+        return nil
     }
 
     /// Removes and returns the last element, or nil when there is none.
@@ -686,18 +739,18 @@ public struct TypedRingBuffer<Element: ~Copyable>: ~Copyable {
         return (base + storedCount).move()
     }
 
-    /// Inserts `element` at `index`, moving the later ones up; false when full.
+    /// Inserts `element` at `index`, moving the later ones up.
     ///
-    /// - Precondition: `0 <= index <= count`.
+    /// - Precondition: `0 <= index <= count`; the buffer is not full (``isFull``).
     @inlinable
-    public mutating func insert(_ element: consuming Element, at index: Int) -> Bool {
+    public mutating func insert(_ element: consuming Element, at index: Int) {
         precondition(
             index >= 0 && index <= storedCount, "TypedRingBuffer.insert(at: \(index)): out of 0...\(storedCount)")
-        guard storedCount < capacity else { return false }
+        precondition(
+            storedCount < capacity, "TypedRingBuffer.insert(at: \(index)): the buffer is full (capacity \(capacity))")
         (base + index + 1).moveInitialize(from: base + index, count: storedCount &- index)
         (base + index).initialize(to: element)
         storedCount &+= 1
-        return true
     }
 
     /// Removes and returns the element at `index`, moving the later ones down.
@@ -763,8 +816,10 @@ public struct TypedRingBuffer<Element: ~Copyable>: ~Copyable {
 
 extension TypedRingBuffer: @unchecked Sendable where Element: Sendable & ~Copyable {}
 
+// MARK: - Public API: RingAllocStatistics
+
 /// What a ``RingAllocator`` has done, and what it holds now.
-public struct RingStatistics: Sendable, Equatable {
+public struct RingAllocStatistics: Sendable, Equatable {
     /// Buffers handed out (fixed, extendable and typed; a move of an extendable buffer
     /// is not a new allocation).
     public var allocations: Int
@@ -772,20 +827,20 @@ public struct RingStatistics: Sendable, Equatable {
     public var failures: Int
     /// Times the cursor came round from the tail to the head.
     public var wraps: Int
-    /// Free regions merged into the one before them.
+    /// Free segments merged into the one before them.
     public var merges: Int
-    /// Regions split because more than 8 words would have been left over.
+    /// Segments split because more than 8 words would have been left over.
     public var splits: Int
     /// Extendable buffers moved to the head because they met the end of the ring.
     public var moves: Int
-    /// Allocations that found the ring full and waited (``RingAllocator/fullRingTimeoutNanoseconds``).
+    /// Allocations that found the ring full and waited (``RingAllocator/fullRingTimeout``).
     public var waits: Int
-    /// Buffers held now (regions whose guard is locked).
+    /// Buffers held now (segments whose guard is locked).
     public var liveBuffers: Int
-    /// Bytes of the regions held now, their headers included (exact when read).
+    /// Bytes of the segments held now, their headers included (exact when read).
     public var bytesInUse: Int
     /// The most bytes ever counted in use. The allocator learns of a release when its walk
-    /// reaches the released region, so this is the high-water mark of held bytes plus
+    /// reaches the released segment, so this is the high-water mark of held bytes plus
     /// released bytes not yet reclaimed: an upper bound of the true peak, equal to it when
     /// buffers are released in ring order.
     public var peakBytesInUse: Int
@@ -793,21 +848,32 @@ public struct RingStatistics: Sendable, Equatable {
     public var capacity: Int
 }
 
-/// One region of a ring, as ``RingAllocator/regions()`` lists it.
-public struct RingRegion: Sendable, Equatable {
-    /// The address of the region's guard word.
+// MARK: - Public API: RingSegment
+
+/// One segment of a ring, as ``RingAllocator/segments()`` lists it.
+public struct RingSegment: Sendable, Equatable {
+    /// The address of the segment's guard word.
     public let start: UInt
-    /// The region's size, its 16-byte header included.
+    /// The segment's size, its 16-byte header included.
     public let byteCount: Int
     /// Whether a buffer holds it.
     public let isHeld: Bool
 }
 
-// MARK: - Fast path
+// MARK: - Public API: RingAllocError
+
+/// Why a ring could not be made. Everything else that can go wrong is either a full ring
+/// (nil, or an extendable append's false) or a programmer error (a precondition).
+public enum RingAllocError: Error, Equatable, Sendable {
+    /// The kernel refused to map the ring (`mmap`: address space or memory exhausted).
+    case outOfMemory(SystemError)
+}
+
+// MARK: - Fast path: Ring
 
 /// The ring: a handle to the header at the start of the mapping. The header holds the
 /// allocator's state (only its owner thread reads and writes it), the teardown counter
-/// (any thread) and the counters; the regions follow it.
+/// (any thread) and the counters; the segments follow it.
 @usableFromInline
 struct Ring {
     @usableFromInline let header: UnsafeMutableRawPointer
@@ -825,8 +891,8 @@ struct Ring {
     @inlinable var head: Int { field(Layout.headOffset) }
     /// The tail guard: always locked, pointing back to the head.
     @inlinable var tail: Int { field(Layout.tailOffset) }
-    /// The largest payload of one region.
-    @inlinable var largestPayload: Int { tail &- head &- Layout.regionHeaderByteCount }
+    /// The largest payload of one segment.
+    @inlinable var largestPayload: Int { tail &- head &- Layout.segmentHeaderByteCount }
 
     /// The guard where the next allocation looks first.
     @inlinable var cursor: Int {
@@ -834,7 +900,7 @@ struct Ring {
         nonmutating set { setField(Layout.cursorOffset, newValue) }
     }
 
-    /// Bytes of held regions plus released regions the allocator has not reached yet.
+    /// Bytes of held segments plus released segments the allocator has not reached yet.
     @inlinable var reservedBytes: Int {
         get { field(Layout.reservedOffset) }
         nonmutating set { setField(Layout.reservedOffset, newValue) }
@@ -845,9 +911,10 @@ struct Ring {
         nonmutating set { setField(Layout.peakOffset, newValue) }
     }
 
-    @inlinable var timeoutNanoseconds: UInt64 {
-        get { UInt64(bitPattern: Int64(field(Layout.timeoutOffset))) }
-        nonmutating set { setField(Layout.timeoutOffset, Int(Int64(bitPattern: newValue))) }
+    /// The full-ring wait in nanoseconds, or `Layout.noTimeLimit`.
+    @inlinable var timeoutNanoseconds: Int {
+        get { field(Layout.timeoutOffset) }
+        nonmutating set { setField(Layout.timeoutOffset, newValue) }
     }
 
     /// Whether `withCurrentThread` is running a body with this allocator.
@@ -859,10 +926,10 @@ struct Ring {
     @inlinable
     var counters: Counters<RingCounter> { Counters(at: header + Layout.countersOffset) }
 
-    /// The region bytes (header included) a buffer of `capacity` bytes aligned to
+    /// The segment bytes (header included) a buffer of `capacity` bytes aligned to
     /// `alignment` needs, after checking the request.
     @inlinable
-    func regionByteCount(capacity: Int, alignment: Int, caller: StaticString) -> Int {
+    func segmentByteCount(capacity: Int, alignment: Int, caller: StaticString) -> Int {
         precondition(capacity > 0, "RingAllocator.\(caller)(capacity: \(capacity)): the capacity must be at least 1")
         precondition(
             isPowerOfTwo(alignment), "RingAllocator.\(caller)(alignment: \(alignment)): not a power of two")
@@ -871,14 +938,14 @@ struct Ring {
             capacity <= largestPayload &- padding,
             "RingAllocator.\(caller)(capacity: \(capacity)): larger than the ring's largest buffer (\(largestPayload &- padding) bytes with alignment \(alignment))"
         )
-        return (capacity &+ padding &+ Layout.granule &- 1) & ~(Layout.granule &- 1) &+ Layout.regionHeaderByteCount
+        return (capacity &+ padding &+ Layout.granule &- 1) & ~(Layout.granule &- 1) &+ Layout.segmentHeaderByteCount
     }
 
-    /// Reserves a region of at least `needed` bytes at the cursor: returns its guard,
+    /// Reserves a segment of at least `needed` bytes at the cursor: returns its guard,
     /// locked, with the cursor moved to the guard after it; nil when the ring is full.
     ///
-    /// The fast path takes the cursor's region when it is free and big enough; anything
-    /// else (a merge, a wrap, a held region) is the slow path's.
+    /// The fast path takes the cursor's segment when it is free and big enough; anything
+    /// else (a merge, a wrap, a held segment) is the slow path's.
     @inlinable
     func reserve(_ needed: Int) -> Int? {
         let start = cursor
@@ -892,7 +959,7 @@ struct Ring {
         return reserveSlow(needed)
     }
 
-    /// Locks the free region `start..<next` for a request of `needed` bytes, splitting off
+    /// Locks the free segment `start..<next` for a request of `needed` bytes, splitting off
     /// the rest when more than `Layout.splitThreshold` bytes would be left over.
     @inlinable
     func take(_ start: Int, next: Int, needed: Int) {
@@ -915,23 +982,26 @@ struct Ring {
         if reserved > peakReservedBytes { peakReservedBytes = reserved }
     }
 
-    /// Gives the region of the guard at `start` back to its ring: one atomic exchange with
+    /// Gives the segment of the guard at `start` back to its ring: one atomic exchange with
     /// release ordering, so that the allocator's acquiring load of the guard sees every
     /// write made to the buffer before. Any thread.
     @inlinable
     static func release(_ start: Int, ring: Ring) {
         let word = Layout.word(start)
         let held = word.load(ordering: .relaxed)
-        assert(held & Layout.locked != 0, "RingAlloc: released the region at 0x\(String(start, radix: 16)) twice")
+        assert(held & Layout.locked != 0, "RingAlloc: released the segment at 0x\(String(start, radix: 16)) twice")
         let before = word.exchange(held & ~(Layout.locked | Layout.orphaned), ordering: .releasing)
         if before & Layout.orphaned != 0 { ring.releaseOrphan() }
     }
+}
 
-    // MARK: - Slow path
+// MARK: - Slow path: Ring
 
-    /// The allocation walk when the cursor's region cannot be taken as it is: merges free
-    /// regions after it, wraps at the tail (at most once: a full lap fails), and stops at a
-    /// held region. Merges are kept even when the walk fails.
+extension Ring {
+
+    /// The allocation walk when the cursor's segment cannot be taken as it is: merges free
+    /// segments after it, wraps at the tail (at most once: a full lap fails), and stops at a
+    /// held segment. Merges are kept even when the walk fails.
     @usableFromInline
     @inline(never)
     func reserveSlow(_ needed: Int) -> Int? {
@@ -991,176 +1061,42 @@ struct Ring {
     /// Polling rather than a futex wake-up keeps the release one exchange: a wake-up
     /// protocol would need every release to check for waiters after its store (a full
     /// fence, and a shared cache line written by every releasing thread). The back-off is
-    /// capped at `Layout.maximumBackOffNanoseconds`, so a release is noticed within about
-    /// a millisecond.
+    /// capped at `Layout.longestFullRingPause`, so a release is noticed within about a
+    /// millisecond; its sleeps (`nanosleep`) allocate nothing.
     @usableFromInline
     func waitForRelease(_ attempt: () -> Bool) -> Bool {
         let timeout = timeoutNanoseconds
-        if timeout > 0 {
+        if timeout != 0 {
             counters.addFromOwner(1, to: .waits)
-            let deadline = SystemInfo.monotonicNanoseconds() &+ timeout
-            var pause = Layout.initialBackOffNanoseconds
-            while true {
-                let now = SystemInfo.monotonicNanoseconds()
-                if now >= deadline { break }
-                // The idle word never changes: this is a sleep that allocates nothing.
-                Futex.wait(
-                    AtomicWord(at: header + Layout.idleOffset), whileEqualTo: 0,
-                    timeoutNanoseconds: min(pause, deadline - now))
-                if attempt() { return true }
-                pause = min(pause &* 2, Layout.maximumBackOffNanoseconds)
-            }
+            // No limit: a deadline the monotonic clock never reaches (584 years).
+            let deadline =
+                timeout == Layout.noTimeLimit
+                ? UInt64.max : SystemInfo.monotonicNanoseconds() &+ UInt64(timeout)
+            var backOff = BackOff(initial: Layout.firstFullRingPause, maximum: Layout.longestFullRingPause)
+            if backOff.poll(until: deadline, attempt) { return true }
         }
         counters.addFromOwner(1, to: .failures)
         return false
     }
 
     /// A release that found its guard orphaned: the allocator is gone, and the last
-    /// region to go unmaps the ring (see `tearDown`).
+    /// segment to go unmaps the ring (see `tearDown`).
     @usableFromInline
     @inline(never)
     func releaseOrphan() {
         let outstanding = AtomicWord(at: header + Layout.outstandingOffset)
         if outstanding.wrappingSubtract(1, ordering: .acquiringAndReleasing) == 1 { unmap() }
     }
-
-    // MARK: - Internals
-
-    /// Maps a ring and writes its header, its first free region and its tail guard.
-    static func create(capacity: Int) throws(SystemError) -> Ring {
-        let total = alignUp(
-            Layout.headerByteCount + capacity + Layout.regionHeaderByteCount, to: SystemInfo.pageSize)
-        guard let total else { throw SystemError(.map, code: ENOMEM) }
-        // The header layout: owner fields end before the counters, the counters before
-        // the first region.
-        assert(
-            Layout.borrowedOffset + 8 <= Layout.countersOffset
-                && Layout.countersOffset + Counters<RingCounter>.byteCount <= Layout.headerByteCount,
-            "RingAlloc: the header fields overlap (counters end at \(Layout.countersOffset + Counters<RingCounter>.byteCount))"
-        )
-        let memory = try SystemMemory.map(byteCount: total)
-        let ring = Ring(header: memory)
-        let head = Int(bitPattern: memory) + Layout.headerByteCount
-        let tail = Int(bitPattern: memory) + total - Layout.regionHeaderByteCount
-        _ = AtomicWord(initializingAt: memory + Layout.outstandingOffset, to: 0)
-        _ = AtomicWord(initializingAt: memory + Layout.idleOffset, to: 0)
-        ring.setField(Layout.mappingByteCountOffset, total)
-        ring.setField(Layout.headOffset, head)
-        ring.setField(Layout.tailOffset, tail)
-        ring.cursor = head
-        _ = Counters<RingCounter>(initializingAt: memory + Layout.countersOffset)
-        _ = AtomicWord(initializingAt: Layout.pointer(head), to: tail)
-        _ = AtomicWord(initializingAt: Layout.pointer(tail), to: head | Layout.locked)
-        return ring
-    }
-
-    /// Calls `body` with each guard's address and value from the head to the tail, until
-    /// it answers false or the walk has taken more steps than the ring has granules.
-    func walk(_ body: (Int, Int) -> Bool) {
-        let tail = tail
-        var start = head
-        var steps = 0
-        let maximumSteps = (tail &- start) / Layout.granule
-        while start != tail && steps <= maximumSteps {
-            let value = Layout.word(start).load(ordering: .acquiring)
-            if !body(start, value) { return }
-            start = value & Layout.addressMask
-            steps &+= 1
-        }
-    }
-
-    func statistics() -> RingStatistics {
-        var live = 0
-        var bytes = 0
-        walk { start, value in
-            if value & Layout.locked != 0 {
-                live &+= 1
-                bytes &+= (value & Layout.addressMask) &- start
-            }
-            return true
-        }
-        let counters = counters
-        return RingStatistics(
-            allocations: counters.value(of: .allocations), failures: counters.value(of: .failures),
-            wraps: counters.value(of: .wraps), merges: counters.value(of: .merges), splits: counters.value(of: .splits),
-            moves: counters.value(of: .moves), waits: counters.value(of: .waits), liveBuffers: live,
-            bytesInUse: bytes, peakBytesInUse: peakReservedBytes, capacity: tail &- head)
-    }
-
-    func integrityViolation() -> String? {
-        let head = head
-        let tail = tail
-        let cursor = cursor
-        func hex(_ value: Int) -> String { "0x" + String(value, radix: 16) }
-        if Layout.word(tail).load(ordering: .relaxed) != head | Layout.locked {
-            return
-                "the tail guard at \(hex(tail)) holds \(hex(Layout.word(tail).load(ordering: .relaxed))), not the head \(hex(head)) locked"
-        }
-        var problem: String?
-        var last = head
-        var cursorSeen = cursor == tail
-        var tally = 0
-        var closed = false
-        walk { start, value in
-            let next = value & Layout.addressMask
-            if start == cursor { cursorSeen = true }
-            if value & Layout.orphaned != 0 {
-                problem = "the guard at \(hex(start)) is orphaned while its allocator lives"
-            } else if next & (Layout.granule - 1) != 0 || next <= start || next > tail {
-                problem =
-                    "the guard at \(hex(start)) points to \(hex(next)), outside \(hex(start + 16))...\(hex(tail)) or misaligned"
-            } else if next &- start < Layout.regionHeaderByteCount + Layout.granule {
-                problem = "the region at \(hex(start)) is \(next - start) bytes, smaller than a header and a granule"
-            }
-            if value & (Layout.locked | Layout.unreclaimed) != 0 { tally &+= next &- start }
-            last = start
-            if next == tail { closed = true }
-            return problem == nil
-        }
-        if let problem { return problem }
-        if !closed { return "the walk from the head does not reach the tail (last guard \(hex(last)))" }
-        if !cursorSeen { return "the cursor \(hex(cursor)) is not on a guard" }
-        if tally != reservedBytes {
-            return "the bytes tally is \(reservedBytes), but held and unreclaimed regions make \(tally)"
-        }
-        return nil
-    }
-
-    /// Drops the allocator: orphans every held guard and counts them; the last of the
-    /// allocator and those buffers to finish unmaps the ring. Never waits.
-    func tearDown() {
-        var held = 0
-        walk { start, value in
-            if value & Layout.locked != 0 {
-                // The guard may be released at this very moment: only the exchange (or
-                // this OR) that comes second sees both bits, so each held region is
-                // counted here exactly when its release will see the orphan bit.
-                let before = Layout.word(start).bitwiseOr(Layout.orphaned, ordering: .acquiringAndReleasing)
-                if before & Layout.locked != 0 { held &+= 1 }
-            }
-            return true
-        }
-        let outstanding = AtomicWord(at: header + Layout.outstandingOffset)
-        if outstanding.wrappingAdd(held, ordering: .acquiringAndReleasing) &+ held == 0 { unmap() }
-    }
-
-    func unmap() {
-        let byteCount = field(Layout.mappingByteCountOffset)
-        do {
-            try SystemMemory.unmap(header, byteCount: byteCount)
-        } catch {
-            assertionFailure("RingAlloc: cannot unmap the ring at \(header): \(error)")
-        }
-    }
 }
 
-// MARK: - Slow path: extendable growth
+// MARK: - Slow path: ExtendableRingBuffer
 
 extension ExtendableRingBuffer {
     /// Grows the buffer to hold at least `additional` bytes more than it holds (aiming at
     /// four times its capacity: growth in place copies nothing, and what is not written
-    /// goes back when the body returns, so a big step only saves later steps): in place by merging the free regions after it, or by moving to
-    /// the head when it meets the tail. Waits like an allocation when a timeout is set.
+    /// goes back when the body returns, so a big step only saves later steps): in place
+    /// by merging the free segments after it, or by moving to the head when it meets the
+    /// tail. Waits like an allocation when a timeout is set.
     @usableFromInline
     @inline(never)
     mutating func grow(adding additional: Int) -> Bool {
@@ -1213,27 +1149,27 @@ extension ExtendableRingBuffer {
             storedCapacity = newEnd &- Int(bitPattern: base)
             return true
         }
-        // Keep what was merged as one free region after the buffer.
+        // Keep what was merged as one free segment after the buffer.
         if reached != end { Layout.word(end).store(reached, ordering: .relaxed) }
         guard blockedByTail && start != ring.head else { return false }
         return move(toAtLeast: minimumCapacity)
     }
 
-    /// Moves the buffer to the head of the ring (it met the tail): reserves a region
-    /// there, copies the bytes written, releases the old region.
+    /// Moves the buffer to the head of the ring (it met the tail): reserves a segment
+    /// there, copies the bytes written, releases the old segment.
     mutating func move(toAtLeast minimumCapacity: Int) -> Bool {
         let ring = ring
         let savedCursor = ring.cursor
         ring.cursor = ring.tail
         let wanted = max(minimumCapacity, 2 &* storedCapacity)
         let granuleMask = Layout.granule &- 1
-        func regionByteCount(_ capacity: Int) -> Int {
-            ((capacity &+ granuleMask) & ~granuleMask) &+ Layout.regionHeaderByteCount
+        func segmentByteCount(_ capacity: Int) -> Int {
+            ((capacity &+ granuleMask) & ~granuleMask) &+ Layout.segmentHeaderByteCount
         }
         let newStart: Int
-        if wanted <= ring.largestPayload, let reserved = ring.reserve(regionByteCount(wanted)) {
+        if wanted <= ring.largestPayload, let reserved = ring.reserve(segmentByteCount(wanted)) {
             newStart = reserved
-        } else if let reserved = ring.reserve(regionByteCount(minimumCapacity)) {
+        } else if let reserved = ring.reserve(segmentByteCount(minimumCapacity)) {
             newStart = reserved
         } else {
             ring.cursor = savedCursor
@@ -1251,7 +1187,7 @@ extension ExtendableRingBuffer {
         return true
     }
 
-    /// Shrinks the region to the bytes written (when more than the split threshold would
+    /// Shrinks the segment to the bytes written (when more than the split threshold would
     /// be left over) and hands it over as a fixed buffer.
     @usableFromInline
     consuming func finalize() -> RingBuffer {
@@ -1274,7 +1210,92 @@ extension ExtendableRingBuffer {
     }
 }
 
-// MARK: - Internals: layout
+// MARK: - Internals: Ring
+
+extension Ring {
+    /// Maps a ring and writes its header, its first free segment and its tail guard.
+    static func create(capacity: Int) throws(SystemError) -> Ring {
+        let total = alignUp(
+            Layout.headerByteCount + capacity + Layout.segmentHeaderByteCount, to: SystemInfo.pageSize)
+        guard let total else { throw SystemError(.map, code: ENOMEM) }
+        assert(Layout.violation() == nil, "RingAlloc: \(Layout.violation() ?? "")")
+        let memory = try SystemMemory.map(byteCount: total)
+        let ring = Ring(header: memory)
+        let head = Int(bitPattern: memory) + Layout.headerByteCount
+        let tail = Int(bitPattern: memory) + total - Layout.segmentHeaderByteCount
+        _ = AtomicWord(initializingAt: memory + Layout.outstandingOffset, to: 0)
+        ring.setField(Layout.mappingByteCountOffset, total)
+        ring.setField(Layout.headOffset, head)
+        ring.setField(Layout.tailOffset, tail)
+        ring.cursor = head
+        _ = Counters<RingCounter>(initializingAt: memory + Layout.countersOffset)
+        _ = AtomicWord(initializingAt: Layout.pointer(head), to: tail)
+        _ = AtomicWord(initializingAt: Layout.pointer(tail), to: head | Layout.locked)
+        return ring
+    }
+
+    /// Calls `body` with each guard's address and value from the head to the tail, until
+    /// it answers false or the walk has taken more steps than the ring has granules.
+    func walk(_ body: (Int, Int) -> Bool) {
+        let tail = tail
+        var start = head
+        var steps = 0
+        let maximumSteps = (tail &- start) / Layout.granule
+        while start != tail && steps <= maximumSteps {
+            let value = Layout.word(start).load(ordering: .acquiring)
+            if !body(start, value) { return }
+            start = value & Layout.addressMask
+            steps &+= 1
+        }
+    }
+
+    func statistics() -> RingAllocStatistics {
+        var live = 0
+        var bytes = 0
+        walk { start, value in
+            if value & Layout.locked != 0 {
+                live &+= 1
+                bytes &+= (value & Layout.addressMask) &- start
+            }
+            return true
+        }
+        let counters = counters
+        return RingAllocStatistics(
+            allocations: counters.value(of: .allocations), failures: counters.value(of: .failures),
+            wraps: counters.value(of: .wraps), merges: counters.value(of: .merges), splits: counters.value(of: .splits),
+            moves: counters.value(of: .moves), waits: counters.value(of: .waits), liveBuffers: live,
+            bytesInUse: bytes, peakBytesInUse: peakReservedBytes, capacity: tail &- head)
+    }
+
+    /// Drops the allocator: orphans every held guard and counts them; the last of the
+    /// allocator and those buffers to finish unmaps the ring. Never waits.
+    func tearDown() {
+        var held = 0
+        walk { start, value in
+            if value & Layout.locked != 0 {
+                // The guard may be released at this very moment: only the exchange (or
+                // this OR) that comes second sees both bits, so each held segment is
+                // counted here exactly when its release will see the orphan bit.
+                let before = Layout.word(start).bitwiseOr(Layout.orphaned, ordering: .acquiringAndReleasing)
+                if before & Layout.locked != 0 { held &+= 1 }
+            }
+            return true
+        }
+        let outstanding = AtomicWord(at: header + Layout.outstandingOffset)
+        if outstanding.wrappingAdd(held, ordering: .acquiringAndReleasing) &+ held == 0 { unmap() }
+    }
+
+    func unmap() {
+        let byteCount = field(Layout.mappingByteCountOffset)
+        do {
+            try SystemMemory.unmap(header, byteCount: byteCount)
+        } catch {
+            assertionFailure("RingAlloc: cannot unmap the ring at \(header): \(error)")
+        }
+    }
+}
+
+// MARK: - Internals: RingCounter
 
 /// The allocator's counters, in the ring's header.
 @usableFromInline
@@ -1282,68 +1303,94 @@ enum RingCounter: Int, CaseIterable {
     case allocations, failures, wraps, merges, splits, moves, waits
 }
 
-/// The layout of a ring: header offsets, guard bits, region sizes, tuning constants.
+// MARK: - Layout
+
+/// The layout of a ring: the header's fields and a segment's, in address order; the guard
+/// bits; sizes and tuning constants. ``violation()`` pins it.
 @usableFromInline
 enum Layout {
-    // Header (256 bytes at the start of the mapping). The first word is the only one
-    // other threads write (teardown's counter); the rest is the owner thread's.
+    // The ring's header: 256 bytes at the start of the mapping, one word per field. The
+    // first word is the only one other threads write (teardown's counter); the rest is
+    // the owner thread's.
+
+    /// Buffers orphaned by the teardown and not yet released (any thread; the side that
+    /// brings it to 0 unmaps).
     @usableFromInline static let outstandingOffset = 0
-    @usableFromInline static let idleOffset = 8
-    @usableFromInline static let mappingByteCountOffset = 16
-    @usableFromInline static let headOffset = 24
-    @usableFromInline static let tailOffset = 32
-    @usableFromInline static let cursorOffset = 40
-    @usableFromInline static let reservedOffset = 48
-    @usableFromInline static let peakOffset = 56
-    @usableFromInline static let timeoutOffset = 64
-    @usableFromInline static let borrowedOffset = 72
+    /// The mapping's size in bytes, for `munmap`.
+    @usableFromInline static let mappingByteCountOffset = 8
+    /// The address of the first guard.
+    @usableFromInline static let headOffset = 16
+    /// The address of the tail guard.
+    @usableFromInline static let tailOffset = 24
+    /// The guard where the next allocation looks first.
+    @usableFromInline static let cursorOffset = 32
+    /// The bytes tally: held segments plus released ones not yet reclaimed.
+    @usableFromInline static let reservedOffset = 40
+    /// The tally's high-water mark.
+    @usableFromInline static let peakOffset = 48
+    /// The full-ring wait in nanoseconds (0: none; `noTimeLimit`: no limit).
+    @usableFromInline static let timeoutOffset = 56
+    /// 1 while `withCurrentThread` runs a body with this allocator.
+    @usableFromInline static let borrowedOffset = 64
+    /// The `Counters<RingCounter>` block, on its own lines after the owner fields.
     @usableFromInline static let countersOffset = 128
-    /// The header's size: the counters end well before it, and regions start 64-aligned.
+    /// The header's size: the counters end well before it, and segments start 64-aligned.
     @usableFromInline static let headerByteCount = 256
 
+    // A segment's header: two words before its payload.
+
+    /// The guard: the address of the next segment's guard, with the guard bits below.
+    @usableFromInline static let guardOffset = 0
+    /// The share word: a frozen buffer's clone count (unused otherwise).
+    @usableFromInline static let shareOffset = 8
+    /// A segment's header: the guard word and the share word.
+    @usableFromInline static let segmentHeaderByteCount = 16
+
     // Guard bits: guards are 16-aligned, so the low 4 bits of an address are free.
-    /// A buffer holds the region.
+    /// A buffer holds the segment.
     @usableFromInline static let locked = 1
-    /// The allocator was dropped while the region was held.
+    /// The allocator was dropped while the segment was held.
     @usableFromInline static let orphaned = 2
-    /// The region's bytes are in the allocator's tally (it was handed out and the
+    /// The segment's bytes are in the allocator's tally (it was handed out and the
     /// allocator has not reclaimed it since).
     @usableFromInline static let unreclaimed = 4
     @usableFromInline static let addressMask = ~15
 
-    /// Regions and payloads are multiples of 16 bytes, so every payload is 16-aligned
+    /// Segments and payloads are multiples of 16 bytes, so every payload is 16-aligned
     /// like malloc's.
     @usableFromInline static let granule = 16
-    /// A region's header: the guard word and the share word (a frozen buffer's clones).
-    @usableFromInline static let regionHeaderByteCount = 16
-    /// A region is split when more than 8 words would be left over (RingAl's rule): a
-    /// smaller rest would be a region too small to be worth a guard.
+    /// A segment is split when more than 8 words would be left over (RingAl's rule): a
+    /// smaller rest would be a segment too small to be worth a guard.
     @usableFromInline static let splitThreshold = 64
     /// 2^46 bytes: no sum of sizes below it overflows.
     @usableFromInline static let maximumCapacity = 1 << 46
 
+    /// The timeout field's value for "wait as long as it takes" (a timeout is never
+    /// negative: negative durations are stored as 0).
+    static let noTimeLimit = -1
     /// A full ring's first look after 1 µs: a release by a running thread is that close.
-    static let initialBackOffNanoseconds: UInt64 = 1_000
+    /// (Computed: a stored `Duration` would need a lazy global's `swift_once`.)
+    static var firstFullRingPause: Duration { .microseconds(1) }
     /// And at most every millisecond: the delay a waiting allocation may add to a release.
-    static let maximumBackOffNanoseconds: UInt64 = 1_000_000
+    static var longestFullRingPause: Duration { .milliseconds(1) }
 
     @inlinable
     static func pointer(_ address: Int) -> UnsafeMutableRawPointer {
         UnsafeMutableRawPointer(bitPattern: address).unsafelyUnwrapped
     }
 
-    /// The guard word at `address`.
+    /// The guard word of the segment at `start`.
     @inlinable
-    static func word(_ address: Int) -> AtomicWord { AtomicWord(at: pointer(address)) }
+    static func word(_ start: Int) -> AtomicWord { AtomicWord(at: pointer(start &+ guardOffset)) }
 
-    /// The share word of the region whose guard is at `start`.
+    /// The share word of the segment at `start`.
     @inlinable
-    static func shareWord(of start: Int) -> UnsafeMutableRawPointer { pointer(start &+ 8) }
+    static func shareWord(of start: Int) -> UnsafeMutableRawPointer { pointer(start &+ shareOffset) }
 
-    /// The first payload byte of the region at `start`, aligned to `alignment`.
+    /// The first payload byte of the segment at `start`, aligned to `alignment`.
     @inlinable
     static func payload(of start: Int, alignment: Int) -> UnsafeMutableRawPointer {
-        let first = start &+ regionHeaderByteCount
+        let first = start &+ segmentHeaderByteCount
         return pointer(alignment <= granule ? first : (first &+ alignment &- 1) & ~(alignment &- 1))
     }
 
@@ -1351,6 +1398,84 @@ enum Layout {
     static func assertHeld(_ start: Int) {
         assert(
             word(start).load(ordering: .relaxed) & locked != 0,
-            "RingAlloc: the region at 0x\(String(start, radix: 16)) is not held")
+            "RingAlloc: the segment at 0x\(String(start, radix: 16)) is not held")
+    }
+
+    /// What is wrong with the layout above, or nil: the fields of each header in address
+    /// order, word-aligned and inside their header; the counters between the owner fields
+    /// and the first segment; the guard bits below the granule. Run by every ring's
+    /// creation in debug builds and by ``Ring/integrityViolation()``.
+    static func violation() -> String? {
+        let word = MemoryLayout<Int>.size
+        let header: [(name: StaticString, offset: Int)] = [
+            ("outstanding", outstandingOffset), ("mapping size", mappingByteCountOffset), ("head", headOffset),
+            ("tail", tailOffset), ("cursor", cursorOffset), ("tally", reservedOffset), ("peak", peakOffset),
+            ("timeout", timeoutOffset), ("borrowed", borrowedOffset), ("counters", countersOffset),
+        ]
+        for ((name, offset), (nextName, nextOffset)) in zip(header, header.dropFirst())
+        where offset % word != 0 || offset + word > nextOffset {
+            return "the header's \(name) at \(offset) is misaligned or overlaps \(nextName) at \(nextOffset)"
+        }
+        if countersOffset + Counters<RingCounter>.byteCount > headerByteCount || headerByteCount % 64 != 0 {
+            return
+                "the counters end at \(countersOffset + Counters<RingCounter>.byteCount), past the \(headerByteCount)-byte header, or the header is not whole lines"
+        }
+        if guardOffset != 0 || shareOffset < guardOffset + word || shareOffset + word > segmentHeaderByteCount
+            || segmentHeaderByteCount % granule != 0
+        {
+            return
+                "a segment's header (guard at \(guardOffset), share word at \(shareOffset), \(segmentHeaderByteCount) bytes) is out of order or not whole granules"
+        }
+        if (locked | orphaned | unreclaimed) & addressMask != 0 || addressMask != ~(granule - 1) {
+            return "the guard bits do not fit below the \(granule)-byte granule"
+        }
+        return nil
+    }
+}
+
+// MARK: - Integrity walker
+
+extension Ring {
+    /// The first broken invariant of the ring and its layout, described, or nil (spec
+    /// section 4; ``RingAllocator/integrityViolation()`` lists what it checks). Run by the
+    /// model test after every step.
+    func integrityViolation() -> String? {
+        if let layout = Layout.violation() { return "the layout: \(layout)" }
+        let head = head
+        let tail = tail
+        let cursor = cursor
+        func hex(_ value: Int) -> String { "0x" + String(value, radix: 16) }
+        if Layout.word(tail).load(ordering: .relaxed) != head | Layout.locked {
+            return
+                "the tail guard at \(hex(tail)) holds \(hex(Layout.word(tail).load(ordering: .relaxed))), not the head \(hex(head)) locked"
+        }
+        var problem: String?
+        var last = head
+        var cursorSeen = cursor == tail
+        var tally = 0
+        var closed = false
+        walk { start, value in
+            let next = value & Layout.addressMask
+            if start == cursor { cursorSeen = true }
+            if value & Layout.orphaned != 0 {
+                problem = "the guard at \(hex(start)) is orphaned while its allocator lives"
+            } else if next & (Layout.granule - 1) != 0 || next <= start || next > tail {
+                problem =
+                    "the guard at \(hex(start)) points to \(hex(next)), outside \(hex(start + Layout.segmentHeaderByteCount))...\(hex(tail)) or misaligned"
+            } else if next &- start < Layout.segmentHeaderByteCount + Layout.granule {
+                problem = "the segment at \(hex(start)) is \(next - start) bytes, smaller than a header and a granule"
+            }
+            if value & (Layout.locked | Layout.unreclaimed) != 0 { tally &+= next &- start }
+            last = start
+            if next == tail { closed = true }
+            return problem == nil
+        }
+        if let problem { return problem }
+        if !closed { return "the walk from the head does not reach the tail (last guard \(hex(last)))" }
+        if !cursorSeen { return "the cursor \(hex(cursor)) is not on a guard" }
+        if tally != reservedBytes {
+            return "the bytes tally is \(reservedBytes), but held and unreclaimed segments make \(tally)"
+        }
+        return nil
     }
 }

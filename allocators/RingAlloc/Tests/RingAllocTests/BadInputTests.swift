@@ -3,6 +3,7 @@
 
 import AllocCore
 import AllocTestSupport
+import Glibc
 import RingAlloc
 import Testing
 
@@ -29,9 +30,9 @@ struct BadInputTests {
             mentioning: "RingAllocator(capacity: \(RingAllocator.maximumCapacity + 1)): the capacity must be between")
     }
 
-    @Test("a ring the kernel cannot map throws SystemError(.map, ENOMEM)")
+    @Test("a ring the kernel cannot map throws RingAllocError.outOfMemory(SystemError(.map, ENOMEM))")
     func unmappableRing() {
-        #expect(throws: SystemError(.map, code: 12)) {
+        #expect(throws: RingAllocError.outOfMemory(SystemError(.map, code: ENOMEM))) {
             _ = try RingAllocator(capacity: RingAllocator.maximumCapacity)
         }
     }
@@ -116,14 +117,14 @@ struct BadInputTests {
         var result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
             var ring = try! RingAllocator(capacity: 4096)
             var buffer = ring.typed(Int.self, capacity: 4)!
-            _ = buffer.push(1)
+            buffer.append(1)
             _ = buffer.remove(at: 1)
         }
         expectTrap(result, mentioning: "remove(at: 1): out of 0..<1")
         result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
             var ring = try! RingAllocator(capacity: 4096)
             var buffer = ring.typed(Int.self, capacity: 4)!
-            _ = buffer.insert(1, at: 1)
+            buffer.insert(1, at: 1)
         }
         expectTrap(result, mentioning: "insert(at: 1): out of 0...0")
         result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
@@ -135,9 +136,62 @@ struct BadInputTests {
         result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
             var ring = try! RingAllocator(capacity: 4096)
             var buffer = ring.fixed(capacity: 4)!
-            _ = buffer.append(repeating: 0, count: -1)
+            buffer.append(repeating: 0, count: -1)
         }
         expectTrap(result, mentioning: "negative count")
+    }
+
+    // Spec 2 and 9: a full fixed-capacity buffer traps on append and insert (RigidArray's
+    // rule), so that nothing is dropped or cut short behind the caller's back.
+    @Test("an append past a fixed buffer's capacity traps, for every kind of append")
+    func fullFixedBuffer() async {
+        var result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            var ring = try! RingAllocator(capacity: 4096)
+            var buffer = ring.fixed(capacity: 16)!
+            buffer.append(repeating: 0, count: buffer.capacity)
+            buffer.append(1)
+        }
+        expectTrap(result, mentioning: "RingBuffer.append: the buffer is full (capacity 16)")
+        result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            var ring = try! RingAllocator(capacity: 4096)
+            var buffer = ring.fixed(capacity: 16)!
+            buffer.append(contentsOf: [UInt8](repeating: 1, count: 17))
+        }
+        expectTrap(result, mentioning: "17 bytes do not fit in the 16 free")
+        result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            var ring = try! RingAllocator(capacity: 4096)
+            var buffer = ring.fixed(capacity: 16)!
+            buffer.append(contentsOf: (0..<17).lazy.map { UInt8($0) })
+        }
+        expectTrap(result, mentioning: "the buffer is full")
+        result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            var ring = try! RingAllocator(capacity: 4096)
+            var buffer = ring.fixed(capacity: 16)!
+            buffer.append(repeating: 0, count: 17)
+        }
+        expectTrap(result, mentioning: "17 bytes do not fit in the 16 free")
+    }
+
+    @Test("an append or insert into a full typed buffer traps; push hands the element back")
+    func fullTypedBuffer() async throws {
+        var result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            var ring = try! RingAllocator(capacity: 4096)
+            var buffer = ring.typed(Int.self, capacity: 2)!
+            for value in 0..<buffer.capacity { buffer.append(value) }
+            buffer.append(0)
+        }
+        expectTrap(result, mentioning: "TypedRingBuffer.append: the buffer is full")
+        result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            var ring = try! RingAllocator(capacity: 4096)
+            var buffer = ring.typed(Int.self, capacity: 2)!
+            for value in 0..<buffer.capacity { buffer.append(value) }
+            buffer.insert(0, at: 0)
+        }
+        expectTrap(result, mentioning: "TypedRingBuffer.insert(at: 0): the buffer is full")
+        var ring = try RingAllocator(capacity: 4096)
+        var buffer = try required(ring.typed(Int.self, capacity: 2))
+        for value in 0..<buffer.capacity { #expect(buffer.push(value) == nil) }
+        #expect(buffer.push(-1) == -1 && buffer.count == buffer.capacity)
     }
 
     @Test("withCurrentThread inside its own body traps")

@@ -1,7 +1,7 @@
 // Model-based randomized test (spec sections 2 and 4): a seeded run that mixes fixed,
 // extendable, typed and shared buffers on a small ring, so that it wraps, merges, splits
 // and fills up, and checks after every operation that the ring is sound (the integrity
-// walker), that every live buffer lies inside a held region of its own, and, when a buffer
+// walker), that every live buffer lies inside a held segment of its own, and, when a buffer
 // is released, that its contents survived. One seed per run of the body of
 // `forEachTestSeed` (ALLOC_TEST_SEED replays one, ALLOC_TEST_SOAK_SECONDS soaks).
 
@@ -17,7 +17,7 @@ struct RingModel: ~Copyable {
     var ring: RingAllocator
     var fixed: [(box: Box<RingBuffer>, tag: Int)] = []
     var typed: [(box: Box<TypedRingBuffer<Int>>, values: [Int])] = []
-    /// Clones of shared buffers; clones of one region share the tag.
+    /// Clones of shared buffers; clones of one segment share the tag.
     var shared: [(box: Box<SharedRingBuffer>, tag: Int)] = []
     var nextTag = 1
     var counts = (fixed: 0, extendable: 0, typed: 0, frozen: 0, clones: 0, failures: 0, releases: 0)
@@ -64,15 +64,16 @@ struct RingModel: ~Copyable {
         nextTag += 1
         let length = random(capacity + 1)
         if random(2) == 0 {
-            guard buffer.append(contentsOf: patternArray(tag: tag, count: length)) else {
-                return "append of \(length) bytes to a buffer of \(buffer.capacity) failed"
-            }
+            buffer.append(contentsOf: patternArray(tag: tag, count: length))
         } else {
-            guard buffer.append(repeating: 0, count: length) else { return "append(repeating:) failed" }
+            buffer.append(repeating: 0, count: length)
             buffer.withUnsafeMutableBytes { fillPattern($0, tag: tag) }
         }
-        if buffer.append(contentsOf: [UInt8](repeating: 1, count: buffer.capacity - buffer.count + 1)) {
-            return "an append past the capacity succeeded"
+        // Spec 2: an append past the capacity traps; the free capacity tells beforehand.
+        if buffer.count != length || buffer.freeCapacity != buffer.capacity - length
+            || buffer.isFull != (length == buffer.capacity)
+        {
+            return "after \(length) bytes: count \(buffer.count), free \(buffer.freeCapacity), full \(buffer.isFull)"
         }
         fixed.append((Box(buffer), tag))
         return nil
@@ -134,17 +135,25 @@ struct RingModel: ~Copyable {
         let problem: String? = box.with { buffer in
             switch operation {
             case 0, 1:
-                let pushed = buffer.push(value)
-                if pushed != (values.count < buffer.capacity) {
-                    return "push answered \(pushed) at \(values.count)/\(buffer.capacity)"
+                // Spec 2: a full buffer hands the element back.
+                let refused = buffer.push(value)
+                if (refused == nil) != (values.count < buffer.capacity) || (refused != nil && refused != value) {
+                    return "push answered \(String(describing: refused)) at \(values.count)/\(buffer.capacity)"
                 }
-                if pushed { values.append(value) }
+                if refused == nil { values.append(value) }
             case 2:
                 if buffer.pop() != values.popLast() { return "pop disagrees with the model" }
             case 3:
-                let inserted = buffer.insert(value, at: position)
-                if inserted != (values.count < buffer.capacity) { return "insert answered \(inserted)" }
-                if inserted { values.insert(value, at: position) }
+                if buffer.isFull != (values.count == buffer.capacity)
+                    || buffer.freeCapacity != buffer.capacity - values.count
+                {
+                    return
+                        "isFull \(buffer.isFull), freeCapacity \(buffer.freeCapacity) at \(values.count)/\(buffer.capacity)"
+                }
+                // An insert into a full buffer traps (BadInputTests.fullTypedBuffer).
+                guard !buffer.isFull else { return nil }
+                buffer.insert(value, at: position)
+                values.insert(value, at: position)
             case 4:
                 guard !values.isEmpty else { return nil }
                 let at = position % values.count
@@ -222,8 +231,8 @@ struct RingModel: ~Copyable {
         return covered ? nil : "too little coverage: \(counts), \(statistics)"
     }
 
-    /// Every live buffer inside a held region, one region per buffer (clones share
-    /// theirs), and as many held regions as buffers.
+    /// Every live buffer inside a held segment, one segment per buffer (clones share
+    /// theirs), and as many held segments as buffers.
     func checkPlacement() -> String? {
         // The owner is named only for a report: building the names at every step would
         // cost more than the check.
@@ -247,10 +256,10 @@ struct RingModel: ~Copyable {
             }
             if sharedStarts.insert(start).inserted { ranges.append((start, start + UInt(count), "shared", index)) }
         }
-        // In address order (the walk goes from the head), and disjoint: the only region
+        // In address order (the walk goes from the head), and disjoint: the only segment
         // that can hold a buffer is the last one whose payload starts at or before it.
-        let held = ring.regions().filter(\.isHeld)
-        if held.count != ranges.count { return "\(held.count) held regions for \(ranges.count) live buffers" }
+        let held = ring.segments().filter(\.isHeld)
+        if held.count != ranges.count { return "\(held.count) held segments for \(ranges.count) live buffers" }
         var used = Set<UInt>()
         for range in ranges {
             var (low, high) = (0, held.count)
@@ -260,9 +269,9 @@ struct RingModel: ~Copyable {
             }
             let owner = { "\(range.kind) #\(range.index) at 0x\(String(range.start, radix: 16))" }
             guard low > 0, range.end <= held[low - 1].start + UInt(held[low - 1].byteCount) else {
-                return "\(owner()) lies in no held region"
+                return "\(owner()) lies in no held segment"
             }
-            if !used.insert(held[low - 1].start).inserted { return "\(owner()) shares a region with another buffer" }
+            if !used.insert(held[low - 1].start).inserted { return "\(owner()) shares a segment with another buffer" }
         }
         return nil
     }

@@ -39,7 +39,7 @@ struct WaitsProbe: @unchecked Sendable {
 
     /// The probe of `ring`, made on the ring's thread.
     init(_ ring: borrowing RingAllocator) {
-        let head = ring.regions()[0].start
+        let head = ring.segments()[0].start
         let header = UnsafeMutableRawPointer(bitPattern: head - 256)!
         word = AtomicWord(at: header + 128 + 6 * 8)
     }

@@ -11,32 +11,32 @@ import Testing
 
 @Suite("The allocation walk")
 struct WalkTests {
-    // Spec 3: a region is its 16-byte header and the payload rounded to 16 bytes; a free
-    // region with more than 64 bytes to spare is split.
-    @Test("a request splits the free region when more than 8 words are left over")
+    // Spec 3: a segment is its 16-byte header and the payload rounded to 16 bytes; a free
+    // segment with more than 64 bytes to spare is split.
+    @Test("a request splits the free segment when more than 8 words are left over")
     func splitsBigSlack() throws {
         var ring = try RingAllocator(capacity: 64 * 1024)
         let buffer = try required(ring.fixed(capacity: 100))
         #expect(ok(buffer.capacity == 112))
-        let regions = ring.regions()
-        #expect(regions.count == 2)
-        #expect(regions[0].start == address(of: buffer) - 16 && regions[0].byteCount == 128 && regions[0].isHeld)
-        #expect(regions[1].isHeld == false && regions[1].byteCount == ring.capacity - 128)
+        let segments = ring.segments()
+        #expect(segments.count == 2)
+        #expect(segments[0].start == address(of: buffer) - 16 && segments[0].byteCount == 128 && segments[0].isHeld)
+        #expect(segments[1].isHeld == false && segments[1].byteCount == ring.capacity - 128)
         #expect(ring.statistics().splits == 1)
         expectSound(ring, "after a split")
     }
 
-    // Spec 3: with 64 bytes or fewer to spare the whole region is taken (exact fit).
-    @Test("a request takes the whole region when at most 8 words are left over")
+    // Spec 3: with 64 bytes or fewer to spare the whole segment is taken (exact fit).
+    @Test("a request takes the whole segment when at most 8 words are left over")
     func takesSmallSlackWhole() throws {
         var ring = try RingAllocator(capacity: 64 * 1024)
-        // Leave exactly 96 bytes before the tail: a 16-byte request (a 32-byte region)
-        // then has 64 bytes to spare, not more, and takes the region whole.
+        // Leave exactly 96 bytes before the tail: a 16-byte request (a 32-byte segment)
+        // then has 64 bytes to spare, not more, and takes the segment whole.
         let filler = try required(ring.fixed(capacity: ring.capacity - 96 - 16))
         let small = try required(ring.fixed(capacity: 16))
         #expect(small.capacity == 80, "the 64 spare bytes belong to the buffer")
-        #expect(ring.statistics().splits == 1, "only the filler split its region")
-        #expect(ring.regions().count == 2)
+        #expect(ring.statistics().splits == 1, "only the filler split its segment")
+        #expect(ring.segments().count == 2)
         expectSound(ring, "after an exact fit")
         _ = filler
     }
@@ -50,12 +50,12 @@ struct WalkTests {
         #expect(ok(!isNil(second)))
         let headAddress = address(of: first!)
         let rest = try required(ring.fixed(capacity: ring.capacity - 2 * 1024 - 16))
-        #expect(ok(ring.regions().allSatisfy { $0.isHeld }), "the ring is exactly full")
+        #expect(ok(ring.segments().allSatisfy { $0.isHeld }), "the ring is exactly full")
         #expect(ok(isNil(ring.fixed(capacity: 16))), "a full ring answers nil")
         first = nil
         second = nil
         let merged = try required(ring.fixed(capacity: 1500))
-        #expect(address(of: merged) == headAddress, "the merged region starts at the head")
+        #expect(address(of: merged) == headAddress, "the merged segment starts at the head")
         let statistics = ring.statistics()
         #expect(statistics.wraps >= 1 && statistics.merges == 1 && statistics.failures == 1)
         #expect(statistics.liveBuffers == 2)
@@ -72,7 +72,7 @@ struct WalkTests {
         #expect(buffers.count >= 15)
         var small: [Box<RingBuffer>] = []
         while let buffer = ring.fixed(capacity: 16) { small.append(Box(buffer)) }
-        // Room in the middle does not help: the cursor's region is the held oldest one.
+        // Room in the middle does not help: the cursor's segment is the held oldest one.
         _ = buffers.remove(at: 5).take()
         #expect(ok(isNil(ring.fixed(capacity: 100))))
         _ = buffers.removeFirst().take()
@@ -114,11 +114,15 @@ struct WalkTests {
 @Suite("When the ring is full")
 struct FullRingTests {
     // Spec 2 and 5: the waiting opt-in sees a release made by another thread.
-    @Test("an allocation with a timeout waits for the oldest buffer's release")
-    func waitsForRelease() throws {
+    // Spec 2: nil waits with no limit; a duration bounds the wait.
+    @Test(
+        "an allocation with a timeout, or none, waits for the oldest buffer's release",
+        arguments: [Duration.seconds(60), nil])
+    func waitsForRelease(timeout: Duration?) throws {
         // The timeout only bounds a broken wait: the release comes as soon as the owner
         // waits, however late either thread is scheduled.
-        var ring = try RingAllocator(capacity: 8 * 1024, fullRingTimeoutNanoseconds: 60_000_000_000)
+        var ring = try RingAllocator(capacity: 8 * 1024, fullRingTimeout: timeout)
+        #expect(ring.fullRingTimeout == timeout)
         let oldest = try required(ring.fixed(capacity: ring.capacity / 2))
         let other = try required(ring.fixed(capacity: ring.capacity / 2 - 64))
         let box = Box(oldest)
@@ -147,7 +151,8 @@ struct FullRingTests {
     func timesOut() throws {
         var ring = try RingAllocator(capacity: 8 * 1024)
         let held = try required(ring.fixed(capacity: ring.capacity - 16))
-        ring.fullRingTimeoutNanoseconds = 40_000_000
+        ring.fullRingTimeout = .milliseconds(40)
+        #expect(ring.fullRingTimeout == .milliseconds(40))
         let start = SystemInfo.monotonicNanoseconds()
         #expect(ok(isNil(ring.fixed(capacity: 16))))
         let elapsed = SystemInfo.monotonicNanoseconds() - start
@@ -157,7 +162,7 @@ struct FullRingTests {
         #expect(elapsed >= 40_000_000 && elapsed < 20_000_000_000, "waited \(elapsed) ns for a 40 ms timeout")
         // Without a timeout, no wait: the waits counter shows it, the clock could not (a
         // preempted thread takes long without waiting).
-        ring.fullRingTimeoutNanoseconds = 0
+        ring.fullRingTimeout = .zero
         #expect(ok(isNil(ring.typed(Int.self, capacity: 2))))
         let statistics = ring.statistics()
         #expect(statistics.waits == 1 && statistics.failures == 2, "\(statistics)")
@@ -204,7 +209,7 @@ struct ExtendableTests {
                 for chunk in 0..<30 {
                     #expect(ok(buffer.append(contentsOf: patternArray(tag: 4, count: 100, offset: chunk * 100))))
                 }
-                // The head region is 4000 bytes; the next append needs more and nothing
+                // The head segment is 4000 bytes; the next append needs more and nothing
                 // after the moved buffer is free (the middle buffer is held).
                 #expect(ok(buffer.append(contentsOf: patternArray(tag: 4, count: 2000, offset: 3000)) == false))
                 #expect(ok(buffer.count == 3000))
@@ -250,20 +255,25 @@ struct ExtendableTests {
 
 @Suite("Fixed, typed and shared buffers")
 struct BufferKindTests {
-    @Test("a fixed buffer appends up to its capacity, never beyond")
+    // Spec 2: appends fill a fixed buffer up to its capacity; `freeCapacity` and `isFull`
+    // tell what fits (an append past it traps: BadInputTests.fullFixedBuffer).
+    @Test("a fixed buffer appends up to its capacity and says when it is full")
     func fixedAppends() throws {
         var ring = try RingAllocator(capacity: 16 * 1024)
         var buffer = try required(ring.fixed(capacity: 32))
-        #expect(ok(buffer.isEmpty && buffer.capacity == 32))
-        #expect(ok(buffer.append(contentsOf: [UInt8](repeating: 7, count: 30))))
-        #expect(ok(buffer.append(contentsOf: [1, 2, 3]) == false && buffer.count == 30), "all or nothing")
-        #expect(ok(buffer.append(contentsOf: (0..<3).lazy.map { UInt8($0) }) == false && buffer.count == 30))
-        #expect(ok(buffer.append(9) && buffer.append(9) && !buffer.append(9)))
-        #expect(ok(buffer.freeCapacity == 0))
-        buffer.withMutableBytes { span in span.storeBytes(of: 5, toByteOffset: 0, as: UInt8.self) }
-        buffer.withBytes { span in #expect(span.unsafeLoad(fromByteOffset: 0, as: UInt8.self) == 5) }
+        #expect(ok(buffer.isEmpty && buffer.capacity == 32 && buffer.freeCapacity == 32 && !buffer.isFull))
+        buffer.append(contentsOf: [UInt8](repeating: 7, count: 27))
+        buffer.append(contentsOf: (0..<3).lazy.map { UInt8($0) })
+        #expect(ok(buffer.count == 30 && buffer.freeCapacity == 2 && !buffer.isFull))
+        buffer.append(9)
+        buffer.append(9)
+        #expect(ok(buffer.freeCapacity == 0 && buffer.isFull))
+        #expect(ok(buffer.withUnsafeBytes { Array($0.suffix(5)) } == [0, 1, 2, 9, 9]))
+        buffer.withMutableBytes { span in span.storeBytes(of: 5, as: UInt8.self) }
+        buffer.withBytes { span in #expect(span.unsafeLoad(as: UInt8.self) == 5) }
         buffer.removeAll()
-        #expect(ok(buffer.count == 0 && buffer.append(repeating: 3, count: 32)))
+        buffer.append(repeating: 3, count: 32)
+        #expect(ok(buffer.count == 32 && buffer.isFull))
     }
 
     // Spec 2: typed buffers; the elements left are deinitialised when the buffer goes.
@@ -277,14 +287,19 @@ struct BufferKindTests {
             var buffer = try required(ring.typed(TrackedObject.self, capacity: 10))
             capacity = buffer.capacity
             #expect(ok(buffer.capacity >= 10 && buffer.capacity < 100))
-            for id in 0..<buffer.capacity { #expect(ok(buffer.push(TrackedObject(id, tally)))) }
-            #expect(ok(buffer.push(TrackedObject(127, tally)) == false))
-            #expect(tally.died == 1 && tally.count(127) == 1, "the element refused by a full buffer is dropped")
+            for id in 0..<buffer.capacity - 1 { #expect(ok(isNil(buffer.push(TrackedObject(id, tally))))) }
+            buffer.append(TrackedObject(buffer.capacity - 1, tally))
+            #expect(ok(buffer.isFull && buffer.freeCapacity == 0))
+            // Spec 2: a full buffer hands the element back; it dies where the caller drops it.
+            let refused = buffer.push(TrackedObject(127, tally))
+            #expect(refused?.id == 127 && tally.died == 0, "the element refused by a full buffer comes back alive")
+            _ = consume refused
+            #expect(tally.died == 1 && tally.count(127) == 1)
             #expect(ok(buffer.pop()?.id == buffer.capacity - 1))
             #expect(ok(buffer.remove(at: 0).id == 0))
             #expect(ok(buffer.swapRemove(at: 0).id == 1))
             #expect(buffer[0].id == buffer.capacity - 2, "the last element took the removed one's place")
-            #expect(ok(buffer.insert(TrackedObject(100, tally), at: 1)))
+            buffer.insert(TrackedObject(100, tally), at: 1)
             #expect(buffer[1].id == 100)
             #expect(tally.died == 4)
             #expect(ok(buffer.count == buffer.capacity - 3 + 1))
@@ -300,12 +315,12 @@ struct BufferKindTests {
         var ring = try RingAllocator(capacity: 16 * 1024)
         let tally = DeinitTally(capacity: 8)
         var buffer = ring.typed(TrackedObject.self, capacity: 8)
-        for id in 0..<5 { #expect(ok(buffer!.push(TrackedObject(id, tally)))) }
+        for id in 0..<5 { buffer!.append(TrackedObject(id, tally)) }
         #expect(tally.died == 0)
         buffer = nil
         #expect(tally.died == 5 && tally.wrongCounts(0..<5).isEmpty)
         var cleared = try required(ring.typed(TrackedObject.self, capacity: 4))
-        _ = cleared.push(TrackedObject(5, tally))
+        cleared.append(TrackedObject(5, tally))
         cleared.removeAll()
         #expect(tally.died == 6 && tally.count(5) == 1 && cleared.isEmpty)
         cleared.withSpan { #expect($0.count == 0) }
@@ -320,13 +335,16 @@ struct BufferKindTests {
         let tally = DeinitTally(capacity: 10)
         do {
             var buffer = try required(ring.typed(TrackedToken.self, capacity: 4))
-            for id in 0..<4 { #expect(ok(buffer.push(TrackedToken(id, tally)))) }
-            #expect(ok(!buffer.push(TrackedToken(9, tally))), "a full buffer refuses, dropping the element")
+            for id in 0..<4 { buffer.append(TrackedToken(id, tally)) }
+            // Spec 2: a full buffer hands a ~Copyable element back instead of destroying it.
+            let refused = buffer.push(TrackedToken(9, tally))
+            #expect(tally.died == 0, "the refused token is alive")
+            #expect(identifier(of: refused) == 9)
             #expect(tally.died == 1 && tally.count(9) == 1)
             let lastID = identifier(of: buffer.pop())
             let firstID = buffer.remove(at: 0).id
             #expect(lastID == 3 && firstID == 0)
-            #expect(ok(buffer.insert(TrackedToken(7, tally), at: 0)))
+            buffer.insert(TrackedToken(7, tally), at: 0)
             let swappedID = buffer.swapRemove(at: 0).id
             #expect(swappedID == 7)
             let ids = (buffer[0].id, buffer[1].id, buffer.count)
@@ -341,12 +359,12 @@ struct BufferKindTests {
         #expect(tally.count(2) == 1 && tally.count(5) == 1 && tally.count(1) == 0)
     }
 
-    // Spec 2: the clone count lives in the region; the last clone releases it.
+    // Spec 2: the clone count lives in the segment; the last clone releases it.
     @Test("a shared buffer is released by its last clone")
     func sharedLastClone() throws {
         var ring = try RingAllocator(capacity: 16 * 1024)
         var buffer = try required(ring.fixed(capacity: 64))
-        _ = buffer.append(contentsOf: patternArray(tag: 3, count: 50))
+        buffer.append(contentsOf: patternArray(tag: 3, count: 50))
         var first: SharedRingBuffer? = buffer.freeze()
         var second = first?.clone()
         var third = second?.clone()
@@ -423,7 +441,7 @@ struct ThreadAndTeardownTests {
         await #expect(processExitsWith: .success) {
             var ring: RingAllocator? = try! RingAllocator(capacity: 64 * 1024)
             var buffer = ring!.fixed(capacity: 100)!
-            _ = buffer.append(contentsOf: patternArray(tag: 5, count: 100))
+            buffer.append(contentsOf: patternArray(tag: 5, count: 100))
             let shared = buffer.freeze()
             let clone = shared.clone()
             let other = ring!.typed(Int.self, capacity: 3)!
@@ -464,7 +482,7 @@ struct ThreadAndTeardownTests {
             let box = Box<RingBuffer?>(nil)
             let thread = try! OSThread.spawn {
                 var buffer = RingAllocator.withCurrentThread { $0.fixed(capacity: 200) }!!
-                _ = buffer.append(contentsOf: patternArray(tag: 8, count: 200))
+                buffer.append(contentsOf: patternArray(tag: 8, count: 200))
                 box.value = .some(buffer)
             }
             thread.join()

@@ -49,13 +49,13 @@ struct StressTests {
     func crossThreadRelease() throws {
         let seed = testSeed()
         // The timeout only bounds a broken wait: releases keep coming while the owner waits.
-        var ring = try RingAllocator(capacity: 32 * 1024, fullRingTimeoutNanoseconds: 60_000_000_000)
+        var ring = try RingAllocator(capacity: 32 * 1024, fullRingTimeout: .seconds(60))
         let probe = WaitsProbe(ring)
-        // Every queued buffer holds a region of 32 bytes or more: queues that long never fill
+        // Every queued buffer holds a segment of 32 bytes or more: queues that long never fill
         // before the ring does, so the ring is what makes the owner wait (spec 3, Wait).
-        let regionBound = ring.capacity / 32
-        let queue = HandoffQueue<TaggedBuffer>(capacity: regionBound)
-        let typedQueue = HandoffQueue<TypedRingBuffer<Int>>(capacity: regionBound)
+        let segmentBound = ring.capacity / 32
+        let queue = HandoffQueue<TaggedBuffer>(capacity: segmentBound)
+        let typedQueue = HandoffQueue<TypedRingBuffer<Int>>(capacity: segmentBound)
         let report = StressReport()
         // Consumers that keep up would leave the ring room all along and the wait untested:
         // once `hold` is set, they take nothing until the owner has waited, so the ring
@@ -92,12 +92,12 @@ struct StressTests {
             if tag == total / 2 { hold.store(true, ordering: .releasing) }
             if tag % 7 == 0 {
                 var typed = try required(ring.typed(Int.self, capacity: 1 + Int(generator.next() % 64)))
-                for value in 0..<typed.capacity { _ = typed.push(value) }
+                for value in 0..<typed.capacity { typed.append(value) }
                 pushWaiting(typed, onto: typedQueue)
             } else {
                 var buffer = try required(
                     ring.fixed(capacity: 1 + Int(generator.next() % 2000)), "seed \(seed): buffer \(tag)")
-                _ = buffer.append(repeating: 0, count: buffer.capacity)
+                buffer.append(repeating: 0, count: buffer.capacity)
                 buffer.withUnsafeMutableBytes { fillPattern($0, tag: tag) }
                 pushWaiting(TaggedBuffer(buffer: buffer, tag: tag), onto: queue)
             }
@@ -110,7 +110,7 @@ struct StressTests {
         #expect(
             statistics.allocations == total && statistics.failures == 0 && statistics.liveBuffers == 0,
             "seed \(seed): \(statistics)")
-        // 20,000 regions of 32 bytes or more: at least 19 laps of the 32 KiB ring.
+        // 20,000 segments of 32 bytes or more: at least 19 laps of the 32 KiB ring.
         #expect(statistics.wraps > 10, "seed \(seed): the ring was reused: \(statistics)")
         #expect(statistics.waits > 0, "seed \(seed): the owner never found the ring full: \(statistics)")
         expectSound(ring, "seed \(seed): after the cross-thread run")
@@ -121,7 +121,7 @@ struct StressTests {
     func sharedAcrossThreads() throws {
         let seed = testSeed()
         // The timeout only bounds a broken wait: the workers keep releasing while the owner waits.
-        var ring = try RingAllocator(capacity: 64 * 1024, fullRingTimeoutNanoseconds: 60_000_000_000)
+        var ring = try RingAllocator(capacity: 64 * 1024, fullRingTimeout: .seconds(60))
         let workers = 3
         let queues = (0..<workers).map { _ in HandoffQueue<TaggedShared>(capacity: 32) }
         let report = StressReport()
@@ -153,7 +153,7 @@ struct StressTests {
         let total = 5000
         for tag in 0..<total {
             var buffer = try required(ring.fixed(capacity: 1 + Int(generator.next() % 1000)))
-            _ = buffer.append(contentsOf: patternArray(tag: tag, count: buffer.capacity))
+            buffer.append(contentsOf: patternArray(tag: tag, count: buffer.capacity))
             let shared = buffer.freeze()
             for queue in queues { pushWaiting(TaggedShared(buffer: shared.clone(), tag: tag), onto: queue) }
             // The owner's own handle goes at a random moment among the others'.
@@ -197,7 +197,7 @@ struct StressTests {
             var ring: RingAllocator? = try RingAllocator(capacity: 16 * 1024)
             for index in 0..<10 {
                 var buffer = ring!.fixed(capacity: 100 + index * 37)!
-                _ = buffer.append(contentsOf: patternArray(tag: round * 10 + index, count: buffer.capacity))
+                buffer.append(contentsOf: patternArray(tag: round * 10 + index, count: buffer.capacity))
                 pushWaiting(TaggedBuffer(buffer: buffer, tag: round * 10 + index), onto: queue)
             }
             ring = nil  // while the consumers are releasing this round's buffers
