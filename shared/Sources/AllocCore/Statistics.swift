@@ -86,14 +86,7 @@ public struct Counters<Key: RawRepresentable & CaseIterable>: @unchecked Sendabl
     /// threads may write.
     @inlinable
     public func raise(_ key: Key, to candidate: Int) {
-        let counter = counter(key)
-        var current = counter.pointee.load(ordering: .relaxed)
-        while current < candidate {
-            let (exchanged, original) = counter.pointee.compareExchange(
-                expected: current, desired: candidate, ordering: .relaxed)
-            if exchanged { return }
-            current = original
-        }
+        AtomicWord.raise(counter(key).pointee, to: candidate, ordering: .relaxed)
     }
 
     /// The counter's current value.

@@ -70,7 +70,7 @@ public struct EventCount: @unchecked Sendable {
     /// ``wait(_:timeout:)`` with the timeout in nanoseconds.
     @discardableResult
     public func wait(_ key: Int, timeoutNanoseconds: UInt64?) -> Bool {
-        let deadline = timeoutNanoseconds.map { SystemInfo.monotonicNanoseconds() &+ min($0, UInt64(Int64.max)) }
+        let deadline = timeoutNanoseconds.map(SystemInfo.deadline(afterNanoseconds:))
         while true {
             var remaining: UInt64? = nil
             if let deadline {
@@ -176,6 +176,22 @@ extension Duration {
 }
 
 extension SystemInfo {
+    /// The monotonic-clock deadline `nanoseconds` from now, saturating: a wait that long
+    /// never ends (`UInt64.max`, 584 years of uptime) instead of wrapping into the past.
+    @inlinable
+    public static func deadline(afterNanoseconds nanoseconds: UInt64) -> UInt64 {
+        let (sum, overflow) = monotonicNanoseconds().addingReportingOverflow(nanoseconds)
+        return overflow ? .max : sum
+    }
+
+    /// The monotonic-clock deadline `timeout` from now (nil: no limit, `UInt64.max`; zero
+    /// or negative: now).
+    @inlinable
+    public static func deadline(after timeout: Duration?) -> UInt64 {
+        guard let timeout else { return .max }
+        return deadline(afterNanoseconds: Duration.nanosecondsClamped(timeout))
+    }
+
     /// Sleeps the calling thread for `nanoseconds` (resuming after a signal), allocating
     /// nothing.
     public static func sleep(nanoseconds: UInt64) {

@@ -93,6 +93,11 @@ struct WaitingTests {
         #expect(Duration.nanosecondsClamped(.seconds(-1)) == 0)
         #expect(Duration.nanosecondsClamped(.seconds(Int64.max)) == .max)
         #expect(Duration.nanosecondsClamped(.milliseconds(1500)) == 1_500_000_000)
+        #expect(SystemInfo.deadline(after: nil) == .max && SystemInfo.deadline(afterNanoseconds: .max) == .max)
+        let now = SystemInfo.monotonicNanoseconds()
+        let soon = SystemInfo.deadline(after: .seconds(1))
+        #expect(soon >= now + 1_000_000_000 && soon < now + 100_000_000_000)
+        #expect(SystemInfo.deadline(after: .seconds(-5)) <= SystemInfo.monotonicNanoseconds())
     }
 
     @Test("raise and lower move a word only towards the mark, from many threads at once")

@@ -301,7 +301,7 @@ public final class BackgroundDropper: Sendable {
     ///   thread, the value's type, for how long): the deinit that blocks. The other
     ///   threads go on dropping meanwhile.
     public func flush(timeout: Duration) throws(FlushTimeout) {
-        if let report = queue.flush(deadline: monotonicDeadline(after: timeout)) { throw report }
+        if let report = queue.flush(deadline: SystemInfo.deadline(after: timeout)) { throw report }
     }
 
     /// The `async` variant of ``flush()``: suspends (polling, with AllocCore's `BackOff`
@@ -553,7 +553,7 @@ extension BackgroundDropper {
         queue.recordFullQueue()
         if queue.currentWorker != nil { return dropInline(value, reason: .fullOnDropThread) }
         guard case .block(let timeout) = policy else { return dropInline(value, reason: .queueFull) }
-        let deadline = timeout.map(monotonicDeadline(after:))
+        let deadline = timeout.map { SystemInfo.deadline(after: $0) }
         var value = value
         while true {
             // Announce first, then look again: a background thread that frees a slot
@@ -1154,13 +1154,6 @@ extension DropQueue {
 }
 
 // MARK: - Internals: DropQueue, flush
-
-/// The monotonic-clock deadline `timeout` from now (zero or less: now; saturating).
-func monotonicDeadline(after timeout: Duration) -> UInt64 {
-    let (sum, overflow) = SystemInfo.monotonicNanoseconds().addingReportingOverflow(
-        Duration.nanosecondsClamped(timeout))
-    return overflow ? .max : sum
-}
 
 extension DropQueue {
     /// The positions a flush waits for: everything below `end`; `low` is where the scan

@@ -1071,7 +1071,7 @@ extension Ring {
             // No limit: a deadline the monotonic clock never reaches (584 years).
             let deadline =
                 timeout == Layout.noTimeLimit
-                ? UInt64.max : SystemInfo.monotonicNanoseconds() &+ UInt64(timeout)
+                ? UInt64.max : SystemInfo.deadline(afterNanoseconds: UInt64(timeout))
             var backOff = BackOff(initial: Layout.firstFullRingPause, maximum: Layout.longestFullRingPause)
             if backOff.poll(until: deadline, attempt) { return true }
         }
