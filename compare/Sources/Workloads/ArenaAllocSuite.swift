@@ -46,72 +46,94 @@ enum ArenaAllocSuite: BenchSuite {
             "ns per object, wall time: each thread allocates and writes 4-byte objects in cycles of 17,453 (baselines: malloc, then free the cycle; shared: one SharedArena, reset after the run, since it resets only once no thread holds it, so it keeps the whole run's objects: compare its RSS; local: a LocalArena per thread, reset per cycle)"
     )
 
-    static var workloads: [Workload] {
+    static var workloads: [any SuiteWorkload] {
         [
-            Workload(
-                name: "arena-small-u32", family: smallObjects, kind: .suite(name), operations: cycle * 400,
-                columns: [.glibc, .jemalloc, arena, shared]),
-            Workload(
-                name: "arena-small-u32-fresh", family: smallObjects, kind: .suite(name), operations: cycle * 200,
-                columns: [.glibc, .jemalloc, arena]),
-            Workload(
-                name: "arena-put", family: values, kind: .suite(name), operations: cycle * 200,
-                columns: [.glibc, .jemalloc, arena]),
-            Workload(
-                name: "arena-grow-shrink", family: resizing, kind: .suite(name), operations: cycle * 200,
-                columns: [.glibc, .jemalloc, arena]),
-            Workload(
-                name: "arena-push", family: resizing, kind: .suite(name), operations: cycle * 400,
-                columns: [.glibc, .jemalloc, arena]),
-            Workload(
-                name: "arena-collect-111", family: fromSequence, kind: .suite(name), operations: cycle * 20,
-                columns: [.glibc, .jemalloc, arena]),
-            Workload(
-                name: "arena-collect-111-filter", family: fromSequence, kind: .suite(name), operations: cycle * 20,
-                columns: [.glibc, .jemalloc, arena]),
-            Workload(
-                name: "arena-t2", family: threads, kind: .suite(name), operations: cycle * 400,
-                columns: [.glibc, .jemalloc, shared, local]),
+            ArenaWorkload(
+                name: "arena-small-u32", family: smallObjects, operations: cycle * 400,
+                columns: [.glibc, .jemalloc, arena, shared]
+            ) { column, cycles in
+                if column.isBaseline { return mallocSmall(cycles: cycles) }
+                return column == shared ? sharedSmall(cycles: cycles) : arenaSmall(cycles: cycles)
+            },
+            ArenaWorkload(
+                name: "arena-small-u32-fresh", family: smallObjects, operations: cycle * 200,
+                columns: [.glibc, .jemalloc, arena]
+            ) { column, cycles in
+                column.isBaseline ? mallocSmall(cycles: cycles) : freshArenaSmall(cycles: cycles)
+            },
+            ArenaWorkload(
+                name: "arena-put", family: values, operations: cycle * 200, columns: [.glibc, .jemalloc, arena]
+            ) { column, cycles in
+                column.isBaseline ? classInstances(cycles: cycles) : arenaPut(cycles: cycles)
+            },
+            ArenaWorkload(
+                name: "arena-grow-shrink", family: resizing, operations: cycle * 200,
+                columns: [.glibc, .jemalloc, arena]
+            ) { column, cycles in
+                column.isBaseline ? mallocGrowShrink(cycles: cycles) : arenaGrowShrink(cycles: cycles)
+            },
+            ArenaWorkload(
+                name: "arena-push", family: resizing, operations: cycle * 400, columns: [.glibc, .jemalloc, arena]
+            ) { column, cycles in
+                column.isBaseline ? arrayPush(cycles: cycles) : arenaPush(cycles: cycles)
+            },
+            ArenaWorkload(
+                name: "arena-collect-111", family: fromSequence, operations: cycle * 20,
+                columns: [.glibc, .jemalloc, arena]
+            ) { column, cycles in
+                column.isBaseline
+                    ? arrayFromSequence(cycles: cycles, hideCount: false)
+                    : arenaCollect(cycles: cycles, hideCount: false)
+            },
+            ArenaWorkload(
+                name: "arena-collect-111-filter", family: fromSequence, operations: cycle * 20,
+                columns: [.glibc, .jemalloc, arena]
+            ) { column, cycles in
+                column.isBaseline
+                    ? arrayFromSequence(cycles: cycles, hideCount: true)
+                    : arenaCollect(cycles: cycles, hideCount: true)
+            },
+            ArenaWorkload(
+                name: "arena-t2", family: threads, operations: cycle * 400, columns: [.glibc, .jemalloc, shared, local]
+            ) { column, cycles in
+                if column.isBaseline { return mallocTwoThreads(cycles: cycles) }
+                return column == shared ? sharedTwoThreads(cycles: cycles) : localTwoThreads(cycles: cycles)
+            },
         ]
     }
 
-    static func measure(_ workload: Workload, column: AllocatorColumn, scale: Scale) -> Measurement {
-        let baseline = column.isBaseline
-        let body = { (operations: Int) -> Measurement in
-            let cycles = max(1, operations / cycle)
-            switch workload.name {
-            case "arena-small-u32":
-                if baseline { return mallocSmall(cycles: cycles) }
-                return column == shared ? sharedSmall(cycles: cycles) : arenaSmall(cycles: cycles)
-            case "arena-small-u32-fresh":
-                return baseline ? mallocSmall(cycles: cycles) : freshArenaSmall(cycles: cycles)
-            case "arena-put":
-                return baseline ? classInstances(cycles: cycles) : arenaPut(cycles: cycles)
-            case "arena-grow-shrink":
-                return baseline ? mallocGrowShrink(cycles: cycles) : arenaGrowShrink(cycles: cycles)
-            case "arena-push":
-                return baseline ? arrayPush(cycles: cycles) : arenaPush(cycles: cycles)
-            case "arena-collect-111":
-                return baseline
-                    ? arrayFromSequence(cycles: cycles, hideCount: false)
-                    : arenaCollect(cycles: cycles, hideCount: false)
-            case "arena-collect-111-filter":
-                return baseline
-                    ? arrayFromSequence(cycles: cycles, hideCount: true)
-                    : arenaCollect(cycles: cycles, hideCount: true)
-            case "arena-t2":
-                if baseline { return mallocTwoThreads(cycles: cycles) }
-                return column == shared ? sharedTwoThreads(cycles: cycles) : localTwoThreads(cycles: cycles)
-            default:
-                preconditionFailure("\(name) has no workload \(workload.name)")
-            }
+    /// A workload of this suite: its row, and its body for a column and a number of cycles.
+    struct ArenaWorkload: SuiteWorkload {
+        let workload: Workload
+        /// Runs `cycles` cycles for `column`: a baseline's code, or the arena column's.
+        let body: @Sendable (_ column: AllocatorColumn, _ cycles: Int) -> Measurement
+
+        init(
+            name: String, family: Workload.Family, operations: Int, columns: [AllocatorColumn],
+            body: @escaping @Sendable (_ column: AllocatorColumn, _ cycles: Int) -> Measurement
+        ) {
+            workload = Workload(
+                name: name, family: family, kind: .suite(ArenaAllocSuite.name), operations: operations,
+                columns: columns)
+            self.body = body
         }
-        // Every column first runs two untimed cycles, whatever the scale: the first grows
-        // the arena (or the heap), the second touches the chunk a reset consolidated into,
-        // so even a quick run's timed part sees warm memory, as a full run's mostly does.
-        // `arena-small-u32-fresh` still makes a new arena per cycle: it measures the cold case.
-        _ = body(2 * cycle)
-        return measureWithWarmUp(operations: workload.operations(at: scale), scale: scale, body)
+
+        func measure(column: AllocatorColumn, scale: Scale) -> Measurement {
+            let run = { (operations: Int) in body(column, max(1, operations / cycle)) }
+            // Every column first runs two untimed cycles, whatever the scale: the first grows
+            // the arena (or the heap), the second touches the chunk a reset consolidated into,
+            // so even a quick run's timed part sees warm memory, as a full run's mostly does.
+            // `arena-small-u32-fresh` still makes a new arena per cycle: it measures the cold case.
+            _ = run(2 * cycle)
+            return measureWithWarmUp(operations: workload.operations(at: scale), scale: scale, run)
+        }
+    }
+
+    /// What the small-object workload needs of an arena, so that one loop measures both
+    /// `Arena` and `SharedArena` (specialized for each: no dynamic dispatch in the loop).
+    protocol CycleArena: ~Copyable {
+        mutating func allocate<T>(of type: T.Type, capacity: Int) -> UnsafeMutableBufferPointer<T>?
+        mutating func reset()
     }
 
     // MARK: Warm arenas
@@ -181,9 +203,9 @@ enum ArenaAllocSuite: BenchSuite {
             extras: ["release": release.median])
     }
 
+    /// A cycle of small objects in `arena`, reset per cycle; the release time is the reset's.
     @inline(never)
-    static func arenaSmall(cycles: Int) -> Measurement {
-        var arena = takeArena()
+    static func smallObjects<A: CycleArena & ~Copyable>(in arena: inout A, cycles: Int) -> Measurement {
         var checksum: UInt64 = 0
         var release = ReleaseTimes(cycles: cycles)
         let start = SystemInfo.monotonicNanoseconds()
@@ -198,10 +220,23 @@ enum ArenaAllocSuite: BenchSuite {
             release.record(SystemInfo.monotonicNanoseconds() - releaseStart)
         }
         let end = SystemInfo.monotonicNanoseconds()
-        keep(arena)
         return Measurement(
             nanoseconds: end - start, operations: cycles * cycle, checksum: checksum,
             extras: ["release": release.median])
+    }
+
+    static func arenaSmall(cycles: Int) -> Measurement {
+        var arena = takeArena()
+        let measurement = smallObjects(in: &arena, cycles: cycles)
+        keep(arena)
+        return measurement
+    }
+
+    static func sharedSmall(cycles: Int) -> Measurement {
+        var arena = takeShared()
+        let measurement = smallObjects(in: &arena, cycles: cycles)
+        warmShared = arena
+        return measurement
     }
 
     @inline(never)
@@ -221,29 +256,6 @@ enum ArenaAllocSuite: BenchSuite {
             release.record(SystemInfo.monotonicNanoseconds() - releaseStart)
         }
         let end = SystemInfo.monotonicNanoseconds()
-        return Measurement(
-            nanoseconds: end - start, operations: cycles * cycle, checksum: checksum,
-            extras: ["release": release.median])
-    }
-
-    @inline(never)
-    static func sharedSmall(cycles: Int) -> Measurement {
-        var arena = takeShared()
-        var checksum: UInt64 = 0
-        var release = ReleaseTimes(cycles: cycles)
-        let start = SystemInfo.monotonicNanoseconds()
-        for _ in 0..<cycles {
-            for index in 0..<cycle {
-                let slot = arena.allocate(of: UInt32.self, capacity: 1).unsafelyUnwrapped
-                slot[0] = UInt32(truncatingIfNeeded: index)
-                checksum &+= UInt64(slot[0])
-            }
-            let releaseStart = SystemInfo.monotonicNanoseconds()
-            arena.reset()
-            release.record(SystemInfo.monotonicNanoseconds() - releaseStart)
-        }
-        let end = SystemInfo.monotonicNanoseconds()
-        warmShared = arena
         return Measurement(
             nanoseconds: end - start, operations: cycles * cycle, checksum: checksum,
             extras: ["release": release.median])
@@ -526,3 +538,6 @@ enum ArenaAllocSuite: BenchSuite {
             nanoseconds: line.elapsed, operations: perThread * threadCount * cycle, checksum: UInt64(checksum.load()))
     }
 }
+
+extension Arena: ArenaAllocSuite.CycleArena {}
+extension SharedArena: ArenaAllocSuite.CycleArena {}

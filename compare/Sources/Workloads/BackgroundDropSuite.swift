@@ -52,62 +52,81 @@ enum BackgroundDropSuite: BenchSuite {
         AllocatorColumn.glibc, .jemalloc, oneThread, twoThreads, oneThreadJemalloc, twoThreadsJemalloc,
     ]
 
-    static var workloads: [Workload] {
+    static var workloads: [any SuiteWorkload] {
         [
-            Workload(
-                name: "drop-trees-1000x1023", family: family, kind: .suite(name), operations: 1000, columns: columns),
-            Workload(
-                name: "drop-strings-1000x1000", family: family, kind: .suite(name), operations: 3,
-                columns: columns + [otherThread, otherThreadJemalloc]),
-        ]
-    }
-
-    static func measure(_ workload: Workload, column: AllocatorColumn, scale: Scale) -> Measurement {
-        let threads: Int? =
-            switch column {
-            case oneThread, oneThreadJemalloc: 1
-            case twoThreads, twoThreadsJemalloc: 2
-            default: nil
-            }
-        let onOtherThread = column == otherThread || column == otherThreadJemalloc
-        precondition(threads != nil || column.isBaseline || onOtherThread, "\(name) has no column \(column.name)")
-        // The dropper is created once, before any timing; its threads sleep in between.
-        let dropper: BackgroundDropper?
-        do {
-            dropper = try threads.map { try BackgroundDropper(threads: $0, capacity: 4096) }
-        } catch {
-            fatalError("cannot create a dropper: \(error)")
-        }
-        // The floor's thread, likewise made once, so that it is as warm as a dropper's.
-        let releaser = onOtherThread ? ReleaseThread() : nil
-        return measureWithWarmUp(operations: workload.operations(at: scale), scale: scale) { operations in
-            if let releaser {
-                precondition(workload.name == "drop-strings-1000x1000", "\(workload.name) has no other-thread floor")
-                return runOnOtherThread(
-                    releaser, operations: operations, build: buildStrings, latencySamples: operations * 1000,
-                    releaseTimingEach: giveUpInnerArraysTimingEach
-                ) { count in
-                    UInt64(count * 1_000_000)
-                }
-            }
-            switch workload.name {
-            case "drop-trees-1000x1023":
-                return run(
+            DropWorkload(name: "drop-trees-1000x1023", operations: 1000, columns: columns) { operations, dropper in
+                run(
                     operations: operations, dropper: dropper, build: { TreeNode(height: 10) },
                     latencySamples: operations, giveUpTimingEach: giveUpTimingEach
                 ) { _ in
                     UInt64(DeinitTally.total())
                 }
-            case "drop-strings-1000x1000":
-                return run(
-                    operations: operations, dropper: dropper, build: buildStrings,
-                    latencySamples: operations * 1000, giveUpTimingEach: giveUpInnerArraysTimingEach
-                ) { count in
-                    UInt64(count * 1_000_000)
+            },
+            DropWorkload(
+                name: "drop-strings-1000x1000", operations: 3, columns: columns,
+                body: { operations, dropper in
+                    run(
+                        operations: operations, dropper: dropper, build: buildStrings,
+                        latencySamples: operations * 1000, giveUpTimingEach: giveUpInnerArraysTimingEach
+                    ) { count in
+                        UInt64(count * 1_000_000)
+                    }
+                },
+                otherThreadFloor: { operations, releaser in
+                    runOnOtherThread(
+                        releaser, operations: operations, build: buildStrings, latencySamples: operations * 1000,
+                        releaseTimingEach: giveUpInnerArraysTimingEach
+                    ) { count in
+                        UInt64(count * 1_000_000)
+                    }
+                }),
+        ]
+    }
+
+    /// A workload of this suite: its row, its body (a release in place for the baselines,
+    /// a hand-off to `dropper` for the dropper columns) and, where it has one, the
+    /// other-thread floor's body (and the floor's two columns).
+    struct DropWorkload: SuiteWorkload {
+        let workload: Workload
+        let body: @Sendable (_ operations: Int, _ dropper: BackgroundDropper?) -> Measurement
+        let otherThreadFloor: (@Sendable (_ operations: Int, _ releaser: ReleaseThread) -> Measurement)?
+
+        init(
+            name: String, operations: Int, columns: [AllocatorColumn],
+            body: @escaping @Sendable (_ operations: Int, _ dropper: BackgroundDropper?) -> Measurement,
+            otherThreadFloor: (@Sendable (_ operations: Int, _ releaser: ReleaseThread) -> Measurement)? = nil
+        ) {
+            workload = Workload(
+                name: name, family: family, kind: .suite(BackgroundDropSuite.name), operations: operations,
+                columns: columns + (otherThreadFloor == nil ? [] : [otherThread, otherThreadJemalloc]))
+            self.body = body
+            self.otherThreadFloor = otherThreadFloor
+        }
+
+        func measure(column: AllocatorColumn, scale: Scale) -> Measurement {
+            let threads: Int? =
+                switch column {
+                case oneThread, oneThreadJemalloc: 1
+                case twoThreads, twoThreadsJemalloc: 2
+                default: nil
                 }
-            default:
-                preconditionFailure("\(name) has no workload \(workload.name)")
+            let onOtherThread = column == otherThread || column == otherThreadJemalloc
+            precondition(threads != nil || column.isBaseline || onOtherThread, "\(name) has no column \(column.name)")
+            // The dropper is created once, before any timing; its threads sleep in between.
+            let dropper: BackgroundDropper?
+            do {
+                dropper = try threads.map { try BackgroundDropper(threads: $0, capacity: 4096) }
+            } catch {
+                fatalError("cannot create a dropper: \(error)")
             }
+            let operations = workload.operations(at: scale)
+            if onOtherThread {
+                guard let otherThreadFloor else { preconditionFailure("\(workload.name) has no other-thread floor") }
+                // The floor's thread, made once, so that it is as warm as a dropper's.
+                let releaser = ReleaseThread()
+                return measureWithWarmUp(operations: operations, scale: scale) { otherThreadFloor($0, releaser) }
+            }
+            return measureWithWarmUp(operations: operations, scale: scale) { body($0, dropper) }
         }
     }
 

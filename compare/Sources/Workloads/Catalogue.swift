@@ -152,7 +152,7 @@ public struct Workload: Sendable {
                     arguments: ["python3", "-m", "test", "test_dict", "test_list", "test_set"],
                     quickArguments: ["python3", "-m", "test", "test_list"]),
                 operations: 1, columns: [.glibc, .jemalloc, .binnedMalloc]),
-        ] + Suites.all.flatMap { $0.workloads.map { $0.addingProcessAllocatorColumns() } }
+        ] + Suites.all.flatMap { $0.workloads.map { $0.workload.addingProcessAllocatorColumns() } }
 
     /// This suite workload with the process allocator columns after its baselines: every
     /// Swift-level workload also runs on BinnedAlloc as the allocator of the whole process.

@@ -34,7 +34,7 @@ enum LargeAllocSuite: BenchSuite {
         extras: [Workload.Family.Extra(key: "retainedMiB", header: "retained MiB")])
 
     /// What a workload does.
-    enum Shape {
+    enum Shape: Sendable {
         case regions(threads: Int, touch: Bool)
         case mixed
     }
@@ -43,23 +43,51 @@ enum LargeAllocSuite: BenchSuite {
     /// repetitions) stays near two minutes: mmap/munmap of a touched 2 MiB block costs about
     /// 0.9 ms here, and a touched 5–25 MiB block 3 to 10 ms in every column but LargeAlloc.
     /// The mixed workload has 2,000 allocations; 500 keep the run within budget.
-    static let shapes: [(name: String, shape: Shape, operations: Int)] = [
-        ("large-2mib-t1", .regions(threads: 1, touch: false), 100_000),
-        ("large-2mib-t2", .regions(threads: 2, touch: false), 100_000),
-        ("large-2mib-touch-t1", .regions(threads: 1, touch: true), 2_000),
-        ("large-2mib-touch-t2", .regions(threads: 2, touch: true), 2_000),
-        ("large-mixed-5-25mib", .mixed, 500),
-    ]
+    static var workloads: [any SuiteWorkload] {
+        [
+            LargeWorkload(name: "large-2mib-t1", shape: .regions(threads: 1, touch: false), operations: 100_000),
+            LargeWorkload(name: "large-2mib-t2", shape: .regions(threads: 2, touch: false), operations: 100_000),
+            LargeWorkload(name: "large-2mib-touch-t1", shape: .regions(threads: 1, touch: true), operations: 2_000),
+            LargeWorkload(name: "large-2mib-touch-t2", shape: .regions(threads: 2, touch: true), operations: 2_000),
+            LargeWorkload(name: "large-mixed-5-25mib", shape: .mixed, operations: 500),
+        ]
+    }
 
-    static var workloads: [Workload] {
-        shapes.map { entry in
+    /// A workload of this suite: its row, and the shape its body runs for every column.
+    struct LargeWorkload: SuiteWorkload {
+        let workload: Workload
+        let shape: Shape
+
+        init(name: String, shape: Shape, operations: Int) {
             let family: Workload.Family
-            switch entry.shape {
+            switch shape {
             case .regions: family = regionFamily
             case .mixed: family = mixedFamily
             }
-            return Workload(
-                name: entry.name, family: family, kind: .suite(name), operations: entry.operations, columns: columns)
+            workload = Workload(
+                name: name, family: family, kind: .suite(LargeAllocSuite.name), operations: operations,
+                columns: columns)
+            self.shape = shape
+        }
+
+        func measure(column: AllocatorColumn, scale: Scale) -> Measurement {
+            let operations = workload.operations(at: scale)
+            let startResident = SystemInfo.currentResidentBytes ?? 0
+            let source = LargeAllocSuite.source(for: column)
+            switch shape {
+            case .regions(let threads, let touch):
+                return measureWithWarmUp(operations: operations, scale: scale) { count in
+                    regions(source, threads: threads, touch: touch, operations: count)
+                }
+            case .mixed:
+                var result = measureWithWarmUp(operations: operations, scale: scale) { count in
+                    mixed(source, operations: count)
+                }
+                usleep(250_000)
+                let retained = (SystemInfo.currentResidentBytes ?? 0) - startResident
+                result.extras["retainedMiB"] = Double(max(0, retained)) / Double(1 << 20)
+                return result
+            }
         }
     }
 
@@ -79,39 +107,20 @@ enum LargeAllocSuite: BenchSuite {
         return configuration
     }
 
-    static func measure(_ workload: Workload, column: AllocatorColumn, scale: Scale) -> Measurement {
-        guard let entry = shapes.first(where: { $0.name == workload.name }) else {
-            preconditionFailure("\(name) has no workload \(workload.name)")
-        }
-        let operations = workload.operations(at: scale)
-        let startResident = SystemInfo.currentResidentBytes ?? 0
-        let source: LargeSource
+    /// Where `column`'s blocks come from.
+    static func source(for column: AllocatorColumn) -> LargeSource {
         switch column {
-        case .glibc, .jemalloc: source = .malloc(ProcessMalloc())
-        case mmapColumn: source = .mmap
+        case .glibc, .jemalloc: return .malloc(ProcessMalloc())
+        case mmapColumn: return .mmap
         case largeAllocColumn:
-            do { source = .largeAlloc(try LargeAllocator(configuration: benchConfiguration)) } catch {
+            do { return .largeAlloc(try LargeAllocator(configuration: benchConfiguration)) } catch {
                 fatalError("LargeAllocator: \(error)")
             }
         case writesOnlyColumn:
             guard let block = try? SystemMemory.map(byteCount: writesOnlyBytes) else { fatalError("mmap failed") }
             _ = write(block, byteCount: writesOnlyBytes, touch: true, value: 0)
-            source = .writesOnly(block)
+            return .writesOnly(block)
         default: preconditionFailure("\(name) has no column \(column.name)")
-        }
-        switch entry.shape {
-        case .regions(let threads, let touch):
-            return measureWithWarmUp(operations: operations, scale: scale) { count in
-                regions(source, threads: threads, touch: touch, operations: count)
-            }
-        case .mixed:
-            var result = measureWithWarmUp(operations: operations, scale: scale) { count in
-                mixed(source, operations: count)
-            }
-            usleep(250_000)
-            let retained = (SystemInfo.currentResidentBytes ?? 0) - startResident
-            result.extras["retainedMiB"] = Double(max(0, retained)) / Double(1 << 20)
-            return result
         }
     }
 

@@ -50,7 +50,7 @@ enum RingAllocSuite: BenchSuite {
 
     /// One row of RingAl's table: the iterations RingAl ran, the largest buffer, the most
     /// buffers held, and the iterations a full run here performs.
-    struct Row {
+    struct Row: Sendable {
         let published: String
         let maximumBytes: Int
         let maximumHeld: Int
@@ -69,47 +69,50 @@ enum RingAllocSuite: BenchSuite {
         "ring-\(extendable ? "ext" : "fixed")-\(row.published)-\(row.maximumBytes)-\(row.maximumHeld)"
     }
 
-    static var workloads: [Workload] {
-        [false, true].flatMap { extendable in
-            rows.map { row in
-                Workload(
-                    name: workloadName(extendable: extendable, row),
-                    family: extendable ? extendableFamily : fixedFamily,
-                    kind: .suite(name), operations: row.operations, columns: [.glibc, .jemalloc, ring, writesOnly])
-            }
-        }
+    static var workloads: [any SuiteWorkload] {
+        [false, true].flatMap { extendable in rows.map { RingWorkload(extendable: extendable, row: $0) } }
     }
 
-    static func measure(_ workload: Workload, column: AllocatorColumn, scale: Scale) -> Measurement {
-        guard
-            let (extendable, row) = [false, true].lazy.flatMap({ extendable in rows.map { (extendable, $0) } })
-                .first(where: { workloadName(extendable: $0.0, $0.1) == workload.name })
-        else { preconditionFailure("\(name) has no workload \(workload.name)") }
-        let sizes = SizeTable(maximumBytes: row.maximumBytes)
-        defer { sizes.deallocate() }
-        if column.isBaseline {
-            return measureWithWarmUp(operations: workload.operations(at: scale), scale: scale) { operations in
+    /// A workload of this suite: one row of RingAl's table, fixed or extendable buffers.
+    struct RingWorkload: SuiteWorkload {
+        let extendable: Bool
+        let row: Row
+
+        var workload: Workload {
+            Workload(
+                name: workloadName(extendable: extendable, row), family: extendable ? extendableFamily : fixedFamily,
+                kind: .suite(name), operations: row.operations, columns: [.glibc, .jemalloc, ring, writesOnly])
+        }
+
+        func measure(column: AllocatorColumn, scale: Scale) -> Measurement {
+            let sizes = SizeTable(maximumBytes: row.maximumBytes)
+            defer { sizes.deallocate() }
+            let operations = workload.operations(at: scale)
+            if column.isBaseline {
+                return measureWithWarmUp(operations: operations, scale: scale) { operations in
+                    extendable
+                        ? arrayChunked(row, sizes, operations: operations)
+                        : arrayFixed(row, sizes, operations: operations)
+                }
+            }
+            if column == writesOnly {
+                let capacity = ringCapacity(row, sizes)
+                let area = UnsafeMutableRawPointer.allocate(byteCount: capacity, alignment: 64)
+                defer { area.deallocate() }
+                area.initializeMemory(as: UInt8.self, repeating: 0, count: capacity)
+                return measureWithWarmUp(operations: operations, scale: scale) { operations in
+                    writesAlone(row, sizes, area: area, capacity: capacity, chunked: extendable, operations: operations)
+                }
+            }
+            // One ring for the process, as a program makes one: the warm-up touches its pages.
+            guard var ring = try? RingAllocator(capacity: ringCapacity(row, sizes)) else {
+                fatalError("cannot map the ring")
+            }
+            return measureWithWarmUp(operations: operations, scale: scale) { operations in
                 extendable
-                    ? arrayChunked(row, sizes, operations: operations) : arrayFixed(row, sizes, operations: operations)
+                    ? ringExtendable(row, sizes, &ring, operations: operations)
+                    : ringFixed(row, sizes, &ring, operations: operations)
             }
-        }
-        if column == writesOnly {
-            let capacity = ringCapacity(row, sizes)
-            let area = UnsafeMutableRawPointer.allocate(byteCount: capacity, alignment: 64)
-            defer { area.deallocate() }
-            area.initializeMemory(as: UInt8.self, repeating: 0, count: capacity)
-            return measureWithWarmUp(operations: workload.operations(at: scale), scale: scale) { operations in
-                writesAlone(row, sizes, area: area, capacity: capacity, chunked: extendable, operations: operations)
-            }
-        }
-        // One ring for the process, as a program makes one: the warm-up touches its pages.
-        guard var ring = try? RingAllocator(capacity: ringCapacity(row, sizes)) else {
-            fatalError("cannot map the ring")
-        }
-        return measureWithWarmUp(operations: workload.operations(at: scale), scale: scale) { operations in
-            extendable
-                ? ringExtendable(row, sizes, &ring, operations: operations)
-                : ringFixed(row, sizes, &ring, operations: operations)
         }
     }
 

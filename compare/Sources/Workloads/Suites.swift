@@ -1,23 +1,33 @@
 // Suites: the workloads an allocator package brings that are not malloc-shaped (an arena
 // reset, a ring of buffers, large regions, values dropped in the background). Each
 // package's suite lives in a file of its own here, `<Name>Suite.swift`; this file is the
-// protocol and the list.
+// protocols and the list. docs/benchmarks.md says how to add a workload.
 
-/// The workloads one allocator package brings, and the code that runs them.
+/// One workload of a suite: the row it adds to a table and the code that runs it.
 ///
-/// A suite's workloads have `kind: .suite(name)` and list their columns: the glibc and
-/// jemalloc baselines first (the same objects allocated the way a program would without
-/// the package, in a process whose malloc is that baseline), then the package's own
-/// columns. Every column of a workload must do the same work and return the same
-/// checksum; the driver checks it.
+/// A workload is a value whose type has a body, so declaring a row without the code that
+/// runs it does not compile. The worker process receives only the workload's name and
+/// finds the value by it (``Suites/body(of:)``): the same list declares the rows and
+/// their code, so a name never reaches a worker without a body to run.
+public protocol SuiteWorkload: Sendable {
+    /// The row: name, family, operations and columns, with `kind: .suite(suite name)`.
+    var workload: Workload { get }
+    /// Runs the workload for `column` in this process (the worker has already checked
+    /// that the process allocator is the column's): warm-up, then one timed run. Every
+    /// column does the same work and returns the same checksum; the driver checks it.
+    func measure(column: AllocatorColumn, scale: Scale) -> Measurement
+}
+
+/// The workloads one allocator package brings.
+///
+/// A suite's workloads list their columns: the glibc and jemalloc baselines first (the
+/// same objects allocated the way a program would without the package, in a process whose
+/// malloc is that baseline), then the package's own columns.
 public protocol BenchSuite {
     /// The suite's name, which its workloads' `.suite(name)` kind carries.
     static var name: String { get }
     /// The suite's workloads, in table order.
-    static var workloads: [Workload] { get }
-    /// Runs `workload` for `column` in this process (the worker has already checked that
-    /// the process allocator is the column's): warm-up, then one timed run.
-    static func measure(_ workload: Workload, column: AllocatorColumn, scale: Scale) -> Measurement
+    static var workloads: [any SuiteWorkload] { get }
 }
 
 /// Every suite, in table order.
@@ -26,10 +36,12 @@ public enum Suites {
         [ArenaAllocSuite.self, RingAllocSuite.self, LargeAllocSuite.self, BackgroundDropSuite.self]
     }
 
-    /// The suite that runs `workload`, or nil for the malloc-style workloads.
-    public static func suite(of workload: Workload) -> (any BenchSuite.Type)? {
-        guard case .suite(let name) = workload.kind else { return nil }
-        return all.first { $0.name == name }
+    /// The code that runs `workload`, or nil for the malloc-style workloads.
+    public static func body(of workload: Workload) -> (any SuiteWorkload)? {
+        guard case .suite(let name) = workload.kind, let suite = all.first(where: { $0.name == name }) else {
+            return nil
+        }
+        return suite.workloads.first { $0.workload.name == workload.name }
     }
 }
 

@@ -15,9 +15,10 @@ public enum Worker {
         if case .program(let arguments, let quickArguments) = workload.kind {
             return Programs.measure(scale == .quick ? quickArguments : arguments, column: column, scale: scale)
         }
-        if let suite = Suites.suite(of: workload) {
+        if workload.isSuite {
+            guard let body = Suites.body(of: workload) else { preconditionFailure("no suite runs \(workload.name)") }
             // A process allocator column runs what the baselines run: suites know them as glibc.
-            return suite.measure(workload, column: column.runsBaselineCode ? .glibc : column, scale: scale)
+            return body.measure(column: column.runsBaselineCode ? .glibc : column, scale: scale)
         }
         switch column {
         case .binnedAlloc: return Workloads.measure(workload, on: BinnedAllocBench(), scale: scale)

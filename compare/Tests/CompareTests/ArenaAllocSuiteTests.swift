@@ -35,8 +35,8 @@ import Testing
 
     @Test("every workload is listed with its baselines first, and every column is tested")
     func catalogue() {
-        #expect(Set(Suite.workloads.map(\.name)) == Set(Self.columns.keys))
-        for workload in Suite.workloads {
+        #expect(Set(Suite.workloads.map(\.workload.name)) == Set(Self.columns.keys))
+        for workload in Suite.workloads.map(\.workload) {
             #expect(workload.columns.prefix(2) == [.glibc, .jemalloc], "\(workload.name): baselines first")
             #expect(workload.columns.count - 1 == Self.columns[workload.name]?.count, "\(workload.name)")
             #expect(Workload.named(workload.name) != nil, "\(workload.name) is not in the catalogue")

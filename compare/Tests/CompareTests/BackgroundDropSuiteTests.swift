@@ -13,8 +13,8 @@ import Testing
 
     @Test("both workloads list the baselines first, then the four dropper columns (and the strings two floors)")
     func catalogue() {
-        #expect(Suite.workloads.map(\.name) == ["drop-trees-1000x1023", "drop-strings-1000x1000"])
-        for workload in Suite.workloads {
+        #expect(Suite.workloads.map(\.workload.name) == ["drop-trees-1000x1023", "drop-strings-1000x1000"])
+        for workload in Suite.workloads.map(\.workload) {
             #expect(workload.columns.prefix(2) == [.glibc, .jemalloc], "\(workload.name): baselines first")
             #expect(workload.columns.count == (workload.name == "drop-strings-1000x1000" ? 8 : 6), "\(workload.name)")
             #expect(workload.name.hasPrefix("drop-"))

@@ -114,6 +114,17 @@ final class CountingAllocator: BenchAllocator, @unchecked Sendable {
 }
 
 @Suite struct WorkloadTests {
+    /// A worker finds a suite workload's code by its name alone: every suite row in the
+    /// catalogue has a body, the body's row is that row, and no two rows share a name.
+    @Test func everySuiteWorkloadHasItsBody() {
+        let suiteRows = Workload.all.filter(\.isSuite)
+        #expect(suiteRows.count == Suites.all.reduce(0) { $0 + $1.workloads.count })
+        for row in suiteRows {
+            #expect(Suites.body(of: row)?.workload.name == row.name, "\(row.name) has no body")
+        }
+        #expect(Set(Workload.all.map(\.name)).count == Workload.all.count, "two workloads share a name")
+    }
+
     /// Every workload frees every block it allocates, with the size it asked for, keeps
     /// the live count it promises, and writes the same checksum on every run.
     @Test(arguments: Workload.all.filter(\.isMallocStyle).map(\.name))

@@ -10,12 +10,13 @@ import Testing
 @Suite struct LargeAllocSuiteTests {
     @Test("the columns of each large- workload agree on operations and checksum")
     func columnsAgree() {
-        for workload in LargeAllocSuite.workloads {
+        for body in LargeAllocSuite.workloads {
+            let workload = body.workload
             #expect(workload.name.hasPrefix("large-"))
             #expect(Array(workload.columns.prefix(2)) == [.glibc, .jemalloc])
             var results: [(String, Measurement)] = []
             for column in [AllocatorColumn.glibc, LargeAllocSuite.mmapColumn, LargeAllocSuite.largeAllocColumn] {
-                results.append((column.name, LargeAllocSuite.measure(workload, column: column, scale: .quick)))
+                results.append((column.name, body.measure(column: column, scale: .quick)))
             }
             let (_, reference) = results[0]
             for (name, result) in results {
