@@ -47,55 +47,25 @@ enum ArenaAllocSuite: BenchSuite {
     )
 
     static var workloads: [any SuiteWorkload] {
-        [
-            ArenaWorkload(
-                name: "arena-small-u32", family: smallObjects, operations: cycle * 400,
-                columns: [.glibc, .jemalloc, arena, shared]
-            ) { column, cycles in
+        let plain: [AllocatorColumn] = [.glibc, .jemalloc, arena]
+        return [
+            ArenaWorkload("arena-small-u32", smallObjects, cycles: 400, [.glibc, .jemalloc, arena, shared]) {
+                column, cycles in
                 if column.isBaseline { return mallocSmall(cycles: cycles) }
                 return column == shared ? sharedSmall(cycles: cycles) : arenaSmall(cycles: cycles)
             },
+            ArenaWorkload("arena-small-u32-fresh", smallObjects, cycles: 200, plain, mallocSmall, freshArenaSmall),
+            ArenaWorkload("arena-put", values, cycles: 200, plain, classInstances, arenaPut),
+            ArenaWorkload("arena-grow-shrink", resizing, cycles: 200, plain, mallocGrowShrink, arenaGrowShrink),
+            ArenaWorkload("arena-push", resizing, cycles: 400, plain, arrayPush, arenaPush),
             ArenaWorkload(
-                name: "arena-small-u32-fresh", family: smallObjects, operations: cycle * 200,
-                columns: [.glibc, .jemalloc, arena]
-            ) { column, cycles in
-                column.isBaseline ? mallocSmall(cycles: cycles) : freshArenaSmall(cycles: cycles)
-            },
+                "arena-collect-111", fromSequence, cycles: 20, plain,
+                { arrayFromSequence(cycles: $0, hideCount: false) },
+                { arenaCollect(cycles: $0, hideCount: false) }),
             ArenaWorkload(
-                name: "arena-put", family: values, operations: cycle * 200, columns: [.glibc, .jemalloc, arena]
-            ) { column, cycles in
-                column.isBaseline ? classInstances(cycles: cycles) : arenaPut(cycles: cycles)
-            },
-            ArenaWorkload(
-                name: "arena-grow-shrink", family: resizing, operations: cycle * 200,
-                columns: [.glibc, .jemalloc, arena]
-            ) { column, cycles in
-                column.isBaseline ? mallocGrowShrink(cycles: cycles) : arenaGrowShrink(cycles: cycles)
-            },
-            ArenaWorkload(
-                name: "arena-push", family: resizing, operations: cycle * 400, columns: [.glibc, .jemalloc, arena]
-            ) { column, cycles in
-                column.isBaseline ? arrayPush(cycles: cycles) : arenaPush(cycles: cycles)
-            },
-            ArenaWorkload(
-                name: "arena-collect-111", family: fromSequence, operations: cycle * 20,
-                columns: [.glibc, .jemalloc, arena]
-            ) { column, cycles in
-                column.isBaseline
-                    ? arrayFromSequence(cycles: cycles, hideCount: false)
-                    : arenaCollect(cycles: cycles, hideCount: false)
-            },
-            ArenaWorkload(
-                name: "arena-collect-111-filter", family: fromSequence, operations: cycle * 20,
-                columns: [.glibc, .jemalloc, arena]
-            ) { column, cycles in
-                column.isBaseline
-                    ? arrayFromSequence(cycles: cycles, hideCount: true)
-                    : arenaCollect(cycles: cycles, hideCount: true)
-            },
-            ArenaWorkload(
-                name: "arena-t2", family: threads, operations: cycle * 400, columns: [.glibc, .jemalloc, shared, local]
-            ) { column, cycles in
+                "arena-collect-111-filter", fromSequence, cycles: 20, plain,
+                { arrayFromSequence(cycles: $0, hideCount: true) }, { arenaCollect(cycles: $0, hideCount: true) }),
+            ArenaWorkload("arena-t2", threads, cycles: 400, [.glibc, .jemalloc, shared, local]) { column, cycles in
                 if column.isBaseline { return mallocTwoThreads(cycles: cycles) }
                 return column == shared ? sharedTwoThreads(cycles: cycles) : localTwoThreads(cycles: cycles)
             },
@@ -108,14 +78,26 @@ enum ArenaAllocSuite: BenchSuite {
         /// Runs `cycles` cycles for `column`: a baseline's code, or the arena column's.
         let body: @Sendable (_ column: AllocatorColumn, _ cycles: Int) -> Measurement
 
+        /// A row of `cycles` of the suite's cycles (17,453 operations each) over `columns`.
         init(
-            name: String, family: Workload.Family, operations: Int, columns: [AllocatorColumn],
+            _ name: String, _ family: Workload.Family, cycles: Int, _ columns: [AllocatorColumn],
             body: @escaping @Sendable (_ column: AllocatorColumn, _ cycles: Int) -> Measurement
         ) {
             workload = Workload(
-                name: name, family: family, kind: .suite(ArenaAllocSuite.name), operations: operations,
+                name: name, family: family, kind: .suite(ArenaAllocSuite.name), operations: cycle * cycles,
                 columns: columns)
             self.body = body
+        }
+
+        /// A row whose baselines run `baseline` and whose one arena column runs `arena`.
+        init(
+            _ name: String, _ family: Workload.Family, cycles: Int, _ columns: [AllocatorColumn],
+            _ baseline: @escaping @Sendable (_ cycles: Int) -> Measurement,
+            _ arena: @escaping @Sendable (_ cycles: Int) -> Measurement
+        ) {
+            self.init(name, family, cycles: cycles, columns) { column, cycles in
+                column.isBaseline ? baseline(cycles) : arena(cycles)
+            }
         }
 
         func measure(column: AllocatorColumn, scale: Scale) -> Measurement {

@@ -51,27 +51,20 @@ struct WaitingTests {
         #expect(!event.hasWaiters || event.word.load(ordering: .relaxed) >> 32 <= 2, "waiters left announced")
     }
 
-    @Test("a wait with a timeout returns false and withdraws its announcement")
-    func waitTimesOut() {
+    @Test("a wait ends at its timeout (withdrawn) or at once after a notify that followed the announcement")
+    func waitEnds() {
         let page = rawPages()
         defer { page.deallocate() }
         let event = EventCount(word: AtomicWord(initializingAt: page, to: 0))
-        let key = event.prepareWait()
+        let late = event.prepareWait()
         #expect(event.hasWaiters)
-        #expect(!event.wait(key, timeout: .milliseconds(5)))
+        #expect(!event.wait(late, timeout: .milliseconds(5)))
         #expect(!event.hasWaiters, "the timed-out waiter is still announced")
         event.notifyOne()  // nobody to wake: the epoch stays
         #expect(event.word.load(ordering: .relaxed) == 0)
-    }
-
-    @Test("a notify after the announcement ends the wait at once")
-    func notifyBeforeSleep() {
-        let page = rawPages()
-        defer { page.deallocate() }
-        let event = EventCount(word: AtomicWord(initializingAt: page, to: 0))
-        let key = event.prepareWait()
+        let woken = event.prepareWait()
         event.notifyOne()
-        #expect(event.wait(key, timeout: nil), "woken")
+        #expect(event.wait(woken, timeout: nil), "woken")
         #expect(!event.hasWaiters)
     }
 
@@ -140,7 +133,8 @@ func recordFork(_ letter: UInt8) {
 struct ForkActionsTests {
     @Test("prepare runs newest registration first; parent and child oldest first, on their side")
     func order() async {
-        await #expect(processExitsWith: .success) {
+        // Each side prints what its actions recorded; the child exits first, then the parent.
+        let result = await #expect(processExitsWith: .success, observing: [\.standardOutputContent]) {
             let before = ForkActions.registeredCount
             ForkActions.register(
                 prepare: { recordFork(UInt8(ascii: "a")) }, parent: { recordFork(UInt8(ascii: "A")) },
@@ -148,17 +142,19 @@ struct ForkActionsTests {
             ForkActions.register(
                 prepare: { recordFork(UInt8(ascii: "b")) }, parent: { recordFork(UInt8(ascii: "B")) },
                 child: { recordFork(UInt8(ascii: "2")) })
-            if ForkActions.registeredCount != before + 2 { exit(3) }
+            print("registered \(ForkActions.registeredCount - before)")
+            fflush(nil)
             let child = fork()
+            let side = child == 0 ? "child" : "parent"
+            if child != 0 { waitpid(child, nil, 0) }
             let record = String(
                 decoding: UnsafeBufferPointer(start: forkRecordBuffer, count: forkRecordCount), as: UTF8.self)
-            if child == 0 { _exit(record == "ba12" ? 0 : 1) }
-            var status: Int32 = 0
-            waitpid(child, &status, 0)
-            // The child's exit status, then the parent's own record.
-            if status != 0 { exit(4) }
-            exit(record == "baAB" ? 0 : 5)
+            print("\(side) \(record)")
+            fflush(nil)
+            if child == 0 { _exit(0) }
         }
+        let lines = String(decoding: result?.standardOutputContent ?? [], as: UTF8.self).split(separator: "\n")
+        #expect(lines == ["registered 2", "child ba12", "parent baAB"], "\(lines)")
     }
 
     @Test("registering more than the capacity traps with a message")

@@ -31,19 +31,43 @@ func handle(of existential: borrowing any Sendable) -> Unmanaged<TrackedObject> 
     Unmanaged.passUnretained((copy existential) as! TrackedObject)
 }
 
-/// A dropper of one thread and two slots whose thread is held at `gate` by a blocker in
-/// one slot and whose other slot is taken: the next drop waits (policy `.block`).
-func fullDropper(_ gate: Gate, _ tally: DeinitTally, blockerID: Int, fillerID: Int) throws -> BackgroundDropper {
+/// Runs `produce` on a producer thread against a dropper that is full (its one thread held
+/// at a gate by a blocker, its other slot taken), so the drop `produce` makes waits for a
+/// slot. `produce` reports the object that will wait, just before it drops; while the
+/// producer waits inside `drop`, that object's strong count must be what it was when the
+/// producer reported it. Then the gate opens and everything is flushed. Returns what the
+/// drop returned and the producer's thread.
+func whileTheDropWaits<Outcome: Sendable>(
+    _ tally: DeinitTally, blockerID: Int, fillerID: Int,
+    _ produce: @escaping @Sendable (BackgroundDropper, _ report: (Unmanaged<TrackedObject>) -> Void) -> Outcome
+) throws -> (outcome: Outcome?, producer: Int) {
+    let gate = Gate()
     let dropper = try BackgroundDropper(threads: 1, capacity: 2, whenFull: .block(timeout: nil))
     dropper.drop(Blocker(gate, TrackedObject(blockerID, tally)))
-    guard gate.waitForEntries(1) else {
-        // Open the gate, or the dropper's shutdown would wait for the blocker for ever.
-        gate.open()
-        Issue.record("the background thread never took the blocker")
-        throw MissingValue()
-    }
+    // Open the gate whatever happens, or the dropper's shutdown would wait for ever.
+    defer { gate.open() }
+    try #require(gate.waitForEntries(1), "the background thread never took the blocker")
     #expect(dropper.drop(TrackedObject(fillerID, tally)) == .queued)
-    return dropper
+    let readings = Mutex<(handle: Unmanaged<TrackedObject>?, before: UInt, producer: Int)>((nil, 0, 0))
+    let outcome = Mutex<Outcome?>(nil)
+    let producer = try OSThread.spawn {
+        let result = produce(dropper) { object in
+            readings.withLock { $0 = (object, strongCount(object), currentThreadID()) }
+        }
+        outcome.withLock { $0 = result }
+    }
+    // The producer is inside `drop` once the queue counted its full-queue event.
+    let waiting = eventually { dropper.statistics().fullQueueEvents == 1 }
+    let (object, before, producerThread) = readings.withLock { $0 }
+    if waiting, let object {
+        #expect(strongCount(object) == before, "the caller keeps a reference to the object that waits")
+    } else {
+        Issue.record("the producer never waited for a slot")
+    }
+    gate.open()
+    producer.join()
+    dropper.flush()
+    return (outcome.withLock { $0 }, producerThread)
 }
 
 @Suite struct OwnershipTests {
@@ -55,32 +79,14 @@ func fullDropper(_ gate: Gate, _ tally: DeinitTally, blockerID: Int, fillerID: I
     /// existential itself travels (32 bytes, in the slot) and the caller keeps nothing.
     @Test func anExistentialDroppedAsAnyPLeavesNoReferenceWithTheCaller() throws {
         let tally = DeinitTally(capacity: 3, recordsOrder: true)
-        let gate = Gate()
-        let dropper = try fullDropper(gate, tally, blockerID: 1, fillerID: 2)
-        let readings = Mutex<(handle: Unmanaged<TrackedObject>?, before: UInt, caller: Int)>((nil, 0, 0))
-        let outcome = Mutex<DropOutcome?>(nil)
-        let producer = try OSThread.spawn {
+        let (outcome, producer) = try whileTheDropWaits(tally, blockerID: 1, fillerID: 2) { dropper, report in
             let existential: any Sendable = TrackedObject(0, tally)
-            let object = handle(of: existential)
-            let before = strongCount(object)
-            readings.withLock { $0 = (object, before, currentThreadID()) }
-            let result = dropper.drop(consume existential as any Sendable)
-            outcome.withLock { $0 = result }
+            report(handle(of: existential))
+            return dropper.drop(consume existential as any Sendable)
         }
-        // The producer is inside `drop` once the queue counted its full-queue event.
-        let waiting = eventually { dropper.statistics().fullQueueEvents == 1 }
-        let (object, before, caller) = readings.withLock { $0 }
-        if waiting, let object {
-            #expect(strongCount(object) == before, "the caller keeps a reference to the dropped object")
-        } else {
-            Issue.record("the producer never waited for a slot")
-        }
-        gate.open()
-        producer.join()
-        dropper.flush()
-        #expect(outcome.withLock { $0 } == .queued)
+        #expect(outcome == .queued)
         #expect(tally.wrongCounts(0..<3) == "")
-        #expect(!tally.threads.contains(caller), "the dropped object died on the caller")
+        #expect(!tally.threads.contains(producer), "the dropped object died on the caller")
     }
 
     /// `drop(contentsOf:)`: an element that finds the queue full goes through the policy
@@ -88,31 +94,14 @@ func fullDropper(_ gate: Gate, _ tally: DeinitTally, blockerID: Int, fillerID: I
     /// released after the hand-off, racing with the background thread as above.
     @Test func aBatchElementThatWaitsForASlotLeavesNoReferenceWithTheCaller() throws {
         let tally = DeinitTally(capacity: 4, recordsOrder: true)
-        let gate = Gate()
-        let dropper = try fullDropper(gate, tally, blockerID: 2, fillerID: 3)
-        let readings = Mutex<(handle: Unmanaged<TrackedObject>?, before: UInt, caller: Int)>((nil, 0, 0))
-        let outcome = Mutex<BatchOutcome?>(nil)
-        let producer = try OSThread.spawn {
+        let (outcome, producer) = try whileTheDropWaits(tally, blockerID: 2, fillerID: 3) { dropper, report in
             // Only the array holds them. The first element finds no free slot and waits.
             let elements = [TrackedObject(0, tally), TrackedObject(1, tally)]
-            let first = Unmanaged.passUnretained(elements[0])
-            let before = strongCount(first)
-            readings.withLock { $0 = (first, before, currentThreadID()) }
-            let result = dropper.drop(contentsOf: consume elements)
-            outcome.withLock { $0 = result }
+            report(Unmanaged.passUnretained(elements[0]))
+            return dropper.drop(contentsOf: consume elements)
         }
-        let waiting = eventually { dropper.statistics().fullQueueEvents == 1 }
-        let (first, before, caller) = readings.withLock { $0 }
-        if waiting, let first {
-            #expect(strongCount(first) == before, "the batch keeps a reference to the waiting element")
-        } else {
-            Issue.record("the batch never waited for a slot")
-        }
-        gate.open()
-        producer.join()
-        dropper.flush()
-        #expect(outcome.withLock { $0 } == BatchOutcome(queued: 2, droppedInline: 0))
+        #expect(outcome == BatchOutcome(queued: 2, droppedInline: 0))
         #expect(tally.wrongCounts(0..<4) == "")
-        #expect(!tally.threads.contains(caller), "an element died on the caller")
+        #expect(!tally.threads.contains(producer), "an element died on the caller")
     }
 }

@@ -110,10 +110,28 @@ struct ExchangeStress<Allocator: ModelledAllocator & Sendable>: Sendable {
     let maximumSize: Int
     /// A round is short next to the slots: a thread publishes into few of them per round,
     /// so most blocks it meets there are other threads'.
-    var operationsPerRound = 64
-    var serialized = false
+    let operationsPerRound: Int
+    let serialized: Bool
 
     var roundCount: Int { (operationsPerThread + operationsPerRound - 1) / operationsPerRound }
+
+    /// A stress of `allocator` through a board of `slots` slots of its own; `serialized`
+    /// with `operationsPerRound` (64 unless given) sets the schedule.
+    init(
+        allocator: Allocator, slots: Int, seed: UInt64, operationsPerThread: Int, maximumSize: Int,
+        operationsPerRound: Int = 64, serialized: Bool = false
+    ) {
+        self.allocator = allocator
+        board = ExchangeBoard(slotCount: slots)
+        self.seed = seed
+        self.operationsPerThread = operationsPerThread
+        self.maximumSize = maximumSize
+        self.operationsPerRound = operationsPerRound
+        self.serialized = serialized
+    }
+
+    /// What the threads reported wrong (empty when nothing).
+    var problems: [String] { board.problems.withLock { $0 } }
 
     /// Checks a block received from anywhere and frees it on this thread.
     func verifyAndFree(_ block: FlyingBlock, on thread: Int) {
@@ -253,19 +271,18 @@ struct BinnedStressTests {
     @Test("BinnedAllocator.shared: blocks handed between threads keep their contents and free anywhere")
     func sharedAllocatorExchange() throws {
         let seed = testSeed()
-        let board = ExchangeBoard(slotCount: 512)
         let stress = ExchangeStress(
-            allocator: BinnedAllocator.shared, board: board, seed: seed, operationsPerThread: 20_000,
+            allocator: BinnedAllocator.shared, slots: 512, seed: seed, operationsPerThread: 20_000,
             maximumSize: 65536)
         try stress.runAll(threads: Self.threadCount)
-        let problems = board.problems.withLock { $0 }
+        let problems = stress.problems
         #expect(problems.isEmpty, "seed \(seed): \(problems)")
-        let allocations = board.allocations.load(ordering: .relaxed)
-        let deallocations = board.deallocations.load(ordering: .relaxed)
+        let allocations = stress.board.allocations.load(ordering: .relaxed)
+        let deallocations = stress.board.deallocations.load(ordering: .relaxed)
         #expect(
             allocations == deallocations, "seed \(seed): \(allocations) allocations, \(deallocations) deallocations")
         // Most frees must be cross-thread, or the test does not test what it says.
-        let crossThreadDeallocations = board.crossThreadDeallocations.load(ordering: .relaxed)
+        let crossThreadDeallocations = stress.board.crossThreadDeallocations.load(ordering: .relaxed)
         #expect(
             crossThreadDeallocations * 3 > deallocations,
             "seed \(seed): \(crossThreadDeallocations) of \(deallocations) deallocations cross-thread")
@@ -281,17 +298,15 @@ struct BinnedStressTests {
         let seed = testSeed()
         let operationsPerThread = 4_000
         func run(operationsPerRound: Int) throws -> (crossThread: Int, deallocations: Int) {
-            let board = ExchangeBoard(slotCount: 512)
-            var stress = ExchangeStress(
-                allocator: BinnedAllocator.shared, board: board, seed: seed, operationsPerThread: operationsPerThread,
-                maximumSize: 65536)
-            stress.operationsPerRound = operationsPerRound
-            stress.serialized = true
+            let stress = ExchangeStress(
+                allocator: BinnedAllocator.shared, slots: 512, seed: seed, operationsPerThread: operationsPerThread,
+                maximumSize: 65536, operationsPerRound: operationsPerRound, serialized: true)
             try stress.runAll(threads: Self.threadCount)
-            let problems = board.problems.withLock { $0 }
+            let problems = stress.problems
             #expect(problems.isEmpty, "seed \(seed): \(problems)")
             return (
-                board.crossThreadDeallocations.load(ordering: .relaxed), board.deallocations.load(ordering: .relaxed)
+                stress.board.crossThreadDeallocations.load(ordering: .relaxed),
+                stress.board.deallocations.load(ordering: .relaxed)
             )
         }
         let lockstep = try run(operationsPerRound: 64)
@@ -311,18 +326,18 @@ struct BinnedStressTests {
         // Several groups of short threads; blocks stay in the slots after their allocating
         // thread exited, and are freed by the threads of the next group.
         let seed = testSeed()
-        let board = ExchangeBoard(slotCount: 256)
         let stress = ExchangeStress(
-            allocator: BinnedAllocator.shared, board: board, seed: seed, operationsPerThread: 2_000,
+            allocator: BinnedAllocator.shared, slots: 256, seed: seed, operationsPerThread: 2_000,
             maximumSize: 4096)
         for group in 0..<8 {
             try stress.runThreads(Self.threadCount, firstIndex: group * 64)
         }
         try stress.runAll(threads: 1)
-        let problems = board.problems.withLock { $0 }
+        let problems = stress.problems
         #expect(problems.isEmpty, "seed \(seed): \(problems)")
         #expect(
-            board.allocations.load(ordering: .relaxed) == board.deallocations.load(ordering: .relaxed), "seed \(seed)")
+            stress.board.allocations.load(ordering: .relaxed) == stress.board.deallocations.load(ordering: .relaxed),
+            "seed \(seed)")
         BinnedAllocator.shared.releaseUnusedMemory()
     }
 }
@@ -333,14 +348,13 @@ struct LockedStressTests {
     func lockedAllocatorExchange() throws {
         let seed = testSeed()
         let allocator = LockedBinnedAllocator()
-        let board = ExchangeBoard(slotCount: 256)
         let stress = ExchangeStress(
-            allocator: allocator, board: board, seed: seed, operationsPerThread: 10_000, maximumSize: 65536)
+            allocator: allocator, slots: 256, seed: seed, operationsPerThread: 10_000, maximumSize: 65536)
         try stress.runAll(threads: max(4, SystemInfo.cpuCount + 1))
-        let problems = board.problems.withLock { $0 }
+        let problems = stress.problems
         #expect(problems.isEmpty, "seed \(seed): \(problems)")
-        let allocations = board.allocations.load(ordering: .relaxed)
-        #expect(allocations == board.deallocations.load(ordering: .relaxed), "seed \(seed)")
+        let allocations = stress.board.allocations.load(ordering: .relaxed)
+        #expect(allocations == stress.board.deallocations.load(ordering: .relaxed), "seed \(seed)")
         let statistics = allocator.statistics()
         #expect(statistics.inconsistentClasses.isEmpty, "seed \(seed): \(statistics.inconsistentClasses)")
         #expect(statistics.liveBlocks == 0, "seed \(seed): \(statistics.liveBlocks) blocks still counted live")

@@ -127,12 +127,12 @@ struct ThreadCacheTests {
         let seed = testSeed()
         await #expect(processExitsWith: .success) { [seed = seed as UInt64] in
             let allocator = BinnedAllocator.shared
-            let board = ExchangeBoard(slotCount: 128)
             let stress = ExchangeStress(
-                allocator: allocator, board: board, seed: seed, operationsPerThread: 5_000, maximumSize: 65536)
+                allocator: allocator, slots: 128, seed: seed, operationsPerThread: 5_000, maximumSize: 65536)
             let threads = 2 * SystemInfo.cpuCount + 1
             try stress.runAll(threads: threads)
-            #expect(board.problems.withLock { $0 }.isEmpty, "seed \(seed): \(board.problems.withLock { $0 })")
+            #expect(
+                stress.problems.isEmpty, "seed \(seed): \(stress.problems)")
             let beforeRelease = allocator.statistics()
             #expect(beforeRelease.threadCaches >= threads, "seed \(seed): \(beforeRelease.threadCaches) caches")
             allocator.releaseUnusedMemory()
@@ -140,7 +140,7 @@ struct ThreadCacheTests {
             #expect(statistics.inconsistentClasses.isEmpty, "seed \(seed): \(statistics.inconsistentClasses)")
             #expect(statistics.liveBlocks == 0, "seed \(seed): \(statistics.liveBlocks) blocks still counted live")
             #expect(statistics.largeLiveBytes == 0, "seed \(seed)")
-            let allocations = board.allocations.load(ordering: .relaxed)
+            let allocations = stress.board.allocations.load(ordering: .relaxed)
             #expect(statistics.smallAllocations + statistics.largeAllocations >= allocations, "seed \(seed)")
             #expect(
                 statistics.smallDeallocations + statistics.largeDeallocations
@@ -158,14 +158,13 @@ struct ThreadCacheTests {
         let seed = testSeed()
         await #expect(processExitsWith: .success) { [seed = seed as UInt64] in
             let allocator = BinnedAllocator.shared
-            let board = ExchangeBoard(slotCount: 128)
-            var stress = ExchangeStress(
-                allocator: allocator, board: board, seed: seed, operationsPerThread: 1_000, maximumSize: 4096)
-            stress.operationsPerRound = stress.operationsPerThread
-            stress.serialized = true
+            let stress = ExchangeStress(
+                allocator: allocator, slots: 128, seed: seed, operationsPerThread: 1_000, maximumSize: 4096,
+                operationsPerRound: 1_000, serialized: true)
             let threads = 2 * SystemInfo.cpuCount + 1
             try stress.runAll(threads: threads)
-            #expect(board.problems.withLock { $0 }.isEmpty, "seed \(seed): \(board.problems.withLock { $0 })")
+            #expect(
+                stress.problems.isEmpty, "seed \(seed): \(stress.problems)")
             let statistics = allocator.statistics()
             #expect(statistics.threadCaches >= threads, "seed \(seed): \(statistics.threadCaches) caches")
         }
