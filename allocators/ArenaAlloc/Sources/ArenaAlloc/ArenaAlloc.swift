@@ -1694,77 +1694,53 @@ enum DeinitRecord {
 
 // MARK: - Layout: the check
 
-/// One field of a header in raw memory, for ``ArenaLayout``'s check.
-struct LayoutField {
-    var name: String
-    var offset: Int
-    var byteCount: Int
-}
-
-/// One header in raw memory: its fields in address order, its size, and the alignment
-/// of the addresses it starts at.
-struct LayoutHeader {
-    var name: String
-    var byteCount: Int
-    var alignment: Int
-    var fields: [LayoutField]
-}
-
-/// The check that pins every header's layout: debug builds run it once, when the first
-/// arena of the process is made; the layout test runs it in every build.
+/// The check that pins every header's layout, with AllocCore's `LayoutCheck`: debug builds
+/// run it once, when the first arena of the process is made; the layout test runs it in
+/// every build.
 enum ArenaLayout {
     /// The headers in raw memory, from the named offsets above. (A ``ThreadWindow`` is a
     /// Swift struct, read only as one: only its size is pinned, by ``violation()``.)
-    static var headers: [LayoutHeader] {
-        let word = MemoryLayout<Int>.size
-        return [
-            LayoutHeader(
-                name: "ChunkHeader", byteCount: ChunkHeader.byteCount, alignment: 16,
-                fields: [
-                    LayoutField(name: "previous", offset: ChunkHeader.previousOffset, byteCount: word),
-                    LayoutField(name: "size", offset: ChunkHeader.sizeOffset, byteCount: word),
-                ]),
-            LayoutHeader(
-                name: "SharedChunkHeader", byteCount: SharedChunkHeader.byteCount, alignment: 16,
-                fields: [
-                    LayoutField(name: "previous", offset: SharedChunkHeader.previousOffset, byteCount: word),
-                    LayoutField(name: "size", offset: SharedChunkHeader.sizeOffset, byteCount: word),
-                    LayoutField(name: "cursor", offset: SharedChunkHeader.cursorOffset, byteCount: word),
-                    LayoutField(name: "limit", offset: SharedChunkHeader.limitOffset, byteCount: word),
-                ]),
-            LayoutHeader(
-                name: "DeinitRecord", byteCount: DeinitRecord.byteCount, alignment: DeinitRecord.alignment,
-                fields: [
-                    LayoutField(name: "next", offset: DeinitRecord.nextOffset, byteCount: word),
-                    LayoutField(name: "type", offset: DeinitRecord.typeOffset, byteCount: word),
-                    LayoutField(name: "values", offset: DeinitRecord.valuesOffset, byteCount: word),
-                    LayoutField(name: "count", offset: DeinitRecord.countOffset, byteCount: word),
-                ]),
-        ]
+    enum Header: String, CaseIterable {
+        case chunkHeader = "ChunkHeader"
+        case sharedChunkHeader = "SharedChunkHeader"
+        case deinitRecord = "DeinitRecord"
+
+        var name: String { rawValue }
     }
 
+    static var headers: [Header] { Header.allCases }
+
     /// What is wrong with `header`, or nil: its fields in address order without overlap,
-    /// each aligned to its own size and inside the header, and the header's size a
-    /// multiple of its alignment (so what follows it keeps that alignment).
-    static func violation(in header: LayoutHeader) -> String? {
-        if header.byteCount % header.alignment != 0 {
-            return "\(header.name) is \(header.byteCount) bytes, not a multiple of its alignment \(header.alignment)"
+    /// each aligned to its word and inside the header, and the header's size a multiple of
+    /// the alignment of the addresses it starts at, so that what follows it keeps that
+    /// alignment (declared as the field after the last: a chunk's data at 16, like
+    /// `malloc`'s; the block after a record at ``DeinitRecord/alignment``).
+    static func violation(in header: Header) -> String? {
+        let word = MemoryLayout<Int>.size
+        switch header {
+        case .chunkHeader:
+            var check = LayoutCheck("ChunkHeader")
+            check.field("previous", at: ChunkHeader.previousOffset, size: word)
+            check.field("size", at: ChunkHeader.sizeOffset, size: word)
+            check.field("data", at: ChunkHeader.byteCount, size: 0, alignment: 16)
+            return check.result(within: ChunkHeader.byteCount)
+        case .sharedChunkHeader:
+            var check = LayoutCheck("SharedChunkHeader")
+            check.field("previous", at: SharedChunkHeader.previousOffset, size: word)
+            check.field("size", at: SharedChunkHeader.sizeOffset, size: word)
+            check.field("cursor", at: SharedChunkHeader.cursorOffset, size: word)
+            check.field("limit", at: SharedChunkHeader.limitOffset, size: word)
+            check.field("data", at: SharedChunkHeader.byteCount, size: 0, alignment: 16)
+            return check.result(within: SharedChunkHeader.byteCount)
+        case .deinitRecord:
+            var check = LayoutCheck("DeinitRecord")
+            check.field("next", at: DeinitRecord.nextOffset, size: word)
+            check.field("type", at: DeinitRecord.typeOffset, size: word)
+            check.field("values", at: DeinitRecord.valuesOffset, size: word)
+            check.field("count", at: DeinitRecord.countOffset, size: word)
+            check.field("following", at: DeinitRecord.byteCount, size: 0, alignment: DeinitRecord.alignment)
+            return check.result(within: DeinitRecord.byteCount)
         }
-        var end = 0
-        for field in header.fields {
-            if field.offset < end {
-                return
-                    "\(header.name).\(field.name) at \(field.offset) lies before the end of the field before it (\(end))"
-            }
-            if field.offset % field.byteCount != 0 {
-                return "\(header.name).\(field.name) at \(field.offset) is not aligned to its \(field.byteCount) bytes"
-            }
-            end = field.offset + field.byteCount
-            if end > header.byteCount {
-                return "\(header.name).\(field.name) ends at \(end), past the header's \(header.byteCount) bytes"
-            }
-        }
-        return nil
     }
 
     /// What is wrong with any header, or nil; also what the code assumes across them: a
@@ -1772,8 +1748,10 @@ enum ArenaLayout {
     /// ``ChunkHeader/previous(of:)``), and a thread window is three words (they are
     /// allocated as `perThread` strides).
     static func violation() -> String? {
-        for header in headers {
-            if let violation = violation(in: header) { return violation }
+        if let violation = violation(in: .chunkHeader) ?? violation(in: .sharedChunkHeader)
+            ?? violation(in: .deinitRecord)
+        {
+            return violation
         }
         if SharedChunkHeader.previousOffset != ChunkHeader.previousOffset
             || SharedChunkHeader.sizeOffset != ChunkHeader.sizeOffset
@@ -1823,24 +1801,11 @@ extension Arena {
             }
             return nil
         }
-        // The chain, newest first; the walk stops past `chunkCount`, so a cycle ends it.
-        var chunks: [UnsafeMutableRawPointer] = []
-        var next: UnsafeMutableRawPointer? = newest
-        while let current = next, chunks.count <= chunkCount {
-            chunks.append(current)
-            next = ChunkHeader.previous(of: current)
-        }
-        if chunks.count != chunkCount {
-            return
-                "the chunk chain holds \(chunks.count)\(next == nil ? "" : " or more") chunks, the arena counts \(chunkCount)"
-        }
-        let sizes = chunks.map { ChunkHeader.size(of: $0) }
-        if let violation = Arena.chunkChainViolation(chunks, sizes: sizes, headerByteCount: ChunkHeader.byteCount) {
-            return violation
-        }
-        if sizes.reduce(0, +) != reservedBytes {
-            return "the chunks hold \(sizes.reduce(0, +)) bytes, the arena counts \(reservedBytes) reserved"
-        }
+        let chain = Arena.walkChain(
+            from: newest, counted: chunkCount, bytes: reservedBytes, headerByteCount: ChunkHeader.byteCount,
+            owner: "the arena")
+        if let violation = chain.violation { return violation }
+        let (chunks, sizes) = (chain.chunks, chain.sizes)
         let dataStart = ChunkHeader.dataStart(of: newest)
         if limit != Int(bitPattern: newest) + sizes[0] {
             return "the limit \(limit) is not the newest chunk's end \(Int(bitPattern: newest) + sizes[0])"
@@ -1858,8 +1823,34 @@ extension Arena {
         return deinitRecordsViolation(chunks: chunks, sizes: sizes)
     }
 
+    /// The chain of chunks from `first` (newest first), and what is wrong with it: not
+    /// exactly `counted` chunks (the walk stops past that, so a cycle ends it), not `bytes`
+    /// bytes in all, or a chunk that breaks the growth rule.
+    static func walkChain(
+        from first: UnsafeMutableRawPointer?, counted: Int, bytes: Int, headerByteCount: Int, owner: String
+    ) -> (chunks: [UnsafeMutableRawPointer], sizes: [Int], violation: String?) {
+        var chunks: [UnsafeMutableRawPointer] = []
+        var next = first
+        while let current = next, chunks.count <= counted {
+            chunks.append(current)
+            next = ChunkHeader.previous(of: current)
+        }
+        let sizes = chunks.map { ChunkHeader.size(of: $0) }
+        if chunks.count != counted {
+            let more = next == nil ? "" : " or more"
+            return (chunks, sizes, "\(owner)'s chain holds \(chunks.count)\(more) chunks, it counts \(counted)")
+        }
+        if let violation = chunkChainViolation(chunks, sizes: sizes, headerByteCount: headerByteCount) {
+            return (chunks, sizes, violation)
+        }
+        if sizes.reduce(0, +) != bytes {
+            return (chunks, sizes, "\(owner)'s chunks hold \(sizes.reduce(0, +)) bytes, it counts \(bytes)")
+        }
+        return (chunks, sizes, nil)
+    }
+
     /// What is wrong with the chain `chunks` (newest first) of the given `sizes`, or nil:
-    /// see ``integrityViolation()``.
+    /// a chunk misaligned, or not of a size the growth rule gives.
     static func chunkChainViolation(
         _ chunks: [UnsafeMutableRawPointer], sizes: [Int], headerByteCount: Int
     )
@@ -1947,23 +1938,11 @@ extension SharedArenaStorage {
     ///
     /// Debug builds run it at the end of every reset.
     func integrityViolationLocked() -> String? {
-        var own: [UnsafeMutableRawPointer] = []
-        var next = UnsafeMutableRawPointer(bitPattern: current.load(ordering: .acquiring))
-        while let chunk = next, own.count <= ownChunks {
-            own.append(chunk)
-            next = ChunkHeader.previous(of: chunk)
-        }
-        if own.count != ownChunks {
-            return
-                "the shared arena's chain holds \(own.count)\(next == nil ? "" : " or more") chunks, it counts \(ownChunks)"
-        }
-        let sizes = own.map { ChunkHeader.size(of: $0) }
-        if let violation = Arena.chunkChainViolation(own, sizes: sizes, headerByteCount: SharedChunkHeader.byteCount) {
-            return violation
-        }
-        if sizes.reduce(0, +) != ownBytes {
-            return "the shared arena's chunks hold \(sizes.reduce(0, +)) bytes, it counts \(ownBytes)"
-        }
+        let chain = Arena.walkChain(
+            from: UnsafeMutableRawPointer(bitPattern: current.load(ordering: .acquiring)), counted: ownChunks,
+            bytes: ownBytes, headerByteCount: SharedChunkHeader.byteCount, owner: "the shared arena")
+        if let violation = chain.violation { return violation }
+        let (own, sizes) = (chain.chunks, chain.sizes)
         for (chunk, size) in zip(own, sizes) {
             let limit = SharedChunkHeader.limit(of: chunk)
             let cursor = SharedChunkHeader.cursor(of: chunk).load(ordering: .relaxed)

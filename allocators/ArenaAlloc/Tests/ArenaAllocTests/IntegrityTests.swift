@@ -14,21 +14,27 @@ struct IntegrityTests {
     func layoutHolds() {
         #expect(ArenaLayout.violation() == nil, "\(ArenaLayout.violation() ?? "")")
         #expect(ArenaLayout.headers.map(\.name) == ["ChunkHeader", "SharedChunkHeader", "DeinitRecord"])
+        for header in ArenaLayout.headers {
+            #expect(ArenaLayout.violation(in: header) == nil, "\(ArenaLayout.violation(in: header) ?? "")")
+        }
         #expect(ChunkHeader.byteCount == 16 && SharedChunkHeader.byteCount == 32 && DeinitRecord.byteCount == 32)
     }
 
     @Test("the layout check names a field out of order, misaligned or past the header (spec 3)")
     func layoutCheckFindsDamage() {
-        func header(_ fields: [(String, Int)], byteCount: Int = 16) -> LayoutHeader {
-            LayoutHeader(
-                name: "Test", byteCount: byteCount, alignment: 16,
-                fields: fields.map { LayoutField(name: $0.0, offset: $0.1, byteCount: 8) })
+        // AllocCore's LayoutCheck as ArenaLayout uses it: word fields, then the data after
+        // the header at 16.
+        func violation(_ fields: [(StaticString, Int)], byteCount: Int = 16) -> String? {
+            var check = LayoutCheck("Test")
+            for (name, offset) in fields { check.field(name, at: offset, size: 8) }
+            check.field("data", at: byteCount, size: 0, alignment: 16)
+            return check.result(within: byteCount)
         }
-        #expect(ArenaLayout.violation(in: header([("a", 0), ("b", 8)])) == nil)
-        #expect(ArenaLayout.violation(in: header([("a", 8), ("b", 0)]))?.contains("Test.b at 0 lies before") == true)
-        #expect(ArenaLayout.violation(in: header([("a", 0), ("b", 12)]))?.contains("not aligned") == true)
-        #expect(ArenaLayout.violation(in: header([("a", 0), ("b", 16)]))?.contains("past the header") == true)
-        #expect(ArenaLayout.violation(in: header([("a", 0)], byteCount: 24))?.contains("not a multiple") == true)
+        #expect(violation([("a", 0), ("b", 8)]) == nil)
+        #expect(violation([("a", 8), ("b", 0)])?.contains("Test.b at 0 overlaps") == true)
+        #expect(violation([("a", 0), ("b", 12)])?.contains("Test.b at 12 is not 8-byte aligned") == true)
+        #expect(violation([("a", 0), ("b", 16)])?.contains("Test.data at 16 overlaps") == true)
+        #expect(violation([("a", 0)], byteCount: 24)?.contains("Test.data at 24 is not 16-byte aligned") == true)
     }
 
     @Test("the walker passes arenas of several chunks, records, local arenas and a cache (spec 4)")
@@ -91,8 +97,8 @@ struct IntegrityTests {
         expectViolation(
             "not a size of the growth rule", { _ in ChunkHeader.setSize(of: older, to: olderSize + 16) },
             { _ in ChunkHeader.setSize(of: older, to: olderSize) })
-        expectViolation("chunks, the arena counts", { $0.chunkCount += 1 }, { $0.chunkCount -= 1 })
-        expectViolation("reserved", { $0.reservedBytes += 16 }, { $0.reservedBytes -= 16 })
+        expectViolation("chunks, it counts", { $0.chunkCount += 1 }, { $0.chunkCount -= 1 })
+        expectViolation("bytes, it counts", { $0.reservedBytes += 16 }, { $0.reservedBytes -= 16 })
         let cursor = arena.cursor
         let floor = arena.rollbackFloor
         expectViolation("out of order", { $0.cursor = $0.limit + 8 }, { $0.cursor = cursor })

@@ -1464,69 +1464,50 @@ enum Layout {
     @inlinable
     static func sequence(of slot: UnsafeMutableRawPointer) -> AtomicWord { AtomicWord(at: slot + sequenceOffset) }
 
-    /// What is wrong with the layout above, or nil: each part's fields in address order,
-    /// word-aligned and not overlapping; the header's parts on lines of their own; a
-    /// record's parked word alone on its line; the payload aligned and filling the slot.
-    /// Run at every queue's creation in debug builds and by the integrity walker.
+    /// What is wrong with the layout above, or nil, as AllocCore's `LayoutCheck` finds it:
+    /// each part's fields in address order, word-aligned and not overlapping; the header's
+    /// parts on lines of their own (each part's first field 64-aligned); the header and a
+    /// record whole lines (the part after each, declared, 64-aligned); a record's parked
+    /// word alone on its line (64-aligned, and the next record a line on); the payload
+    /// aligned and filling the slot, a slot one line; a thread handle no more aligned than
+    /// a line. Run at every queue's creation in debug builds and by the integrity walker.
     static func violation() -> String? {
         let word = MemoryLayout<Int>.size
-        let counterBytes = Counters<ProducerCounter>.byteCount
-        let parts: [(part: StaticString, fields: [(name: StaticString, offset: Int, byteCount: Int)], end: Int)] = [
-            (
-                "header",
-                [
-                    ("enqueue position", enqueuePositionOffset, word),
-                    ("dequeue position", dequeuePositionOffset, word),
-                    ("work state", workStateOffset, word), ("space event", spaceEventOffset, word),
-                    ("progress event", progressEventOffset, word), ("watched position", watchedPositionOffset, word),
-                    ("lifecycle", lifecycleOffset, word), ("live workers", liveWorkersOffset, word),
-                    ("detach worker", detachWorkerOffset, word), ("thread count", threadCountOffset, word),
-                    ("producer counters", producerCountersOffset, counterBytes),
-                ], workerRecordsOffset
-            ),
-            (
-                "worker record",
-                [
-                    ("busy since", busySinceOffset, word), ("busy type", busyTypeOffset, word),
-                    ("dropped", droppedOffset, word), ("dropping ns", droppingNanosecondsOffset, word),
-                    ("high-water mark", highWaterMarkOffset, word), ("queue base", queueBaseOffset, word),
-                    ("index", indexOffset, word), ("last ended", lastEndedOffset, word),
-                    ("parked", parkedOffset, word),
-                ], workerRecordByteCount
-            ),
-            (
-                "slot",
-                [
-                    ("sequence", sequenceOffset, word), ("type", typeOffset, word),
-                    ("payload", payloadOffset, payloadByteCount),
-                ], slotByteCount
-            ),
-        ]
-        for (part, fields, end) in parts {
-            for (index, field) in fields.enumerated() {
-                let next = index + 1 < fields.count ? fields[index + 1].offset : end
-                if field.offset % word != 0 || field.offset + field.byteCount > next {
-                    return
-                        "the \(part)'s \(field.name) at \(field.offset) (\(field.byteCount) bytes) is misaligned or overlaps what follows at \(next)"
-                }
-            }
-            if end % lineByteCount != 0 { return "the \(part) (\(end) bytes) is not whole lines" }
-        }
-        let lineStarts = [
-            enqueuePositionOffset, dequeuePositionOffset, workStateOffset, spaceEventOffset, progressEventOffset,
-            lifecycleOffset, producerCountersOffset, workerRecordsOffset, parkedOffset,
-        ]
-        if let offset = lineStarts.first(where: { $0 % lineByteCount != 0 }) {
-            return "the field at \(offset) does not start a line of its own"
-        }
-        if lastEndedOffset + word > parkedOffset || payloadOffset % payloadAlignment != 0
-            || payloadOffset + payloadByteCount != slotByteCount || slotByteCount != lineByteCount
-            || MemoryLayout<OSThread>.alignment > lineByteCount
-        {
-            return
-                "a record's counters reach its parked line, or the payload (at \(payloadOffset), \(payloadByteCount) bytes) is misaligned or does not fill the \(slotByteCount)-byte slot"
-        }
-        return nil
+        let line = lineByteCount
+        var header = LayoutCheck("header")
+        header.field("enqueue position", at: enqueuePositionOffset, size: word, alignment: line)
+        header.field("dequeue position", at: dequeuePositionOffset, size: word, alignment: line)
+        header.field("work state", at: workStateOffset, size: word, alignment: line)
+        header.field("space event", at: spaceEventOffset, size: word, alignment: line)
+        header.field("progress event", at: progressEventOffset, size: word, alignment: line)
+        header.field("watched position", at: watchedPositionOffset, size: word)
+        header.field("lifecycle", at: lifecycleOffset, size: word, alignment: line)
+        header.field("live workers", at: liveWorkersOffset, size: word)
+        header.field("detach worker", at: detachWorkerOffset, size: word)
+        header.field("thread count", at: threadCountOffset, size: word)
+        header.field(
+            "producer counters", at: producerCountersOffset, size: Counters<ProducerCounter>.byteCount,
+            alignment: line)
+        header.field("worker records", at: workerRecordsOffset, size: 0, alignment: line)
+        var record = LayoutCheck("worker record")
+        record.field("busy since", at: busySinceOffset, size: word)
+        record.field("busy type", at: busyTypeOffset, size: word)
+        record.field("dropped", at: droppedOffset, size: word)
+        record.field("dropping ns", at: droppingNanosecondsOffset, size: word)
+        record.field("high-water mark", at: highWaterMarkOffset, size: word)
+        record.field("queue base", at: queueBaseOffset, size: word)
+        record.field("index", at: indexOffset, size: word)
+        record.field("last ended", at: lastEndedOffset, size: word)
+        record.field("parked", at: parkedOffset, size: word, alignment: line)
+        record.field("next record", at: workerRecordByteCount, size: 0, alignment: line)
+        var slot = LayoutCheck("slot")
+        slot.field("sequence", at: sequenceOffset, size: word)
+        slot.field("type", at: typeOffset, size: word)
+        slot.field("payload", at: payloadOffset, size: payloadByteCount, alignment: payloadAlignment)
+        let slotIsOneLine = slotByteCount == line && MemoryLayout<OSThread>.alignment <= line
+        return header.result(within: workerRecordsOffset) ?? record.result(within: workerRecordByteCount)
+            ?? slot.result(filling: slotByteCount)
+            ?? (slotIsOneLine ? nil : "a slot is not one line, or a thread handle is aligned past a line")
     }
 }
 

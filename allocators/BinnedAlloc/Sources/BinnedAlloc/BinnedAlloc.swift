@@ -2120,37 +2120,13 @@ enum Layout {
     @inlinable static var maximumByteCount: Int { 1 << 62 }
 
     /// What is wrong with the header layouts below, or nil: fields out of address order,
-    /// overlapping, off their alignment, or past their header. Run once by the first
-    /// allocation in debug builds (`GlobalState.create`), and by a test.
+    /// overlapping, off their alignment, or past their header, as AllocCore's `LayoutCheck`
+    /// finds them (it allocates nothing unless something is wrong, so it may run inside
+    /// `malloc`). Run once by the first allocation in debug builds (`GlobalState.create`),
+    /// and by a test.
     static func violation() -> String? {
         SlabLayout.violation() ?? BinLayout.violation() ?? ThreadCacheLayout.violation()
             ?? LargeSpanLayout.violation() ?? GlobalLayout.violation()
-    }
-}
-
-/// Checks a header's fields in address order, allocating nothing unless something is
-/// wrong (it runs inside `malloc`).
-struct LayoutCheck {
-    let header: StaticString
-    var end = 0
-    var problem: String? = nil
-
-    init(_ header: StaticString) { self.header = header }
-
-    /// The next field: at or after the end of the one before, aligned to `alignment`.
-    mutating func field(_ name: StaticString, at offset: Int, size: Int, alignment: Int = 8) {
-        guard problem == nil else { return }
-        if offset < end {
-            problem = "\(header).\(name) at \(offset) overlaps the field before it, which ends at \(end)"
-        } else if offset % alignment != 0 {
-            problem = "\(header).\(name) at \(offset) is not \(alignment)-byte aligned"
-        }
-        end = offset + size
-    }
-
-    /// The first problem, or that the fields run past `size`.
-    func result(within size: Int) -> String? {
-        problem ?? (end > size ? "\(header): the fields end at \(end), past its \(size) bytes" : nil)
     }
 }
 

@@ -2195,130 +2195,83 @@ enum ControlLayout {
 }
 
 extension Layout {
-    /// What is wrong with the header layouts above, or nil (spec section 3): in each
-    /// header the fields lie in address order without overlap, each aligned to its size,
-    /// all within the header's size; each list's links are a previous word followed by
-    /// its next word, as ``IntrusiveList`` reads them, and the dirty list's anchor its
-    /// first word followed by its last; a lock fits its word; the counters end where the
-    /// pool ends; the per-class blocks and the pools fill their headers exactly.
+    /// What is wrong with the header layouts above, or nil (spec section 3), as AllocCore's
+    /// `LayoutCheck` finds it: in each header the fields lie in address order without
+    /// overlap, each aligned to its size up to a word (a lock and a word at 8, a Bool at 1),
+    /// all within the header's size; each list's links are a previous word followed by its
+    /// next word, as ``IntrusiveList`` reads them, and the dirty list's anchor its first
+    /// word followed by its last (`adjacent`); a lock fits its word (the field after it
+    /// starts one word on); the class pool, the thread cache and the control block are
+    /// exactly filled (their counters, per-class blocks and pools end where they end).
     /// Asserted when the first allocator is made (debug builds); run by the integrity walker.
     static func headerViolation() -> String? {
         let word = MemoryLayout<Int>.size
         let lock = MemoryLayout<SpinLock>.size
         let bool = MemoryLayout<Bool>.size
         let classes = Layout.classCount
-        let node: [Field] = [
-            Field("previous", NodeLayout.previousOffset, word), Field("next", NodeLayout.nextOffset, word),
-            Field("address", NodeLayout.addressOffset, word), Field("chunk", NodeLayout.chunkOffset, word),
-            Field("state", NodeLayout.stateOffset, word), Field("classIndex", NodeLayout.classIndexOffset, word),
-            Field("dirtySince", NodeLayout.dirtySinceOffset, word),
-        ]
-        let chunk: [Field] = [
-            Field("previous", ChunkLayout.previousOffset, word), Field("next", ChunkLayout.nextOffset, word),
-            Field("mapping", ChunkLayout.mappingOffset, word), Field("byteCount", ChunkLayout.byteCountOffset, word),
-            Field("classIndex", ChunkLayout.classIndexOffset, word),
-            Field("regionCount", ChunkLayout.regionCountOffset, word),
-            Field("cleanCount", ChunkLayout.cleanCountOffset, word),
-            Field("wholeCleanSince", ChunkLayout.wholeCleanSinceOffset, word),
-            Field("isFileBacked", ChunkLayout.isFileBackedOffset, word),
-            Field("isOrphaned", ChunkLayout.isOrphanedOffset, word),
-        ]
-        let pool: [Field] = [
-            Field("lock", ClassPoolLayout.lockOffset, lock),
-            Field("dirtyFirst", ClassPoolLayout.dirtyFirstOffset, word),
-            Field("dirtyLast", ClassPoolLayout.dirtyLastOffset, word),
-            Field("dirtyCount", ClassPoolLayout.dirtyCountOffset, word),
-            Field("cleanFirst", ClassPoolLayout.cleanFirstOffset, word),
-            Field("cleanCount", ClassPoolLayout.cleanCountOffset, word),
-            Field("chunksFirst", ClassPoolLayout.chunksFirstOffset, word),
-            Field("refills", ClassPoolLayout.refillsOffset, word),
-            Field("counters", ClassPoolLayout.countersOffset, Counters<ClassEvent>.byteCount),
-        ]
-        let cache: [Field] = [
-            Field("lock", ThreadCacheLayout.lockOffset, lock),
-            Field("registryNext", ThreadCacheLayout.registryNextOffset, word),
-            Field("owned", ThreadCacheLayout.ownedOffset, word),
-            Field("cachedBytes", ThreadCacheLayout.cachedBytesOffset, word),
-            Field("live", ThreadCacheLayout.liveOffset, word),
-            Field("isTransferred", ThreadCacheLayout.isTransferredOffset, bool),
-            Field("classes", ThreadCacheLayout.classesOffset, classes * ThreadCacheLayout.classStride),
-        ]
-        let cacheClass: [Field] = [
-            Field("top", ThreadCacheLayout.topOffset, word), Field("count", ThreadCacheLayout.countOffset, word),
-            Field("allocations", ThreadCacheLayout.allocationsOffset, word),
-            Field("deallocations", ThreadCacheLayout.deallocationsOffset, word),
-        ]
-        let tableEntry: [Field] = [
-            Field("id", ThreadTableLayout.idOffset, word), Field("cache", ThreadTableLayout.cacheOffset, word),
-        ]
-        let control: [Field] = [
-            Field("liveWord", ControlLayout.liveWordOffset, word), Field("id", ControlLayout.idOffset, word),
-            Field("configuration", ControlLayout.configurationOffset, Control.Word.allCases.count * word),
-            Field("directory", ControlLayout.directoryOffset, word),
-            Field("refillLock", ControlLayout.refillLockOffset, lock),
-            Field("caches", ControlLayout.cachesOffset, word),
-            Field("workerWord", ControlLayout.workerWordOffset, word),
-            Field("workerTicks", ControlLayout.workerTicksOffset, word),
-            Field("liveLinks", ControlLayout.liveLinksOffset, 2 * word),
-            Field("lastClearError", ControlLayout.lastClearErrorOffset, word),
-            Field("isClosing", ControlLayout.isClosingOffset, bool),
-            Field("pools", ControlLayout.poolsOffset, classes * ClassPoolLayout.byteCount),
-        ]
-        let headers: [(name: String, byteCount: Int, fields: [Field])] = [
-            ("Node", NodeLayout.byteCount, node), ("Chunk header", ChunkLayout.nodesOffset, chunk),
-            ("ClassPool", ClassPoolLayout.byteCount, pool), ("ThreadCache", ThreadCacheLayout.byteCount, cache),
-            ("ThreadCache class block", ThreadCacheLayout.classStride, cacheClass),
-            ("ThreadTable entry", ThreadTableLayout.entryByteCount, tableEntry),
-            ("Control", ControlLayout.byteCount, control),
-        ]
-        for header in headers {
-            if let violation = fieldViolation(header.name, byteCount: header.byteCount, header.fields) {
-                return violation
-            }
-        }
-        if NodeLayout.nextOffset != NodeLayout.previousOffset + word
-            || ChunkLayout.nextOffset != ChunkLayout.previousOffset + word
-            || ClassPoolLayout.dirtyLastOffset != ClassPoolLayout.dirtyFirstOffset + word
-        {
-            return "a list's links, or the dirty list's anchor, are not two adjacent words"
-        }
-        if lock > word { return "a SpinLock takes \(lock) bytes, more than its word" }
-        if ClassPoolLayout.countersOffset + Counters<ClassEvent>.byteCount != ClassPoolLayout.byteCount
-            || ThreadCacheLayout.classesOffset + classes * ThreadCacheLayout.classStride != ThreadCacheLayout.byteCount
-            || ControlLayout.poolsOffset + classes * ClassPoolLayout.byteCount != ControlLayout.byteCount
-        {
-            return "a class pool, a thread cache or the control block is not the size its fields fill"
-        }
-        return nil
-    }
-
-    /// A header field for ``headerViolation()``: its name, offset and size.
-    struct Field {
-        let name: String
-        let offset: Int
-        let size: Int
-
-        init(_ name: String, _ offset: Int, _ size: Int) {
-            self.name = name
-            self.offset = offset
-            self.size = size
-        }
-    }
-
-    /// Whether `fields` lie in address order without overlap, each aligned to its size (up
-    /// to a word), all within `byteCount`.
-    static func fieldViolation(_ header: String, byteCount: Int, _ fields: [Field]) -> String? {
-        var end = 0
-        for field in fields {
-            if field.offset < end {
-                return "\(header).\(field.name) at \(field.offset) overlaps the field before it (ending at \(end))"
-            }
-            if field.offset % min(field.size, 8) != 0 {
-                return "\(header).\(field.name) at \(field.offset) is not aligned to its \(field.size) bytes"
-            }
-            end = field.offset + field.size
-        }
-        return end <= byteCount ? nil : "\(header)'s fields end at \(end), past its \(byteCount) bytes"
+        var node = LayoutCheck("Node")
+        node.field("previous", at: NodeLayout.previousOffset, size: word)
+        node.field("next", at: NodeLayout.nextOffset, size: word, adjacent: true)
+        node.field("address", at: NodeLayout.addressOffset, size: word)
+        node.field("chunk", at: NodeLayout.chunkOffset, size: word)
+        node.field("state", at: NodeLayout.stateOffset, size: word)
+        node.field("classIndex", at: NodeLayout.classIndexOffset, size: word)
+        node.field("dirtySince", at: NodeLayout.dirtySinceOffset, size: word)
+        var chunk = LayoutCheck("Chunk header")
+        chunk.field("previous", at: ChunkLayout.previousOffset, size: word)
+        chunk.field("next", at: ChunkLayout.nextOffset, size: word, adjacent: true)
+        chunk.field("mapping", at: ChunkLayout.mappingOffset, size: word)
+        chunk.field("byteCount", at: ChunkLayout.byteCountOffset, size: word)
+        chunk.field("classIndex", at: ChunkLayout.classIndexOffset, size: word)
+        chunk.field("regionCount", at: ChunkLayout.regionCountOffset, size: word)
+        chunk.field("cleanCount", at: ChunkLayout.cleanCountOffset, size: word)
+        chunk.field("wholeCleanSince", at: ChunkLayout.wholeCleanSinceOffset, size: word)
+        chunk.field("isFileBacked", at: ChunkLayout.isFileBackedOffset, size: word)
+        chunk.field("isOrphaned", at: ChunkLayout.isOrphanedOffset, size: word)
+        var pool = LayoutCheck("ClassPool")
+        pool.field("lock", at: ClassPoolLayout.lockOffset, size: lock)
+        pool.field("dirtyFirst", at: ClassPoolLayout.dirtyFirstOffset, size: word)
+        pool.field("dirtyLast", at: ClassPoolLayout.dirtyLastOffset, size: word, adjacent: true)
+        pool.field("dirtyCount", at: ClassPoolLayout.dirtyCountOffset, size: word)
+        pool.field("cleanFirst", at: ClassPoolLayout.cleanFirstOffset, size: word)
+        pool.field("cleanCount", at: ClassPoolLayout.cleanCountOffset, size: word)
+        pool.field("chunksFirst", at: ClassPoolLayout.chunksFirstOffset, size: word)
+        pool.field("refills", at: ClassPoolLayout.refillsOffset, size: word)
+        pool.field("counters", at: ClassPoolLayout.countersOffset, size: Counters<ClassEvent>.byteCount)
+        var cache = LayoutCheck("ThreadCache")
+        cache.field("lock", at: ThreadCacheLayout.lockOffset, size: lock)
+        cache.field("registryNext", at: ThreadCacheLayout.registryNextOffset, size: word)
+        cache.field("owned", at: ThreadCacheLayout.ownedOffset, size: word)
+        cache.field("cachedBytes", at: ThreadCacheLayout.cachedBytesOffset, size: word)
+        cache.field("live", at: ThreadCacheLayout.liveOffset, size: word)
+        cache.field("isTransferred", at: ThreadCacheLayout.isTransferredOffset, size: bool, alignment: bool)
+        cache.field("classes", at: ThreadCacheLayout.classesOffset, size: classes * ThreadCacheLayout.classStride)
+        var cacheClass = LayoutCheck("ThreadCache class block")
+        cacheClass.field("top", at: ThreadCacheLayout.topOffset, size: word)
+        cacheClass.field("count", at: ThreadCacheLayout.countOffset, size: word)
+        cacheClass.field("allocations", at: ThreadCacheLayout.allocationsOffset, size: word)
+        cacheClass.field("deallocations", at: ThreadCacheLayout.deallocationsOffset, size: word)
+        var tableEntry = LayoutCheck("ThreadTable entry")
+        tableEntry.field("id", at: ThreadTableLayout.idOffset, size: word)
+        tableEntry.field("cache", at: ThreadTableLayout.cacheOffset, size: word)
+        var control = LayoutCheck("Control")
+        control.field("liveWord", at: ControlLayout.liveWordOffset, size: word)
+        control.field("id", at: ControlLayout.idOffset, size: word)
+        control.field("configuration", at: ControlLayout.configurationOffset, size: Control.Word.allCases.count * word)
+        control.field("directory", at: ControlLayout.directoryOffset, size: word)
+        control.field("refillLock", at: ControlLayout.refillLockOffset, size: lock)
+        control.field("caches", at: ControlLayout.cachesOffset, size: word)
+        control.field("workerWord", at: ControlLayout.workerWordOffset, size: word)
+        control.field("workerTicks", at: ControlLayout.workerTicksOffset, size: word)
+        control.field("liveLinks", at: ControlLayout.liveLinksOffset, size: 2 * word)
+        control.field("lastClearError", at: ControlLayout.lastClearErrorOffset, size: word)
+        control.field("isClosing", at: ControlLayout.isClosingOffset, size: bool, alignment: bool)
+        control.field("pools", at: ControlLayout.poolsOffset, size: classes * ClassPoolLayout.byteCount)
+        return node.result(within: NodeLayout.byteCount) ?? chunk.result(within: ChunkLayout.nodesOffset)
+            ?? pool.result(filling: ClassPoolLayout.byteCount) ?? cache.result(filling: ThreadCacheLayout.byteCount)
+            ?? cacheClass.result(within: ThreadCacheLayout.classStride)
+            ?? tableEntry.result(within: ThreadTableLayout.entryByteCount)
+            ?? control.result(filling: ControlLayout.byteCount)
     }
 }
 

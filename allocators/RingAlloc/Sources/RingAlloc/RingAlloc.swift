@@ -1401,30 +1401,33 @@ enum Layout {
             "RingAlloc: the segment at 0x\(String(start, radix: 16)) is not held")
     }
 
-    /// What is wrong with the layout above, or nil: the fields of each header in address
-    /// order, word-aligned and inside their header; the counters between the owner fields
-    /// and the first segment; the guard bits below the granule. Run by every ring's
+    /// What is wrong with the layout above, or nil, as AllocCore's `LayoutCheck` finds it:
+    /// the fields of each header in address order, word-aligned and inside their header
+    /// (the counters after the owner fields and before the first segment); the ring's
+    /// header whole lines (the first segment, declared after it, 64-aligned); a segment's
+    /// guard its first word and its header whole granules (the payload, declared after
+    /// it, granule-aligned); the guard bits below the granule. Run by every ring's
     /// creation in debug builds and by ``Ring/integrityViolation()``.
     static func violation() -> String? {
         let word = MemoryLayout<Int>.size
-        let header: [(name: StaticString, offset: Int)] = [
-            ("outstanding", outstandingOffset), ("mapping size", mappingByteCountOffset), ("head", headOffset),
-            ("tail", tailOffset), ("cursor", cursorOffset), ("tally", reservedOffset), ("peak", peakOffset),
-            ("timeout", timeoutOffset), ("borrowed", borrowedOffset), ("counters", countersOffset),
-        ]
-        for ((name, offset), (nextName, nextOffset)) in zip(header, header.dropFirst())
-        where offset % word != 0 || offset + word > nextOffset {
-            return "the header's \(name) at \(offset) is misaligned or overlaps \(nextName) at \(nextOffset)"
-        }
-        if countersOffset + Counters<RingCounter>.byteCount > headerByteCount || headerByteCount % 64 != 0 {
-            return
-                "the counters end at \(countersOffset + Counters<RingCounter>.byteCount), past the \(headerByteCount)-byte header, or the header is not whole lines"
-        }
-        if guardOffset != 0 || shareOffset < guardOffset + word || shareOffset + word > segmentHeaderByteCount
-            || segmentHeaderByteCount % granule != 0
-        {
-            return
-                "a segment's header (guard at \(guardOffset), share word at \(shareOffset), \(segmentHeaderByteCount) bytes) is out of order or not whole granules"
+        var header = LayoutCheck("RingHeader")
+        header.field("outstanding", at: outstandingOffset, size: word)
+        header.field("mappingByteCount", at: mappingByteCountOffset, size: word)
+        header.field("head", at: headOffset, size: word)
+        header.field("tail", at: tailOffset, size: word)
+        header.field("cursor", at: cursorOffset, size: word)
+        header.field("reserved", at: reservedOffset, size: word)
+        header.field("peak", at: peakOffset, size: word)
+        header.field("timeout", at: timeoutOffset, size: word)
+        header.field("borrowed", at: borrowedOffset, size: word)
+        header.field("counters", at: countersOffset, size: Counters<RingCounter>.byteCount)
+        header.field("first segment", at: headerByteCount, size: 0, alignment: 64)
+        var segment = LayoutCheck("SegmentHeader")
+        segment.field("guard", at: guardOffset, size: word, adjacent: true)
+        segment.field("share", at: shareOffset, size: word)
+        segment.field("payload", at: segmentHeaderByteCount, size: 0, alignment: granule)
+        if let violation = header.result(within: headerByteCount) ?? segment.result(within: segmentHeaderByteCount) {
+            return violation
         }
         if (locked | orphaned | unreclaimed) & addressMask != 0 || addressMask != ~(granule - 1) {
             return "the guard bits do not fit below the \(granule)-byte granule"
