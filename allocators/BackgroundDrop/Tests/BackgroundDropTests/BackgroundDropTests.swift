@@ -71,10 +71,7 @@ import Testing
     /// Spec 2 (batch): a batch larger than the free slots gets the policy for the rest.
     @Test func batchLargerThanTheQueueUsesThePolicy() throws {
         let tally = DeinitTally(capacity: 101)
-        let gate = Gate()
-        let dropper = try BackgroundDropper(threads: 1, capacity: 16, whenFull: .dropInline)
-        dropper.drop(Blocker(gate, TrackedObject(100, tally)))
-        try #require(gate.waitForEntries(1))
+        let (dropper, gate) = try heldDropper(tally, blockerID: 100, capacity: 16, whenFull: .dropInline)
         let outcome = dropper.drop(contentsOf: (0..<100).map { TrackedObject($0, tally) })
         // The blocker holds one slot: 15 free.
         #expect(outcome == BatchOutcome(queued: 15, droppedInline: 85), "\(outcome)")
@@ -106,10 +103,7 @@ import Testing
     /// at the same time: a second value finishes while the first is still inside its deinit.
     @Test func severalThreadsDeinitialiseConcurrently() throws {
         let tally = DeinitTally(capacity: 2)
-        let gate = Gate()
-        let dropper = try BackgroundDropper(threads: 2, capacity: 16)
-        dropper.drop(Blocker(gate, TrackedObject(0, tally)))
-        try #require(gate.waitForEntries(1))
+        let (dropper, gate) = try heldDropper(tally, blockerID: 0, threads: 2, capacity: 16)
         dropper.drop(TrackedObject(1, tally))
         #expect(eventually { tally.count(1) == 1 }, "the second thread did not go on")
         #expect(tally.count(0) == 0)
@@ -144,10 +138,7 @@ import Testing
     /// machine need not grant), so the report's count is exactly the blocked value.
     @Test func flushTimeoutReportsTheBlockedDeinit() throws {
         let tally = DeinitTally(capacity: 101)
-        let gate = Gate()
-        let dropper = try BackgroundDropper(threads: 2, capacity: 256)
-        dropper.drop(Blocker(gate, TrackedObject(100, tally)))
-        try #require(gate.waitForEntries(1))
+        let (dropper, gate) = try heldDropper(tally, blockerID: 100, threads: 2, capacity: 256)
         for id in 0..<100 { dropper.drop(TrackedObject(id, tally)) }
         #expect(eventually { tally.wrongCounts(0..<100) == "" }, "the other thread did not go on")
         let start = SystemInfo.monotonicNanoseconds()
@@ -317,10 +308,7 @@ import Testing
     /// Spec 2: `.dropInline` deinitialises on the caller at once when the queue is full.
     @Test func dropInlineWhenFull() throws {
         let tally = DeinitTally(capacity: 10)
-        let gate = Gate()
-        let dropper = try BackgroundDropper(threads: 1, capacity: 4, whenFull: .dropInline)
-        dropper.drop(Blocker(gate, TrackedObject(9, tally)))
-        try #require(gate.waitForEntries(1))
+        let (dropper, gate) = try heldDropper(tally, blockerID: 9, capacity: 4, whenFull: .dropInline)
         let outcomes = (0..<5).map { dropper.drop(TrackedObject($0, tally)) }
         #expect(outcomes == [.queued, .queued, .queued, .droppedInline(.queueFull), .droppedInline(.queueFull)])
         #expect(tally.count(3) == 1 && tally.count(4) == 1 && tally.count(0) == 0)
@@ -356,10 +344,7 @@ import Testing
     @Test(arguments: [Duration.zero, .seconds(-1)])
     func zeroOrNegativeTimeoutsDoNotWait(timeout: Duration) throws {
         let tally = DeinitTally(capacity: 3)
-        let gate = Gate()
-        let dropper = try BackgroundDropper(threads: 1, capacity: 2, whenFull: .block(timeout: timeout))
-        dropper.drop(Blocker(gate, TrackedObject(2, tally)))
-        try #require(gate.waitForEntries(1))
+        let (dropper, gate) = try heldDropper(tally, blockerID: 2, capacity: 2, whenFull: .block(timeout: timeout))
         #expect(dropper.drop(TrackedObject(0, tally)) == .queued)
         #expect(dropper.drop(TrackedObject(1, tally)) == .droppedInline(.timedOut))
         #expect(tally.count(1) == 1)
@@ -374,24 +359,12 @@ import Testing
     /// Spec 2: `.block(nil)` waits until a slot frees, then queues; the caller slept.
     @Test func blockWaitsForASlot() throws {
         let tally = DeinitTally(capacity: 3)
-        let gate = Gate()
-        let dropper = try BackgroundDropper(threads: 1, capacity: 2, whenFull: .block(timeout: nil))
-        dropper.drop(Blocker(gate, TrackedObject(2, tally)))
-        try #require(gate.waitForEntries(1))
-        dropper.drop(TrackedObject(0, tally))
-        let outcome = Mutex<DropOutcome?>(nil)
-        let producer = try OSThread.spawn {
-            let result = dropper.drop(TrackedObject(1, tally))
-            outcome.withLock { $0 = result }
-        }
-        // The producer is inside its drop once the full queue was counted; the gate holds
-        // the only thread, so no slot can free before the test opens it.
-        try #require(
-            eventually { dropper.statistics().fullQueueEvents == 1 }, "the producer never found the queue full")
-        #expect(outcome.withLock { $0 } == nil, "the drop did not block on a full queue")
+        let (dropper, gate) = try fullDropper(tally, blockerID: 2, fillerID: 0)
+        defer { gate.open() }
+        let producer = try BlockedProducer(dropper) { dropper.drop(TrackedObject(1, tally)) }
+        #expect(producer.outcome == nil, "the drop did not block on a full queue")
         gate.open()
-        producer.join()
-        #expect(outcome.withLock { $0 } == .queued)
+        #expect(producer.join() == .queued)
         dropper.flush()
         #expect(tally.wrongCounts(0..<3) == "")
     }
@@ -403,26 +376,17 @@ import Testing
     /// has closed it, so the outcome is exactly an inline drop after shutdown.
     @Test func shutdownReleasesBlockedProducers() throws {
         let tally = DeinitTally(capacity: 3)
-        let gate = Gate()
-        let dropper = try BackgroundDropper(threads: 1, capacity: 2, whenFull: .block(timeout: nil))
-        dropper.drop(Blocker(gate, TrackedObject(2, tally)))
-        try #require(gate.waitForEntries(1))
-        dropper.drop(TrackedObject(0, tally))
-        let outcome = Mutex<DropOutcome?>(nil)
-        let producer = try OSThread.spawn {
-            let result = dropper.drop(TrackedObject(1, tally))
-            outcome.withLock { $0 = result }
-        }
-        try #require(
-            eventually { dropper.statistics().fullQueueEvents == 1 }, "the producer never found the queue full")
+        let (dropper, gate) = try fullDropper(tally, blockerID: 2, fillerID: 0)
+        defer { gate.open() }
+        let producer = try BlockedProducer(dropper) { dropper.drop(TrackedObject(1, tally)) }
         let closer = try OSThread.spawn { dropper.shutdown() }
         #expect(eventually { dropper.isShutDown })
         // The shutdown waits for the blocked deinit; the producer does not.
-        #expect(eventually { outcome.withLock { $0 } != nil }, "shutdown left the producer blocked")
-        #expect(outcome.withLock { $0 } == .droppedInline(.afterShutdown))
+        #expect(eventually { producer.outcome != nil }, "shutdown left the producer blocked")
+        #expect(producer.outcome == .droppedInline(.afterShutdown))
         #expect(tally.count(1) == 1 && tally.count(0) == 0)
         gate.open()
-        producer.join()
+        _ = producer.join()
         closer.join()
         #expect(tally.wrongCounts(0..<3) == "")
     }

@@ -5,8 +5,10 @@
 
 import AllocCore
 import AllocTestSupport
+import BackgroundDrop
 import Glibc
 import Synchronization
+import Testing
 
 /// A deinit that waits until the gate opens (a deinit that blocks).
 final class Gate: @unchecked Sendable {
@@ -46,4 +48,65 @@ final class Blocker: @unchecked Sendable {
         self.tracked = tracked
     }
     deinit { gate.waitUntilOpen() }
+}
+
+/// A dropper whose (first) background thread is held at the returned gate by a blocker
+/// (`blockerID`), which takes one of its `capacity` slots until the gate opens. Open the
+/// gate before the dropper's last reference goes, or its shutdown waits for the blocker
+/// for ever; a failure here opens it itself.
+func heldDropper(
+    _ tally: DeinitTally, blockerID: Int, threads: Int = 1, capacity: Int,
+    whenFull policy: FullQueuePolicy = .block(timeout: nil)
+) throws -> (BackgroundDropper, Gate) {
+    let gate = Gate()
+    let dropper = try BackgroundDropper(threads: threads, capacity: capacity, whenFull: policy)
+    dropper.drop(Blocker(gate, TrackedObject(blockerID, tally)))
+    guard gate.waitForEntries(1) else {
+        gate.open()
+        Issue.record("the background thread never took the blocker")
+        throw MissingValue()
+    }
+    return (dropper, gate)
+}
+
+/// A held dropper of one thread and two slots that is full: the blocker in one slot,
+/// `fillerID` in the other. The next drop waits (policy `.block`) until the gate opens.
+func fullDropper(_ tally: DeinitTally, blockerID: Int, fillerID: Int) throws -> (BackgroundDropper, Gate) {
+    let (dropper, gate) = try heldDropper(tally, blockerID: blockerID, capacity: 2)
+    let filler = dropper.drop(TrackedObject(fillerID, tally))
+    #expect(filler == .queued)
+    return (dropper, gate)
+}
+
+/// A thread that makes one drop into a full dropper and is, once the initializer returns,
+/// inside it waiting for a slot (the queue counted its full-queue event: the gate holds
+/// the only background thread, so no slot can free before the test opens it).
+final class BlockedProducer<Outcome: Sendable>: Sendable {
+    /// Where the producer leaves what its drop returned.
+    final class Result: Sendable {
+        let value = Mutex<Outcome?>(nil)
+    }
+
+    let thread: OSThread
+    let result: Result
+
+    init(_ dropper: BackgroundDropper, _ drop: @escaping @Sendable () -> Outcome) throws {
+        let result = Result()
+        self.result = result
+        thread = try OSThread.spawn {
+            let outcome = drop()
+            result.value.withLock { $0 = outcome }
+        }
+        try #require(
+            eventually { dropper.statistics().fullQueueEvents == 1 }, "the producer never found the queue full")
+    }
+
+    /// What the drop returned, or nil while it waits.
+    var outcome: Outcome? { result.value.withLock { $0 } }
+
+    /// Waits for the thread; returns what the drop returned.
+    func join() -> Outcome? {
+        thread.join()
+        return outcome
+    }
 }

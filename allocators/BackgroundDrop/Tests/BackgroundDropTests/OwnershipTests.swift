@@ -41,33 +41,22 @@ func whileTheDropWaits<Outcome: Sendable>(
     _ tally: DeinitTally, blockerID: Int, fillerID: Int,
     _ produce: @escaping @Sendable (BackgroundDropper, _ report: (Unmanaged<TrackedObject>) -> Void) -> Outcome
 ) throws -> (outcome: Outcome?, producer: Int) {
-    let gate = Gate()
-    let dropper = try BackgroundDropper(threads: 1, capacity: 2, whenFull: .block(timeout: nil))
-    dropper.drop(Blocker(gate, TrackedObject(blockerID, tally)))
-    // Open the gate whatever happens, or the dropper's shutdown would wait for ever.
+    let (dropper, gate) = try fullDropper(tally, blockerID: blockerID, fillerID: fillerID)
     defer { gate.open() }
-    try #require(gate.waitForEntries(1), "the background thread never took the blocker")
-    #expect(dropper.drop(TrackedObject(fillerID, tally)) == .queued)
     let readings = Mutex<(handle: Unmanaged<TrackedObject>?, before: UInt, producer: Int)>((nil, 0, 0))
-    let outcome = Mutex<Outcome?>(nil)
-    let producer = try OSThread.spawn {
-        let result = produce(dropper) { object in
-            readings.withLock { $0 = (object, strongCount(object), currentThreadID()) }
-        }
-        outcome.withLock { $0 = result }
+    let producer = try BlockedProducer(dropper) {
+        produce(dropper) { object in readings.withLock { $0 = (object, strongCount(object), currentThreadID()) } }
     }
-    // The producer is inside `drop` once the queue counted its full-queue event.
-    let waiting = eventually { dropper.statistics().fullQueueEvents == 1 }
     let (object, before, producerThread) = readings.withLock { $0 }
-    if waiting, let object {
+    if let object {
         #expect(strongCount(object) == before, "the caller keeps a reference to the object that waits")
     } else {
-        Issue.record("the producer never waited for a slot")
+        Issue.record("the producer did not report the object that waits")
     }
     gate.open()
-    producer.join()
+    let outcome = producer.join()
     dropper.flush()
-    return (outcome.withLock { $0 }, producerThread)
+    return (outcome, producerThread)
 }
 
 @Suite struct OwnershipTests {
