@@ -21,8 +21,10 @@
 /// builds): the first node's previous link is nil, each node's next node links back to
 /// it, the last node's next link is nil and, with a tail, the anchor's last word names
 /// it. A node that is in no list has both links nil: ``remove(_:)`` clears them, and
-/// ``pushFront(_:)``/``pushBack(_:)`` assert it (so a node pushed twice traps in debug
-/// builds, naming it). Nodes start that way in zeroed memory.
+/// ``pushFront(_:)``/``pushBack(_:)`` assert it, so a node pushed twice into a list of
+/// more than one node traps in debug builds, naming it. The only node of a list has nil
+/// links too: an allocator whose lists share a node's links also checks, by the node's
+/// own state, that the node left its old list. Nodes start unlinked in zeroed memory.
 public struct IntrusiveList: @unchecked Sendable {
     /// The first node's word; with a tail, the last node's word follows it.
     public let anchor: UnsafeMutableRawPointer

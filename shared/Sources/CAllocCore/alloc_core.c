@@ -127,32 +127,41 @@ int alloc_core_futex_wake(uint32_t *address, int count) {
 // Fork actions: one pthread_atfork for the whole process, whose handlers run the
 // registered sets in pthread_atfork's order. A registration takes a spin lock (it may come
 // from inside malloc, where nothing may block on a lock malloc needs) and publishes the
-// new count with release ordering, so a handler sees only complete sets.
+// new count with release ordering, so a handler sees only complete sets. The prepare
+// handler notes how many sets it prepared, and the parent and child handlers run exactly
+// those: a set registered by another thread between the prepare and the fork never has
+// its parent or child action run without its prepare.
 static alloc_core_fork_action fork_prepare[ALLOC_CORE_FORK_ACTION_CAPACITY];
 static alloc_core_fork_action fork_parent[ALLOC_CORE_FORK_ACTION_CAPACITY];
 static alloc_core_fork_action fork_child[ALLOC_CORE_FORK_ACTION_CAPACITY];
 static int fork_count = 0;
 static int fork_lock = 0;
-static int fork_installed = 0;
+// Written by the forking thread's prepare, read by its parent and child handlers.
+static int fork_prepared = 0;
+static pthread_once_t fork_install_once = PTHREAD_ONCE_INIT;
+static int fork_install_error = 0;
 
 static void run_fork_prepare(void) {
-  for (int index = __atomic_load_n(&fork_count, __ATOMIC_ACQUIRE) - 1; index >= 0; index--) {
+  fork_prepared = __atomic_load_n(&fork_count, __ATOMIC_ACQUIRE);
+  for (int index = fork_prepared - 1; index >= 0; index--) {
     if (fork_prepare[index]) fork_prepare[index]();
   }
 }
 
 static void run_fork_parent(void) {
-  int count = __atomic_load_n(&fork_count, __ATOMIC_ACQUIRE);
-  for (int index = 0; index < count; index++) {
+  for (int index = 0; index < fork_prepared; index++) {
     if (fork_parent[index]) fork_parent[index]();
   }
 }
 
 static void run_fork_child(void) {
-  int count = __atomic_load_n(&fork_count, __ATOMIC_ACQUIRE);
-  for (int index = 0; index < count; index++) {
+  for (int index = 0; index < fork_prepared; index++) {
     if (fork_child[index]) fork_child[index]();
   }
+}
+
+static void install_fork_handlers(void) {
+  fork_install_error = pthread_atfork(run_fork_prepare, run_fork_parent, run_fork_child);
 }
 
 int alloc_core_fork_register(alloc_core_fork_action prepare, alloc_core_fork_action parent,
@@ -167,13 +176,12 @@ int alloc_core_fork_register(alloc_core_fork_action prepare, alloc_core_fork_act
   fork_parent[index] = parent;
   fork_child[index] = child;
   __atomic_store_n(&fork_count, index + 1, __ATOMIC_RELEASE);
-  int install = !fork_installed;
-  fork_installed = 1;
   __atomic_store_n(&fork_lock, 0, __ATOMIC_RELEASE);
-  // Outside the lock: pthread_atfork may allocate, and a preloaded malloc registers from
-  // inside its own initialisation.
-  if (install) return pthread_atfork(run_fork_prepare, run_fork_parent, run_fork_child);
-  return 0;
+  // Outside the lock (pthread_atfork may allocate, and a preloaded malloc registers from
+  // inside its own initialisation); every registration returns only once the handlers
+  // are installed, so none is ever registered without them.
+  pthread_once(&fork_install_once, install_fork_handlers);
+  return fork_install_error;
 }
 
 int alloc_core_fork_registered_count(void) { return __atomic_load_n(&fork_count, __ATOMIC_ACQUIRE); }

@@ -1564,7 +1564,7 @@ enum ChunkHeader {
     /// The previous (older, smaller) chunk, or nil. First, so that every list of chunks
     /// (an arena's, a cache's, a shared arena's own, retired and spare ones) links
     /// through the same word, whichever header the chunk has.
-    @usableFromInline static let previousOffset = 0
+    @inlinable static var previousOffset: Int { 0 }
     /// The chunk's size in bytes, header included: the chunk ends (an arena's limit
     /// lies) at `chunk + size`.
     static let sizeOffset = 8
@@ -1635,13 +1635,13 @@ enum SharedChunkHeader {
 @usableFromInline
 enum DeinitRecord {
     /// The next (older) record, or nil: the records form a list, newest first.
-    @usableFromInline static let nextOffset = 0
+    @inlinable static var nextOffset: Int { 0 }
     /// The values' type, as `Any.Type` metadata: the reset opens it to deinitialize them.
-    @usableFromInline static let typeOffset = 8
+    @inlinable static var typeOffset: Int { 8 }
     /// The first value's address.
-    @usableFromInline static let valuesOffset = 16
+    @inlinable static var valuesOffset: Int { 16 }
     /// How many values (at least 1: nothing is recorded for none).
-    @usableFromInline static let countOffset = 24
+    @inlinable static var countOffset: Int { 24 }
     /// The record's size.
     @usableFromInline static let byteCount = 32
     /// The alignment records are allocated with: their fields are words.

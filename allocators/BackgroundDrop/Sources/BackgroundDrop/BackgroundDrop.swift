@@ -669,12 +669,12 @@ struct DropQueue: @unchecked Sendable {
     /// between looks: the producer is between two stores, a few nanoseconds apart, unless
     /// it was preempted there.
     static let unpublishedSpinLimit = 64
-    /// Then it sleeps 20 µs, doubling up to 1 ms between looks: a preempted producer is
-    /// usually back within a scheduler slice (milliseconds), and a longer absence should
-    /// not cost a wake-up every 20 µs. (Computed: a stored `Duration` would be a lazy
-    /// global.)
+    /// Then it sleeps 20 µs, doubling up to 160 µs between looks: every value queued
+    /// behind the unpublished one waits as long as the worker sleeps, so the pause stays
+    /// short (it was a fixed 20 µs), while a longer absence costs fewer wake-ups.
+    /// (Computed: a stored `Duration` would be a lazy global.)
     static var firstUnpublishedPause: Duration { .microseconds(20) }
-    static var longestUnpublishedPause: Duration { .milliseconds(1) }
+    static var longestUnpublishedPause: Duration { .microseconds(160) }
     /// A flusher sleeps at most this long before it looks again: another flusher that
     /// ends raises the watched position, and may raise it past ours (rare: concurrent
     /// flushes), which would otherwise cost us our wake-up.
@@ -818,8 +818,10 @@ struct WorkerRecord {
     var parked: AtomicWord { AtomicWord(at: address + Layout.parkedOffset) }
 
     func initialize(queue: UnsafeMutableRawPointer, index: Int) {
-        for word in [busySince, busyType, dropped, droppingNanoseconds, highWaterMark] {
-            _ = AtomicWord(initializingAt: word.address, to: 0)
+        // The five counters from `busySince` to `highWaterMark`, one word each (no array:
+        // a worker's record is set up where nothing should allocate).
+        for offset in stride(from: Layout.busySinceOffset, through: Layout.highWaterMarkOffset, by: 8) {
+            _ = AtomicWord(initializingAt: address + offset, to: 0)
         }
         (address + Layout.queueBaseOffset).storeBytes(of: queue, as: UnsafeMutableRawPointer?.self)
         (address + Layout.indexOffset).storeBytes(of: index, as: Int.self)
@@ -1246,7 +1248,9 @@ extension DropQueue {
             if Task.isCancelled {
                 return timeoutReport(upTo: target.end, low: low, olderThan: min(waited, timeout ?? waited))
             }
-            try? await Task.sleep(nanoseconds: backOff.nextPause())
+            // The last pause is cut to the time left, so the timeout is kept.
+            let pause = backOff.nextPause()
+            try? await Task.sleep(nanoseconds: timeout.map { min(pause, $0 &- waited) } ?? pause)
         }
         return nil
     }
@@ -1395,11 +1399,11 @@ enum Layout {
     // The header.
 
     /// The enqueue position, the producers' compare-exchange (`DropQueue.closedBit`: closed).
-    @usableFromInline static let enqueuePositionOffset = 0
+    @inlinable static var enqueuePositionOffset: Int { 0 }
     /// The dequeue position, the background threads' compare-exchange.
-    @usableFromInline static let dequeuePositionOffset = 64
+    @inlinable static var dequeuePositionOffset: Int { 64 }
     /// The chained wake's word (`WorkState`): read by every drop, so on a line of its own.
-    @usableFromInline static let workStateOffset = 128
+    @inlinable static var workStateOffset: Int { 128 }
     /// The space event (AllocCore's `EventCount`): producers blocked on a full ring sleep here.
     static let spaceEventOffset = 192
     /// The progress event: flushers sleep here.
@@ -1446,11 +1450,11 @@ enum Layout {
     // A slot: one line.
 
     /// The sequence word: `p` free for position `p`, `p + 1` published, `p + capacity` done.
-    @usableFromInline static let sequenceOffset = 0
+    @inlinable static var sequenceOffset: Int { 0 }
     /// The value's type (and `DropQueue.boxedFlag`).
-    @usableFromInline static let typeOffset = 8
+    @inlinable static var typeOffset: Int { 8 }
     /// The value itself, or its box's address.
-    @usableFromInline static let payloadOffset = 16
+    @inlinable static var payloadOffset: Int { 16 }
     /// The inline payload: the rest of the line. An existential's inline buffer is 24
     /// bytes; 48 holds a whole `any P` (40 bytes: buffer, type, witness table), or a
     /// string, an array and a dictionary side by side (16 + 8 + 8).

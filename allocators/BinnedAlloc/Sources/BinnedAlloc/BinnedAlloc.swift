@@ -206,7 +206,8 @@ public final class LockedBinnedAllocator: @unchecked Sendable {
     }
 
     deinit {
-        assert(integrityViolation() == nil, "BinnedAlloc: \(integrityViolation() ?? "")")
+        // The cache alone: the shared global state is not this allocator's to create or check.
+        assert(cache.integrityViolation() == nil, "BinnedAlloc: \(cache.integrityViolation() ?? "")")
         cache.releaseAllLargeSpans()
         cache.releaseAllSlabs()
         lock.deinitialize(count: 1)
@@ -1166,6 +1167,11 @@ struct ThreadCache {
     /// The slab is on no place list (it was current, or just left its partial list).
     func retire(_ slab: Slab) {
         assert(slab.used == 0, "BinnedAlloc: retiring slab \(slab.base) with \(slab.used) blocks in use")
+        // The place lists share the slab's links, and the only node of a list has nil links
+        // like a slab on none: the state tells that it left its old place.
+        assert(
+            slab.state == .current || slab.state == .partial,
+            "BinnedAlloc: retiring slab \(slab.base) in state \(slab.state), which is not in a class")
         bin(slab.classIndex).counters.addFromOwner(-1, to: .slabs)
         ownedSlabs.remove(slab.base)
         if reserveCount < ThreadCache.reserveSlabLimit {
@@ -1968,6 +1974,7 @@ struct GlobalState {
                     slab.base + Layout.headerSize, byteCount: Layout.slabSize - Layout.headerSize)
                 counters.add(Layout.slabSize - Layout.headerSize, to: .bytesReturned)
             }
+            assert(slab.state != .pooled, "BinnedAlloc: slab \(slab.base) is pooled twice")
             // A pooled slab has no valid magic, so a late free into it traps in debug builds.
             slab.magicWord = 0
             slab.state = .pooled

@@ -143,9 +143,12 @@ public struct LargeAllocConfiguration: Sendable, Equatable {
             "LargeAllocConfiguration: growthDampener \(growthDampener) is not in 0...62"
         )
         if let backgroundInterval {
+            // At least a microsecond: a shorter positive interval rounds to no wait at all,
+            // and the worker would spin.
             precondition(
-                backgroundInterval > .zero,
-                "LargeAllocConfiguration: backgroundInterval must be positive, not \(backgroundInterval)")
+                backgroundInterval >= .microseconds(1),
+                "LargeAllocConfiguration: backgroundInterval must be positive (1 µs at least), not \(backgroundInterval)"
+            )
         }
         if let chunkIdleAge {
             precondition(chunkIdleAge >= .zero, "LargeAllocConfiguration: negative chunkIdleAge \(chunkIdleAge)")
@@ -548,7 +551,7 @@ public struct LargeAllocStatistics: Sendable, Equatable {
         public var refills = 0
         /// Regions freed, in all.
         public var deallocations = 0
-        /// Frees that gave the pages back at once (`eagerReturn`).
+        /// Deallocations that gave the pages back at once (`eagerReturn`).
         public var eagerClears = 0
         /// Regions the worker moved from dirty to clean.
         public var backgroundClears = 0
@@ -1595,14 +1598,14 @@ struct ClassPool {
 // MARK: - Internals: ThreadCache
 
 /// A thread's cache for one allocator (fields in ``ThreadCacheLayout``): per class a
-/// ``NodeStack`` of regions and the counts of allocations and frees made through it, under
+/// ``NodeStack`` of regions and the counts of allocations and deallocations made through it, under
 /// a spin lock that only stealing threads contend for. Made when a thread first needs one,
 /// parked when it exits, adopted by a later thread; freed with the allocator.
 ///
 /// `live` is the net number of regions allocated minus freed through this cache (it may
 /// be negative: a region allocated here and freed by another thread). When the handle
 /// goes, ``Control/close()`` moves it to the allocator's global word and sets
-/// `transferred`; frees after that are counted there.
+/// `transferred`; deallocations after that are counted there.
 @usableFromInline
 struct ThreadCache: Equatable {
     @usableFromInline let base: UnsafeMutableRawPointer
@@ -2143,7 +2146,7 @@ enum ThreadCacheLayout {
     @inlinable static var countOffset: Int { 8 }
     /// Atomic: allocations through the cache; written under the lock, read by statistics.
     @inlinable static var allocationsOffset: Int { 16 }
-    /// Atomic: frees through the cache; written under the lock, read by statistics.
+    /// Atomic: deallocations through the cache; written under the lock, read by statistics.
     @inlinable static var deallocationsOffset: Int { 24 }
     /// 64 + 21 classes × 32.
     @inlinable static var byteCount: Int { 736 }

@@ -311,14 +311,17 @@ struct BadInputTests {
         expectTrap(result, mentioning: "growthDampener 63 is not in 0...62")
     }
 
-    @Test("configuration with a zero backgroundInterval traps")
-    func invalidConfiguration5() async {
+    @Test(
+        "configuration with a zero or sub-microsecond backgroundInterval traps (it would spin)",
+        arguments: [Duration.zero, .nanoseconds(0.5), .nanoseconds(999)])
+    func invalidConfiguration5(interval: Duration) async {
         let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            [interval = interval as Duration] in
             var configuration = LargeAllocConfiguration()
-            configuration.backgroundInterval = .zero
+            configuration.backgroundInterval = interval
             _ = try? LargeAllocator(configuration: configuration)
         }
-        expectTrap(result, mentioning: "backgroundInterval must be positive")
+        expectTrap(result, mentioning: "backgroundInterval must be positive (1 µs at least)")
     }
 
     @Test("configuration with a negative chunkIdleAge traps")

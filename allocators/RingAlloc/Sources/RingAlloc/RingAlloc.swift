@@ -1315,34 +1315,34 @@ enum Layout {
 
     /// Buffers orphaned by the teardown and not yet released (any thread; the side that
     /// brings it to 0 unmaps).
-    @usableFromInline static let outstandingOffset = 0
+    @inlinable static var outstandingOffset: Int { 0 }
     /// The mapping's size in bytes, for `munmap`.
-    @usableFromInline static let mappingByteCountOffset = 8
+    @inlinable static var mappingByteCountOffset: Int { 8 }
     /// The address of the first guard.
-    @usableFromInline static let headOffset = 16
+    @inlinable static var headOffset: Int { 16 }
     /// The address of the tail guard.
-    @usableFromInline static let tailOffset = 24
+    @inlinable static var tailOffset: Int { 24 }
     /// The guard where the next allocation looks first.
-    @usableFromInline static let cursorOffset = 32
+    @inlinable static var cursorOffset: Int { 32 }
     /// The bytes tally: held segments plus released ones not yet reclaimed.
-    @usableFromInline static let reservedOffset = 40
+    @inlinable static var reservedOffset: Int { 40 }
     /// The tally's high-water mark.
-    @usableFromInline static let peakOffset = 48
+    @inlinable static var peakOffset: Int { 48 }
     /// The full-ring wait in nanoseconds (0: none; `noTimeLimit`: no limit).
-    @usableFromInline static let timeoutOffset = 56
+    @inlinable static var timeoutOffset: Int { 56 }
     /// 1 while `withCurrentThread` runs a body with this allocator.
-    @usableFromInline static let borrowedOffset = 64
+    @inlinable static var borrowedOffset: Int { 64 }
     /// The `Counters<RingCounter>` block, on its own lines after the owner fields.
-    @usableFromInline static let countersOffset = 128
+    @inlinable static var countersOffset: Int { 128 }
     /// The header's size: the counters end well before it, and segments start 64-aligned.
     @usableFromInline static let headerByteCount = 256
 
     // A segment's header: two words before its payload.
 
     /// The guard: the address of the next segment's guard, with the guard bits below.
-    @usableFromInline static let guardOffset = 0
+    @inlinable static var guardOffset: Int { 0 }
     /// The share word: a frozen buffer's clone count (unused otherwise).
-    @usableFromInline static let shareOffset = 8
+    @inlinable static var shareOffset: Int { 8 }
     /// A segment's header: the guard word and the share word.
     @usableFromInline static let segmentHeaderByteCount = 16
 
