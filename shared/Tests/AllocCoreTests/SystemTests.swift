@@ -64,22 +64,27 @@ extension MappingSuites {
             #expect((reserved + (1 << 20)).load(as: Int.self) == 99)
         }
 
-        @Test func resizeGrowsShrinksAndMovesWithoutCopying() throws {
-            let page = SystemInfo.pageSize
-            let span = try SystemMemory.map(byteCount: 4 * page)
-            span.storeBytes(of: 42, as: Int.self)
-            let shrunk = try SystemMemory.resize(span, from: 4 * page, to: 2 * page, move: .never)
-            #expect(shrunk == span)
-            let target = try SystemMemory.reserve(byteCount: 8 * page)
-            let moved = try SystemMemory.resize(span, from: 2 * page, to: 8 * page, move: .to(target))
-            #expect(moved == target)
-            #expect(moved.load(as: Int.self) == 42)
-            #expect(!SystemMemory.isMapped(span) || span == target)
-            #expect(SystemMemory.isMapped(moved + 7 * page))
-            let anywhere = try SystemMemory.resize(moved, from: 8 * page, to: 16 * page, move: .anywhere)
-            #expect(anywhere.load(as: Int.self) == 42)
-            try SystemMemory.unmap(anywhere, byteCount: 16 * page)
-            #expect(!SystemMemory.isMapped(anywhere))
+        /// In a child process: whether a range is still mapped is only the test's to say
+        /// where no other test maps memory at the same time (a parallel test's mapping
+        /// could land in the range just given up, as mmap reuses the newest hole first).
+        @Test func resizeGrowsShrinksAndMovesWithoutCopying() async {
+            await #expect(processExitsWith: .success) {
+                let page = SystemInfo.pageSize
+                let span = try! SystemMemory.map(byteCount: 4 * page)
+                span.storeBytes(of: 42, as: Int.self)
+                let shrunk = try! SystemMemory.resize(span, from: 4 * page, to: 2 * page, move: .never)
+                guard shrunk == span else { exit(1) }
+                let target = try! SystemMemory.reserve(byteCount: 8 * page)
+                let moved = try! SystemMemory.resize(span, from: 2 * page, to: 8 * page, move: .to(target))
+                guard moved == target, moved.load(as: Int.self) == 42 else { exit(2) }
+                guard !SystemMemory.isMapped(span) || span == target, SystemMemory.isMapped(moved + 7 * page) else {
+                    exit(3)
+                }
+                let anywhere = try! SystemMemory.resize(moved, from: 8 * page, to: 16 * page, move: .anywhere)
+                guard anywhere.load(as: Int.self) == 42 else { exit(4) }
+                try! SystemMemory.unmap(anywhere, byteCount: 16 * page)
+                exit(SystemMemory.isMapped(anywhere) ? 5 : 0)
+            }
         }
 
         /// Bad input gets a typed error with the errno, never MAP_FAILED or a crash.
