@@ -187,7 +187,7 @@ public struct Workload: Sendable {
                 Workload(
                     name: "thread-churn\(sized ? "-sized" : "")-t\(threads)", family: .threadChurn,
                     kind: .threadChurn(
-                        threads: threads, slots: 5_000, roundLength: 10_000, minimumSize: 8, maximumSize: 1_000,
+                        threads: threads, slots: 5_000, roundLength: 5_000, minimumSize: 8, maximumSize: 1_000,
                         sized: sized),
                     operations: 4_000_000)
             }

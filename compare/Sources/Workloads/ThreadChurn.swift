@@ -11,7 +11,7 @@ extension Workload.Family {
     public static let threadChurn = Workload.Family(
         title: "Thread churn (blocks freed after their thread exited)",
         unit:
-            "ns per replacement (free a random slot's block, malloc a random size, uniform 8–1,000 B, write a byte), wall time over all lanes, thread starts included; each lane owns 5,000 slots and runs rounds of 10,000 replacements, each round on a fresh thread that then exits; ops/s from that time; `-sized` rows free with C23 `free_sized` where the column's allocator exports it and fall back to `free` where it does not (glibc 2.36, jemalloc 5.3, mimalloc 2.0.9 and tcmalloc 2.10 export none; the BinnedAlloc column frees through its Swift API): free_sized 1 where it was used, 0 where the row freed with free",
+            "ns per replacement (free a random slot's block, malloc a random size, uniform 8–1,000 B, write a byte), wall time over all lanes, thread starts included; each lane owns 5,000 slots and runs rounds of 5,000 replacements, each round on a fresh thread that then exits (so about 63% of frees hit a block of an exited thread, the rest one of the round's own); ops/s from that time; `-sized` rows free with C23 `free_sized` where the column's allocator exports it and fall back to `free` where it does not (glibc 2.36, jemalloc 5.3, mimalloc 2.0.9 and tcmalloc 2.10 export none; the BinnedAlloc column frees through its Swift API): free_sized 1 where it was used, 0 where the row freed with free",
         extras: [Extra(key: "opsPerSecond", header: "ops/s"), Extra(key: "freeSized", header: "free_sized")])
 }
 
