@@ -8,7 +8,7 @@
 #                     (default 120) in all; prints each failing seed and the command that replays it
 #   make bench        release build of compare, full benchmark tables on stdout
 #   make bench-quick  the short benchmark run CI makes so the harness cannot rot
-#   make deps         installs libjemalloc-dev (apt-get, as root) or says how
+#   make deps         installs libjemalloc-dev, libmimalloc2.0 and libtcmalloc-minimal4 (apt-get, as root) or says how
 #   make lint         swift format lint over every Swift file, strict
 #   make format       rewrites every Swift file in the house style
 #   make clean        removes every build folder
@@ -36,15 +36,26 @@ all: deps build preload
 build:
 	@set -e; for package in $(PACKAGES); do echo "== swift build: $$package"; $(SWIFT) build --package-path $$package; done
 
+# The peers' libraries are Debian's: jemalloc's headers (the jemalloc worker links it, so the
+# build needs them), and mimalloc and tcmalloc, which the driver preloads into a worker; without
+# those two, compare runs without their columns and says so (docs/benchmarks.md).
+REQUIRED_PACKAGES := libjemalloc-dev pkg-config
+PEER_PACKAGES := libmimalloc2.0 libtcmalloc-minimal4
+
 deps:
 	@command -v $(SWIFT) >/dev/null || { echo "deps: Swift 6.3 is not on PATH (see swift.org/install)"; exit 1; }
-	@if dpkg -s libjemalloc-dev >/dev/null 2>&1 && command -v pkg-config >/dev/null; then \
-		echo "deps: libjemalloc-dev and pkg-config are installed"; \
+	@missing=""; for package in $(REQUIRED_PACKAGES) $(PEER_PACKAGES); do \
+		dpkg -s $$package >/dev/null 2>&1 || missing="$$missing $$package"; \
+	done; \
+	if [ -z "$$missing" ]; then \
+		echo "deps: $(REQUIRED_PACKAGES) $(PEER_PACKAGES) are installed"; \
 	elif [ "$$(id -u)" = 0 ]; then \
-		echo "deps: installing libjemalloc-dev and pkg-config"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libjemalloc-dev pkg-config >/dev/null; \
+		echo "deps: installing$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	else \
-		echo "deps: missing libjemalloc-dev; run: sudo apt-get install -y libjemalloc-dev pkg-config"; exit 1; \
+		echo "deps: missing$$missing; run: sudo apt-get install -y$$missing"; \
+		case "$$missing" in *libjemalloc-dev*|*pkg-config*) exit 1;; esac; \
+		echo "deps: compare runs without the missing peers' columns and says so"; \
 	fi
 
 test-all: deps test tsan test-preload test-link-in path-dependency-check

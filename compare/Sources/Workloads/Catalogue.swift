@@ -2,6 +2,8 @@
 // worker executable. The driver and the workers read the same catalogue, so a workload
 // name means the same thing on both sides of the process boundary.
 
+import Glibc
+
 /// How big a run is: `full` for `make bench`, `quick` for CI's smoke run.
 public enum Scale: String, Sendable, CaseIterable, Codable {
     case full, quick
@@ -26,6 +28,22 @@ public enum WorkloadKind: Sendable, Equatable {
     /// first, over and over: the allocate-a-batch-then-drop-it pattern of rsbmalloc's
     /// benchmarks (and of a request's temporary objects).
     case batch(count: Int, minimumSize: Int, maximumSize: Int)
+    /// `threads` lanes, each owning `slots` blocks of random sizes (uniform from
+    /// `minimumSize` to `maximumSize`), run rounds of `roundLength` replacements, each round
+    /// on a fresh thread that then exits: most frees hit blocks of a thread that is gone.
+    /// `sized` frees with `free_sized` where the process allocator exports it.
+    case threadChurn(threads: Int, slots: Int, roundLength: Int, minimumSize: Int, maximumSize: Int, sized: Bool)
+    /// Each of `threads` threads allocates an object of `objectSize` bytes, writes it
+    /// `writes` times and frees it, over and over; `passive`: each first frees an object the
+    /// main thread allocated for it.
+    case falseSharing(threads: Int, objectSize: Int, writes: Int, passive: Bool)
+    /// Per thread `slots` slots, empty at first; each step frees a random slot's block (if
+    /// any) and allocates a random size (uniform from 1 to `maximumSize`) in its place.
+    case randomSlots(threads: Int, slots: Int, maximumSize: Int)
+    /// At most `live` zero-filled blocks (calloc) of random sizes (uniform from
+    /// `minimumSize` to `maximumSize`), a random live one freed before each new one, every
+    /// page read and written.
+    case bigBlocks(live: Int, minimumSize: Int, maximumSize: Int)
     /// A real program (`arguments[0]` found on the PATH) run to completion in a child of the
     /// worker, with the column's allocator preloaded; `quickArguments` in quick runs. The
     /// time is its wall time; it must exit with status 0.
@@ -105,7 +123,7 @@ public struct Workload: Sendable {
         public static let programs = Family(
             title: "Real programs with the allocator preloaded",
             unit:
-                "ns per run of the program (wall time), with nothing, libjemalloc.so.2 or libbinnedmalloc.so in LD_PRELOAD; peak RSS is the program's (wait4)"
+                "ns per run of the program (wall time), with nothing, libjemalloc.so.2, libmimalloc.so.2, libtcmalloc_minimal.so.4 or libbinnedmalloc.so in LD_PRELOAD; peak RSS is the program's (wait4)"
         )
     }
 
@@ -146,13 +164,52 @@ public struct Workload: Sendable {
             Workload(
                 name: "batch-1000-16-4096", family: .batch,
                 kind: .batch(count: 1000, minimumSize: 16, maximumSize: 4096), operations: 5_000_000),
+        ] + fieldShapes
+        + [
             Workload(
                 name: "python3-test-dict-list-set", family: .programs,
                 kind: .program(
                     arguments: ["python3", "-m", "test", "test_dict", "test_list", "test_set"],
                     quickArguments: ["python3", "-m", "test", "test_list"]),
-                operations: 1, columns: [.glibc, .jemalloc, .binnedMalloc]),
+                operations: 1, columns: AllocatorColumn.processAllocatorColumns)
         ] + Suites.all.flatMap { $0.workloads.map { $0.workload.addingProcessAllocatorColumns() } }
+
+    /// The thread counts of the field's multi-threaded shapes: 4 and 8 oversubscribe a
+    /// 2-CPU machine on purpose, to show that nothing collapses when threads outnumber CPUs.
+    static let fieldThreadCounts = [1, 2, 4, 8]
+
+    /// The field's usual workload shapes (thread churn, false sharing, random slots, big
+    /// blocks), written here from their descriptions. Operations are sized so that a full
+    /// cell runs a few tenths of a second on every column (see docs/benchmarks.md).
+    static var fieldShapes: [Workload] {
+        let churn = [false, true].flatMap { sized in
+            fieldThreadCounts.map { threads in
+                Workload(
+                    name: "thread-churn\(sized ? "-sized" : "")-t\(threads)", family: .threadChurn,
+                    kind: .threadChurn(
+                        threads: threads, slots: 5_000, roundLength: 5_000, minimumSize: 8, maximumSize: 1_000,
+                        sized: sized),
+                    operations: 4_000_000)
+            }
+        }
+        let sharing = [false, true].flatMap { passive in
+            fieldThreadCounts.map { threads in
+                Workload(
+                    name: "false-sharing-\(passive ? "passive" : "active")-t\(threads)", family: .falseSharing,
+                    kind: .falseSharing(threads: threads, objectSize: 8, writes: 1_000, passive: passive),
+                    operations: 1_000_000)
+            }
+        }
+        let slots = fieldThreadCounts.map { threads in
+            Workload(
+                name: "random-slots-1024-t\(threads)", family: .randomSlots,
+                kind: .randomSlots(threads: threads, slots: 1_000, maximumSize: 1024), operations: 10_000_000)
+        }
+        let big = Workload(
+            name: "big-blocks-5-25mib", family: .bigBlocks,
+            kind: .bigBlocks(live: 20, minimumSize: 5 << 20, maximumSize: 25 << 20), operations: 2_000)
+        return churn + sharing + slots + [big]
+    }
 
     /// This suite workload with the process allocator columns after its baselines: every
     /// Swift-level workload also runs on BinnedAlloc as the allocator of the whole process.
@@ -174,12 +231,18 @@ public struct Workload: Sendable {
     public static func named(_ name: String) -> Workload? { all.first { $0.name == name } }
 }
 
-/// The allocator a worker process runs on: which worker executable it is.
+/// The allocator a worker process runs on: which worker executable it is, and which
+/// library the driver preloads into it.
 public enum ProcessAllocator: String, Sendable, CaseIterable {
     /// glibc's malloc: `compare-worker`.
     case glibc
     /// jemalloc, linked into `compare-worker-jemalloc`, serving the whole process.
     case jemalloc
+    /// Debian's mimalloc 2.0 (`libmimalloc2.0`), preloaded into `compare-worker`.
+    case mimalloc
+    /// Debian's tcmalloc 2.10 (gperftools' minimal build, `libtcmalloc-minimal4`),
+    /// preloaded into `compare-worker`.
+    case tcmalloc
     /// BinnedAlloc through its C ABI: `compare-worker-binnedmalloc` links the BinnedMalloc
     /// product, which makes it the allocator of the whole process, Swift runtime included.
     case binnedMalloc
@@ -187,10 +250,51 @@ public enum ProcessAllocator: String, Sendable, CaseIterable {
     /// The worker executable, a sibling of `compare` in the build folder.
     public var worker: String {
         switch self {
-        case .glibc: "compare-worker"
+        case .glibc, .mimalloc, .tcmalloc: "compare-worker"
         case .jemalloc: "compare-worker-jemalloc"
         case .binnedMalloc: "compare-worker-binnedmalloc"
         }
+    }
+
+    /// The soname whose `malloc` serves this process (`Worker.verify` checks it), nil for
+    /// BinnedMalloc, which is linked in statically and so no library's.
+    public var soname: String? {
+        switch self {
+        case .glibc: "libc.so.6"
+        case .jemalloc: "libjemalloc.so.2"
+        case .mimalloc: "libmimalloc.so.2"
+        case .tcmalloc: "libtcmalloc_minimal.so.4"
+        case .binnedMalloc: nil
+        }
+    }
+
+    /// The Debian package that brings the library (`make deps` installs them).
+    public var debianPackage: String? {
+        switch self {
+        case .glibc, .binnedMalloc: nil
+        case .jemalloc: "libjemalloc2"
+        case .mimalloc: "libmimalloc2.0"
+        case .tcmalloc: "libtcmalloc-minimal4"
+        }
+    }
+
+    /// Where Debian installs the library.
+    public var libraryPath: String? { soname.map { "/usr/lib/x86_64-linux-gnu/\($0)" } }
+
+    /// The library the driver puts in the worker's `LD_PRELOAD`: the peers that no worker
+    /// executable links (jemalloc's worker links it; a preloaded copy would be a second one).
+    public var preloadedLibrary: String? {
+        switch self {
+        case .mimalloc, .tcmalloc: libraryPath
+        case .glibc, .jemalloc, .binnedMalloc: nil
+        }
+    }
+
+    /// Whether this process allocator can run here: nil when it can, else why not (its
+    /// library is not installed). A missing peer drops its column, not the whole run.
+    public var unavailableReason: String? {
+        guard let library = preloadedLibrary, access(library, R_OK) != 0 else { return nil }
+        return "\(library) is not installed (make deps, or apt-get install \(debianPackage ?? "it"))"
     }
 }
 
@@ -217,6 +321,15 @@ public struct AllocatorColumn: Sendable, Equatable {
     /// jemalloc: the process allocator of `compare-worker-jemalloc`, which links it.
     public static let jemalloc = AllocatorColumn(name: "jemalloc", process: .jemalloc, isBaseline: true)
 
+    /// mimalloc: Debian's libmimalloc.so.2, preloaded into `compare-worker`.
+    public static let mimalloc = AllocatorColumn(name: "mimalloc", process: .mimalloc)
+    /// tcmalloc: Debian's libtcmalloc_minimal.so.4, preloaded into `compare-worker`.
+    public static let tcmalloc = AllocatorColumn(name: "tcmalloc", process: .tcmalloc)
+
+    /// The allocators a Swift server would pick instead of glibc's: `× best peer` divides
+    /// by the fastest of them on the same row in the same run.
+    public static let peers: [AllocatorColumn] = [.jemalloc, .mimalloc, .tcmalloc]
+
     /// BinnedAlloc through its Swift API, in a process whose malloc is glibc's.
     public static let binnedAlloc = AllocatorColumn(name: "BinnedAlloc", process: .glibc)
     /// BinnedAlloc as the process allocator (the BinnedMalloc product): the baselines' code,
@@ -225,10 +338,16 @@ public struct AllocatorColumn: Sendable, Equatable {
 
     /// Whether this column runs the baselines' code, only in another process: the process
     /// allocator columns.
-    public var runsBaselineCode: Bool { isBaseline || self == .binnedMalloc }
+    public var runsBaselineCode: Bool { Self.processAllocatorColumns.contains(self) }
+
+    /// The columns whose allocator is the whole process's, baselines first: every
+    /// malloc-level row (the malloc-style workloads and the real programs) runs them all.
+    public static let processAllocatorColumns: [AllocatorColumn] = [
+        .glibc, .jemalloc, .mimalloc, .tcmalloc, .binnedMalloc,
+    ]
 
     /// The columns of the malloc-style workloads (`BenchAllocator`), baselines first.
-    public static let mallocColumns: [AllocatorColumn] = [.glibc, .jemalloc, .binnedMalloc, .binnedAlloc]
+    public static let mallocColumns: [AllocatorColumn] = processAllocatorColumns + [.binnedAlloc]
 
     /// Every column, baselines first, then the malloc-style columns, then each suite's.
     public static var all: [AllocatorColumn] {

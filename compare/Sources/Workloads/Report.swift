@@ -88,10 +88,18 @@ public enum Report {
         }
     }
 
+    /// The median time per operation of the fastest peer (jemalloc, mimalloc, tcmalloc)
+    /// that ran `workload`: what `× best peer` divides by. nil when no peer ran it.
+    public static func bestPeerTime(of workload: String, in summaries: [CellSummary]) -> Double? {
+        let peers = Set(AllocatorColumn.peers.map(\.name))
+        return summaries.filter { $0.workload == workload && peers.contains($0.allocator) }.map(\.time.median).min()
+    }
+
     /// One markdown table per family that has results: a row per (workload, allocator),
     /// with the median time per operation, its range, ratios against the glibc and
-    /// jemalloc rows of the same workload (below 1 is faster), peak RSS, RSS against
-    /// jemalloc's, and the medians of the family's extra figures.
+    /// jemalloc rows of the same workload and against the fastest peer's (below 1 is
+    /// faster), peak RSS, RSS against jemalloc's, and the medians of the family's extra
+    /// figures.
     public static func markdown(_ summaries: [CellSummary], workloads: [Workload] = Workload.all) -> String {
         var text = ""
         for family in Workload.families(of: workloads) {
@@ -101,9 +109,10 @@ public enum Report {
             guard !rows.isEmpty else { continue }
             text += "### \(family.title)\n\nUnit: \(family.unit).\n\n"
             text +=
-                "| workload | allocator | ns/op (median) | min – max | × glibc | × jemalloc | peak RSS MiB | RSS × jemalloc |"
+                "| workload | allocator | ns/op (median) | min – max | × glibc | × jemalloc | × best peer | peak RSS MiB | RSS × jemalloc |"
                 + family.extras.map { " \($0.header) |" }.joined() + "\n"
-            text += "|---|---|--:|--:|--:|--:|--:|--:|" + String(repeating: "--:|", count: family.extras.count) + "\n"
+            text +=
+                "|---|---|--:|--:|--:|--:|--:|--:|--:|" + String(repeating: "--:|", count: family.extras.count) + "\n"
             for row in rows {
                 let glibc = summaries.first {
                     $0.workload == row.workload && $0.allocator == AllocatorColumn.glibc.name
@@ -116,6 +125,7 @@ public enum Report {
                         row.workload, row.allocator, format(row.time.median),
                         "\(format(row.time.minimum)) – \(format(row.time.maximum))",
                         ratio(row.time.median, glibc?.time.median), ratio(row.time.median, jemalloc?.time.median),
+                        ratio(row.time.median, bestPeerTime(of: row.workload, in: summaries)),
                         format(row.peakResidentBytes.median / 1_048_576),
                         ratio(row.peakResidentBytes.median, jemalloc?.peakResidentBytes.median),
                     ] + family.extras.map { extra in row.extras[extra.key].map { format($0.median) } ?? "–" }

@@ -28,31 +28,32 @@ public enum Worker {
         }
     }
 
-    /// nil when this process's malloc is `process`, else why not.
+    /// nil when this process's malloc is `process`, else why not: the `malloc` the process
+    /// resolves to must be the one its library exports (a preloaded peer's, or glibc's when
+    /// nothing is preloaded).
     static func verify(_ process: ProcessAllocator) -> String? {
         let malloc = ProcessMalloc()
-        switch process {
-        case .glibc:
-            return malloc.isProvided(by: "libc.so.6") ? nil : "malloc in this process is not glibc's"
-        case .jemalloc:
-            return malloc.isProvided(by: "libjemalloc.so.2") ? nil : "malloc in this process is not jemalloc's"
-        case .binnedMalloc:
-            // The process malloc is neither library's, and what it hands out shows in
-            // BinnedAlloc's own counters.
-            guard !malloc.isProvided(by: "libc.so.6") && !malloc.isProvided(by: "libjemalloc.so.2") else {
-                return "malloc in this process is still a library's, not BinnedMalloc's"
-            }
-            let sizeClass = BinnedAllocator.sizeClasses.index(for: 80)
-            let before = BinnedAllocator.shared.statistics().sizeClasses[sizeClass].allocations
-            let blocks = (0..<10).map { _ in malloc.allocate(80) }
-            let after = BinnedAllocator.shared.statistics().sizeClasses[sizeClass].allocations
-            for block in blocks { malloc.deallocate(block, byteCount: 80) }
-            return after - before >= 10 ? nil : "malloc(80) did not allocate from BinnedAlloc"
+        if let soname = process.soname {
+            return malloc.isProvided(by: soname)
+                ? nil : "malloc in this process is not \(process.rawValue)'s (\(soname))"
         }
+        // BinnedMalloc: the process malloc is no library's, and what it hands out shows in
+        // BinnedAlloc's own counters.
+        let libraries = ProcessAllocator.allCases.compactMap(\.soname)
+        if let owner = libraries.first(where: { malloc.isProvided(by: $0) }) {
+            return "malloc in this process is still \(owner)'s, not BinnedMalloc's"
+        }
+        let sizeClass = BinnedAllocator.sizeClasses.index(for: 80)
+        let before = BinnedAllocator.shared.statistics().sizeClasses[sizeClass].allocations
+        let blocks = (0..<10).map { _ in malloc.allocate(80) }
+        let after = BinnedAllocator.shared.statistics().sizeClasses[sizeClass].allocations
+        for block in blocks { malloc.deallocate(block, byteCount: 80) }
+        return after - before >= 10 ? nil : "malloc(80) did not allocate from BinnedAlloc"
     }
 
-    /// Parses `--workload NAME --allocator NAME --scale full|quick`, checks that this
-    /// process runs on `process` and that the column belongs to it, runs the workload and
+    /// Parses `--workload NAME --allocator NAME --scale full|quick`, checks that the column
+    /// runs in this executable (`process` is the allocator it links) and that the process
+    /// runs on the column's allocator, runs the workload and
     /// prints the line. Exits 2 on a usage error and 3 when the allocator is not the one
     /// claimed.
     public static func main(process: ProcessAllocator) -> Never {
@@ -70,11 +71,13 @@ public enum Worker {
         guard let column = workload.columns.first(where: { $0.name == options["allocator"] }) else {
             fail(2, "workload \(workload.name) has no column \(options["allocator"] ?? "(none)")")
         }
-        guard column.process == process else {
+        // One executable serves several process allocators (glibc's worker with a peer
+        // preloaded): the column names which, and `verify` proves it.
+        guard column.worker == process.worker else {
             fail(2, "column \(column.name) runs in \(column.worker), not in this worker")
         }
         guard let scale = Scale(rawValue: options["scale"] ?? "full") else { fail(2, "unknown scale") }
-        if let problem = verify(process) { fail(3, problem) }
+        if let problem = verify(column.process) { fail(3, problem) }
         let result = measure(workload, column: column, scale: scale)
         // The worker's own high-water mark: wait4's figure would include the driver's.
         let peak = result.peakResidentBytes ?? SystemInfo.peakResidentBytes ?? 0

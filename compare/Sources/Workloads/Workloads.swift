@@ -14,6 +14,28 @@ public protocol BenchAllocator: Sendable {
     func allocate(_ byteCount: Int) -> UnsafeMutableRawPointer
     /// Frees a block from `allocate` with the size it was asked with.
     func deallocate(_ pointer: UnsafeMutableRawPointer, byteCount: Int)
+    /// A zero-filled block of at least `byteCount` bytes (`calloc` where the allocator has
+    /// one, so that it may skip clearing memory it knows is fresh).
+    func allocateZeroed(_ byteCount: Int) -> UnsafeMutableRawPointer
+    /// Frees a block telling the allocator its size, as C23's `free_sized` does; an
+    /// allocator without a sized free frees it as `deallocate` does.
+    func deallocateSized(_ pointer: UnsafeMutableRawPointer, byteCount: Int)
+    /// Whether `deallocateSized` is a sized free of the allocator's own (else it is `free`).
+    var hasSizedFree: Bool { get }
+}
+
+extension BenchAllocator {
+    public func allocateZeroed(_ byteCount: Int) -> UnsafeMutableRawPointer {
+        let block = allocate(byteCount)
+        memset(block, 0, byteCount)
+        return block
+    }
+
+    public func deallocateSized(_ pointer: UnsafeMutableRawPointer, byteCount: Int) {
+        deallocate(pointer, byteCount: byteCount)
+    }
+
+    public var hasSizedFree: Bool { false }
 }
 
 /// The process's `malloc` and `free`, found with `dlsym` at run time. The compiler cannot
@@ -22,19 +44,46 @@ public protocol BenchAllocator: Sendable {
 public struct ProcessMalloc: BenchAllocator, @unchecked Sendable {
     typealias Allocate = @convention(c) (Int) -> UnsafeMutableRawPointer?
     typealias Free = @convention(c) (UnsafeMutableRawPointer?) -> Void
+    typealias AllocateZeroed = @convention(c) (Int, Int) -> UnsafeMutableRawPointer?
+    typealias FreeSized = @convention(c) (UnsafeMutableRawPointer?, Int) -> Void
 
     let allocateFunction: Allocate
     let freeFunction: Free
+    let allocateZeroedFunction: AllocateZeroed
+    /// C23's `free_sized`, when the library that provides `malloc` exports it.
+    let freeSizedFunction: FreeSized?
     /// The address of the `malloc` this process resolves to.
     public let mallocAddress: UnsafeMutableRawPointer
 
     public init() {
-        guard let allocate = dlsym(nil, "malloc"), let free = dlsym(nil, "free") else {
-            fatalError("dlsym found no malloc/free in this process")
+        guard let allocate = dlsym(nil, "malloc"), let free = dlsym(nil, "free"), let calloc = dlsym(nil, "calloc")
+        else {
+            fatalError("dlsym found no malloc/free/calloc in this process")
         }
         mallocAddress = allocate
         allocateFunction = unsafeBitCast(allocate, to: Allocate.self)
         freeFunction = unsafeBitCast(free, to: Free.self)
+        allocateZeroedFunction = unsafeBitCast(calloc, to: AllocateZeroed.self)
+        // A free_sized from another object than malloc's (a later glibc's, under a preloaded
+        // peer that lacks it) would free the peer's blocks into the wrong allocator.
+        if let freeSized = dlsym(nil, "free_sized"),
+            Self.library(exporting: "free_sized", at: freeSized) == Self.library(exporting: "malloc", at: allocate)
+        {
+            freeSizedFunction = unsafeBitCast(freeSized, to: FreeSized.self)
+        } else {
+            freeSizedFunction = nil
+        }
+    }
+
+    /// Which process allocator's library exports `symbol` at `address`, by soname; nil
+    /// when none does (BinnedMalloc's symbols are the executable's own). Glibc's module
+    /// does not declare `dladdr`, so the known libraries are asked instead.
+    static func library(exporting symbol: String, at address: UnsafeMutableRawPointer) -> String? {
+        ProcessAllocator.allCases.compactMap(\.soname).first { soname in
+            guard let handle = dlopen(soname, RTLD_NOW | RTLD_NOLOAD) else { return false }
+            defer { dlclose(handle) }
+            return dlsym(handle, symbol) == address
+        }
     }
 
     /// Whether the process's `malloc` is the one exported by `library` (a soname already
@@ -55,6 +104,21 @@ public struct ProcessMalloc: BenchAllocator, @unchecked Sendable {
     public func deallocate(_ pointer: UnsafeMutableRawPointer, byteCount: Int) {
         freeFunction(pointer)
     }
+
+    @inline(__always)
+    public func allocateZeroed(_ byteCount: Int) -> UnsafeMutableRawPointer {
+        guard let pointer = allocateZeroedFunction(1, byteCount) else {
+            fatalError("calloc(1, \(byteCount)) returned NULL")
+        }
+        return pointer
+    }
+
+    @inline(__always)
+    public func deallocateSized(_ pointer: UnsafeMutableRawPointer, byteCount: Int) {
+        if let freeSizedFunction { freeSizedFunction(pointer, byteCount) } else { freeFunction(pointer) }
+    }
+
+    public var hasSizedFree: Bool { freeSizedFunction != nil }
 }
 
 /// One timed run: how long the measured part took and how many operations it did.
@@ -102,6 +166,33 @@ struct RandomTable {
     }
 }
 
+/// Uniform random sizes and slots for the field's workload shapes (thread churn, random
+/// slots, big blocks), drawn before the clock starts into memory of their own so that the
+/// loop reads them without bounds checks; draw `n` is entry `n` modulo ``count``.
+struct UniformDraws: @unchecked Sendable {
+    static let count = 1 << 16
+    let sizes: UnsafeMutablePointer<Int>
+    let slots: UnsafeMutablePointer<Int>
+
+    init(seed: UInt64, sizes range: ClosedRange<Int>, slotCount: Int) {
+        var generator = SplitMix64(seed: seed)
+        sizes = .allocate(capacity: Self.count)
+        slots = .allocate(capacity: Self.count)
+        for index in 0..<Self.count {
+            (sizes + index).initialize(to: Int.random(in: range, using: &generator))
+            (slots + index).initialize(to: Int.random(in: 0..<max(1, slotCount), using: &generator))
+        }
+    }
+
+    @inline(__always) func size(_ draw: Int) -> Int { sizes[draw & (Self.count - 1)] }
+    @inline(__always) func slot(_ draw: Int) -> Int { slots[draw & (Self.count - 1)] }
+
+    func deallocate() {
+        sizes.deallocate()
+        slots.deallocate()
+    }
+}
+
 /// How long the warm-up lasts at least: long enough for the CPU to leave its idle clock
 /// and for the allocator to map what the workload needs, so the first repetition of a
 /// cell is not slower than the others.
@@ -144,6 +235,19 @@ func run<A: BenchAllocator>(_ kind: WorkloadKind, on allocator: A, operations: I
     case .batch(let count, let minimumSize, let maximumSize):
         return batch(
             allocator, count: count, minimumSize: minimumSize, maximumSize: maximumSize, operations: operations)
+    case .threadChurn(let threads, let slots, let roundLength, let minimumSize, let maximumSize, let sized):
+        return threadChurn(
+            allocator, threads: threads, slots: slots, roundLength: roundLength, minimumSize: minimumSize,
+            maximumSize: maximumSize, sized: sized, operations: operations)
+    case .falseSharing(let threads, let objectSize, let writes, let passive):
+        return falseSharing(
+            allocator, threads: threads, objectSize: objectSize, writes: writes, passive: passive,
+            operations: operations)
+    case .randomSlots(let threads, let slots, let maximumSize):
+        return randomSlots(allocator, threads: threads, slots: slots, maximumSize: maximumSize, operations: operations)
+    case .bigBlocks(let live, let minimumSize, let maximumSize):
+        return bigBlocks(
+            allocator, live: live, minimumSize: minimumSize, maximumSize: maximumSize, operations: operations)
     case .suite(let name):
         preconditionFailure("workload of suite \(name) run as a malloc-style workload")
     case .program(let arguments, _):

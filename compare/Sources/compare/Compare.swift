@@ -11,7 +11,7 @@ import Workloads
 @main
 struct Compare: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Benchmarks the project's allocators against glibc and jemalloc.",
+        abstract: "Benchmarks the project's allocators against glibc, jemalloc, mimalloc and tcmalloc.",
         discussion: """
             Each cell runs in a fresh child process (a worker whose malloc is the allocator \
             under test): a warm-up, then the timed run; the worker reports its own peak RSS \
@@ -54,9 +54,20 @@ struct Compare: ParsableCommand {
     }
 
     /// The columns of `workload` that run: the baselines always, the others unless
-    /// `--allocator` names some.
+    /// `--allocator` names some; a column whose library is not installed here never
+    /// (``unavailableColumns`` says which and why).
     func selectedColumns(of workload: Workload) -> [AllocatorColumn] {
-        workload.columns.filter { $0.isBaseline || allocators.isEmpty || allocators.contains($0.name) }
+        workload.columns.filter {
+            ($0.isBaseline || allocators.isEmpty || allocators.contains($0.name)) && $0.process.unavailableReason == nil
+        }
+    }
+
+    /// The columns of the selected workloads that cannot run here, with the reason: the
+    /// run goes on without them and says so on stderr and above the tables.
+    var unavailableColumns: [(column: AllocatorColumn, reason: String)] {
+        var seen: [AllocatorColumn] = []
+        for column in selectedWorkloads.flatMap(\.columns) where !seen.contains(column) { seen.append(column) }
+        return seen.compactMap { column in column.process.unavailableReason.map { (column, $0) } }
     }
 
     func run() throws {
@@ -72,6 +83,8 @@ struct Compare: ParsableCommand {
         let scale: Scale = quick ? .quick : .full
         let rounds = repetitions ?? (quick ? 3 : 5)
         let workers = try workerDirectory()
+        let skipped = unavailableColumns.map { "the \($0.column.name) column is skipped: \($0.reason)" }
+        for line in skipped { FileHandle.standardError.write(Data("compare: \(line)\n".utf8)) }
         let workloads = selectedWorkloads
         let total = rounds * workloads.map { selectedColumns(of: $0).count }.reduce(0, +)
         var samples: [Sample] = []
@@ -97,6 +110,7 @@ struct Compare: ParsableCommand {
         print(
             "## Allocator benchmarks (\(scale == .quick ? "quick" : "full") run, \(rounds) repetitions, \(SystemInfo.cpuCount) CPUs)\n"
         )
+        for line in skipped { print("> Note: \(line).\n") }
         print(Report.markdown(Report.summarize(samples), workloads: workloads), terminator: "")
         if let json {
             try writeJSON(samples, scale: scale, repetitions: rounds, to: json)
@@ -121,8 +135,12 @@ struct Compare: ParsableCommand {
         _ workload: Workload, _ column: AllocatorColumn, repetition: Int, scale: Scale, in directory: URL
     ) throws -> Sample {
         let worker = directory.appendingPathComponent(column.worker).path
+        // A peer that no worker links is preloaded into glibc's worker, which proves it
+        // runs on that peer (`Worker.verify`) before it measures anything.
+        let environment = column.process.preloadedLibrary.map { ["LD_PRELOAD": $0] } ?? [:]
         let result = try ChildProcess.run(
-            worker, arguments: ["--workload", workload.name, "--allocator", column.name, "--scale", scale.rawValue])
+            worker, arguments: ["--workload", workload.name, "--allocator", column.name, "--scale", scale.rawValue],
+            environment: environment)
         guard result.succeeded, let (measurement, peak) = Worker.parse(result.outputText) else {
             let how =
                 result.exitStatus.map { "exited with status \($0)" }

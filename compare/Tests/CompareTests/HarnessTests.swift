@@ -1,4 +1,5 @@
 import AllocCore
+import Glibc
 import Testing
 
 @testable import Workloads
@@ -43,14 +44,40 @@ extension Spread {
         #expect(table.contains("### Small-object pairs\n\nUnit: ns per malloc+free pair"))
         #expect(table.contains("### Live blocks freed in FIFO order"))
         #expect(!table.contains("### Producer/consumer"))
-        #expect(table.contains("| pairs-16 | glibc | 12.0 | 10.0 – 30.0 | 1.00 | 2.00 | 8.0 | 0.50 |"))
-        #expect(table.contains("| pairs-16 | jemalloc | 6.0 | 6.0 – 6.0 | 0.50 | 1.00 | 16.0 | 1.00 |"))
-        #expect(table.contains("| fifo-100x64 | jemalloc | 4.5 | 4.5 – 4.5 | 0.50 | 1.00 |"))
+        #expect(table.contains("| pairs-16 | glibc | 12.0 | 10.0 – 30.0 | 1.00 | 2.00 | 2.00 | 8.0 | 0.50 |"))
+        #expect(table.contains("| pairs-16 | jemalloc | 6.0 | 6.0 – 6.0 | 0.50 | 1.00 | 1.00 | 16.0 | 1.00 |"))
+        #expect(table.contains("| fifo-100x64 | jemalloc | 4.5 | 4.5 – 4.5 | 0.50 | 1.00 | 1.00 |"))
     }
 
     @Test func missingBaselineShowsADash() {
         let table = Report.markdown(Report.summarize([sample("pairs-64", "glibc", nanoseconds: 5_000)]))
-        #expect(table.contains("| pairs-64 | glibc | 5.0 | 5.0 – 5.0 | 1.00 | – | 8.0 | – |"))
+        #expect(table.contains("| pairs-64 | glibc | 5.0 | 5.0 – 5.0 | 1.00 | – | – | 8.0 | – |"))
+    }
+
+    /// `× best peer` divides by the fastest of jemalloc, mimalloc and tcmalloc on the same
+    /// workload (medians), whichever it is, and never by glibc or a project column.
+    @Test func bestPeerIsTheFastestPeerOfTheSameWorkload() {
+        let samples = [
+            sample("pairs-16", "glibc", nanoseconds: 2_000),
+            sample("pairs-16", "jemalloc", nanoseconds: 8_000),
+            sample("pairs-16", "mimalloc", nanoseconds: 5_000), sample("pairs-16", "mimalloc", nanoseconds: 4_000),
+            sample("pairs-16", "mimalloc", nanoseconds: 90_000),
+            sample("pairs-16", "tcmalloc", nanoseconds: 6_000),
+            sample("pairs-16", "BinnedMalloc", nanoseconds: 3_000),
+            sample("pairs-64", "jemalloc", nanoseconds: 10_000),
+            sample("pairs-64", "tcmalloc", nanoseconds: 20_000),
+            sample("pairs-64", "BinnedMalloc", nanoseconds: 15_000),
+        ]
+        let summaries = Report.summarize(samples)
+        #expect(Report.bestPeerTime(of: "pairs-16", in: summaries) == 5)
+        #expect(Report.bestPeerTime(of: "pairs-64", in: summaries) == 10)
+        #expect(Report.bestPeerTime(of: "fifo-100x64", in: summaries) == nil)
+        let table = Report.markdown(summaries)
+        #expect(table.contains("| × jemalloc | × best peer | peak RSS MiB |"))
+        // BinnedMalloc: 3.0 over glibc's 2.0, jemalloc's 8.0 and mimalloc's median 5.0.
+        #expect(table.contains("| pairs-16 | BinnedMalloc | 3.0 | 3.0 – 3.0 | 1.50 | 0.38 | 0.60 |"))
+        #expect(table.contains("| pairs-16 | mimalloc | 5.0 | 4.0 – 90.0 | 2.50 | 0.63 | 1.00 |"))
+        #expect(table.contains("| pairs-64 | BinnedMalloc | 15.0 | 15.0 – 15.0 | – | 1.50 | 1.50 |"))
     }
 
     @Test func numbersKeepOneDecimalBelowAHundred() {
@@ -80,9 +107,52 @@ extension Spread {
         #expect(AllocatorColumn.all.prefix(2) == [.glibc, .jemalloc])
         #expect(AllocatorColumn.all.filter(\.isBaseline) == [.glibc, .jemalloc])
         #expect(AllocatorColumn.named("BinnedAlloc")?.worker == "compare-worker")
+        #expect(AllocatorColumn.peers == [.jemalloc, .mimalloc, .tcmalloc])
+        #expect(Array(AllocatorColumn.all.prefix(5)) == AllocatorColumn.processAllocatorColumns)
+        #expect(Workload.named("python3-test-dict-list-set")?.columns == AllocatorColumn.processAllocatorColumns)
         #expect(Workload.named("pairs-64")?.kind == .pairs(size: 64))
         #expect(Workload.named("nonexistent") == nil)
         #expect(Workload.named("pairs-16")!.operations(at: .quick) * 20 == Workload.named("pairs-16")!.operations)
+    }
+}
+
+@Suite struct PeerColumnTests {
+    /// Every malloc-level row (malloc-style workloads and real programs) runs every process
+    /// allocator, the peers included; suite rows keep their own columns.
+    @Test func everyMallocLevelRowRunsEveryPeer() {
+        for workload in Workload.all where !workload.isSuite {
+            for column in AllocatorColumn.processAllocatorColumns {
+                #expect(workload.columns.contains(column), "\(workload.name) lacks \(column.name)")
+            }
+        }
+        #expect(Workload.all.filter(\.isMallocStyle).allSatisfy { $0.columns.contains(.binnedAlloc) })
+    }
+
+    /// mimalloc and tcmalloc run in glibc's worker with Debian's library preloaded, and the
+    /// proof names that library's soname; jemalloc's worker links its library instead.
+    @Test func peersArePreloadedIntoGlibcsWorker() {
+        #expect(AllocatorColumn.mimalloc.worker == "compare-worker")
+        #expect(AllocatorColumn.tcmalloc.worker == "compare-worker")
+        #expect(ProcessAllocator.mimalloc.preloadedLibrary == "/usr/lib/x86_64-linux-gnu/libmimalloc.so.2")
+        #expect(ProcessAllocator.tcmalloc.preloadedLibrary == "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4")
+        #expect(ProcessAllocator.jemalloc.preloadedLibrary == nil && ProcessAllocator.glibc.preloadedLibrary == nil)
+        #expect(ProcessAllocator.binnedMalloc.soname == nil)
+        for process in [ProcessAllocator.glibc, .jemalloc, .binnedMalloc] { #expect(process.unavailableReason == nil) }
+        for process in [ProcessAllocator.mimalloc, .tcmalloc] {
+            let installed = access(process.libraryPath!, R_OK) == 0
+            #expect((process.unavailableReason == nil) == installed)
+        }
+        #expect(Programs.preload(for: .mimalloc) == ProcessAllocator.mimalloc.libraryPath)
+        #expect(Programs.preload(for: .tcmalloc) == ProcessAllocator.tcmalloc.libraryPath)
+    }
+
+    /// This test process runs on glibc: the proof accepts glibc and refuses every other
+    /// claim, the peers' included.
+    @Test func theProofRefusesAClaimThisProcessDoesNotKeep() {
+        #expect(Worker.verify(.glibc) == nil)
+        for process in [ProcessAllocator.jemalloc, .mimalloc, .tcmalloc, .binnedMalloc] {
+            #expect(Worker.verify(process) != nil, "\(process) accepted in a glibc process")
+        }
     }
 }
 
@@ -131,11 +201,12 @@ final class CountingAllocator: BenchAllocator, @unchecked Sendable {
     func workloadAllocatesAndFreesWhatItClaims(name: String) {
         let workload = Workload.named(name)!
         let allocator = CountingAllocator()
-        let first = run(workload.kind, on: allocator, operations: 2_000)
-        let second = run(workload.kind, on: CountingAllocator(), operations: 2_000)
+        let operations = testOperations(of: workload)
+        let first = run(workload.kind, on: allocator, operations: operations)
+        let second = run(workload.kind, on: CountingAllocator(), operations: operations)
         #expect(allocator.live.isEmpty, "\(name) leaked \(allocator.live.count) blocks")
         #expect(first.checksum == second.checksum)
-        #expect(first.operations >= 1_000 && first.operations <= 2_000)
+        #expect(first.operations >= operations / 2 && first.operations <= operations)
         #expect(first.nanoseconds > 0)
         switch workload.kind {
         case .pairs:
@@ -151,6 +222,22 @@ final class CountingAllocator: BenchAllocator, @unchecked Sendable {
         case .batch(let count, _, _):
             #expect(allocator.maximumLive == count)
             #expect(allocator.allocations == first.operations)
+        case .threadChurn(let threads, let slots, _, _, _, _):
+            // Every lane's slots stay filled; each replacement frees one block and makes one.
+            #expect(allocator.maximumLive == threads * slots)
+            #expect(allocator.allocations == threads * slots + first.operations)
+            #expect(first.extras["freeSized"] == 0, "CountingAllocator has no sized free")
+            #expect((first.extras["opsPerSecond"] ?? 0) > 0)
+        case .falseSharing(let threads, _, _, let passive):
+            // One object per thread at a time, plus the handed-over ones in the passive rows.
+            #expect(allocator.allocations == first.operations + (passive ? threads : 0))
+            #expect(allocator.maximumLive <= threads * (passive ? 2 : 1))
+        case .randomSlots(let threads, let slots, _):
+            #expect(allocator.allocations == first.operations)
+            #expect(allocator.maximumLive <= threads * slots)
+        case .bigBlocks(let live, _, _):
+            #expect(allocator.allocations == first.operations)
+            #expect(allocator.maximumLive == live)
         case .suite, .program:
             Issue.record("\(name) is not a malloc-style workload")
         }
@@ -160,18 +247,43 @@ final class CountingAllocator: BenchAllocator, @unchecked Sendable {
     @Test(arguments: Workload.all.filter(\.isMallocStyle).map(\.name))
     func binnedAllocRunsEveryWorkload(name: String) {
         let workload = Workload.named(name)!
-        let expected = run(workload.kind, on: CountingAllocator(), operations: 2_000)
-        let measured = run(workload.kind, on: BinnedAllocBench(), operations: 2_000)
+        let expected = run(workload.kind, on: CountingAllocator(), operations: testOperations(of: workload))
+        let measured = run(workload.kind, on: BinnedAllocBench(), operations: testOperations(of: workload))
         #expect(measured.checksum == expected.checksum)
         #expect(measured.operations == expected.operations)
+    }
+
+    /// Operations a test runs a workload for: 2,000, but 40 blocks of 5–25 MiB (each one
+    /// cleared and touched) are enough to fill and churn the big-block row's 20 slots.
+    func testOperations(of workload: Workload) -> Int {
+        if case .bigBlocks = workload.kind { return 40 }
+        return 2_000
     }
 
     @Test func processMallocKnowsWhichLibraryProvidesIt() {
         let malloc = ProcessMalloc()
         #expect(malloc.isProvided(by: "libc.so.6"))
         #expect(!malloc.isProvided(by: "libjemalloc.so.2"))
+        #expect(!malloc.isProvided(by: "libmimalloc.so.2") && !malloc.isProvided(by: "libtcmalloc_minimal.so.4"))
+        // glibc 2.36 has no free_sized: the sized rows free with free here.
+        #expect(!malloc.hasSizedFree)
         let block = malloc.allocate(100)
-        malloc.deallocate(block, byteCount: 100)
+        malloc.deallocateSized(block, byteCount: 100)
+        let zeroed = malloc.allocateZeroed(4096)
+        #expect(UnsafeRawBufferPointer(start: zeroed, count: 4096).allSatisfy { $0 == 0 })
+        malloc.deallocate(zeroed, byteCount: 4096)
+    }
+
+    /// A block handed out without being cleared changes the big-block row's checksum, so
+    /// the driver's cross-column check catches an allocator whose calloc is wrong.
+    @Test func bigBlockPagesMustReadZero() {
+        let block = UnsafeMutableRawPointer.allocate(byteCount: 8192, alignment: 4096)
+        defer { block.deallocate() }
+        memset(block, 0, 8192)
+        let clean = readAndWritePages(block, byteCount: 8192, value: 3)
+        #expect(clean == 6)
+        // The pages now hold 3: read again, they weigh in far above what is written.
+        #expect(readAndWritePages(block, byteCount: 8192, value: 3) == 6 + (6 << 32))
     }
 
     @Test func randomSizesAreLogUniformWithinBounds() {
@@ -205,7 +317,7 @@ final class CountingAllocator: BenchAllocator, @unchecked Sendable {
         }
         let table = Report.markdown(Report.summarize(samples), workloads: [workload])
         #expect(table.contains("| RSS × jemalloc | p99 ns |"))
-        #expect(table.contains("| latency-test | glibc | 10.0 | 10.0 – 10.0 | 1.00 | – | 1.0 | – | 250 |"))
+        #expect(table.contains("| latency-test | glibc | 10.0 | 10.0 – 10.0 | 1.00 | – | – | 1.0 | – | 250 |"))
     }
 
     @Test func latencyRecorderReportsPercentiles() {
