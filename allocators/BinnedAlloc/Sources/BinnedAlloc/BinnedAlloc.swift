@@ -167,7 +167,7 @@ public struct BinnedAllocator: Sendable {
     }
 
     /// Counters of every thread cache (live and parked), summed. Callable from any
-    /// thread; blocks still waiting in a thread's remote batch count as live.
+    /// thread. A free counts when it is made, whichever thread makes it.
     public func statistics() -> BinnedAllocStatistics {
         SharedAllocator.statistics()
     }
@@ -237,6 +237,7 @@ public final class LockedBinnedAllocator: @unchecked Sendable {
         let slab = Slab(containing: pointer)
         slab.assertOwns(pointer)
         lock.pointee.withLock {
+            cache.bin(slab.classIndex).counters.addFromOwner(1, to: .deallocations)
             if slab.owner == cache.base {
                 cache.freeLocal(pointer, in: slab)
             } else {
@@ -439,8 +440,12 @@ public func binned_free_any(
     _ pointer: UnsafeMutableRawPointer?, _ foreignFree: @convention(c) (UnsafeMutableRawPointer?) -> Void
 ) {
     guard let pointer else { return }
-    guard _fastPath(GranuleMap.contains(pointer)) else { return foreignFree(pointer) }
-    SharedAllocator.deallocate(pointer)
+    let entry = GranuleMap.entry(pointer)
+    if _fastPath(entry >= GranuleMap.firstClassEntry), let base = ThreadLocalSlot.binnedAlloc.value {
+        return ThreadCache(base).cacheFreed(pointer, classIndex: Int(entry &- GranuleMap.firstClassEntry))
+    }
+    guard entry != GranuleMap.foreign else { return foreignFree(pointer) }
+    SharedAllocator.deallocateSlow(pointer)
 }
 
 /// `calloc`: zeroed memory; NULL with ENOMEM when `count * size` overflows.
@@ -604,20 +609,19 @@ enum SharedAllocator {
     @inlinable @inline(__always)
     static func popSmall(classIndex: Int) -> UnsafeMutableRawPointer? {
         guard let base = ThreadLocalSlot.binnedAlloc.value else { return nil }
-        return ThreadCache(base).bin(classIndex).popCurrent()
+        return ThreadCache(base).bin(classIndex).pop()
     }
 
-    /// Frees any block: to the freeing thread's own slab when it owns it (a push, no
-    /// atomic), else as a remote free.
+    /// Frees any block: a block of a thread cache's slab, whichever thread's, goes onto the
+    /// calling thread's free cache (its class from the granule map: no slab header is read,
+    /// no atomic); anything else takes `deallocateSlow`.
     @inlinable @inline(__always)
     static func deallocate(_ pointer: UnsafeMutableRawPointer) {
-        if Block.isLarge(pointer) { return deallocateLarge(pointer) }
-        let slab = Slab(containing: pointer)
-        slab.assertOwns(pointer)
-        if let base = ThreadLocalSlot.binnedAlloc.value, _fastPath(slab.owner == base) {
-            ThreadCache(base).freeLocal(pointer, in: slab)
+        let entry = GranuleMap.entry(pointer)
+        if _fastPath(entry >= GranuleMap.firstClassEntry), let base = ThreadLocalSlot.binnedAlloc.value {
+            ThreadCache(base).cacheFreed(pointer, classIndex: Int(entry &- GranuleMap.firstClassEntry))
         } else {
-            deallocateRemote(pointer, slab: slab)
+            deallocateSlow(pointer)
         }
     }
 
@@ -649,21 +653,32 @@ extension SharedAllocator {
         }
     }
 
+    /// A large block, a block of a locked cache's slab, or any block freed by a thread with
+    /// no cache (one that is exiting). A small block goes onto its owner's remote list: through
+    /// this thread's batch for that owner when the owner is a thread's cache (never
+    /// unmapped, so a batch may wait), else straight: a locked allocator's cache goes away
+    /// at its deinit, and a batch must not outlive it. The free is counted in the calling
+    /// thread's cache, or in the fallback cache (under its lock) when it has none.
     @usableFromInline @inline(never)
-    static func deallocateLarge(_ pointer: UnsafeMutableRawPointer) {
-        LargeSpan.free(pointer, cacheable: true)
-    }
-
-    /// A block whose slab belongs to another cache: into this thread's batch for that
-    /// owner when the owner is a thread's cache (never unmapped, so a batch may wait), else
-    /// straight onto the owner's remote list: a locked allocator's cache goes away at its
-    /// deinit, and a batch must not outlive it; so does a thread with no cache.
-    @usableFromInline @inline(never)
-    static func deallocateRemote(_ pointer: UnsafeMutableRawPointer, slab: Slab) {
+    static func deallocateSlow(_ pointer: UnsafeMutableRawPointer) {
+        if Block.isLarge(pointer) { return LargeSpan.free(pointer, cacheable: true) }
+        let slab = Slab(containing: pointer)
+        slab.assertOwns(pointer)
         let owner = ThreadCache(slab.owner)
-        if let base = ThreadLocalSlot.binnedAlloc.value, owner.kind == .perThread {
-            ThreadCache(base).batchRemoteFree(pointer, owner: owner)
+        if let base = ThreadLocalSlot.binnedAlloc.value {
+            let cache = ThreadCache(base)
+            cache.bin(slab.classIndex).counters.addFromOwner(1, to: .deallocations)
+            if owner.kind == .perThread {
+                cache.batchRemoteFree(pointer, owner: owner)
+            } else {
+                owner.remoteFrees.push(pointer)
+            }
         } else {
+            if let global = GlobalState.get() {
+                global.fallbackLock.pointee.withLock {
+                    global.fallbackCache.bin(slab.classIndex).counters.addFromOwner(1, to: .deallocations)
+                }
+            }
             owner.remoteFrees.push(pointer)
         }
     }
@@ -702,7 +717,6 @@ extension SharedAllocator {
     static let threadExitHook: @convention(c) (UnsafeMutableRawPointer?) -> Void = { base in
         guard let base, let global = GlobalState.get() else { return }
         let cache = ThreadCache(base)
-        cache.flushRemoteBatch()
         cache.trim()
         global.counters.add(1, to: .parkedThreadCaches)
         cache.ownership.store(ThreadCache.Ownership.parked.rawValue, ordering: .releasing)
@@ -778,11 +792,7 @@ extension SharedAllocator {
 
     static func releaseUnusedMemory() {
         guard let global = GlobalState.get() else { return }
-        if let base = ThreadLocalSlot.binnedAlloc.value {
-            let cache = ThreadCache(base)
-            cache.flushRemoteBatch()
-            cache.trim()
-        }
+        if let base = ThreadLocalSlot.binnedAlloc.value { ThreadCache(base).trim() }
         global.forEachParkedCache { $0.trim() }
         global.fallbackLock.pointee.withLock { global.fallbackCache.trim() }
         global.emptySpanCache()
@@ -894,6 +904,14 @@ struct ThreadCache {
     /// compare-exchange per 64 cross-thread frees, and never more than 63 blocks parked
     /// in a thread that stops freeing.
     static let remoteBatchLimit = 64
+    /// How many blocks of a class a thread's free cache holds: 64 KiB of them, at least 4
+    /// and at most 256. Enough that a thread alternating frees and allocations of a class
+    /// reuses the blocks it just freed, still warm in its cache, without touching a slab;
+    /// little enough that 40 classes hold at most 2.6 MiB per thread, given back at exit.
+    static func freeCacheLimit(ofClass classIndex: Int) -> Int {
+        min(256, max(4, (64 << 10) / Layout.sizeClasses.size(ofClass: classIndex)))
+    }
+
     /// Empty slabs a cache keeps warm for any class before returning them to the OS: two
     /// absorb the churn of a working set that hovers around a slab boundary, and bound
     /// what an idle cache holds to 512 KiB.
@@ -983,6 +1001,7 @@ struct ThreadCache {
         (base + ThreadCacheLayout.largeSpansLockOffset).bindMemory(to: SpinLock.self, capacity: 1).initialize(
             to: SpinLock())
         if kind == .perThread, let global {
+            for index in 0..<Layout.classCount { cache.bin(index).cachedLimit = freeCacheLimit(ofClass: index) }
             global.register(cache)
             global.counters.add(1, to: .threadCaches)
         }
@@ -1005,9 +1024,10 @@ struct ThreadCache {
 
     // MARK: Allocation
 
-    /// A block of class `classIndex`: the current slab's free list, else the refill path.
+    /// A block of class `classIndex`: the free cache, the current slab's free list, else
+    /// the refill path.
     func allocate(classIndex: Int) -> UnsafeMutableRawPointer? {
-        bin(classIndex).popCurrent() ?? refill(classIndex: classIndex)
+        bin(classIndex).pop() ?? refill(classIndex: classIndex)
     }
 
     /// The current slab ran dry: collect remote frees, carve fresh blocks, move to a
@@ -1063,13 +1083,61 @@ struct ThreadCache {
 
     // MARK: Deallocation
 
-    /// Frees a block of a slab this cache owns: a push onto the slab's free list.
+    /// A block freed by this cache's thread, of a thread cache's slab of class
+    /// `classIndex` (this cache's or another's): pushed onto the free cache; when that
+    /// holds more than its limit, the older half goes back to the slabs.
+    @inlinable @inline(__always)
+    func cacheFreed(_ block: UnsafeMutableRawPointer, classIndex: Int) {
+        Slab(containing: block).assertOwns(block)
+        let bin = bin(classIndex)
+        block.storeBytes(of: bin.cachedHead, as: UnsafeMutableRawPointer?.self)
+        bin.cachedHead = block
+        let count = bin.cachedCount &+ 1
+        bin.cachedCount = count
+        bin.counters.addFromOwner(1, to: .deallocations)
+        if _slowPath(count > bin.cachedLimit) { trimFreeCache(classIndex: classIndex, keeping: count / 2) }
+    }
+
+    /// Sends all but the newest `keeping` blocks of a class's free cache back to their
+    /// slabs.
+    @usableFromInline @inline(never)
+    func trimFreeCache(classIndex: Int, keeping: Int) {
+        let bin = bin(classIndex)
+        guard bin.cachedCount > keeping else { return }
+        var chain: UnsafeMutableRawPointer?
+        if keeping == 0 {
+            chain = bin.cachedHead
+            bin.cachedHead = nil
+        } else {
+            var last = bin.cachedHead!
+            for _ in 1..<keeping { last = Slab.next(after: last)! }
+            chain = Slab.next(after: last)
+            last.storeBytes(of: nil, as: UnsafeMutableRawPointer?.self)
+        }
+        bin.cachedCount = keeping
+        while let block = chain {
+            chain = Slab.next(after: block)
+            let slab = Slab(containing: block)
+            if slab.owner == base {
+                freeLocal(block, in: slab)
+            } else {
+                batchRemoteFree(block, owner: ThreadCache(slab.owner))
+            }
+        }
+    }
+
+    /// Sends every class's free cache back to the slabs (thread exit, trim).
+    func emptyFreeCaches() {
+        for index in 0..<Layout.classCount { trimFreeCache(classIndex: index, keeping: 0) }
+    }
+
+    /// Puts a block of a slab this cache owns back on the slab's free list (the free was
+    /// counted when the caller freed it).
     @inlinable @inline(__always)
     func freeLocal(_ block: UnsafeMutableRawPointer, in slab: Slab) {
         block.storeBytes(of: slab.freeList, as: UnsafeMutableRawPointer?.self)
         slab.freeList = block
         slab.used &-= 1
-        bin(slab.classIndex).counters.addFromOwner(1, to: .deallocations)
         if _slowPath(slab.state != .current) { freedIntoNonCurrent(slab) }
     }
 
@@ -1173,6 +1241,7 @@ struct ThreadCache {
             slab.state == .current || slab.state == .partial,
             "BinnedAlloc: retiring slab \(slab.base) in state \(slab.state), which is not in a class")
         bin(slab.classIndex).counters.addFromOwner(-1, to: .slabs)
+        GranuleMap.setClass(of: slab, to: nil)
         ownedSlabs.remove(slab.base)
         if reserveCount < ThreadCache.reserveSlabLimit {
             slab.state = .reserved
@@ -1194,9 +1263,12 @@ struct ThreadCache {
         while let slab = popReserve() { GlobalState.get()?.returnSlab(slab) }
     }
 
-    /// Gives back what the cache holds without need: collects the frees other threads made
-    /// into it, then retires its empty current slabs and its reserve.
+    /// Gives back what the cache holds without need: empties its free caches and pushes its
+    /// remote batch, collects the frees other threads made into it, then retires its empty
+    /// current slabs and its reserve.
     func trim() {
+        emptyFreeCaches()
+        flushRemoteBatch()
         collectRemoteFrees()
         retireEmptyCurrentSlabs()
         releaseReserve()
@@ -1268,9 +1340,47 @@ struct Bin {
     /// Counters written by the owner only, read by `statistics()` on any thread.
     @inlinable var counters: Counters<BinEvent> { Counters(at: base + BinLayout.countersOffset) }
 
-    /// Pops a block from the current slab's free list, or nil when there is no current
-    /// slab or it has no free block: the whole fast path of allocation.
+    /// The free cache: blocks of this class that this thread freed, newest first, linked
+    /// through their first word; any thread's slabs' blocks, still counted in use by their
+    /// slabs.
     @inlinable
+    var cachedHead: UnsafeMutableRawPointer? {
+        get { base.load(fromByteOffset: BinLayout.cachedHeadOffset, as: UnsafeMutableRawPointer?.self) }
+        nonmutating set {
+            base.storeBytes(of: newValue, toByteOffset: BinLayout.cachedHeadOffset, as: UnsafeMutableRawPointer?.self)
+        }
+    }
+
+    @inlinable
+    var cachedCount: Int {
+        get { base.load(fromByteOffset: BinLayout.cachedCountOffset, as: Int.self) }
+        nonmutating set { base.storeBytes(of: newValue, toByteOffset: BinLayout.cachedCountOffset, as: Int.self) }
+    }
+
+    /// Set when the cache is made (`ThreadCache.freeCacheLimit(ofClass:)`); 0 in a locked
+    /// cache, which keeps no free cache.
+    @inlinable
+    var cachedLimit: Int {
+        get { base.load(fromByteOffset: BinLayout.cachedLimitOffset, as: Int.self) }
+        nonmutating set { base.storeBytes(of: newValue, toByteOffset: BinLayout.cachedLimitOffset, as: Int.self) }
+    }
+
+    /// A block for the caller: the free cache's newest, else the current slab's next free
+    /// block; nil when both are empty. The whole fast path of allocation.
+    @inlinable @inline(__always)
+    func pop() -> UnsafeMutableRawPointer? {
+        if let block = cachedHead {
+            cachedHead = Slab.next(after: block)
+            cachedCount &-= 1
+            counters.addFromOwner(1, to: .allocations)
+            return block
+        }
+        return popCurrent()
+    }
+
+    /// Pops a block from the current slab's free list, or nil when there is no current
+    /// slab or it has no free block.
+    @inlinable @inline(__always)
     func popCurrent() -> UnsafeMutableRawPointer? {
         guard let slab = current, let block = slab.freeList else { return nil }
         slab.freeList = Slab.next(after: block)
@@ -1415,6 +1525,7 @@ struct Slab {
         bumpCursor = base + Layout.headerSize
         bumpEnd = base + Layout.headerSize + blockCount * blockSize
         state = .current
+        GranuleMap.setClass(of: self, to: owner.kind == .perThread ? classIndex : nil)
     }
 
     /// Moves never-used blocks onto the free list, lowest address first: those that end
@@ -1727,31 +1838,47 @@ struct LargeSpan {
 
 // MARK: - Granule map
 
-/// Which granules (256 KiB of address space each, aligned to their size) hold
-/// BinnedAlloc's blocks: one bit per granule, set while a slab or a large block's user
-/// part covers it. The standard malloc
-/// names (BinnedMalloc) ask it before freeing, so that a pointer BinnedAlloc did not hand
-/// out (glibc's, from before the library was interposed or from `__libc_malloc`) goes to
-/// glibc's free instead of being read as a slab.
+/// What each granule (256 KiB of address space, aligned to its size) holds, one byte per
+/// granule: nothing of BinnedAlloc's (0, `foreign`), a slab of a thread's cache formatted
+/// for class `c` (`firstClassEntry + c`), or anything else of BinnedAlloc's (1, `owned`:
+/// a large block's user part, a slab in a reserve or the pool, a slab of a locked cache).
 ///
-/// A marked granule is wholly one mapping's: slabs are exactly one granule, and a large
-/// block's user part starts on a granule boundary and its mapping runs to the end of its
-/// last granule (`LargeSpan.mappingSize(usable:)`), so no other mapping, glibc's included,
-/// can land in it.
-/// So bits are set and cleared without counting.
+/// Two questions read it. The standard malloc names (BinnedMalloc) ask whether a pointer is
+/// BinnedAlloc's before freeing it, so that one BinnedAlloc did not hand out (glibc's, from
+/// before the library was interposed or from `__libc_malloc`) goes to glibc's free instead
+/// of being read as a slab. And every free asks which class a block is, to push it onto the
+/// freeing thread's free cache without reading the slab's header (a cache miss on most
+/// frees of a large working set: 40% of `free`'s samples before, under
+/// `random-8-16384-ws10000-t1`). The map is dense, so its line is usually in cache.
+///
+/// A granule with a non-zero entry is wholly one mapping's: slabs are exactly one granule,
+/// and a large block's user part starts on a granule boundary and its mapping runs to the
+/// end of its last granule (`LargeSpan.mappingSize(usable:)`), so no other mapping, glibc's
+/// included, can land in it. So entries are written without counting. A slab's class entry
+/// is written when it is formatted and cleared to `owned` when it is retired, that is only
+/// while none of its blocks is allocated or in a free cache: a thread that reads a block's
+/// entry holds the block, and the entry cannot change under it.
 ///
 /// The map covers a 48-bit user address space (x86_64 Linux uses 47 bits, arm64 Linux 48):
-/// 2^30 bits in 128 MiB of address space reserved without commit charge; only the pages
-/// whose bits were ever set become resident (one page per 8 GiB of address space used).
-/// A kernel that maps higher (5-level paging, asked for by hint only) would put blocks
-/// beyond it: they are refused at mapping time (nil, ENOMEM).
+/// 2^30 entries in 1 GiB of address space reserved without commit charge; only the pages
+/// whose entries were ever written become resident (one page per GiB of address space
+/// used). A kernel that maps higher (5-level paging, asked for by hint only) would put
+/// blocks beyond it: they are refused at mapping time (nil, ENOMEM).
+@usableFromInline
 enum GranuleMap {
-    static let granuleShift = 18
-    static let addressBits = 48
-    static let byteCount = 1 << (addressBits - granuleShift - 3)
+    @inlinable static var granuleShift: Int { 18 }
+    @inlinable static var addressBits: Int { 48 }
+    static let byteCount = 1 << (addressBits - granuleShift)
+
+    /// The entry of a granule that holds nothing of BinnedAlloc's.
+    @inlinable static var foreign: UInt8 { 0 }
+    /// The entry of a granule of BinnedAlloc's that is not a thread cache's formatted slab.
+    @inlinable static var owned: UInt8 { 1 }
+    /// The entry of a thread cache's slab of class 0; class `c` is this plus `c`.
+    @inlinable static var firstClassEntry: UInt8 { 2 }
 
     /// The map's address once it exists (0 before).
-    static let address = Atomic<Int>(0)
+    @usableFromInline static let address = Atomic<Int>(0)
 
     /// Maps the map (racing callers map one each; all but one unmap theirs). False only
     /// when no address space is left.
@@ -1772,25 +1899,36 @@ enum GranuleMap {
         return true
     }
 
-    /// Whether `pointer` lies in a granule that holds BinnedAlloc's blocks.
-    static func contains(_ pointer: UnsafeRawPointer) -> Bool {
+    /// The entry of the granule `pointer` lies in (`foreign` before the map exists and
+    /// beyond it): one load.
+    @inlinable @inline(__always)
+    static func entry(_ pointer: UnsafeRawPointer) -> UInt8 {
         let map = address.load(ordering: .relaxed)
-        let granule = Int(bitPattern: UInt(bitPattern: pointer) &>> UInt(granuleShift))
-        guard map != 0, granule >= 0, granule < 1 &<< (addressBits - granuleShift) else { return false }
-        let word = AtomicWord(at: UnsafeMutableRawPointer(bitPattern: map)! + (granule &>> 6) &* 8)
-        return word.load(ordering: .relaxed) & (1 &<< (granule & 63)) != 0
+        let granule = UInt(bitPattern: pointer) &>> UInt(granuleShift)
+        guard map != 0, granule < 1 &<< UInt(addressBits - granuleShift) else { return foreign }
+        return UnsafeMutableRawPointer(bitPattern: map).unsafelyUnwrapped.advanced(by: Int(bitPattern: granule))
+            .assumingMemoryBound(to: Atomic<UInt8>.self).pointee.load(ordering: .relaxed)
     }
 
-    /// Whether the map has bits for every granule of [start, start + byteCount).
+    /// Whether `pointer` lies in a granule that holds BinnedAlloc's blocks.
+    static func contains(_ pointer: UnsafeRawPointer) -> Bool { entry(pointer) != foreign }
+
+    /// Whether the map has entries for every granule of [start, start + byteCount).
     static func covers(_ start: UnsafeMutableRawPointer, byteCount: Int) -> Bool {
         (Int(bitPattern: start) + byteCount - 1) >> granuleShift < 1 << (addressBits - granuleShift)
     }
 
-    static func mark(_ start: UnsafeMutableRawPointer, byteCount: Int) { update(start, byteCount, set: true) }
-    static func unmark(_ start: UnsafeMutableRawPointer, byteCount: Int) { update(start, byteCount, set: false) }
+    static func mark(_ start: UnsafeMutableRawPointer, byteCount: Int) { update(start, byteCount, to: owned) }
+    static func unmark(_ start: UnsafeMutableRawPointer, byteCount: Int) { update(start, byteCount, to: foreign) }
 
-    /// Sets or clears the bits of every granule that [start, start + byteCount) overlaps.
-    static func update(_ start: UnsafeMutableRawPointer, _ byteCount: Int, set: Bool) {
+    /// Makes a slab's entry name its class (a thread cache's slab just formatted) or
+    /// `owned` (nil: a slab leaving its class, or one of a locked cache).
+    static func setClass(of slab: Slab, to classIndex: Int?) {
+        update(slab.base, Layout.slabSize, to: classIndex.map { firstClassEntry + UInt8($0) } ?? owned)
+    }
+
+    /// Writes `entry` for every granule that [start, start + byteCount) overlaps.
+    static func update(_ start: UnsafeMutableRawPointer, _ byteCount: Int, to entry: UInt8) {
         let map = address.load(ordering: .acquiring)
         assert(map != 0, "BinnedAlloc: the granule map does not exist yet")
         guard map != 0, byteCount > 0 else { return }
@@ -1798,13 +1936,8 @@ enum GranuleMap {
         let last = (Int(bitPattern: start) + byteCount - 1) >> granuleShift
         assert(last < 1 << (addressBits - granuleShift), "BinnedAlloc: \(start) is beyond the granule map")
         for granule in first...min(last, (1 << (addressBits - granuleShift)) - 1) {
-            let word = AtomicWord(at: UnsafeMutableRawPointer(bitPattern: map)! + (granule >> 6) * 8)
-            let bit = 1 << (granule & 63)
-            if set {
-                word.bitwiseOr(bit, ordering: .relaxed)
-            } else {
-                word.bitwiseAnd(~bit, ordering: .relaxed)
-            }
+            (UnsafeMutableRawPointer(bitPattern: map)! + granule).assumingMemoryBound(to: Atomic<UInt8>.self).pointee
+                .store(entry, ordering: .relaxed)
         }
     }
 }
@@ -2197,6 +2330,11 @@ enum BinLayout {
     @inlinable static var partialOffset: Int { 8 }
     /// Owner-written `Counters<BinEvent>`: allocations, deallocations, slabs.
     @inlinable static var countersOffset: Int { 16 }
+    /// The free cache: its first block (the one freed last), how many blocks it holds, and
+    /// how many it may hold before the older half goes back to the slabs.
+    @inlinable static var cachedHeadOffset: Int { 40 }
+    @inlinable static var cachedCountOffset: Int { 48 }
+    @inlinable static var cachedLimitOffset: Int { 56 }
     /// A bin per cache line, so that a thread's classes in use share no line with others.
     @inlinable static var stride: Int { 64 }
 
@@ -2205,6 +2343,9 @@ enum BinLayout {
         check.field("current", at: currentOffset, size: 8)
         check.field("partial", at: partialOffset, size: 8)
         check.field("counters", at: countersOffset, size: BinEvent.byteCount)
+        check.field("cachedHead", at: cachedHeadOffset, size: 8)
+        check.field("cachedCount", at: cachedCountOffset, size: 8)
+        check.field("cachedLimit", at: cachedLimitOffset, size: 8)
         return check.result(within: stride)
     }
 }
@@ -2436,6 +2577,7 @@ extension ThreadCache {
                 }
             }
             if let problem { return problem }
+            if let problem = bin.freeCacheViolation(classIndex: index) { return "\(name): \(problem)" }
             var owned = 0
             ownedSlabs.forEach { if Slab($0).classIndex == index { owned += 1 } }
             if owned != bin.counters.value(of: .slabs) {
@@ -2471,6 +2613,29 @@ extension ThreadCache {
     }
 }
 
+extension Bin {
+    /// What is wrong with the free cache of class `classIndex`, or nil: at most its limit
+    /// of blocks, as many as its count says, each a block boundary of a slab of that class
+    /// whose granule entry names the class.
+    func freeCacheViolation(classIndex: Int) -> String? {
+        guard cachedCount >= 0, cachedCount <= cachedLimit else {
+            return "class \(classIndex)'s free cache holds \(cachedCount) blocks, its limit is \(cachedLimit)"
+        }
+        var count = 0
+        var node = cachedHead
+        while let block = node {
+            count += 1
+            guard count <= cachedLimit else { return "class \(classIndex)'s free cache is longer than its limit" }
+            let slab = Slab(containing: block)
+            guard slab.ownsBlock(block), slab.classIndex == classIndex,
+                GranuleMap.entry(block) == GranuleMap.firstClassEntry + UInt8(classIndex)
+            else { return "block \(block) in class \(classIndex)'s free cache is not a block of that class" }
+            node = Slab.next(after: block)
+        }
+        return count == cachedCount ? nil : "class \(classIndex)'s free cache holds \(count) blocks, its count says \(cachedCount)"
+    }
+}
+
 extension Slab {
     /// What is wrong with this slab of `owner`'s, or nil: its header, its granule, its
     /// free list (blocks of the slab, on block boundaries, no cycle), and whether its
@@ -2478,10 +2643,13 @@ extension Slab {
     func integrityViolation(owner: ThreadCache) -> String? {
         guard magicWord == Slab.magic ^ Int(bitPattern: base) else { return "slab \(base) has no magic" }
         guard self.owner == owner.base else { return "slab \(base) belongs to \(self.owner)" }
-        guard GranuleMap.contains(base) else { return "slab \(base)'s granule is not marked" }
         guard (0..<Layout.classCount).contains(classIndex), blockSize == Layout.sizeClasses.size(ofClass: classIndex),
             blockCount == (Layout.slabSize - Layout.headerSize) / blockSize
         else { return "slab \(base): class \(classIndex), block size \(blockSize), \(blockCount) blocks" }
+        let entry = owner.kind == .perThread ? GranuleMap.firstClassEntry + UInt8(classIndex) : GranuleMap.owned
+        guard GranuleMap.entry(base) == entry else {
+            return "slab \(base)'s granule entry is \(GranuleMap.entry(base)), not \(entry)"
+        }
         let first = base + Layout.headerSize
         guard bumpCursor >= first, bumpCursor <= bumpEnd, bumpEnd == first + blockCount * blockSize,
             (bumpCursor - first) % blockSize == 0

@@ -146,8 +146,8 @@ struct MemoryReturnTests {
     }
 
     /// The policy needs no call: a slab that empties while it is not current is retired at
-    /// once (two kept warm, the rest decommitted or unmapped), so only the current slab and
-    /// the reserve stay resident.
+    /// once (two kept warm, the rest decommitted or unmapped), so only the current slab, the
+    /// reserve and the slabs of the blocks in the free cache stay resident.
     @Test("a freed burst goes back to the OS by itself, with no releaseUnusedMemory call")
     func burstReturnsWithoutAnyCall() async {
         await #expect(processExitsWith: .success) {
@@ -171,7 +171,11 @@ struct MemoryReturnTests {
                 residentBytes() <= residentBefore + 4 * mebibyte,
                 "RSS \(residentBefore / mebibyte) MiB before, \(residentPeak / mebibyte) MiB at the peak, \(residentBytes() / mebibyte) MiB after"
             )
-            #expect(after.sizeClasses[classIndex(128)].slabs <= 1, "only the current slab stays with the heap")
+            // The thread's free cache keeps the newest blocks it freed (at most 256 of 128 B),
+            // which may straddle the current slab and the one before it.
+            #expect(
+                after.sizeClasses[classIndex(128)].slabs <= 2,
+                "only the current slab, and one the free cache may pin, stay with the heap")
         }
     }
 
