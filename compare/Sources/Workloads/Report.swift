@@ -133,7 +133,27 @@ public enum Report {
             }
             text += "\n"
         }
-        return text
+        return text + globalLockTable(summaries, workloads: workloads)
+    }
+
+    /// How often BinnedMalloc took each global lock, per million allocations and frees, on
+    /// every malloc-level workload it ran (issue 18: none on a thread's steady-state path).
+    static func globalLockTable(_ summaries: [CellSummary], workloads: [Workload]) -> String {
+        let keys = Worker.globalLockExtras
+        let rows = workloads.flatMap { workload in
+            summaries.filter { $0.workload == workload.name && $0.extras[keys[0].key] != nil }
+        }
+        guard !rows.isEmpty else { return "" }
+        var text = "### Global locks taken by BinnedMalloc\n\n"
+        text += "Unit: acquisitions per million allocations and frees, from BinnedAlloc's counters around the timed "
+        text += "run (its set-up and tear-down included), median of the repetitions.\n\n"
+        text += "| workload |" + keys.map { " \($0.header) |" }.joined() + "\n"
+        text += "|---|" + String(repeating: "--:|", count: keys.count) + "\n"
+        for row in rows {
+            let cells = [row.workload] + keys.map { key in row.extras[key.key].map { format($0.median) } ?? "–" }
+            text += "| " + cells.joined(separator: " | ") + " |\n"
+        }
+        return text + "\n"
     }
 
     static func ratio(_ value: Double, _ baseline: Double?) -> String {

@@ -24,8 +24,41 @@ public enum Worker {
         case .binnedAlloc: return Workloads.measure(workload, on: BinnedAllocBench(), scale: scale)
         default:
             precondition(column.runsBaselineCode, "no malloc-style adapter for column \(column.name)")
-            return Workloads.measure(workload, on: ProcessMalloc(), scale: scale)
+            guard column.process == .binnedMalloc else {
+                return Workloads.measure(workload, on: ProcessMalloc(), scale: scale)
+            }
+            // The counters around each run; the last run is the timed one.
+            var around: (before: BinnedAllocStatistics, after: BinnedAllocStatistics)? = nil
+            var result = measureWithWarmUp(operations: workload.operations(at: scale), scale: scale) { operations in
+                let before = BinnedAllocator.shared.statistics()
+                let measurement = run(workload.kind, on: ProcessMalloc(), operations: operations)
+                around = (before, BinnedAllocator.shared.statistics())
+                return measurement
+            }
+            if let around { result.extras.merge(globalLockRates(from: around.before, to: around.after)) { $1 } }
+            return result
         }
+    }
+
+    /// The keys of BinnedMalloc's global-lock rates in `Measurement.extras`, and their
+    /// headers in the table of `Report.globalLockTable`.
+    public static let globalLockExtras = [
+        Workload.Family.Extra(key: "locks.pool", header: "pool"),
+        Workload.Family.Extra(key: "locks.spanCache", header: "span cache"),
+        Workload.Family.Extra(key: "locks.fallback", header: "fallback cache"),
+    ]
+
+    /// BinnedAlloc's global-lock acquisitions per million allocations and frees between two
+    /// snapshots of its counters (the process's, the harness's own allocations included).
+    static func globalLockRates(
+        from before: BinnedAllocStatistics, to after: BinnedAllocStatistics
+    ) -> [String: Double] {
+        let perMillion = 1e6 / Double(max(1, after.operations - before.operations))
+        let (old, new) = (before.globalLockAcquisitions, after.globalLockAcquisitions)
+        let counts = [new.pool - old.pool, new.spanCache - old.spanCache, new.fallback - old.fallback]
+        var rates: [String: Double] = [:]
+        for (extra, count) in zip(globalLockExtras, counts) { rates[extra.key] = Double(count) * perMillion }
+        return rates
     }
 
     /// nil when this process's malloc is `process`, else why not: the `malloc` the process

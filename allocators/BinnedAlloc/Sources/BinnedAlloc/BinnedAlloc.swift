@@ -364,6 +364,23 @@ public struct BinnedAllocStatistics: Sendable, Equatable {
     public var threadCaches: Int
     /// Thread caches of exited threads waiting to be adopted.
     public var parkedThreadCaches: Int
+    /// How often each lock that any thread may take was taken so far (process-wide).
+    public var globalLockAcquisitions: GlobalLocks
+
+    /// Acquisitions of the process-wide locks: the pool of empty slabs (a thread takes or
+    /// returns a slab beyond its reserve), the span cache (large blocks up to 4 MiB and
+    /// above), and the fallback cache (threads that are exiting).
+    public struct GlobalLocks: Sendable, Equatable {
+        public var pool: Int
+        public var spanCache: Int
+        public var fallback: Int
+    }
+
+    /// Every allocation and free counted here, small and large: the operations that
+    /// `globalLockAcquisitions` can be set against.
+    public var operations: Int {
+        sizeClasses.reduce(0) { $0 + $1.allocations + $1.deallocations } + largeAllocations + largeDeallocations
+    }
 
     static var empty: BinnedAllocStatistics {
         BinnedAllocStatistics(
@@ -373,7 +390,8 @@ public struct BinnedAllocStatistics: Sendable, Equatable {
                     slabs: 0)
             },
             largeAllocations: 0, largeDeallocations: 0, largeLiveBytes: 0, bytesMapped: 0, bytesReturned: 0,
-            cachedLargeBlocks: 0, cachedLargeBytes: 0, threadCaches: 0, parkedThreadCaches: 0)
+            cachedLargeBlocks: 0, cachedLargeBytes: 0, threadCaches: 0, parkedThreadCaches: 0,
+            globalLockAcquisitions: GlobalLocks(pool: 0, spanCache: 0, fallback: 0))
     }
 
     mutating func addGlobalFigures(largeFrom large: Counters<LargeEvent>?) {
@@ -389,6 +407,9 @@ public struct BinnedAllocStatistics: Sendable, Equatable {
         cachedLargeBytes = global.counters.value(of: .cachedSpanBytes)
         threadCaches = global.counters.value(of: .threadCaches)
         parkedThreadCaches = global.counters.value(of: .parkedThreadCaches)
+        globalLockAcquisitions = GlobalLocks(
+            pool: global.counters.value(of: .poolLocks), spanCache: global.counters.value(of: .spanCacheLocks),
+            fallback: global.counters.value(of: .fallbackLocks))
     }
 }
 
@@ -636,7 +657,7 @@ extension SharedAllocator {
         // An exiting thread (or one that could not get a cache) uses the global locked
         // fallback cache.
         guard let global = GlobalState.get() else { return nil }
-        return global.fallbackLock.pointee.withLock { global.fallbackCache.allocate(classIndex: classIndex) }
+        return global.withFallbackLock { global.fallbackCache.allocate(classIndex: classIndex) }
     }
 
     @usableFromInline @inline(never)
@@ -675,7 +696,7 @@ extension SharedAllocator {
             }
         } else {
             if let global = GlobalState.get() {
-                global.fallbackLock.pointee.withLock {
+                global.withFallbackLock {
                     global.fallbackCache.bin(slab.classIndex).counters.addFromOwner(1, to: .deallocations)
                 }
             }
@@ -763,7 +784,13 @@ extension SharedAllocator {
         text.append(counters.value(of: .cachedSpans))
         text.append(" (")
         text.append(counters.value(of: .cachedSpanBytes))
-        text.append(" bytes)\n")
+        text.append(" bytes)\nglobal locks taken: pool ")
+        text.append(counters.value(of: .poolLocks))
+        text.append(", span cache ")
+        text.append(counters.value(of: .spanCacheLocks))
+        text.append(", fallback cache ")
+        text.append(counters.value(of: .fallbackLocks))
+        text.append("\n")
         text.append("class      size    allocations  deallocations     live   slabs\n")
         for index in 0..<Layout.classCount {
             var sums = (allocations: 0, deallocations: 0, slabs: 0)
@@ -794,7 +821,7 @@ extension SharedAllocator {
         guard let global = GlobalState.get() else { return }
         if let base = ThreadLocalSlot.binnedAlloc.value { ThreadCache(base).trim() }
         global.forEachParkedCache { $0.trim() }
-        global.fallbackLock.pointee.withLock { global.fallbackCache.trim() }
+        global.withFallbackLock { global.fallbackCache.trim() }
         global.emptySpanCache()
     }
 }
@@ -1413,7 +1440,9 @@ struct Bin {
 /// Process-wide counters.
 enum GlobalEvent: Int, CaseIterable {
     case bytesMapped, bytesReturned, threadCaches, parkedThreadCaches, pooledSlabs, cachedSpans, cachedSpanBytes
-    static var byteCount: Int { (cachedSpanBytes.rawValue + 1) * 8 }
+    /// How often each global lock was taken.
+    case poolLocks, spanCacheLocks, fallbackLocks
+    static var byteCount: Int { (fallbackLocks.rawValue + 1) * 8 }
 }
 
 // MARK: - Slab
@@ -2003,6 +2032,30 @@ struct GlobalState {
     var fallbackLock: UnsafeMutablePointer<SpinLock> {
         (base + GlobalLayout.fallbackLockOffset).assumingMemoryBound(to: SpinLock.self)
     }
+    /// Run `body` holding the pool's, the fallback cache's or the span cache's lock, and
+    /// count the acquisition (`BinnedAllocStatistics.globalLockAcquisitions`): these are the
+    /// only locks every thread may take, and a steady state should take them rarely.
+    func withPoolLock<Result>(_ body: () -> Result) -> Result {
+        poolLock.pointee.withLock {
+            counters.add(1, to: .poolLocks)
+            return body()
+        }
+    }
+
+    func withFallbackLock<Result>(_ body: () -> Result) -> Result {
+        fallbackLock.pointee.withLock {
+            counters.add(1, to: .fallbackLocks)
+            return body()
+        }
+    }
+
+    func withSpanCacheLock<Result>(_ body: () -> Result) -> Result {
+        spanCacheLock.pointee.withLock {
+            counters.add(1, to: .spanCacheLocks)
+            return body()
+        }
+    }
+
     var fallbackCache: ThreadCache {
         ThreadCache(base.load(fromByteOffset: GlobalLayout.fallbackCacheOffset, as: UnsafeMutableRawPointer.self))
     }
@@ -2016,7 +2069,7 @@ struct GlobalState {
     /// Keeps a freed span (its header) for reuse unless the cache is full; returns whether
     /// it did. A cached span has no valid magic, so a late free of it traps in debug builds.
     func cacheSpan(_ header: UnsafeMutableRawPointer, usableSize: Int) -> Bool {
-        spanCacheLock.pointee.withLock {
+        withSpanCacheLock {
             let span = LargeSpan(header: header)
             // One load keeps a double free from caching a span twice (two later blocks
             // would share it): the first free cleared the magic.
@@ -2037,7 +2090,7 @@ struct GlobalState {
     /// most half as much again (two classes up): a program's sizes vary, and an exact match
     /// alone would miss most of the time. nil when none fits.
     func takeCachedSpan(usableSize: Int) -> UnsafeMutableRawPointer? {
-        spanCacheLock.pointee.withLock {
+        withSpanCacheLock {
             let count = counters.value(of: .cachedSpans)
             var best: (index: Int, size: Int)? = nil
             for index in 0..<count {
@@ -2060,7 +2113,7 @@ struct GlobalState {
     /// The largest cached span above ``LargeSpan/spanCacheMaximumSize`` that is smaller
     /// than `usableSize`, to be grown to it; nil when there is none.
     func takeLargestCachedSpan(below usableSize: Int) -> UnsafeMutableRawPointer? {
-        spanCacheLock.pointee.withLock {
+        withSpanCacheLock {
             let count = counters.value(of: .cachedSpans)
             var best: (index: Int, size: Int)? = nil
             for index in 0..<count {
@@ -2080,7 +2133,7 @@ struct GlobalState {
 
     /// Unmaps every cached span.
     func emptySpanCache() {
-        while let span = spanCacheLock.pointee.withLock({ () -> LargeSpan? in
+        while let span = withSpanCacheLock({ () -> LargeSpan? in
             let count = counters.value(of: .cachedSpans)
             guard count > 0 else { return nil }
             let span = LargeSpan(header: spanCache[count - 1])
@@ -2137,7 +2190,7 @@ struct GlobalState {
 
     /// Pops a pooled slab (under the pool lock).
     func popPooled() -> Slab? {
-        poolLock.pointee.withLock {
+        withPoolLock {
             guard let first = pool.popFront() else { return nil }
             counters.add(-1, to: .pooledSlabs)
             return Slab(first)
@@ -2146,7 +2199,7 @@ struct GlobalState {
 
     /// Pools a slab, which is on no list, unless the pool is full; returns whether it did.
     func pool(_ slab: Slab, decommit: Bool) -> Bool {
-        poolLock.pointee.withLock {
+        withPoolLock {
             guard counters.value(of: .pooledSlabs) < GlobalState.pooledSlabLimit else { return false }
             if decommit {
                 try? PageSource().decommit(
@@ -2502,7 +2555,7 @@ enum GlobalLayout {
     /// `Counters<GlobalEvent>`, and the shared allocator's `Counters<LargeEvent>`, each
     /// from a cache line.
     static var countersOffset: Int { 64 }
-    static var largeCountersOffset: Int { 128 }
+    static var largeCountersOffset: Int { 192 }
     /// The span cache's `SpinLock`, on a cache line of its own, and its slots (span
     /// headers), from the next.
     static var spanCacheLockOffset: Int { 256 }
