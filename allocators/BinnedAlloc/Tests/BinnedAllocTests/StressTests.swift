@@ -342,6 +342,83 @@ struct BinnedStressTests {
     }
 }
 
+/// The tables of `threadChurnWithExitedOwners`: per lane, slots of (block, size, tag).
+/// Each table is used by one thread per round, and rounds are joined before the next.
+final class ChurnTables: @unchecked Sendable {
+    let lanes: Int
+    let slots: Int
+    let blocks: UnsafeMutablePointer<UnsafeMutableRawPointer?>
+    let sizes: UnsafeMutablePointer<Int>
+    let tags: UnsafeMutablePointer<Int>
+    let problems = Mutex<[String]>([])
+
+    init(lanes: Int, slots: Int) {
+        (self.lanes, self.slots) = (lanes, slots)
+        blocks = .allocate(capacity: lanes * slots)
+        blocks.initialize(repeating: nil, count: lanes * slots)
+        sizes = .allocate(capacity: lanes * slots)
+        sizes.initialize(repeating: 0, count: lanes * slots)
+        tags = .allocate(capacity: lanes * slots)
+        tags.initialize(repeating: 0, count: lanes * slots)
+    }
+
+    deinit {
+        blocks.deallocate()
+        sizes.deallocate()
+        tags.deallocate()
+    }
+
+    /// Frees the block in `slot` (checking its pattern) and puts a new one there.
+    func replace(_ slot: Int, size: Int, tag: Int) {
+        let allocator = BinnedAllocator.shared
+        if let old = blocks[slot] {
+            if !Pattern.matches(old, tag: tags[slot], range: 0..<sizes[slot]) {
+                problems.withLock { $0.append("slot \(slot): block \(old) lost its pattern") }
+            }
+            allocator.deallocate(old)
+        }
+        guard let block = allocator.allocate(byteCount: size) else {
+            problems.withLock { $0.append("allocate(byteCount: \(size)) returned nil") }
+            blocks[slot] = nil
+            return
+        }
+        Pattern.fill(block, tag: tag, range: 0..<size)
+        (blocks[slot], sizes[slot], tags[slot]) = (block, size, tag)
+    }
+}
+
+extension BinnedStressTests {
+    /// Issue 18's thread churn, under the sanitizer: each lane's slots pass to a fresh
+    /// thread every round, and the lanes swap tables between rounds, so most frees hit
+    /// blocks whose allocating thread has exited (its cache parked or adopted by another
+    /// lane) or belongs to the other lane's running thread; blocks of every kind sit in
+    /// free caches and remote batches when threads exit.
+    @Test("thread churn: fresh threads each round free blocks of exited threads and of each other")
+    func threadChurnWithExitedOwners() throws {
+        let seed = testSeed()
+        let lanes = Self.threadCount
+        let tables = ChurnTables(lanes: lanes, slots: 500)
+        for round in 0..<24 {
+            try onThreads(lanes) { position in
+                var generator = SplitMix64(seed: seed &+ UInt64(round * lanes + position))
+                let table = (position + round) % lanes * tables.slots
+                for step in 0..<1_500 {
+                    let slot = table + Int(generator.next() % UInt64(tables.slots))
+                    let size = 8 + Int(generator.next() % 993)
+                    tables.replace(slot, size: size, tag: (round * 1_500 + step) % Pattern.origins)
+                }
+            }
+        }
+        for slot in 0..<(lanes * tables.slots) where tables.blocks[slot] != nil {
+            tables.replace(slot, size: 0, tag: 0)
+            BinnedAllocator.shared.deallocate(tables.blocks[slot])
+        }
+        let problems = tables.problems.withLock { $0 }
+        #expect(problems.isEmpty, "seed \(seed): \(problems.prefix(5))")
+        BinnedAllocator.shared.releaseUnusedMemory()
+    }
+}
+
 @Suite("LockedStress: one LockedBinnedAllocator shared by several threads")
 struct LockedStressTests {
     @Test("blocks handed between threads keep their contents; statistics balance exactly at the end")

@@ -72,6 +72,48 @@ struct ThreadCacheTests {
         }
     }
 
+    /// Issue 18: the blocks an exited thread allocated, freed by another thread, serve the
+    /// next thread, which adopts the exited thread's cache and collects those frees: no
+    /// slab is added to the class, and the new blocks are the freed ones.
+    @Test("blocks of an exited thread, freed elsewhere, are reused by the next thread: no new slab")
+    func exitedThreadsFreedBlocksAreReused() async {
+        await #expect(processExitsWith: .success) {
+            let allocator = BinnedAllocator.shared
+            let sizeClass = BinnedAllocator.sizeClasses.index(for: 64)
+            let count = 20_000  // about five slabs of 64-byte blocks
+            let box = BlockBox()
+            try onNewThread {
+                for _ in 0..<count {
+                    guard let pointer = allocator.allocate(byteCount: 64) else { fatalError("allocation failed") }
+                    box.put(pointer)
+                }
+            }
+            let first = box.takeAll()
+            // Freed on this thread: into its free cache and remote batches to the parked cache.
+            for pointer in first { allocator.deallocate(pointer) }
+            let before = allocator.statistics()
+            #expect(before.parkedThreadCaches >= 1, "the allocating thread's cache was not parked")
+            let reused = count - 1_000  // what this thread's free cache and batch may still hold
+            try onNewThread {
+                for _ in 0..<reused {
+                    guard let pointer = allocator.allocate(byteCount: 64) else { fatalError("allocation failed") }
+                    box.put(pointer)
+                }
+            }
+            let after = allocator.statistics()
+            let second = box.takeAll()
+            #expect(after.threadCaches == before.threadCaches, "the second thread did not adopt the parked cache")
+            #expect(
+                after.sizeClasses[sizeClass].slabs <= before.sizeClasses[sizeClass].slabs,
+                "slabs of 64 B: \(before.sizeClasses[sizeClass].slabs) -> \(after.sizeClasses[sizeClass].slabs)")
+            // All but what the current slab's never-used part gave are blocks freed above.
+            let reusedBlocks = Set(second).intersection(first).count
+            let slabBlocks = (BinnedAllocator.slabSize - 4096) / 64
+            #expect(reusedBlocks >= reused - slabBlocks, "only \(reusedBlocks) of \(reused) blocks were reused")
+            for pointer in second { allocator.deallocate(pointer) }
+        }
+    }
+
     @Test("200 short threads one after another: the number of caches stays flat")
     func threadChurnReusesCaches() async {
         await #expect(processExitsWith: .success) {
