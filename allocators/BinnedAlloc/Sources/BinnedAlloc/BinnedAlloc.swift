@@ -4,9 +4,11 @@
 //
 // Small requests (up to 32 KiB) are served from *slabs*: 256 KiB, aligned to their size,
 // each holding blocks of one size class behind a one-page header. Every thread gets a
-// *thread cache*: per size class a current slab and a list of slabs with free blocks. Allocation pops the current slab's free list; a free by the owning thread pushes
-// onto it. Neither takes a lock or an atomic read-modify-write. Larger requests get a
-// span of their own straight from the kernel.
+// *thread cache*: per size class a current slab, a list of slabs with free blocks, and a
+// *free cache* of blocks the thread freed. A free pushes onto the freeing thread's free
+// cache (whichever thread's slab the block is from); allocation pops it, else the current
+// slab's free list. Neither takes a lock or an atomic read-modify-write. Larger requests
+// get a span of their own, from the span cache or the kernel.
 //
 // ```swift
 // let allocator = BinnedAllocator.shared
@@ -25,20 +27,22 @@
 //   the slab, so no small block is ever slab-aligned.
 // - A large block's pointer *is* slab-aligned, with its header in the page just before.
 //   So `pointer & (slabSize - 1) == 0` tells large from small with one test.
-// - Whether a pointer is BinnedAlloc's at all (the standard names' question): the granule
-//   map, one bit per *granule* (256 KiB of address space).
+// - Whether a pointer is BinnedAlloc's at all (the standard names' question), and the class
+//   of a block of a thread's slab (the free path's): the granule map, one byte per
+//   *granule* (256 KiB of address space).
 // - The calling thread's cache: AllocCore's initial-exec thread-local slot, one `%fs` load.
 //
 // # Threads
 //
-// A block freed by a thread other than its slab's owner is a *remote free*. The freeing
-// thread collects such blocks in a small batch per owner and pushes the batch, as one
+// A free cache that overflows sends its older half home: blocks of the thread's own slabs
+// onto their slabs' free lists, others as *remote frees*. The freeing
+// thread collects those in a small batch per owner and pushes the batch, as one
 // chain with one compare-exchange, onto the owner cache's remote list; the owner takes the
 // whole list when it next runs out of blocks of some class. At most `remoteBatchLimit - 1`
 // blocks wait in a thread's batch (flushed on its slow paths, at its exit and by
 // `releaseUnusedMemory()`).
 //
-// A thread that exits *parks* its cache: pending frees are pushed, its own remote list
+// A thread that exits *parks* its cache: its free caches are emptied, pending frees pushed, its own remote list
 // drained, empty slabs released, and the cache goes onto a global stack. The next new
 // thread adopts a parked cache before it maps a new one, so creating and joining thousands
 // of threads keeps memory flat. Remote frees to a parked cache keep landing on its remote
@@ -50,8 +54,9 @@
 // thread cache keeps up to `reserveSlabLimit` empty slabs warm for any class; beyond that the
 // slab's pages are returned with `MADV_DONTNEED` and it goes to a global pool of empty
 // slabs (address space only, one resident header page), or is unmapped when the pool
-// already holds `pooledSlabLimit`. Large spans are unmapped when freed (or, up to 4 MiB,
-// kept in a span cache for the next request of their size).
+// already holds `pooledSlabLimit`. Freed large spans wait in a span cache, within a byte
+// budget, for the next request they fit (or, above 4 MiB, can be grown to); the rest are
+// unmapped.
 //
 // # Structure
 //
@@ -2731,7 +2736,10 @@ extension Bin {
             else { return "block \(block) in class \(classIndex)'s free cache is not a block of that class" }
             node = Slab.next(after: block)
         }
-        return count == cachedCount ? nil : "class \(classIndex)'s free cache holds \(count) blocks, its count says \(cachedCount)"
+        guard count == cachedCount else {
+            return "class \(classIndex)'s free cache holds \(count) blocks, its count says \(cachedCount)"
+        }
+        return nil
     }
 }
 
