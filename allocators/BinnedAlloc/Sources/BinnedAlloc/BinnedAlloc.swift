@@ -691,8 +691,12 @@ extension SharedAllocator {
         let slab = Slab(containing: pointer)
         slab.assertOwns(pointer)
         let owner = ThreadCache(slab.owner)
-        if let base = ThreadLocalSlot.binnedAlloc.value {
-            let cache = ThreadCache(base)
+        // A thread that only frees (a consumer) gets a cache at its first free, so that its
+        // frees take the fast path and no lock from then on.
+        if let cache = currentThreadCache() {
+            if GranuleMap.entry(pointer) >= GranuleMap.firstClassEntry {
+                return cache.cacheFreed(pointer, classIndex: slab.classIndex)
+            }
             cache.bin(slab.classIndex).counters.addFromOwner(1, to: .deallocations)
             if owner.kind == .perThread {
                 cache.batchRemoteFree(pointer, owner: owner)

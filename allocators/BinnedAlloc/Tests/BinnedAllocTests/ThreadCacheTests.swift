@@ -82,6 +82,9 @@ struct ThreadCacheTests {
             let sizeClass = BinnedAllocator.sizeClasses.index(for: 64)
             let count = 20_000  // about five slabs of 64-byte blocks
             let box = BlockBox()
+            // This thread gets its own cache first, so that the parked one waits for the
+            // second thread (a thread's first free would adopt it).
+            allocator.deallocate(allocator.allocate(byteCount: 64))
             try onNewThread {
                 for _ in 0..<count {
                     guard let pointer = allocator.allocate(byteCount: 64) else { fatalError("allocation failed") }
