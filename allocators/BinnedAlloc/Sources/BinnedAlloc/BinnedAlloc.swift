@@ -1712,18 +1712,17 @@ struct LargeSpan {
         guard alignment <= Layout.slabSize, let global = GlobalState.get(),
             let size = cacheClassSize(for: byteCount) ?? alignUp(byteCount, to: SystemInfo.pageSize)
         else { return allocate(byteCount: byteCount, alignment: alignment) }
-        if let header = global.takeCachedSpan(usableSize: size) {
+        if let header = global.takeCachedSpan(usableSize: size, orSmaller: size > spanCacheMaximumSize) {
             let span = reuse(header, alignment: alignment, global: global)
+            let usable = LargeSpan(user: span).usableSize
             // Above the classes a span with more than 1/8 to spare is cut to the request
             // (mremap in place, the tail's pages freed), so that slack does not add up to
             // resident memory; cutting every span down cost 6% more time in
-            // `big-blocks-5-25mib`, whose requests then grew more cached spans.
-            guard size > spanCacheMaximumSize, LargeSpan(user: span).usableSize > size + size / 8 else { return span }
-            return resize(span, byteCount: size) ?? span
-        }
-        if size > spanCacheMaximumSize, let header = global.takeLargestCachedSpan(below: size) {
-            let span = reuse(header, alignment: alignment, global: global)
-            if let grown = resize(span, byteCount: size) { return grown }
+            // `big-blocks-5-25mib`, whose requests then grew more cached spans. A smaller
+            // span is grown, so that only the pages it gains fault in.
+            guard size > spanCacheMaximumSize, usable < size || usable > size + size / 8 else { return span }
+            if let resized = resize(span, byteCount: size) { return resized }
+            if usable >= size { return span }
             free(span, cacheable: true)
         }
         return allocate(byteCount: size, alignment: alignment)
@@ -2097,41 +2096,24 @@ struct GlobalState {
 
     /// The cached span (its header) that fits `usableSize` most closely, if one holds at
     /// most half as much again (two classes up): a program's sizes vary, and an exact match
-    /// alone would miss most of the time. nil when none fits.
-    func takeCachedSpan(usableSize: Int) -> UnsafeMutableRawPointer? {
+    /// alone would miss most of the time. Failing that, when `orSmaller`, the largest cached
+    /// span above ``LargeSpan/spanCacheMaximumSize`` that is smaller, to be grown to it. One
+    /// scan under one acquisition of the lock; nil when nothing qualifies.
+    func takeCachedSpan(usableSize: Int, orSmaller: Bool = false) -> UnsafeMutableRawPointer? {
         withSpanCacheLock {
             let count = counters.value(of: .cachedSpans)
-            var best: (index: Int, size: Int)? = nil
+            var fit: (index: Int, size: Int)? = nil
+            var smaller: (index: Int, size: Int)? = nil
             for index in 0..<count {
                 let size = LargeSpan(header: spanCache[index]).usableSize
-                guard size >= usableSize, size <= usableSize + usableSize / 2, size < best?.size ?? .max else {
-                    continue
-                }
-                best = (index, size)
-                if size == usableSize { break }
-            }
-            guard let best else { return nil }
-            let header = spanCache[best.index]
-            spanCache[best.index] = spanCache[count - 1]
-            counters.add(-1, to: .cachedSpans)
-            counters.add(-best.size, to: .cachedSpanBytes)
-            return header
-        }
-    }
-
-    /// The largest cached span above ``LargeSpan/spanCacheMaximumSize`` that is smaller
-    /// than `usableSize`, to be grown to it; nil when there is none.
-    func takeLargestCachedSpan(below usableSize: Int) -> UnsafeMutableRawPointer? {
-        withSpanCacheLock {
-            let count = counters.value(of: .cachedSpans)
-            var best: (index: Int, size: Int)? = nil
-            for index in 0..<count {
-                let size = LargeSpan(header: spanCache[index]).usableSize
-                if size > LargeSpan.spanCacheMaximumSize && size < usableSize && size > best?.size ?? 0 {
-                    best = (index, size)
+                if size >= usableSize {
+                    if size <= usableSize + usableSize / 2 && size < fit?.size ?? .max { fit = (index, size) }
+                    if size == usableSize { break }
+                } else if orSmaller && size > LargeSpan.spanCacheMaximumSize && size > smaller?.size ?? 0 {
+                    smaller = (index, size)
                 }
             }
-            guard let best else { return nil }
+            guard let best = fit ?? smaller else { return nil }
             let header = spanCache[best.index]
             spanCache[best.index] = spanCache[count - 1]
             counters.add(-1, to: .cachedSpans)
