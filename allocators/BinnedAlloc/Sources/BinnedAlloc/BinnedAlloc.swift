@@ -5,9 +5,9 @@
 // Small requests (up to 32 KiB) are served from *slabs*: 256 KiB, aligned to their size,
 // each holding blocks of one size class behind a one-page header. Every thread gets a
 // *thread cache*: per size class a current slab, a list of slabs with free blocks, and a
-// *free cache* of blocks the thread freed. A free pushes onto the freeing thread's free
-// cache (whichever thread's slab the block is from); allocation pops it, else the current
-// slab's free list. Neither takes a lock or an atomic read-modify-write. Larger requests
+// *free cache* of blocks the thread freed (an array of pointers). A free appends to the
+// freeing thread's free cache (whichever thread's slab the block is from); allocation takes
+// the newest, else pops the current slab's free list. Neither takes a lock or an atomic read-modify-write. Larger requests
 // get a span of their own, from the span cache or the kernel.
 //
 // ```swift
@@ -1037,7 +1037,13 @@ struct ThreadCache {
         (base + ThreadCacheLayout.largeSpansLockOffset).bindMemory(to: SpinLock.self, capacity: 1).initialize(
             to: SpinLock())
         if kind == .perThread, let global {
-            for index in 0..<Layout.classCount { cache.bin(index).cachedLimit = freeCacheLimit(ofClass: index) }
+            var slots = base + ThreadCacheLayout.freeCacheSlotsOffset
+            for index in 0..<Layout.classCount {
+                let limit = freeCacheLimit(ofClass: index)
+                cache.bin(index).cachedSlots = slots.bindMemory(to: UnsafeMutableRawPointer.self, capacity: limit)
+                cache.bin(index).cachedLimit = limit
+                slots += limit &* MemoryLayout<UnsafeMutableRawPointer>.stride
+            }
             global.register(cache)
             global.counters.add(1, to: .threadCaches)
         }
@@ -1120,39 +1126,31 @@ struct ThreadCache {
     // MARK: Deallocation
 
     /// A block freed by this cache's thread, of a thread cache's slab of class
-    /// `classIndex` (this cache's or another's): pushed onto the free cache; when that
-    /// holds more than its limit, the older half goes back to the slabs.
+    /// `classIndex` (this cache's or another's): appended to the free cache; when that
+    /// reaches its limit, the older half goes back to the slabs.
     @inlinable @inline(__always)
     func cacheFreed(_ block: UnsafeMutableRawPointer, classIndex: Int) {
         Slab(containing: block).assertOwns(block)
         let bin = bin(classIndex)
-        block.storeBytes(of: bin.cachedHead, as: UnsafeMutableRawPointer?.self)
-        bin.cachedHead = block
-        let count = bin.cachedCount &+ 1
-        bin.cachedCount = count
+        let count = bin.cachedCount
+        assert(count < bin.cachedLimit, "BinnedAlloc: a free cache was left full")
+        bin.cachedSlots.unsafelyUnwrapped[count] = block
+        bin.cachedCount = count &+ 1
         bin.counters.addFromOwner(1, to: .deallocations)
-        if _slowPath(count > bin.cachedLimit) { trimFreeCache(classIndex: classIndex, keeping: count / 2) }
+        if _slowPath(count &+ 1 == bin.cachedLimit) { trimFreeCache(classIndex: classIndex, keeping: (count &+ 1) / 2) }
     }
 
     /// Sends all but the newest `keeping` blocks of a class's free cache back to their
-    /// slabs.
+    /// slabs, and moves the newest down to the array's start.
     @usableFromInline @inline(never)
     func trimFreeCache(classIndex: Int, keeping: Int) {
         let bin = bin(classIndex)
-        guard bin.cachedCount > keeping else { return }
-        var chain: UnsafeMutableRawPointer?
-        if keeping == 0 {
-            chain = bin.cachedHead
-            bin.cachedHead = nil
-        } else {
-            var last = bin.cachedHead!
-            for _ in 1..<keeping { last = Slab.next(after: last)! }
-            chain = Slab.next(after: last)
-            last.storeBytes(of: nil, as: UnsafeMutableRawPointer?.self)
-        }
-        bin.cachedCount = keeping
-        while let block = chain {
-            chain = Slab.next(after: block)
+        let count = bin.cachedCount
+        guard count > keeping else { return }
+        let slots = bin.cachedSlots.unsafelyUnwrapped
+        let leaving = count &- keeping
+        for index in 0..<leaving {
+            let block = slots[index]
             let slab = Slab(containing: block)
             if slab.owner == base {
                 freeLocal(block, in: slab)
@@ -1160,6 +1158,9 @@ struct ThreadCache {
                 batchRemoteFree(block, owner: ThreadCache(slab.owner))
             }
         }
+        // Forward, so that the overlapping ranges copy right.
+        for index in 0..<keeping { slots[index] = slots[leaving &+ index] }
+        bin.cachedCount = keeping
     }
 
     /// Sends every class's free cache back to the slabs (thread exit, trim).
@@ -1376,14 +1377,22 @@ struct Bin {
     /// Counters written by the owner only, read by `statistics()` on any thread.
     @inlinable var counters: Counters<BinEvent> { Counters(at: base + BinLayout.countersOffset) }
 
-    /// The free cache: blocks of this class that this thread freed, newest first, linked
-    /// through their first word; any thread's slabs' blocks, still counted in use by their
-    /// slabs.
+    /// The free cache: blocks of this class that this thread freed, oldest first, in an
+    /// array of `cachedLimit` slots in the cache's mapping (set when the cache is made; nil
+    /// in a locked cache). Any thread's slabs' blocks, still counted in use by their slabs.
+    /// An array, not a list through the blocks: a pop reads no block, so the block handed
+    /// out is not loaded (a cache miss when the working set is large) until the caller
+    /// touches it, and a free writes nothing into the block.
     @inlinable
-    var cachedHead: UnsafeMutableRawPointer? {
-        get { base.load(fromByteOffset: BinLayout.cachedHeadOffset, as: UnsafeMutableRawPointer?.self) }
+    var cachedSlots: UnsafeMutablePointer<UnsafeMutableRawPointer>? {
+        get {
+            base.load(
+                fromByteOffset: BinLayout.cachedSlotsOffset, as: UnsafeMutablePointer<UnsafeMutableRawPointer>?.self)
+        }
         nonmutating set {
-            base.storeBytes(of: newValue, toByteOffset: BinLayout.cachedHeadOffset, as: UnsafeMutableRawPointer?.self)
+            base.storeBytes(
+                of: newValue, toByteOffset: BinLayout.cachedSlotsOffset,
+                as: UnsafeMutablePointer<UnsafeMutableRawPointer>?.self)
         }
     }
 
@@ -1405,11 +1414,11 @@ struct Bin {
     /// block; nil when both are empty. The whole fast path of allocation.
     @inlinable @inline(__always)
     func pop() -> UnsafeMutableRawPointer? {
-        if let block = cachedHead {
-            cachedHead = Slab.next(after: block)
-            cachedCount &-= 1
+        let count = cachedCount
+        if count != 0 {
+            cachedCount = count &- 1
             counters.addFromOwner(1, to: .allocations)
-            return block
+            return cachedSlots.unsafelyUnwrapped[count &- 1]
         }
         return popCurrent()
     }
@@ -2420,9 +2429,9 @@ enum BinLayout {
     @inlinable static var partialOffset: Int { 8 }
     /// Owner-written `Counters<BinEvent>`: allocations, deallocations, slabs.
     @inlinable static var countersOffset: Int { 16 }
-    /// The free cache: its first block (the one freed last), how many blocks it holds, and
-    /// how many it may hold before the older half goes back to the slabs.
-    @inlinable static var cachedHeadOffset: Int { 40 }
+    /// The free cache: its slot array (`Bin.cachedSlots`), how many blocks it holds, and
+    /// how many slots it has (when it fills, the older half goes back to the slabs).
+    @inlinable static var cachedSlotsOffset: Int { 40 }
     @inlinable static var cachedCountOffset: Int { 48 }
     @inlinable static var cachedLimitOffset: Int { 56 }
     /// A bin per cache line, so that a thread's classes in use share no line with others.
@@ -2433,7 +2442,7 @@ enum BinLayout {
         check.field("current", at: currentOffset, size: 8)
         check.field("partial", at: partialOffset, size: 8)
         check.field("counters", at: countersOffset, size: BinEvent.byteCount)
-        check.field("cachedHead", at: cachedHeadOffset, size: 8)
+        check.field("cachedSlots", at: cachedSlotsOffset, size: 8)
         check.field("cachedCount", at: cachedCountOffset, size: 8)
         check.field("cachedLimit", at: cachedLimitOffset, size: 8)
         return check.result(within: stride)
@@ -2475,8 +2484,15 @@ enum ThreadCacheLayout {
     @inlinable static var largeCountersOffset: Int { 192 }
     /// The bins, `Layout.classCount` of them, `BinLayout.stride` apart, from a cache line.
     @inlinable static var binsOffset: Int { 256 }
-    /// The page.
-    @inlinable static var byteCount: Int { 4096 }
+    /// The free caches' slot arrays (`Bin.cachedSlots`), each class's after the one before,
+    /// from the second page: pages of them that a thread never fills are never touched.
+    @inlinable static var freeCacheSlotsOffset: Int { 4096 }
+    /// The header page and the slot arrays' pages (36 KiB for the 40 classes' 4,359 slots).
+    static var byteCount: Int {
+        var slots = 0
+        for index in 0..<Layout.classCount { slots += ThreadCache.freeCacheLimit(ofClass: index) }
+        return freeCacheSlotsOffset + (slots * MemoryLayout<UnsafeMutableRawPointer>.stride + 4095) & ~4095
+    }
 
     static func violation() -> String? {
         var check = LayoutCheck("ThreadCacheLayout")
@@ -2497,7 +2513,7 @@ enum ThreadCacheLayout {
         check.field("ownership", at: ownershipOffset, size: 8)
         check.field("largeCounters", at: largeCountersOffset, size: LargeEvent.byteCount)
         check.field("bins", at: binsOffset, size: Layout.classCount * BinLayout.stride, alignment: 64)
-        return check.result(within: byteCount)
+        return check.result(within: freeCacheSlotsOffset)
     }
 }
 
@@ -2711,19 +2727,16 @@ extension Bin {
         guard cachedCount >= 0, cachedCount <= cachedLimit else {
             return "class \(classIndex)'s free cache holds \(cachedCount) blocks, its limit is \(cachedLimit)"
         }
-        var count = 0
-        var node = cachedHead
-        while let block = node {
-            count += 1
-            guard count <= cachedLimit else { return "class \(classIndex)'s free cache is longer than its limit" }
+        guard cachedCount > 0, let slots = cachedSlots else { return nil }
+        for index in 0..<cachedCount {
+            let block = slots[index]
             let slab = Slab(containing: block)
             guard slab.ownsBlock(block), slab.classIndex == classIndex,
                 GranuleMap.entry(block) == GranuleMap.firstClassEntry + UInt8(classIndex)
             else { return "block \(block) in class \(classIndex)'s free cache is not a block of that class" }
-            node = Slab.next(after: block)
-        }
-        guard count == cachedCount else {
-            return "class \(classIndex)'s free cache holds \(count) blocks, its count says \(cachedCount)"
+            for earlier in 0..<index where slots[earlier] == block {
+                return "block \(block) is twice in class \(classIndex)'s free cache"
+            }
         }
         return nil
     }
