@@ -96,8 +96,11 @@ test-preload: preload
 
 # A Swift executable in a package of its own that depends on BinnedAlloc by path and links
 # the BinnedMalloc product, as the README shows: it checks that the whole process, the Swift
-# runtime included, allocates from BinnedAlloc (a debug build, as `swift run` makes).
+# runtime included, allocates from BinnedAlloc (a debug build, as `swift run` makes). Then
+# the same executable built with --static-swift-stdlib, the Swift runtime inside it (no
+# libswiftCore.so among its libraries), which must pass the same checks.
 LINK_IN_PACKAGE := $(PRELOAD_PACKAGE)/Tests/LinkIn
+LINK_IN_STATIC := $(LINK_IN_PACKAGE)/.build-static
 
 test-link-in:
 	@echo "== Swift executable linking BinnedMalloc"
@@ -107,6 +110,14 @@ test-link-in:
 	@grep -q '^BinnedAlloc statistics' $(LINK_IN_PACKAGE)/.build/statistics.txt || \
 		{ echo "BINNEDMALLOC_STATS=1 printed no statistics at exit"; exit 1; }
 	@echo "BINNEDMALLOC_STATS=1 printed $$(wc -l < $(LINK_IN_PACKAGE)/.build/statistics.txt) lines of statistics at exit"
+	@echo "== the same executable with --static-swift-stdlib"
+	@$(SWIFT) build --package-path $(LINK_IN_PACKAGE) --static-swift-stdlib --scratch-path $(LINK_IN_STATIC) -q
+	@executable="$$($(SWIFT) build --package-path $(LINK_IN_PACKAGE) --static-swift-stdlib \
+		--scratch-path $(LINK_IN_STATIC) --show-bin-path)/LinkInCheck"; \
+	if ldd "$$executable" | grep -q libswift; then echo "the static build links a Swift library:"; ldd "$$executable"; exit 1; fi; \
+	BINNEDMALLOC_STATS=json "$$executable" 2>$(LINK_IN_STATIC)/statistics.json && \
+	grep -q '^{"allocator":"BinnedAlloc"' $(LINK_IN_STATIC)/statistics.json || \
+		{ echo "BINNEDMALLOC_STATS=json printed no statistics at exit"; exit 1; }
 
 # Builds a throwaway package that depends on every package here by path, as the README
 # shows, and imports each library: the README's snippet cannot rot.
@@ -139,5 +150,5 @@ format:
 
 clean:
 	@for package in $(PACKAGES); do rm -rf $$package/.build $$package/.build-tsan $$package/.build-preload; done
-	@rm -rf $(LINK_IN_PACKAGE)/.build
+	@rm -rf $(LINK_IN_PACKAGE)/.build $(LINK_IN_STATIC)
 	@rm -rf compare/results

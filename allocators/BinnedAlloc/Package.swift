@@ -11,6 +11,7 @@ import PackageDescription
 let mallocFamily = [
     "malloc", "free", "calloc", "realloc", "reallocarray", "posix_memalign", "aligned_alloc", "memalign",
     "valloc", "pvalloc", "malloc_usable_size", "free_sized", "free_aligned_sized",
+    "malloc_trim", "mallopt", "malloc_info", "malloc_stats", "mallinfo", "mallinfo2",
 ]
 
 let package = Package(

@@ -318,6 +318,14 @@ public struct RawText: ~Copyable {
         }
     }
 
+    /// Raw bytes (text the caller has, such as a C string's).
+    public mutating func append(_ bytes: UnsafeRawBufferPointer) {
+        let length = min(bytes.count, capacity - count)
+        guard length > 0 else { return }
+        (base + count).copyMemory(from: bytes.baseAddress!, byteCount: length)
+        count += length
+    }
+
     /// `value` in decimal, right-aligned in `width` columns (wider numbers are not cut).
     public mutating func append(_ value: Int, width: Int = 0) {
         // 20 digits and a sign hold any Int.

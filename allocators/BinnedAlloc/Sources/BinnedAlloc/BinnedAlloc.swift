@@ -183,6 +183,94 @@ public struct BinnedAllocator: Sendable {
     public func releaseUnusedMemory() {
         SharedAllocator.releaseUnusedMemory()
     }
+
+    /// The knobs in force (see ``BinnedAllocConfiguration``). Setting them takes effect at
+    /// once for the purge delay, the background thread and the span-cache budget, and for the
+    /// free caches of thread caches made afterwards. `BINNEDMALLOC_CONF` sets them when the
+    /// allocator starts; `mallopt` changes some of them.
+    public var configuration: BinnedAllocConfiguration {
+        get { GlobalState.get()?.configuration ?? BinnedAllocConfiguration() }
+        nonmutating set {
+            precondition(newValue.isValid, "BinnedAllocator.configuration: \(newValue) is out of range")
+            GlobalState.get()?.configure(newValue)
+        }
+    }
+
+    /// Writes the statistics to `descriptor`, as text (what `BINNEDMALLOC_STATS=1` prints) or
+    /// as one JSON object (the schema is in docs/spec/BinnedAlloc.md), without allocating.
+    ///
+    /// - Throws: the error of the mmap or write that failed.
+    public func writeStatistics(
+        to descriptor: Int32, format: BinnedAllocConfiguration.StatisticsFormat = .text
+    )
+        throws(SystemError)
+    {
+        var text = try RawText(capacity: 32 << 10)
+        switch format {
+        case .none: return
+        case .text: SharedAllocator.report(into: &text)
+        case .json: SharedAllocator.reportJSON(into: &text)
+        }
+        try text.write(to: descriptor)
+    }
+}
+
+// MARK: - BinnedAllocConfiguration
+
+/// The shared allocator's knobs, with jemalloc's `MALLOC_CONF` as the model: set from the
+/// environment as `BINNEDMALLOC_CONF=key:value,key:value` when the allocator starts, from
+/// Swift through ``BinnedAllocator/configuration``, and in part through `mallopt`.
+///
+/// | key | value | default |
+/// |---|---|---|
+/// | `purge_delay_ms` | 0 to 86,400,000 | 1000 |
+/// | `background_thread` | `true` or `false` | `true` |
+/// | `span_cache_bytes` | bytes, with an optional `k`, `m` or `g` suffix | 64m |
+/// | `free_cache_bytes` | 0 to 64k | 64k |
+/// | `stats_print` | `none`, `text` or `json` | `none` |
+///
+/// A bad key or value prints one line to stderr and keeps the default; the process goes on.
+public struct BinnedAllocConfiguration: Sendable, Equatable {
+    /// How long freed memory waits for reuse before it goes back to the OS: a freed large
+    /// block in the span cache, and the blocks freed into parked thread caches. 0 returns
+    /// freed large blocks at once (nothing is cached). One second: a server's steady churn
+    /// reuses its buffers within milliseconds, and its RSS falls a second after a burst
+    /// (jemalloc's dirty pages decay over 10 s; mimalloc purges after 10 ms).
+    public var purgeDelayMilliseconds = 1000
+    /// Whether a background thread returns memory whose delay has passed while the process
+    /// makes no call (see the spec's section 10). It starts when memory first waits for a
+    /// delay, sleeps half a delay at a time, and takes no lock a thread's fast path takes.
+    /// Without it, memory is returned only from the allocator's own slow paths (a large
+    /// block's allocation or free, a thread's exit), so an idle process keeps it.
+    public var backgroundThread = true
+    /// The bytes of freed large blocks the span cache keeps for reuse, or half the live
+    /// large bytes when that is more; 0 caches nothing.
+    public var spanCacheBytes = 64 << 20
+    /// The bytes of freed blocks of one class a thread's free cache keeps (at least 4
+    /// blocks and at most 256 whatever the bytes); at most 64 KiB.
+    public var freeCacheBytes = 64 << 10
+    /// What the process prints to stderr at exit. `BINNEDMALLOC_STATS` (`1` for text,
+    /// `json`) overrides it.
+    public var statisticsAtExit = StatisticsFormat.none
+
+    /// The formats statistics are written in.
+    public enum StatisticsFormat: Int, Sendable {
+        case none = 0, text = 1, json = 2
+    }
+
+    /// The defaults.
+    public init() {}
+
+    /// The largest purge delay: a day.
+    public static let maximumPurgeDelayMilliseconds = 86_400_000
+    /// The largest free-cache budget: the free caches' slot arrays are sized for it.
+    public static let maximumFreeCacheBytes = 64 << 10
+
+    var isValid: Bool {
+        (0...BinnedAllocConfiguration.maximumPurgeDelayMilliseconds).contains(purgeDelayMilliseconds)
+            && spanCacheBytes >= 0
+            && (0...BinnedAllocConfiguration.maximumFreeCacheBytes).contains(freeCacheBytes)
+    }
 }
 
 // MARK: - LockedBinnedAllocator
@@ -611,6 +699,120 @@ public func binned_print_statistics(_ descriptor: Int32) -> Int32 {
     }
 }
 
+/// The statistics to `descriptor` in `format` (`"text"` or `"json"`), without allocating.
+/// Returns 0, EINVAL for another format, or the errno of the mmap or write that failed.
+@c(binned_write_statistics)
+public func binned_write_statistics(_ descriptor: Int32, _ format: UnsafePointer<CChar>?) -> Int32 {
+    let savedErrno = errno
+    defer { errno = savedErrno }
+    guard let format else { return EINVAL }
+    let name = UnsafeRawBufferPointer(start: format, count: strlen(format))
+    let chosen: BinnedAllocConfiguration.StatisticsFormat
+    if name.elementsEqual("text".utf8) {
+        chosen = .text
+    } else if name.elementsEqual("json".utf8) {
+        chosen = .json
+    } else {
+        return EINVAL
+    }
+    do {
+        try BinnedAllocator.shared.writeStatistics(to: descriptor, format: chosen)
+        return 0
+    } catch {
+        return error.code
+    }
+}
+
+/// What the library prints at exit: the statistics to stderr in the configured format
+/// (`BINNEDMALLOC_STATS`, or `stats_print` in `BINNEDMALLOC_CONF`), or nothing.
+@c(binned_report_at_exit)
+public func binned_report_at_exit() {
+    guard let global = GlobalState.get() else { return }
+    try? BinnedAllocator.shared.writeStatistics(to: 2, format: global.configuration.statisticsAtExit)
+}
+
+/// One statistic by name, as jemalloc's `mallctl("stats.allocated")` answers tools: the
+/// names are in `SharedAllocator.statistic(named:)` and the spec. -1 with errno ENOENT
+/// for an unknown name (or NULL). Allocates nothing.
+@c(binned_statistic)
+public func binned_statistic(_ name: UnsafePointer<CChar>?) -> Int64 {
+    guard let name,
+        let value = SharedAllocator.statistic(named: UnsafeRawBufferPointer(start: name, count: strlen(name)))
+    else {
+        errno = ENOENT
+        return -1
+    }
+    return Int64(value)
+}
+
+/// The usable size a request of `size` bytes gets (`malloc_good_size`, jemalloc's
+/// `nallocx`): a buffer may round its capacity up to it for free. `size` itself for a
+/// size no block can have.
+@c(binned_good_size)
+public func binned_good_size(_ size: Int) -> Int {
+    guard size >= 0, let shape = Block.Shape(byteCount: size, alignment: Layout.quantum) else { return size }
+    switch shape {
+    case .small(let classIndex): return Layout.sizeClasses.size(ofClass: classIndex)
+    case .large(let byteCount, _):
+        return LargeSpan.cacheClassSize(for: byteCount) ?? alignUp(byteCount, to: SystemInfo.pageSize) ?? size
+    }
+}
+
+/// Applies `BINNEDMALLOC_CONF`-style items (`"purge_delay_ms:100,background_thread:false"`)
+/// now. Returns 0, or EINVAL when an item was bad (the others still apply); bad items
+/// are not printed.
+@c(binned_configure)
+public func binned_configure(_ text: UnsafePointer<CChar>?) -> Int32 {
+    guard let text, let global = GlobalState.get() else { return EINVAL }
+    var configuration = global.configuration
+    let bad = configuration.parse(UnsafeRawBufferPointer(start: text, count: strlen(text)))
+    global.configure(configuration)
+    return bad == 0 ? 0 : EINVAL
+}
+
+/// `malloc_trim`: gives back everything cached and unused (the calling thread's caches,
+/// parked caches, the fallback cache, the span cache), whatever the purge delay. `pad` is
+/// ignored. Returns 1 when memory went back to the OS, else 0, as glibc.
+@c(binned_trim)
+public func binned_trim(_ pad: Int) -> Int32 {
+    let before = GlobalState.get()?.counters.value(of: .bytesReturned) ?? 0
+    SharedAllocator.releaseUnusedMemory()
+    return (GlobalState.get()?.counters.value(of: .bytesReturned) ?? 0) > before ? 1 : 0
+}
+
+/// `mallopt`: returns 1, as glibc does for every option it knows. `M_TRIM_THRESHOLD` (-1)
+/// sets the span-cache budget (`span_cache_bytes`: what stays cached before memory goes
+/// back); a negative value is refused with 0. Every other option (`M_MMAP_THRESHOLD`,
+/// `M_ARENA_MAX`, `M_TOP_PAD`, `M_MXFAST`, `M_PERTURB`...) tunes a glibc structure this
+/// allocator does not have and is accepted and ignored.
+@c(binned_mallopt)
+public func binned_mallopt(_ parameter: Int32, _ value: Int32) -> Int32 {
+    let trimThreshold: Int32 = -1
+    guard parameter == trimThreshold else { return 1 }
+    guard value >= 0, let global = GlobalState.get() else { return 0 }
+    var configuration = global.configuration
+    configuration.spanCacheBytes = Int(value)
+    global.configure(configuration)
+    return 1
+}
+
+/// `malloc_info`: the statistics as XML to `stream` (glibc's outer element and our
+/// numbers: see the spec). `options` must be 0 (EINVAL and -1 otherwise, as glibc).
+@c(binned_malloc_info)
+public func binned_malloc_info(_ options: Int32, _ stream: UnsafeMutablePointer<FILE>?) -> Int32 {
+    guard options == 0, let stream else {
+        errno = EINVAL
+        return -1
+    }
+    guard var text = try? RawText(capacity: 16 << 10) else {
+        errno = ENOMEM
+        return -1
+    }
+    SharedAllocator.reportXML(into: &text)
+    let bytes = text.bytes
+    return fwrite(bytes.baseAddress, 1, bytes.count, stream) == bytes.count ? 0 : -1
+}
+
 func outOfMemory() -> UnsafeMutableRawPointer? {
     errno = ENOMEM
     return nil
@@ -751,6 +953,9 @@ extension SharedAllocator {
         global.counters.add(1, to: .parkedThreadCaches)
         cache.ownership.store(ThreadCache.Ownership.parked.rawValue, ordering: .releasing)
         global.parkedThreadCaches.push(cache.parkedLink)
+        // Frees into the parked cache may follow; the purger collects them.
+        global.startPurgerIfNeeded()
+        global.purgeIfDue()
     }
 
     static func statistics() -> BinnedAllocStatistics {
@@ -824,6 +1029,174 @@ extension SharedAllocator {
             text.append(sums.slabs, width: 8)
             text.append("\n")
         }
+    }
+
+    /// Sums of every cache's counters (threads', parked and the fallback cache), read
+    /// without allocating.
+    struct Totals {
+        var allocations = 0
+        var deallocations = 0
+        var liveSmallBytes = 0
+        var slabs = 0
+    }
+
+    static func totals(_ global: GlobalState) -> Totals {
+        var totals = Totals()
+        func add(_ cache: ThreadCache) {
+            for index in 0..<Layout.classCount {
+                let counters = cache.bin(index).counters
+                let allocations = counters.value(of: .allocations)
+                let deallocations = counters.value(of: .deallocations)
+                totals.allocations += allocations
+                totals.deallocations += deallocations
+                totals.liveSmallBytes += (allocations - deallocations) * Layout.sizeClasses.size(ofClass: index)
+                totals.slabs += counters.value(of: .slabs)
+            }
+        }
+        var node = global.registryHead
+        while let base = node {
+            add(ThreadCache(base))
+            node = ThreadCache(base).registryNext
+        }
+        add(global.fallbackCache)
+        return totals
+    }
+
+    /// The statistics `binned_statistic` answers, by name (jemalloc's `stats.allocated`
+    /// and `stats.mapped` among them). nil for an unknown name.
+    static func statistic(named name: UnsafeRawBufferPointer) -> Int? {
+        guard let global = GlobalState.get() else { return name.isEmpty ? nil : 0 }
+        let counters = global.counters
+        let large = global.largeCounters
+        func small() -> Totals { SharedAllocator.totals(global) }
+        func matches(_ candidate: StaticString) -> Bool {
+            candidate.withUTF8Buffer { name.elementsEqual($0) }
+        }
+        if matches("live_bytes") || matches("stats.allocated") {
+            return small().liveSmallBytes + large.value(of: .liveBytes)
+        }
+        if matches("small_live_bytes") { return small().liveSmallBytes }
+        if matches("large_live_bytes") { return large.value(of: .liveBytes) }
+        if matches("large_live_blocks") { return large.value(of: .allocations) - large.value(of: .deallocations) }
+        if matches("mapped_bytes") || matches("stats.mapped") { return counters.value(of: .bytesMapped) }
+        if matches("returned_bytes") { return counters.value(of: .bytesReturned) }
+        if matches("cached_large_bytes") { return counters.value(of: .cachedSpanBytes) }
+        if matches("cached_large_blocks") { return counters.value(of: .cachedSpans) }
+        if matches("pooled_slabs") { return counters.value(of: .pooledSlabs) }
+        if matches("slabs") { return small().slabs }
+        if matches("thread_caches") { return counters.value(of: .threadCaches) }
+        if matches("parked_thread_caches") { return counters.value(of: .parkedThreadCaches) }
+        if matches("allocations") { return small().allocations + large.value(of: .allocations) }
+        if matches("deallocations") { return small().deallocations + large.value(of: .deallocations) }
+        if matches("purges") { return counters.value(of: .purges) }
+        if matches("purge_delay_ms") { return global.configuration.purgeDelayMilliseconds }
+        if matches("background_thread_running") {
+            return global.word(GlobalLayout.purgerStateOffset).load(ordering: .relaxed)
+        }
+        return nil
+    }
+
+    /// The statistics as one JSON object (schema in docs/spec/BinnedAlloc.md, section 10),
+    /// built straight from the counters: nothing here allocates.
+    static func reportJSON(into text: inout RawText) {
+        guard let global = GlobalState.get() else {
+            text.append("{\"allocator\":\"BinnedAlloc\",\"version\":1}\n")
+            return
+        }
+        let counters = global.counters
+        let large = global.largeCounters
+        let configuration = global.configuration
+        let totals = SharedAllocator.totals(global)
+        func field(_ name: StaticString, _ value: Int, last: Bool = false) {
+            text.append("\"")
+            text.append(name)
+            text.append("\":")
+            text.append(value)
+            if !last { text.append(",") }
+        }
+        text.append("{\"allocator\":\"BinnedAlloc\",\"version\":1,\"configuration\":{")
+        field("purge_delay_ms", configuration.purgeDelayMilliseconds)
+        text.append(configuration.backgroundThread ? "\"background_thread\":true," : "\"background_thread\":false,")
+        field("span_cache_bytes", configuration.spanCacheBytes)
+        field("free_cache_bytes", configuration.freeCacheBytes, last: true)
+        text.append("},\"bytes\":{")
+        field("live", totals.liveSmallBytes + large.value(of: .liveBytes))
+        field("small_live", totals.liveSmallBytes)
+        field("large_live", large.value(of: .liveBytes))
+        field("mapped", counters.value(of: .bytesMapped))
+        field("returned", counters.value(of: .bytesReturned))
+        field("cached_large", counters.value(of: .cachedSpanBytes), last: true)
+        text.append("},\"counts\":{")
+        field("allocations", totals.allocations + large.value(of: .allocations))
+        field("deallocations", totals.deallocations + large.value(of: .deallocations))
+        field("large_allocations", large.value(of: .allocations))
+        field("large_deallocations", large.value(of: .deallocations))
+        field("cached_large_blocks", counters.value(of: .cachedSpans))
+        field("slabs", totals.slabs)
+        field("pooled_slabs", counters.value(of: .pooledSlabs))
+        field("thread_caches", counters.value(of: .threadCaches))
+        field("parked_thread_caches", counters.value(of: .parkedThreadCaches))
+        field("purges", counters.value(of: .purges), last: true)
+        text.append("},\"global_locks\":{")
+        field("pool", counters.value(of: .poolLocks))
+        field("span_cache", counters.value(of: .spanCacheLocks))
+        field("fallback", counters.value(of: .fallbackLocks), last: true)
+        text.append("},\"size_classes\":[")
+        for index in 0..<Layout.classCount {
+            var sums = (allocations: 0, deallocations: 0, slabs: 0)
+            func add(_ cache: ThreadCache) {
+                let bin = cache.bin(index)
+                sums.allocations += bin.counters.value(of: .allocations)
+                sums.deallocations += bin.counters.value(of: .deallocations)
+                sums.slabs += bin.counters.value(of: .slabs)
+            }
+            var node = global.registryHead
+            while let base = node {
+                add(ThreadCache(base))
+                node = ThreadCache(base).registryNext
+            }
+            add(global.fallbackCache)
+            text.append(index == 0 ? "{" : ",{")
+            field("size", Layout.sizeClasses.size(ofClass: index))
+            field("allocations", sums.allocations)
+            field("deallocations", sums.deallocations)
+            field("live", sums.allocations - sums.deallocations)
+            field("slabs", sums.slabs, last: true)
+            text.append("}")
+        }
+        text.append("]}\n")
+    }
+
+    /// `malloc_info`'s XML: glibc's outer `<malloc version="1">` element, one `<heap>` for
+    /// the whole allocator, and our figures as `<total>` and `<system>` elements.
+    static func reportXML(into text: inout RawText) {
+        let global = GlobalState.get()
+        let totals = global.map { SharedAllocator.totals($0) } ?? Totals()
+        let live = totals.liveSmallBytes + (global?.largeCounters.value(of: .liveBytes) ?? 0)
+        let mapped = global?.counters.value(of: .bytesMapped) ?? 0
+        let cached = global?.counters.value(of: .cachedSpanBytes) ?? 0
+        func element(_ name: StaticString, _ type: StaticString, size: Int, count: Int? = nil) {
+            text.append("<")
+            text.append(name)
+            text.append(" type=\"")
+            text.append(type)
+            if let count {
+                text.append("\" count=\"")
+                text.append(count)
+            }
+            text.append("\" size=\"")
+            text.append(size)
+            text.append("\"/>\n")
+        }
+        text.append("<malloc version=\"1\" allocator=\"BinnedAlloc\">\n<heap nr=\"0\">\n")
+        element("total", "live", size: live, count: totals.allocations - totals.deallocations)
+        element("total", "cached", size: cached, count: global?.counters.value(of: .cachedSpans) ?? 0)
+        element("system", "current", size: mapped)
+        element("system", "returned", size: global?.counters.value(of: .bytesReturned) ?? 0)
+        text.append("</heap>\n")
+        element("total", "mmap", size: mapped)
+        element("system", "current", size: mapped)
+        text.append("</malloc>\n")
     }
 
     static func releaseUnusedMemory() {
@@ -944,8 +1317,12 @@ struct ThreadCache {
     /// and at most 256. Enough that a thread alternating frees and allocations of a class
     /// reuses the blocks it just freed, still warm in its cache, without touching a slab;
     /// little enough that 40 classes hold at most 2.6 MiB per thread, given back at exit.
-    static func freeCacheLimit(ofClass classIndex: Int) -> Int {
-        min(256, max(4, (64 << 10) / Layout.sizeClasses.size(ofClass: classIndex)))
+    /// `bytes` is `BinnedAllocConfiguration.freeCacheBytes`; the slot arrays are sized for
+    /// the most it may be.
+    static func freeCacheLimit(
+        ofClass classIndex: Int, bytes: Int = BinnedAllocConfiguration.maximumFreeCacheBytes
+    ) -> Int {
+        min(256, max(4, bytes / Layout.sizeClasses.size(ofClass: classIndex)))
     }
 
     /// Empty slabs a cache keeps warm for any class before returning them to the OS: two
@@ -1037,12 +1414,13 @@ struct ThreadCache {
         (base + ThreadCacheLayout.largeSpansLockOffset).bindMemory(to: SpinLock.self, capacity: 1).initialize(
             to: SpinLock())
         if kind == .perThread, let global {
+            let bytes = global.word(GlobalLayout.freeCacheBytesOffset).load(ordering: .relaxed)
             var slots = base + ThreadCacheLayout.freeCacheSlotsOffset
             for index in 0..<Layout.classCount {
-                let limit = freeCacheLimit(ofClass: index)
-                cache.bin(index).cachedSlots = slots.bindMemory(to: UnsafeMutableRawPointer.self, capacity: limit)
-                cache.bin(index).cachedLimit = limit
-                slots += limit &* MemoryLayout<UnsafeMutableRawPointer>.stride
+                let capacity = freeCacheLimit(ofClass: index)
+                cache.bin(index).cachedSlots = slots.bindMemory(to: UnsafeMutableRawPointer.self, capacity: capacity)
+                cache.bin(index).cachedLimit = freeCacheLimit(ofClass: index, bytes: bytes)
+                slots += capacity &* MemoryLayout<UnsafeMutableRawPointer>.stride
             }
             global.register(cache)
             global.counters.add(1, to: .threadCaches)
@@ -1460,7 +1838,9 @@ enum GlobalEvent: Int, CaseIterable {
     case bytesMapped, bytesReturned, threadCaches, parkedThreadCaches, pooledSlabs, cachedSpans, cachedSpanBytes
     /// How often each global lock was taken.
     case poolLocks, spanCacheLocks, fallbackLocks
-    static var byteCount: Int { (fallbackLocks.rawValue + 1) * 8 }
+    /// Purges that returned memory (`GlobalState.purge`).
+    case purges
+    static var byteCount: Int { (purges.rawValue + 1) * 8 }
 }
 
 // MARK: - Slab
@@ -1734,6 +2114,17 @@ struct LargeSpan {
             if usable >= size { return span }
             free(span, cacheable: true)
         }
+        // A miss maps new memory: as much of the cache goes first, oldest first, so that
+        // spans that fit nothing do not add to the peak (python3 building and parsing JSON,
+        // whose sizes rarely repeat, peaked at 169 MiB with 64 MiB of such spans cached;
+        // glibc 117 MiB).
+        var evicted = 0
+        while evicted < size {
+            let bytes = global.evictOldestSpan(cachedBefore: .max)
+            if bytes == 0 { break }
+            evicted += bytes
+        }
+        global.purgeIfDue()
         return allocate(byteCount: size, alignment: alignment)
     }
 
@@ -1800,6 +2191,8 @@ struct LargeSpan {
             let global = GlobalState.get(),
             global.cacheSpan(span.header, usableSize: span.usableSize)
         {
+            global.startPurgerIfNeeded()
+            global.purgeIfDue()
             return
         }
         if let global = GlobalState.get() {
@@ -2032,8 +2425,8 @@ struct GlobalState {
     /// blocks may cache half as much as it has live: cycling 20 buffers of 5 to 25 MiB
     /// (`big-blocks-5-25mib`), 1.0 ms a block at 439 MiB peak RSS (glibc: 0.98 ms, 464 MiB);
     /// with a third, 1.2 ms at 414 MiB; with 64 MiB alone, 1.6 ms at 452 MiB.
+    /// (`BinnedAllocConfiguration.spanCacheBytes` holds the byte budget, 64 MiB by default.)
     static let spanCacheSlots = 128
-    static let spanCacheByteLimit = 64 << 20
 
     var parkedThreadCaches: AtomicStack { AtomicStack(at: base + GlobalLayout.parkedThreadCachesOffset) }
     var counters: Counters<GlobalEvent> { Counters(at: base + GlobalLayout.countersOffset) }
@@ -2082,6 +2475,12 @@ struct GlobalState {
     var spanCache: UnsafeMutablePointer<UnsafeMutableRawPointer> {
         (base + GlobalLayout.spanCacheOffset).assumingMemoryBound(to: UnsafeMutableRawPointer.self)
     }
+    var spanCachedAt: UnsafeMutablePointer<Int> {
+        (base + GlobalLayout.spanCachedAtOffset).assumingMemoryBound(to: Int.self)
+    }
+
+    /// A word of the global page, atomic.
+    func word(_ offset: Int) -> AtomicWord { AtomicWord(at: base + offset) }
 
     /// Keeps a freed span (its header) for reuse unless the cache is full; returns whether
     /// it did. A cached span has no valid magic, so a late free of it traps in debug builds.
@@ -2092,11 +2491,15 @@ struct GlobalState {
             // would share it): the first free cleared the magic.
             precondition(span.hasMagic, "BinnedAlloc: double free of the large block \(span.user)")
             let count = counters.value(of: .cachedSpans)
-            let byteLimit = max(GlobalState.spanCacheByteLimit, largeCounters.value(of: .liveBytes) / 2)
+            let budget = word(GlobalLayout.spanCacheBytesOffset).load(ordering: .relaxed)
+            let byteLimit =
+                budget == 0 || purgeDelayNanoseconds == 0
+                ? 0 : max(budget, largeCounters.value(of: .liveBytes) / 2)
             guard count < GlobalState.spanCacheSlots, counters.value(of: .cachedSpanBytes) + usableSize <= byteLimit
             else { return false }
             span.clearMagic()
             spanCache[count] = header
+            spanCachedAt[count] = Int(SystemInfo.monotonicNanoseconds())
             counters.add(1, to: .cachedSpans)
             counters.add(usableSize, to: .cachedSpanBytes)
             return true
@@ -2125,10 +2528,39 @@ struct GlobalState {
             guard let best = fit ?? smaller else { return nil }
             let header = spanCache[best.index]
             spanCache[best.index] = spanCache[count - 1]
+            spanCachedAt[best.index] = spanCachedAt[count - 1]
             counters.add(-1, to: .cachedSpans)
             counters.add(-best.size, to: .cachedSpanBytes)
             return header
         }
+    }
+
+    /// Unmaps the span that has waited longest in the cache if it was cached at
+    /// `deadline` or before; returns its usable bytes (what it may have held resident), 0
+    /// when none was unmapped.
+    func evictOldestSpan(cachedBefore deadline: Int) -> Int {
+        guard
+            let span = withSpanCacheLock({ () -> LargeSpan? in
+                let count = counters.value(of: .cachedSpans)
+                guard count > 0 else { return nil }
+                var oldest = 0
+                for index in 1..<max(count, 1) where spanCachedAt[index] < spanCachedAt[oldest] { oldest = index }
+                guard spanCachedAt[oldest] <= deadline else { return nil }
+                let span = LargeSpan(header: spanCache[oldest])
+                spanCache[oldest] = spanCache[count - 1]
+                spanCachedAt[oldest] = spanCachedAt[count - 1]
+                counters.add(-1, to: .cachedSpans)
+                counters.add(-span.usableSize, to: .cachedSpanBytes)
+                return span
+            })
+        else { return 0 }
+        let size = span.mappingSize
+        let usable = span.usableSize
+        GranuleMap.unmark(span.user, byteCount: size - Layout.headerSize)
+        try? SystemMemory.unmap(span.header, byteCount: size)
+        counters.add(-size, to: .bytesMapped)
+        counters.add(size, to: .bytesReturned)
+        return usable
     }
 
     /// Unmaps every cached span.
@@ -2284,6 +2716,7 @@ struct GlobalState {
             to: SpinLock())
         page.storeBytes(
             of: fallback.base, toByteOffset: GlobalLayout.fallbackCacheOffset, as: UnsafeMutableRawPointer.self)
+        GlobalState(base: page).configure(BinnedAllocConfiguration.fromEnvironment())
         ThreadLocalSlot.binnedAlloc.setThreadExitHook(SharedAllocator.threadExitHook)
         let (exchanged, winner) = address.compareExchange(
             expected: 0, desired: Int(bitPattern: page), ordering: .acquiringAndReleasing)
@@ -2328,6 +2761,252 @@ struct GlobalState {
         global.spanCacheLock.pointee.unlock()
         global.poolLock.pointee.unlock()
         global.fallbackLock.pointee.unlock()
+        // The child has only the forking thread: a purger starts again when needed.
+        global.word(GlobalLayout.purgerStateOffset).store(0, ordering: .relaxed)
+    }
+}
+
+// MARK: - Configuration and memory returned on idle
+
+extension GlobalState {
+    /// The knobs in force.
+    var configuration: BinnedAllocConfiguration {
+        var configuration = BinnedAllocConfiguration()
+        configuration.purgeDelayMilliseconds = purgeDelayNanoseconds / 1_000_000
+        configuration.backgroundThread = word(GlobalLayout.backgroundThreadOffset).load(ordering: .relaxed) != 0
+        configuration.spanCacheBytes = word(GlobalLayout.spanCacheBytesOffset).load(ordering: .relaxed)
+        configuration.freeCacheBytes = word(GlobalLayout.freeCacheBytesOffset).load(ordering: .relaxed)
+        configuration.statisticsAtExit =
+            BinnedAllocConfiguration.StatisticsFormat(
+                rawValue: word(GlobalLayout.statisticsAtExitOffset).load(ordering: .relaxed)) ?? .none
+        return configuration
+    }
+
+    /// Puts `configuration` in force. A smaller span-cache budget or purge delay applies
+    /// at the next purge, which it starts.
+    func configure(_ configuration: BinnedAllocConfiguration) {
+        assert(configuration.isValid, "BinnedAlloc: configuring \(configuration)")
+        word(GlobalLayout.purgeDelayOffset).store(
+            configuration.purgeDelayMilliseconds * 1_000_000, ordering: .relaxed)
+        word(GlobalLayout.backgroundThreadOffset).store(configuration.backgroundThread ? 1 : 0, ordering: .relaxed)
+        word(GlobalLayout.spanCacheBytesOffset).store(configuration.spanCacheBytes, ordering: .relaxed)
+        word(GlobalLayout.freeCacheBytesOffset).store(configuration.freeCacheBytes, ordering: .relaxed)
+        word(GlobalLayout.statisticsAtExitOffset).store(configuration.statisticsAtExit.rawValue, ordering: .relaxed)
+        // Spans over the new budget go now; ones younger than the new delay wait for it.
+        var cached = counters.value(of: .cachedSpanBytes)
+        while cached > configuration.spanCacheBytes || (cached > 0 && configuration.purgeDelayMilliseconds == 0) {
+            let bytes = evictOldestSpan(cachedBefore: .max)
+            if bytes == 0 { break }
+            cached = counters.value(of: .cachedSpanBytes)
+        }
+    }
+
+    var purgeDelayNanoseconds: Int { word(GlobalLayout.purgeDelayOffset).load(ordering: .relaxed) }
+
+    /// The shortest time between two purges, whatever the delay: a purge walks every
+    /// parked cache.
+    static let minimumPurgeInterval = 1_000_000
+
+    /// Returns to the OS what has waited at least a purge delay (everything when
+    /// `everything`): cached spans, and the frees that landed in parked caches and in the
+    /// fallback cache since their last trim (their empty slabs go to the pool, decommitted).
+    /// Takes no lock a fast path takes. Returns whether any memory went back.
+    @discardableResult
+    func purge(now: Int, everything: Bool = false) -> Bool {
+        let returnedBefore = counters.value(of: .bytesReturned)
+        let deadline = everything ? Int.max : now - purgeDelayNanoseconds
+        while evictOldestSpan(cachedBefore: deadline) > 0 {}
+        forEachParkedCache { $0.trim() }
+        withFallbackLock { fallbackCache.trim() }
+        let released = counters.value(of: .bytesReturned) > returnedBefore
+        if released { counters.add(1, to: .purges) }
+        return released
+    }
+
+    /// A purge from a slow path (a large block's allocation or free, a thread's exit) when
+    /// half a delay has passed since the last one, so that a process without the
+    /// background thread still returns memory while it runs. One clock read.
+    func purgeIfDue() {
+        let lastPurge = word(GlobalLayout.lastPurgeOffset)
+        let now = Int(SystemInfo.monotonicNanoseconds())
+        let last = lastPurge.load(ordering: .relaxed)
+        guard now - last >= max(purgeDelayNanoseconds / 2, GlobalState.minimumPurgeInterval),
+            lastPurge.compareExchange(expected: last, desired: now, ordering: .relaxed).exchanged
+        else { return }
+        purge(now: now)
+    }
+
+    /// Starts the background purger when it is configured and not running. Called with no
+    /// lock held: creating a thread allocates (glibc's thread-local storage).
+    func startPurgerIfNeeded() {
+        let state = word(GlobalLayout.purgerStateOffset)
+        guard word(GlobalLayout.backgroundThreadOffset).load(ordering: .relaxed) != 0,
+            state.load(ordering: .relaxed) == 0,
+            state.compareExchange(expected: 0, desired: 1, ordering: .acquiringAndReleasing).exchanged
+        else { return }
+        let savedErrno = errno
+        defer { errno = savedErrno }
+        // The thread blocks every signal (it inherits the mask it is created with), so that
+        // no signal of the host's is ever handled on it.
+        var all = sigset_t()
+        var previous = sigset_t()
+        sigfillset(&all)
+        pthread_sigmask(SIG_SETMASK, &all, &previous)
+        var attributes = pthread_attr_t()
+        pthread_attr_init(&attributes)
+        pthread_attr_setdetachstate(&attributes, Int32(PTHREAD_CREATE_DETACHED))
+        var thread = pthread_t()
+        if pthread_create(&thread, &attributes, GlobalState.purgerMain, nil) != 0 {
+            // No thread (a process out of threads): the slow paths still purge.
+            state.store(0, ordering: .relaxed)
+        }
+        pthread_attr_destroy(&attributes)
+        pthread_sigmask(SIG_SETMASK, &previous, nil)
+    }
+
+    /// The purger: sleeps half a delay (at least 10 ms), purges, and stops when the
+    /// background thread is configured off. It allocates nothing and has no thread cache.
+    static let purgerMain: @convention(c) (UnsafeMutableRawPointer?) -> UnsafeMutableRawPointer? = { _ in
+        guard let global = GlobalState.get() else { return nil }
+        let state = global.word(GlobalLayout.purgerStateOffset)
+        while global.word(GlobalLayout.backgroundThreadOffset).load(ordering: .relaxed) != 0 {
+            let interval = max(global.purgeDelayNanoseconds / 2, 10_000_000)
+            var request = timespec(tv_sec: interval / 1_000_000_000, tv_nsec: interval % 1_000_000_000)
+            var remaining = timespec()
+            while nanosleep(&request, &remaining) != 0 && errno == EINTR { request = remaining }
+            let now = Int(SystemInfo.monotonicNanoseconds())
+            global.word(GlobalLayout.lastPurgeOffset).store(now, ordering: .relaxed)
+            global.purge(now: now)
+        }
+        state.store(0, ordering: .relaxed)
+        return nil
+    }
+}
+
+extension BinnedAllocConfiguration {
+    /// The knobs `BINNEDMALLOC_CONF` and `BINNEDMALLOC_STATS` set, each bad item reported on
+    /// stderr. Reads the environment with getenv and allocates nothing: it runs inside
+    /// the first malloc.
+    static func fromEnvironment() -> BinnedAllocConfiguration {
+        var configuration = BinnedAllocConfiguration()
+        if let text = getenv("BINNEDMALLOC_CONF") {
+            configuration.parse(UnsafeRawBufferPointer(start: text, count: strlen(text)), reportingTo: 2)
+        }
+        if let value = getenv("BINNEDMALLOC_STATS"), value[0] != 0 {
+            let bytes = UnsafeRawBufferPointer(start: value, count: strlen(value))
+            if bytes.elementsEqual("json".utf8) {
+                configuration.statisticsAtExit = .json
+            } else if !bytes.elementsEqual("0".utf8) {
+                configuration.statisticsAtExit = .text
+            }
+        }
+        return configuration
+    }
+
+    /// Applies `key:value` items separated by commas (`MALLOC_CONF`'s syntax); an item
+    /// with an unknown key, no value or a bad value changes nothing and, when `descriptor`
+    /// is given, is reported there on one line. Returns how many items were bad.
+    @discardableResult
+    mutating func parse(_ text: UnsafeRawBufferPointer, reportingTo descriptor: Int32? = nil) -> Int {
+        var bad = 0
+        var start = 0
+        while start <= text.count {
+            var end = start
+            while end < text.count && text[end] != UInt8(ascii: ",") { end += 1 }
+            let item = UnsafeRawBufferPointer(rebasing: text[start..<end])
+            if !item.isEmpty, let problem = apply(item) {
+                bad += 1
+                if let descriptor { BinnedAllocConfiguration.report(problem, item: item, to: descriptor) }
+            }
+            start = end + 1
+        }
+        return bad
+    }
+
+    /// Applies one `key:value` item; what is wrong with it, or nil.
+    private mutating func apply(_ item: UnsafeRawBufferPointer) -> StaticString? {
+        guard let colon = item.firstIndex(of: UInt8(ascii: ":")) else { return "no value (key:value)" }
+        let key = UnsafeRawBufferPointer(rebasing: item[..<colon])
+        let value = UnsafeRawBufferPointer(rebasing: item[(colon + 1)...])
+        guard !value.isEmpty else { return "no value (key:value)" }
+        if key.elementsEqual("purge_delay_ms".utf8) {
+            guard let number = BinnedAllocConfiguration.number(value, suffixes: false),
+                number <= BinnedAllocConfiguration.maximumPurgeDelayMilliseconds
+            else { return "purge_delay_ms takes 0 to 86400000" }
+            purgeDelayMilliseconds = number
+        } else if key.elementsEqual("background_thread".utf8) {
+            if value.elementsEqual("true".utf8) {
+                backgroundThread = true
+            } else if value.elementsEqual("false".utf8) {
+                backgroundThread = false
+            } else {
+                return "background_thread takes true or false"
+            }
+        } else if key.elementsEqual("span_cache_bytes".utf8) {
+            guard let number = BinnedAllocConfiguration.number(value, suffixes: true) else {
+                return "span_cache_bytes takes a byte count (suffixes k, m, g)"
+            }
+            spanCacheBytes = number
+        } else if key.elementsEqual("free_cache_bytes".utf8) {
+            guard let number = BinnedAllocConfiguration.number(value, suffixes: true),
+                number <= BinnedAllocConfiguration.maximumFreeCacheBytes
+            else { return "free_cache_bytes takes 0 to 64k" }
+            freeCacheBytes = number
+        } else if key.elementsEqual("stats_print".utf8) {
+            if value.elementsEqual("none".utf8) {
+                statisticsAtExit = .none
+            } else if value.elementsEqual("text".utf8) {
+                statisticsAtExit = .text
+            } else if value.elementsEqual("json".utf8) {
+                statisticsAtExit = .json
+            } else {
+                return "stats_print takes none, text or json"
+            }
+        } else {
+            return "unknown key"
+        }
+        return nil
+    }
+
+    /// A decimal number with an optional `k`, `m` or `g` suffix (powers of 1024); nil for
+    /// anything else, a sign included, or a number that does not fit.
+    private static func number(_ text: UnsafeRawBufferPointer, suffixes: Bool) -> Int? {
+        var digits = text.count
+        var shift = 0
+        if suffixes, let last = text.last {
+            switch last | 0x20 {
+            case UInt8(ascii: "k"): shift = 10
+            case UInt8(ascii: "m"): shift = 20
+            case UInt8(ascii: "g"): shift = 30
+            default: break
+            }
+            if shift > 0 { digits -= 1 }
+        }
+        guard digits > 0 else { return nil }
+        var value = 0
+        for index in 0..<digits {
+            let byte = text[index]
+            guard byte >= UInt8(ascii: "0"), byte <= UInt8(ascii: "9") else { return nil }
+            let (times10, overflow) = value.multipliedReportingOverflow(by: 10)
+            guard !overflow, let sum = Optional(times10 &+ Int(byte - UInt8(ascii: "0"))), sum >= times10 else {
+                return nil
+            }
+            value = sum
+        }
+        guard value <= Int.max >> shift else { return nil }
+        return value << shift
+    }
+
+    /// One line: `BinnedAlloc: BINNEDMALLOC_CONF item "...": problem; ignored`, the item cut
+    /// at 64 bytes. Written from an mmap'd page: nothing here allocates.
+    private static func report(_ problem: StaticString, item: UnsafeRawBufferPointer, to descriptor: Int32) {
+        guard var text = try? RawText(capacity: 256) else { return }
+        text.append("BinnedAlloc: BINNEDMALLOC_CONF item \"")
+        text.append(UnsafeRawBufferPointer(rebasing: item.prefix(64)))
+        text.append(item.count > 64 ? "...\": " : "\": ")
+        text.append(problem)
+        text.append("; ignored\n")
+        try? text.write(to: descriptor)
     }
 }
 
@@ -2567,6 +3246,18 @@ enum GlobalLayout {
     /// headers), from the next.
     static var spanCacheLockOffset: Int { 256 }
     static var spanCacheOffset: Int { 512 }
+    /// When each cached span was cached (monotonic nanoseconds), slot by slot.
+    static var spanCachedAtOffset: Int { 1536 }
+    /// `BinnedAllocConfiguration`, a word per knob (atomic, relaxed: read on slow paths).
+    static var purgeDelayOffset: Int { 2560 }
+    static var backgroundThreadOffset: Int { 2568 }
+    static var spanCacheBytesOffset: Int { 2576 }
+    static var freeCacheBytesOffset: Int { 2584 }
+    static var statisticsAtExitOffset: Int { 2592 }
+    /// The purger: whether its thread runs (an atomic word), and when memory was last
+    /// purged (monotonic nanoseconds, atomic).
+    static var purgerStateOffset: Int { 2624 }
+    static var lastPurgeOffset: Int { 2632 }
     /// The page.
     static var byteCount: Int { 4096 }
 
@@ -2582,6 +3273,14 @@ enum GlobalLayout {
         check.field("largeCounters", at: largeCountersOffset, size: LargeEvent.byteCount)
         check.field("spanCacheLock", at: spanCacheLockOffset, size: MemoryLayout<SpinLock>.size)
         check.field("spanCache", at: spanCacheOffset, size: GlobalState.spanCacheSlots * 8)
+        check.field("spanCachedAt", at: spanCachedAtOffset, size: GlobalState.spanCacheSlots * 8)
+        check.field("purgeDelay", at: purgeDelayOffset, size: 8)
+        check.field("backgroundThread", at: backgroundThreadOffset, size: 8)
+        check.field("spanCacheBytes", at: spanCacheBytesOffset, size: 8)
+        check.field("freeCacheBytes", at: freeCacheBytesOffset, size: 8)
+        check.field("statisticsAtExit", at: statisticsAtExitOffset, size: 8)
+        check.field("purgerState", at: purgerStateOffset, size: 8, alignment: 64)
+        check.field("lastPurge", at: lastPurgeOffset, size: 8)
         return check.result(within: byteCount)
     }
 }

@@ -11,6 +11,8 @@
 // take the address of free. These definitions have default visibility, like glibc's.
 #define _GNU_SOURCE
 #include <dlfcn.h>
+#include <limits.h>
+#include <malloc.h>
 #include <stddef.h>
 #include <stdlib.h>
 
@@ -67,10 +69,48 @@ BINNED_EXPORT void free_aligned_sized(void *pointer, size_t alignment, size_t si
   binned_free_any(pointer, __libc_free);
 }
 
-// BINNEDMALLOC_STATS=1 (any value but empty or "0"): the statistics go to stderr when the
-// process exits, written without allocating. A destructor runs after the program's atexit
-// handlers, whether this is linked into the executable or preloaded.
-__attribute__((destructor)) static void binned_report_at_exit(void) {
-  const char *value = getenv("BINNEDMALLOC_STATS");
-  if (value != NULL && value[0] != '\0' && !(value[0] == '0' && value[1] == '\0')) binned_print_statistics(2);
+// glibc's extra entry points, over BinnedAlloc's numbers (docs/spec/BinnedAlloc.md,
+// section 10, says which figure each mallinfo2 field holds).
+BINNED_EXPORT int malloc_trim(size_t pad) { return binned_trim(pad); }
+BINNED_EXPORT int mallopt(int parameter, int value) { return binned_mallopt(parameter, value); }
+BINNED_EXPORT int malloc_info(int options, FILE *stream) { return binned_malloc_info(options, stream); }
+BINNED_EXPORT void malloc_stats(void) { binned_print_statistics(2); }
+
+static size_t statistic(const char *name) {
+  long long value = binned_statistic(name);
+  return value < 0 ? 0 : (size_t)value;
 }
+
+BINNED_EXPORT struct mallinfo2 mallinfo2(void) {
+  struct mallinfo2 info = {0};
+  size_t mapped = statistic("mapped_bytes"), live = statistic("live_bytes");
+  info.arena = mapped;
+  info.ordblks = statistic("cached_large_blocks") + statistic("pooled_slabs");
+  info.hblks = statistic("large_live_blocks");
+  info.hblkhd = statistic("large_live_bytes");
+  info.uordblks = live;
+  info.fordblks = mapped > live ? mapped - live : 0;
+  info.keepcost = statistic("cached_large_bytes");
+  return info;
+}
+
+// mallinfo's fields are int: each saturates at INT_MAX rather than wrapping.
+#define SATURATED(value) ((int)((value) > (size_t)INT_MAX ? (size_t)INT_MAX : (value)))
+
+BINNED_EXPORT struct mallinfo mallinfo(void) {
+  struct mallinfo2 wide = mallinfo2();
+  struct mallinfo info = {0};
+  info.arena = SATURATED(wide.arena);
+  info.ordblks = SATURATED(wide.ordblks);
+  info.hblks = SATURATED(wide.hblks);
+  info.hblkhd = SATURATED(wide.hblkhd);
+  info.uordblks = SATURATED(wide.uordblks);
+  info.fordblks = SATURATED(wide.fordblks);
+  info.keepcost = SATURATED(wide.keepcost);
+  return info;
+}
+
+// The statistics go to stderr at exit when BINNEDMALLOC_STATS (1 or json) or stats_print in
+// BINNEDMALLOC_CONF asks, written without allocating. A destructor runs after the program's
+// atexit handlers, whether this is linked into the executable or preloaded.
+__attribute__((destructor)) static void binned_report_at_exit_destructor(void) { binned_report_at_exit(); }

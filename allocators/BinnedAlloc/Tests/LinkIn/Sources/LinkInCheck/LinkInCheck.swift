@@ -54,6 +54,7 @@ enum LinkInCheck {
         let names = [
             "malloc", "free", "calloc", "realloc", "reallocarray", "posix_memalign", "aligned_alloc", "memalign",
             "valloc", "pvalloc", "malloc_usable_size", "free_sized", "free_aligned_sized",
+            "malloc_trim", "mallopt", "malloc_info", "malloc_stats", "mallinfo", "mallinfo2",
         ]
         let executablePath = mappingPath(of: UnsafeRawPointer(bitPattern: UInt(bitPattern: #dsohandle)))
         for name in names {
@@ -125,6 +126,17 @@ enum LinkInCheck {
         check(
             threadFailures == 0 && statistics.threadCaches >= 2,
             "threads allocate from BinnedAlloc (\(statistics.threadCaches) thread caches)")
+
+        // 6. glibc's extra entry points answer from BinnedAlloc's numbers (called through
+        // dlsym: the Glibc module does not import malloc.h).
+        typealias Trim = @convention(c) (Int) -> Int32
+        let trim = unsafeBitCast(dlsym(UnsafeMutableRawPointer(bitPattern: 0), "malloc_trim"), to: Trim.self)
+        let liveBefore = binned_statistic("live_bytes")
+        let big = malloc(8 << 20)!
+        memset(big, 1, 8 << 20)
+        check(binned_statistic("live_bytes") - liveBefore >= 8 << 20, "live_bytes counts an 8 MiB block")
+        free(big)
+        check(trim(0) == 1, "malloc_trim gives the freed 8 MiB block back")
 
         print("link-in: \(failures == 0 ? 1 : 0) passed, \(failures == 0 ? 0 : 1) failed")
         exit(failures == 0 ? 0 : 1)
