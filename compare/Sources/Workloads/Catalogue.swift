@@ -44,6 +44,11 @@ public enum WorkloadKind: Sendable, Equatable {
     /// `minimumSize` to `maximumSize`), a random live one freed before each new one, every
     /// page read and written.
     case bigBlocks(live: Int, minimumSize: Int, maximumSize: Int)
+    /// Each of `threads` threads allocates `operations / threads` blocks of random sizes
+    /// (log-uniform from `minimumSize` to `maximumSize`), one byte written per 4 KiB, and
+    /// keeps them all; then each frees its own and exits, and the process sleeps
+    /// `delayNanoseconds` twice. RSS is read before, between and after the phases.
+    case burstIdle(threads: Int, minimumSize: Int, maximumSize: Int, delayNanoseconds: UInt64)
     /// A real program (`arguments[0]` found on the PATH) run to completion in a child of the
     /// worker, with the column's allocator preloaded; `quickArguments` in quick runs. The
     /// time is its wall time; it must exit with status 0.
@@ -73,6 +78,14 @@ public struct Workload: Sendable {
         return false
     }
 
+    /// Whether the worker warms up before the timed run. Not for burst then idle: its RSS
+    /// readings are those of a process that has not yet allocated what the burst does, and a
+    /// warm-up's burst would leave in it whatever the allocator keeps.
+    public var warmsUp: Bool {
+        if case .burstIdle = kind { return false }
+        return true
+    }
+
     /// Whether a suite runs this workload (else it is malloc-style, run on `BenchAllocator`s).
     public var isSuite: Bool {
         if case .suite = kind { return true }
@@ -95,13 +108,16 @@ public struct Workload: Sendable {
             self.extras = extras
         }
 
-        /// A figure beside the time: its key in `Measurement.extras` and its column header.
+        /// A figure beside the time: its key in `Measurement.extras`, its column header, and
+        /// its decimals (nil: `Report.format`'s default, one below 100 and none above).
         public struct Extra: Sendable, Equatable {
             public let key: String
             public let header: String
-            public init(key: String, header: String) {
+            public let digits: Int?
+            public init(key: String, header: String, digits: Int? = nil) {
                 self.key = key
                 self.header = header
+                self.digits = digits
             }
         }
 
@@ -123,7 +139,7 @@ public struct Workload: Sendable {
         public static let programs = Family(
             title: "Real programs with the allocator preloaded",
             unit:
-                "ns per run of the program (wall time), with nothing, libjemalloc.so.2, libmimalloc.so.2, libtcmalloc_minimal.so.4 or libbinnedmalloc.so in LD_PRELOAD; peak RSS is the program's (wait4)"
+                "ns per run of the program (wall time), with nothing, libjemalloc.so.2, libmimalloc.so.2, libtcmalloc_minimal.so.4 or libbinnedmalloc.so in LD_PRELOAD; peak RSS is the program's (wait4); python3-test-dict-list-set runs `python3 -m test test_dict test_list test_set` (quick runs: test_list alone); python3-json-build-parse runs `python3 -c` with a script that, 3 times, builds a list of 120,000 dicts (each an int id, a string name, a float price, a list of 2 short strings and a list of 3 ints; no randomness), json.dumps it into an 11 MiB string, drops the list, json.loads the string, checks the middle element's name and drops the string and the parsed list (quick runs: 6,000 dicts)"
         )
     }
 
@@ -166,12 +182,24 @@ public struct Workload: Sendable {
                 kind: .batch(count: 1000, minimumSize: 16, maximumSize: 4096), operations: 5_000_000),
         ] + fieldShapes
         + [
+            // 2 × 2,800 blocks of mean 92 KiB: 250 and 256 MiB with these seeds.
+            Workload(
+                name: "burst-idle-500mib-t2", family: .burstIdle,
+                kind: .burstIdle(
+                    threads: 2, minimumSize: 16, maximumSize: 1 << 20, delayNanoseconds: purgeDelayNanoseconds),
+                operations: 5_600),
             Workload(
                 name: "python3-test-dict-list-set", family: .programs,
                 kind: .program(
                     arguments: ["python3", "-m", "test", "test_dict", "test_list", "test_set"],
                     quickArguments: ["python3", "-m", "test", "test_list"]),
-                operations: 1, columns: AllocatorColumn.processAllocatorColumns)
+                operations: 1, columns: AllocatorColumn.processAllocatorColumns),
+            Workload(
+                name: "python3-json-build-parse", family: .programs,
+                kind: .program(
+                    arguments: ["python3", "-c", Programs.jsonBuildParseScript(elements: 120_000)],
+                    quickArguments: ["python3", "-c", Programs.jsonBuildParseScript(elements: 6_000)]),
+                operations: 1, columns: AllocatorColumn.processAllocatorColumns),
         ] + Suites.all.flatMap { $0.workloads.map { $0.workload.addingProcessAllocatorColumns() } }
 
     /// The thread counts of the field's multi-threaded shapes: 4 and 8 oversubscribe a

@@ -128,7 +128,10 @@ public enum Report {
                         ratio(row.time.median, bestPeerTime(of: row.workload, in: summaries)),
                         format(row.peakResidentBytes.median / 1_048_576),
                         ratio(row.peakResidentBytes.median, jemalloc?.peakResidentBytes.median),
-                    ] + family.extras.map { extra in row.extras[extra.key].map { format($0.median) } ?? "–" }
+                    ]
+                    + family.extras.map { extra in
+                        row.extras[extra.key].map { format($0.median, digits: extra.digits) } ?? "–"
+                    }
                 text += "| " + cells.joined(separator: " | ") + " |\n"
             }
             text += "\n"

@@ -29,7 +29,7 @@ public enum Worker {
             }
             // The counters around each run; the last run is the timed one.
             var around: (before: BinnedAllocStatistics, after: BinnedAllocStatistics)? = nil
-            var result = measureWithWarmUp(operations: workload.operations(at: scale), scale: scale) { operations in
+            var result = Workloads.measure(workload, scale: scale) { operations in
                 let before = BinnedAllocator.shared.statistics()
                 let measurement = run(workload.kind, on: ProcessMalloc(), operations: operations)
                 around = (before, BinnedAllocator.shared.statistics())

@@ -199,11 +199,19 @@ struct UniformDraws: @unchecked Sendable {
 let warmUpNanoseconds: UInt64 = 50_000_000
 
 /// Runs `workload` on `allocator`: warm-up runs at a tenth of the operations until
-/// `warmUpNanoseconds` have passed (at least one), then the timed run.
+/// `warmUpNanoseconds` have passed (at least one), then the timed run; or the timed run
+/// alone where the workload does not warm up (`Workload.warmsUp`).
 public func measure<A: BenchAllocator>(_ workload: Workload, on allocator: A, scale: Scale) -> Measurement {
-    measureWithWarmUp(operations: workload.operations(at: scale), scale: scale) { operations in
-        run(workload.kind, on: allocator, operations: operations)
-    }
+    measure(workload, scale: scale) { operations in run(workload.kind, on: allocator, operations: operations) }
+}
+
+/// `body` at `workload`'s operations for `scale`: after the warm-up rule of
+/// `measureWithWarmUp`, or once, in a process that has run nothing of it yet, where the
+/// workload does not warm up (`Workload.warmsUp`).
+func measure(_ workload: Workload, scale: Scale, _ body: (Int) -> Measurement) -> Measurement {
+    let operations = workload.operations(at: scale)
+    guard workload.warmsUp else { return body(operations) }
+    return measureWithWarmUp(operations: operations, scale: scale, body)
 }
 
 /// The warm-up rule of every workload, suites included: `body(operations / 10)` until
@@ -248,6 +256,10 @@ func run<A: BenchAllocator>(_ kind: WorkloadKind, on allocator: A, operations: I
     case .bigBlocks(let live, let minimumSize, let maximumSize):
         return bigBlocks(
             allocator, live: live, minimumSize: minimumSize, maximumSize: maximumSize, operations: operations)
+    case .burstIdle(let threads, let minimumSize, let maximumSize, let delayNanoseconds):
+        return burstIdle(
+            allocator, threads: threads, minimumSize: minimumSize, maximumSize: maximumSize,
+            delayNanoseconds: delayNanoseconds, operations: operations)
     case .suite(let name):
         preconditionFailure("workload of suite \(name) run as a malloc-style workload")
     case .program(let arguments, _):
@@ -340,9 +352,11 @@ final class StartLine: Sendable {
 
     init(threads: Int) { self.threads = threads }
 
-    /// Called by each worker thread; the last one to arrive starts the clock.
-    func arriveAndWait() {
+    /// Called by each worker thread; the last one to arrive runs `lastArrival` while the
+    /// others wait (a reading between two timed phases), then starts the clock.
+    func arriveAndWait(lastArrival: () -> Void = {}) {
         if ready.add(1) == threads - 1 {
+            lastArrival()
             startTime.store(Int(SystemInfo.monotonicNanoseconds()))
             started.store(1)
         } else {

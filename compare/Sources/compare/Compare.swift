@@ -14,7 +14,8 @@ struct Compare: ParsableCommand {
         abstract: "Benchmarks the project's allocators against glibc, jemalloc, mimalloc and tcmalloc.",
         discussion: """
             Each cell runs in a fresh child process (a worker whose malloc is the allocator \
-            under test): a warm-up, then the timed run; the worker reports its own peak RSS \
+            under test): a warm-up (none for burst then idle, whose RSS readings are a fresh \
+            process's), then the timed run; the worker reports its own peak RSS \
             (VmHWM) and wait4 its CPU times. The sweep \
             over all cells is repeated, and tables show the median with min and max.
             """)

@@ -110,6 +110,7 @@ extension Spread {
         #expect(AllocatorColumn.peers == [.jemalloc, .mimalloc, .tcmalloc])
         #expect(Array(AllocatorColumn.all.prefix(5)) == AllocatorColumn.processAllocatorColumns)
         #expect(Workload.named("python3-test-dict-list-set")?.columns == AllocatorColumn.processAllocatorColumns)
+        #expect(Workload.named("python3-json-build-parse")?.columns == AllocatorColumn.processAllocatorColumns)
         #expect(Workload.named("pairs-64")?.kind == .pairs(size: 64))
         #expect(Workload.named("nonexistent") == nil)
         #expect(Workload.named("pairs-16")!.operations(at: .quick) * 20 == Workload.named("pairs-16")!.operations)
@@ -202,8 +203,8 @@ final class CountingAllocator: BenchAllocator, @unchecked Sendable {
         let workload = Workload.named(name)!
         let allocator = CountingAllocator()
         let operations = testOperations(of: workload)
-        let first = run(workload.kind, on: allocator, operations: operations)
-        let second = run(workload.kind, on: CountingAllocator(), operations: operations)
+        let first = run(testKind(of: workload), on: allocator, operations: operations)
+        let second = run(testKind(of: workload), on: CountingAllocator(), operations: operations)
         #expect(allocator.live.isEmpty, "\(name) leaked \(allocator.live.count) blocks")
         #expect(first.checksum == second.checksum)
         #expect(first.operations >= operations / 2 && first.operations <= operations)
@@ -238,6 +239,15 @@ final class CountingAllocator: BenchAllocator, @unchecked Sendable {
         case .bigBlocks(let live, _, _):
             #expect(allocator.allocations == first.operations)
             #expect(allocator.maximumLive == live)
+        case .burstIdle:
+            // Every block of the burst is live at once, then freed.
+            #expect(allocator.allocations == first.operations)
+            #expect(allocator.maximumLive == first.operations)
+            let readings = ["rss.before", "rss.burst", "rss.freed", "rss.delay1", "rss.delay2"].compactMap {
+                first.extras[$0]
+            }
+            #expect(readings.count == 5 && readings.allSatisfy { $0 > 0 }, "\(first.extras)")
+            #expect(first.extras["rss.delay2OverBefore"] == first.extras["rss.delay2"]! / first.extras["rss.before"]!)
         case .suite, .program:
             Issue.record("\(name) is not a malloc-style workload")
         }
@@ -247,17 +257,67 @@ final class CountingAllocator: BenchAllocator, @unchecked Sendable {
     @Test(arguments: Workload.all.filter(\.isMallocStyle).map(\.name))
     func binnedAllocRunsEveryWorkload(name: String) {
         let workload = Workload.named(name)!
-        let expected = run(workload.kind, on: CountingAllocator(), operations: testOperations(of: workload))
-        let measured = run(workload.kind, on: BinnedAllocBench(), operations: testOperations(of: workload))
+        let expected = run(testKind(of: workload), on: CountingAllocator(), operations: testOperations(of: workload))
+        let measured = run(testKind(of: workload), on: BinnedAllocBench(), operations: testOperations(of: workload))
         #expect(measured.checksum == expected.checksum)
         #expect(measured.operations == expected.operations)
     }
 
     /// Operations a test runs a workload for: 2,000, but 40 blocks of 5–25 MiB (each one
-    /// cleared and touched) are enough to fill and churn the big-block row's 20 slots.
+    /// cleared and touched) are enough to fill and churn the big-block row's 20 slots, and
+    /// 200 blocks (about 18 MiB) for a burst.
     func testOperations(of workload: Workload) -> Int {
-        if case .bigBlocks = workload.kind { return 40 }
-        return 2_000
+        switch workload.kind {
+        case .bigBlocks: 40
+        case .burstIdle: 200
+        default: 2_000
+        }
+    }
+
+    /// The kind a test runs: the catalogue's, with the burst's purge delays cut to 1 ms.
+    func testKind(of workload: Workload) -> WorkloadKind {
+        guard case .burstIdle(let threads, let minimumSize, let maximumSize, _) = workload.kind else {
+            return workload.kind
+        }
+        return .burstIdle(
+            threads: threads, minimumSize: minimumSize, maximumSize: maximumSize, delayNanoseconds: 1_000_000)
+    }
+
+    /// The burst-then-idle row reads a fresh process: no warm-up burst runs before it, in
+    /// quick runs either, and its purge delay is BinnedMalloc's default, quick runs included.
+    @Test func burstIdleRunsOnceInAFreshProcessAndSleepsFullDelays() {
+        let workload = Workload.named("burst-idle-500mib-t2")!
+        #expect(!workload.warmsUp)
+        #expect(Workload.all.filter { !$0.warmsUp }.map(\.name) == [workload.name])
+        #expect(purgeDelayNanoseconds == 1_000_000_000)
+        #expect(
+            workload.kind
+                == .burstIdle(
+                    threads: 2, minimumSize: 16, maximumSize: 1 << 20, delayNanoseconds: purgeDelayNanoseconds))
+        var runs: [Int] = []
+        _ = Workloads.measure(workload, scale: .quick) { operations in
+            runs.append(operations)
+            return Measurement(nanoseconds: 1, operations: operations, checksum: 0)
+        }
+        #expect(runs == [workload.operations / 20])
+        var warmed: [Int] = []
+        _ = Workloads.measure(Workload.named("pairs-16")!, scale: .quick) { operations in
+            warmed.append(operations)
+            return Measurement(nanoseconds: 1, operations: operations, checksum: 0)
+        }
+        #expect(warmed.count == 2)
+    }
+
+    /// One byte per 4 KiB of a block, from its start: the checksum does not depend on where
+    /// the block lies.
+    @Test func burstWritesOneBytePer4KiB() {
+        let block = UnsafeMutableRawPointer.allocate(byteCount: 3 * 4096 + 1, alignment: 16)
+        defer { block.deallocate() }
+        memset(block, 0, 3 * 4096 + 1)
+        #expect(writeEvery4KiB(block, byteCount: 3 * 4096 + 1, value: 5) == 4 * 5)
+        #expect(writeEvery4KiB(block + 1, byteCount: 4096, value: 0x107) == 7)
+        let bytes = UnsafeRawBufferPointer(start: block, count: 3 * 4096 + 1)
+        #expect(bytes.enumerated().filter { $0.element != 0 }.map(\.offset) == [0, 1, 4096, 8192, 12288])
     }
 
     @Test func processMallocKnowsWhichLibraryProvidesIt() {
@@ -318,6 +378,15 @@ final class CountingAllocator: BenchAllocator, @unchecked Sendable {
         let table = Report.markdown(Report.summarize(samples), workloads: [workload])
         #expect(table.contains("| RSS × jemalloc | p99 ns |"))
         #expect(table.contains("| latency-test | glibc | 10.0 | 10.0 – 10.0 | 1.00 | – | – | 1.0 | – | 250 |"))
+
+        let ratioFamily = Workload.Family(
+            title: "Ratio test", unit: "ns", extras: [.init(key: "ratio", header: "ratio", digits: 2)])
+        let ratioRow = Workload(name: "ratio-test", family: ratioFamily, kind: .suite("test"), operations: 1)
+        let ratioSample = Sample(
+            workload: "ratio-test", allocator: "glibc", repetition: 1,
+            measurement: Measurement(nanoseconds: 10, operations: 1, checksum: 0, extras: ["ratio": 1.046]),
+            peakResidentBytes: 1 << 20, userNanoseconds: 0, systemNanoseconds: 0)
+        #expect(Report.markdown(Report.summarize([ratioSample]), workloads: [ratioRow]).contains("| 1.0 | – | 1.05 |"))
     }
 
     @Test func latencyRecorderReportsPercentiles() {
@@ -348,6 +417,13 @@ final class CountingAllocator: BenchAllocator, @unchecked Sendable {
         #expect(measurement.operations == 1 && measurement.nanoseconds > 0)
         #expect((measurement.peakResidentBytes ?? 0) > 0)
         #expect(Programs.find("sh") != nil && Programs.find("no-such-program-here") == nil)
+    }
+
+    /// The JSON script is valid python3 and its check passes on a small document.
+    @Test func theJSONScriptRunsAndChecksItsDocument() {
+        let measurement = Programs.measure(
+            ["python3", "-c", Programs.jsonBuildParseScript(elements: 100)], column: .glibc, scale: .quick)
+        #expect(measurement.operations == 1 && measurement.nanoseconds > 0)
     }
 
     @Test func aProgramThatFailsStopsTheBenchmark() async {
