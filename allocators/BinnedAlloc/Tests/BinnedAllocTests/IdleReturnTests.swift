@@ -76,7 +76,7 @@ struct IdleReturnTests {
         }
     }
 
-    @Test("a miss unmaps cached spans before it maps, so spans that fit nothing do not add to the peak")
+    @Test("a miss unmaps stale cached spans before it maps, so spans that fit nothing do not add to the peak")
     func missEvictsBeforeMapping() async {
         await #expect(processExitsWith: .success) {
             let allocator = BinnedAllocator.shared
@@ -84,7 +84,9 @@ struct IdleReturnTests {
             freeLargeBlocks(count: 8, size: 40 << 10)
             let before = allocator.statistics()
             #expect(before.cachedLargeBlocks == 8)
-            // 200 KiB (its class: 224 KiB) fits none of the 40 KiB spans: six of them go first.
+            // Stale after 10 ms; then 200 KiB (its class: 224 KiB), which fits none of the
+            // 40 KiB spans, unmaps six of them first.
+            usleep(20_000)
             let block = allocator.allocate(byteCount: 200 << 10)!
             let after = allocator.statistics()
             #expect(after.cachedLargeBlocks == 2)
@@ -103,7 +105,7 @@ struct ConfigurationTests {
             #expect(allocator.configuration == BinnedAllocConfiguration())
             #expect(allocator.configuration.purgeDelayMilliseconds == 1000)
             #expect(allocator.configuration.backgroundThread)
-            #expect(allocator.configuration.spanCacheBytes == 64 << 20)
+            #expect(allocator.configuration.spanCacheBytes == 16 << 20)
             #expect(allocator.configuration.freeCacheBytes == 64 << 10)
             #expect(binned_configure("purge_delay_ms:250,background_thread:false,span_cache_bytes:2m") == 0)
             #expect(binned_configure("free_cache_bytes:4K,stats_print:json") == 0)

@@ -31,8 +31,10 @@ struct SpanCacheTests {
             #expect((second + 50_000).load(as: UInt8.self) == 0x5A, "reused warm, not remapped")
             #expect(allocator.statistics().cachedLargeBlocks == 0)
             // A class more than half as big again does not (a smaller one would): the miss
-            // maps new memory, and first unmaps as much of the cache, oldest first.
+            // maps new memory, and first unmaps as much of the cache, oldest first, of the
+            // spans cached more than 10 ms ago.
             allocator.deallocate(second)
+            usleep(20_000)
             let returned = allocator.statistics().bytesReturned
             let third = allocator.allocate(byteCount: 60_000)!
             #expect(allocator.usableSize(of: third) == 64 << 10)
@@ -82,11 +84,13 @@ struct SpanCacheTests {
         }
     }
 
-    @Test("the cache is bounded (128 spans, 64 MiB), a miss evicts the oldest first, releaseUnusedMemory empties it")
+    @Test(
+        "the cache is bounded (128 spans, its budget), a miss evicts stale spans first, releaseUnusedMemory empties it")
     func cacheIsBoundedAndReleasable() async {
         await #expect(processExitsWith: .success) {
             let allocator = BinnedAllocator.shared
             allocator.configuration.purgeDelayMilliseconds = 3_600_000
+            allocator.configuration.spanCacheBytes = 64 << 20
             let small = (0..<140).map { _ in allocator.allocate(byteCount: 40 << 10)! }
             for block in small { allocator.deallocate(block) }
             #expect(allocator.statistics().cachedLargeBlocks == 128)
@@ -99,7 +103,9 @@ struct SpanCacheTests {
             let statistics = allocator.statistics()
             #expect(statistics.cachedLargeBytes <= 64 << 20)
             #expect(statistics.cachedLargeBlocks == 21, "21 spans of 3 MiB fit in 64 MiB")
-            // 5 MiB fits no cached span: two of them (6 MiB) go before it is mapped.
+            // 5 MiB fits no cached span: once they are stale, two of them (6 MiB) go before
+            // it is mapped.
+            usleep(20_000)
             let mapped = statistics.bytesMapped
             let huge = allocator.allocate(byteCount: 5 << 20)!
             #expect(allocator.statistics().bytesMapped < mapped, "the miss unmapped more than it mapped")
