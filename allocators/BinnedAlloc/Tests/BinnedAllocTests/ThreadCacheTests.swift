@@ -117,6 +117,30 @@ struct ThreadCacheTests {
         }
     }
 
+    @Test("another thread's block is kept by the freeing thread only if its class fills whole cache lines")
+    func foreignBlocksThatShareLinesGoHome() async {
+        await #expect(processExitsWith: .success) {
+            let allocator = BinnedAllocator.shared
+            // Blocks of this thread's cache, freed by another thread that then allocates the
+            // same sizes: a 16-byte block shares its line with its neighbours, which this
+            // thread may write, so it goes home and the other thread gets a block of its
+            // own slab; a 256-byte block fills its 4 lines, so the freeing thread reuses it.
+            let shared = (0..<4).map { _ in allocator.allocate(byteCount: 16)! }
+            let filling = allocator.allocate(byteCount: 256)!
+            let handed = shared.map { Int(bitPattern: $0) } + [Int(bitPattern: filling)]
+            let reused = Mutex<(sharing: Bool, filling: Bool)>((false, false))
+            try onNewThread {
+                for address in handed { allocator.deallocate(UnsafeMutableRawPointer(bitPattern: address)) }
+                let small = (0..<4).map { _ in Int(bitPattern: allocator.allocate(byteCount: 16)!) }
+                let large = Int(bitPattern: allocator.allocate(byteCount: 256)!)
+                reused.withLock { $0 = (!Set(small).isDisjoint(with: handed), large == handed.last!) }
+                for address in small + [large] { allocator.deallocate(UnsafeMutableRawPointer(bitPattern: address)) }
+            }
+            #expect(!reused.withLock { $0.sharing }, "a 16-byte block of another thread was reused")
+            #expect(reused.withLock { $0.filling }, "the 256-byte block of another thread was not reused")
+        }
+    }
+
     @Test("200 short threads one after another: the number of caches stays flat")
     func threadChurnReusesCaches() async {
         await #expect(processExitsWith: .success) {
