@@ -47,6 +47,9 @@ public enum SystemInfo {
         return count > 0 ? count : max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
     }
 
+    /// 64 random bits from the kernel (for a per-process secret), read without allocating.
+    public static func randomWord() -> UInt64 { alloc_core_random_word() }
+
     /// Nanoseconds of the monotonic clock: for intervals, never for wall time.
     @inlinable
     public static func monotonicNanoseconds() -> UInt64 {
@@ -324,6 +327,21 @@ public struct RawText: ~Copyable {
         guard length > 0 else { return }
         (base + count).copyMemory(from: bytes.baseAddress!, byteCount: length)
         count += length
+    }
+
+    /// `value` in hexadecimal with a `0x` prefix and no leading zeros (an address, say).
+    public mutating func appendHex(_ value: UInt) {
+        append("0x")
+        var shift = UInt.bitWidth - 4
+        while shift > 0 && (value >> UInt(shift)) & 0xF == 0 { shift -= 4 }
+        while shift >= 0 && count < capacity {
+            let digit = UInt8((value >> UInt(shift)) & 0xF)
+            base.storeBytes(
+                of: digit < 10 ? UInt8(ascii: "0") + digit : UInt8(ascii: "a") + digit - 10, toByteOffset: count,
+                as: UInt8.self)
+            count += 1
+            shift -= 4
+        }
     }
 
     /// `value` in decimal, right-aligned in `width` columns (wider numbers are not cut).

@@ -28,6 +28,33 @@ public func expectTrap(
             sourceLocation: sourceLocation)
     }
     guard namingTheAnnouncedPointer else { return }
+    expectAnnouncedPointer(of: result, in: text, prefix: "", sourceLocation: sourceLocation)
+}
+
+/// Checks that an exit test's child ended by an allocator's misuse report: `abort()`
+/// (SIGABRT) after a line on stderr that mentions `words`, as glibc reports what it
+/// catches. With `namingTheAnnouncedPointer`, the line must also name the pointer the child
+/// announced (see ``expectTrap(_:mentioning:namingTheAnnouncedPointer:sourceLocation:)``).
+public func expectMisuseReport(
+    _ result: ExitTest.Result?, mentioning words: String, namingTheAnnouncedPointer: Bool = false,
+    sourceLocation: SourceLocation = #_sourceLocation
+) {
+    guard let result else { return }
+    let text = String(decoding: result.standardErrorContent, as: UTF8.self)
+    #expect(
+        result.exitStatus == .signal(SIGABRT) && text.contains(words),
+        "expected an abort reporting \"\(words)\", got \(result.exitStatus), stderr: \(text.prefix(600))",
+        sourceLocation: sourceLocation)
+    guard namingTheAnnouncedPointer else { return }
+    expectAnnouncedPointer(of: result, in: text, prefix: "0x", sourceLocation: sourceLocation)
+}
+
+/// Checks that `text` (the child's stderr) names, in hexadecimal after `prefix`, the pointer
+/// the child announced last: that tells a deliberate check of that pointer from a crash
+/// further on.
+func expectAnnouncedPointer(
+    of result: ExitTest.Result, in text: String, prefix: String, sourceLocation: SourceLocation
+) {
     let output = String(decoding: result.standardOutputContent, as: UTF8.self)
     guard let line = output.split(separator: "\n").last(where: { $0.hasPrefix(announcedPointerPrefix) }) else {
         Issue.record("the child did not announce its pointer", sourceLocation: sourceLocation)
@@ -35,8 +62,8 @@ public func expectTrap(
     }
     let hex = line.dropFirst(announcedPointerPrefix.count).lowercased()
     #expect(
-        text.lowercased().contains(hex),
-        "the trap does not name the pointer 0x\(hex), so it is no ownership check: \(text.prefix(600))",
+        text.lowercased().contains(prefix + hex),
+        "the message does not name the pointer 0x\(hex), so it is no check of it: \(text.prefix(600))",
         sourceLocation: sourceLocation)
 }
 

@@ -8,7 +8,9 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdlib.h>
+#include <sys/auxv.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -100,6 +102,14 @@ int alloc_core_affinity_cpu_count(void) {
   cpu_set_t set;
   if (sched_getaffinity(0, sizeof set, &set) != 0) return 0;
   return CPU_COUNT(&set);
+}
+
+uint64_t alloc_core_random_word(void) {
+  uint64_t word = 0;
+  if (syscall(SYS_getrandom, &word, sizeof word, GRND_NONBLOCK) == (long)sizeof word) return word;
+  const uint64_t *bytes = (const uint64_t *)getauxval(AT_RANDOM);
+  if (bytes != NULL) memcpy(&word, bytes, sizeof word);
+  return word;
 }
 
 const int alloc_core_madv_dontneed = MADV_DONTNEED;

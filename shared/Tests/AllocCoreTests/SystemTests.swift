@@ -198,6 +198,18 @@ extension MappingSuites {
             #expect(throws: SystemError(.write, code: EBADF)) { try text.write(to: -1) }
         }
 
+        @Test func formatsHexadecimalAndRawBytes() throws {
+            var text = try RawText(capacity: 100)
+            text.appendHex(0)
+            text.append(" ")
+            text.appendHex(0x7F12_3456_789A)
+            text.append(" ")
+            text.appendHex(UInt.max)
+            text.append(" ")
+            Array("raw".utf8).withUnsafeBytes { text.append($0) }
+            #expect(String(decoding: text.bytes, as: UTF8.self) == "0x0 0x7f123456789a 0xffffffffffffffff raw")
+        }
+
         @Test func textPastTheCapacityIsDropped() throws {
             var text = try RawText(capacity: 1)
             for _ in 0..<SystemInfo.pageSize { text.append("ab") }

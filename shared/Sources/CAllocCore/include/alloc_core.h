@@ -114,6 +114,10 @@ int alloc_core_mkstemp_cloexec(char *path_template);
 /// The number of CPUs in the calling thread's affinity mask, or 0 if it cannot be read.
 int alloc_core_affinity_cpu_count(void);
 
+/// 64 random bits from the kernel (getrandom, non-blocking), or, where that fails, from the
+/// 16 random bytes the kernel gives every process at exec (AT_RANDOM). Allocates nothing.
+uint64_t alloc_core_random_word(void);
+
 /// futex(2) FUTEX_WAIT_PRIVATE on the 32-bit word at `address`: sleeps while it holds
 /// `expected`, at most `timeout_ns` nanoseconds (negative: no limit). Returns 0 when woken
 /// (or spuriously), else the errno value: EAGAIN (the word did not hold `expected`),
