@@ -6,7 +6,8 @@
 #                     programs run under libbinnedmalloc.so, and a Swift executable linking BinnedMalloc
 #   make soak         every package's randomized model tests under fresh seeds for SOAK_SECONDS
 #                     (default 120) in all; prints each failing seed and the command that replays it
-#   make bench        release build of compare, full benchmark tables on stdout
+#   make bench        release build of compare, full benchmark tables on stdout, and the
+#                     heap-misuse battery's table
 #   make bench-quick  the short benchmark run CI makes so the harness cannot rot
 #   make deps         installs libjemalloc-dev, libmimalloc2.0 and libtcmalloc-minimal4 (apt-get, as root) or says how
 #   make lint         swift format lint over every Swift file, strict
@@ -131,11 +132,13 @@ SOAK_SECONDS ?= 120
 soak:
 	@SOAK_SECONDS=$(SOAK_SECONDS) SWIFT=$(SWIFT) bash .ci/soak $(ALLOCATORS)
 
-# The real-program rows preload libbinnedmalloc.so, so it is built first.
+# The real-program rows preload libbinnedmalloc.so, so it is built first. Then the heap-misuse
+# battery's table: which allocator stops which misuse.
 bench: deps preload
 	@$(SWIFT) build -c release --package-path compare
 	@BINNEDMALLOC_LIBRARY=$(CURDIR)/$(PRELOAD_LIBRARY) \
 		"$$($(SWIFT) build -c release --package-path compare --show-bin-path)/compare" --json $(BENCH_JSON)
+	@bash $(PRELOAD_PACKAGE)/Tests/Preload/misuse-table $(PRELOAD_LIBRARY)
 
 bench-quick: deps preload
 	@$(SWIFT) build -c release --package-path compare

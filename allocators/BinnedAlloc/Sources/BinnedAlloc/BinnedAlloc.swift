@@ -330,9 +330,10 @@ public final class LockedBinnedAllocator: @unchecked Sendable {
     /// See ``BinnedAllocator/deallocate(_:)``.
     public func deallocate(_ pointer: UnsafeMutableRawPointer?) {
         guard let pointer else { return }
+        guard GranuleMap.entry(pointer) != GranuleMap.foreign else { Misuse.report(.notHandedOut, pointer) }
         if Block.isLarge(pointer) { return LargeSpan.free(pointer) }
         let slab = Slab(containing: pointer)
-        slab.assertOwns(pointer)
+        slab.checkAndMarkFree(pointer)
         lock.pointee.withLock {
             cache.bin(slab.classIndex).counters.addFromOwner(1, to: .deallocations)
             if slab.owner == cache.base {
@@ -865,6 +866,7 @@ enum SharedAllocator {
         guard entry &>> GranuleMap.tagShift == cache.tag || Layout.fillsCacheLines(classIndex: classIndex) else {
             return false
         }
+        cache.checkAndMarkFree(pointer, classIndex: classIndex)
         cache.cacheFreed(pointer, classIndex: classIndex)
         return true
     }
@@ -905,9 +907,10 @@ extension SharedAllocator {
     /// thread's cache, or in the fallback cache (under its lock) when it has none.
     @usableFromInline @inline(never)
     static func deallocateSlow(_ pointer: UnsafeMutableRawPointer) {
+        guard GranuleMap.entry(pointer) != GranuleMap.foreign else { Misuse.report(.notHandedOut, pointer) }
         if Block.isLarge(pointer) { return LargeSpan.free(pointer, cacheable: true) }
         let slab = Slab(containing: pointer)
-        slab.assertOwns(pointer)
+        slab.checkAndMarkFree(pointer)
         let owner = ThreadCache(slab.owner)
         // A thread that only frees (a consumer) gets a cache at its first free, so that its
         // frees take the fast path and no lock from then on.
@@ -1228,6 +1231,64 @@ extension SharedAllocator {
 
 // MARK: - Internals
 
+// MARK: - Misuse
+
+/// Heap misuse that every free checks for (issue 20), reported as glibc reports what it
+/// catches: one line on stderr, then `abort()`, before the allocator changes anything.
+///
+/// - A double free of a small block: a free leaves a *mark* in the block's second word (the
+///   process's random key mixed with the block's address) and every allocation clears it, so
+///   a block freed and not handed out since still carries it, wherever it waits (a free
+///   cache, a slab's free list, a remote list). A copy of a freed block elsewhere does not
+///   carry a valid mark (the address differs), and no program can write one without the key.
+///   Missed: a second free after the block was handed out again (it is then a live block of
+///   its new owner), two threads freeing one block at the same instant, and a block whose
+///   second word a write after free overwrote.
+/// - A free of a pointer that is not a block's start: the offset in its slab is checked
+///   against the class size (one multiplication) and the slab's last block.
+/// - A free inside a slab that holds no blocks (reserved, pooled, a large block's pages) or of
+///   memory BinnedAlloc never handed out (the `binned_*` names and the Swift API; the standard
+///   names send such pointers to glibc, which has its own checks).
+/// - A double free of a large block, or a pointer inside one (its header's magic).
+@usableFromInline
+enum Misuse {
+    @usableFromInline
+    enum Kind {
+        case doubleFree, notABlockStart, noLiveSlab, notHandedOut
+    }
+
+    /// The byte offset of a freed small block's mark: its second word, since its first is a
+    /// free-list link while it waits in a slab or a remote list.
+    @inlinable static var markOffset: Int { 8 }
+
+    /// Writes "BinnedAlloc: double free of 0x… (class 3, 64 B)" or its like to stderr and
+    /// aborts. Allocates nothing: the line is built in a page from mmap.
+    @usableFromInline @inline(never)
+    static func report(_ kind: Kind, _ pointer: UnsafeMutableRawPointer, classIndex: Int? = nil) -> Never {
+        if var text = try? RawText(capacity: 256) {
+            switch kind {
+            case .doubleFree: text.append("BinnedAlloc: double free of ")
+            case .notABlockStart: text.append("BinnedAlloc: free of a pointer that is not a block's start: ")
+            case .noLiveSlab: text.append("BinnedAlloc: free of a pointer in memory that holds no live block: ")
+            case .notHandedOut: text.append("BinnedAlloc: free of a pointer BinnedAlloc did not hand out: ")
+            }
+            text.appendHex(UInt(bitPattern: pointer))
+            if let classIndex {
+                text.append(" (class ")
+                text.append(classIndex)
+                text.append(", ")
+                text.append(Layout.sizeClasses.size(ofClass: classIndex))
+                text.append(" B)")
+            } else if kind == .doubleFree {
+                text.append(" (a large block)")
+            }
+            text.append("\n")
+            try? text.write(to: 2)
+        }
+        abort()
+    }
+}
+
 // MARK: - Block
 
 /// What every allocator does with a block, whatever its kind: where a request goes, how
@@ -1367,6 +1428,57 @@ struct ThreadCache {
     /// entries hold 0, which matches no cache. Written once when the cache is made.
     @inlinable var tag: UInt16 { base.load(fromByteOffset: ThreadCacheLayout.tagOffset, as: UInt16.self) }
 
+    /// The process's key (`GlobalState.freeKey`), in a thread's cache for its free fast path.
+    @inlinable var freeKey: UInt { base.load(fromByteOffset: ThreadCacheLayout.freeKeyOffset, as: UInt.self) }
+
+    /// What a free checks a block's offset from its slab's first block against, per class:
+    /// Lemire's divisibility constant for the class size (`offset` is a multiple of it when
+    /// `offset × divisor`, wrapping, is at most `divisor − 1`; exact for every offset below
+    /// 2^32), and the offset of the slab's last block. Written when a thread's cache is made.
+    @usableFromInline
+    struct ClassCheck {
+        @usableFromInline let divisor: UInt64
+        @usableFromInline let lastOffset: UInt64
+
+        init(classIndex: Int) {
+            let size = Layout.sizeClasses.size(ofClass: classIndex)
+            divisor = UInt64.max / UInt64(size) &+ 1
+            lastOffset = UInt64(((Layout.slabSize - Layout.headerSize) / size - 1) * size)
+        }
+
+        /// Whether `offset` (from the slab's first block; negative in the header page) is a
+        /// block's start.
+        @inlinable @inline(__always)
+        func isBlockStart(_ offset: Int) -> Bool {
+            let unsigned = UInt64(bitPattern: Int64(offset))  // negative: far above lastOffset
+            return unsigned <= lastOffset && unsigned &* divisor <= divisor &- 1
+        }
+    }
+
+    @inlinable
+    func classCheck(_ classIndex: Int) -> ClassCheck {
+        base.load(
+            fromByteOffset: ThreadCacheLayout.classChecksOffset &+ classIndex &* ThreadCacheLayout.classCheckStride,
+            as: ClassCheck.self)
+    }
+
+    /// The checks of a free that no correct program fails, before anything changes: `block`
+    /// must be a block's start, and not already freed (its second word does not hold the
+    /// mark a free leaves, the key mixed with its address). Then it marks the block. Traps
+    /// with one line on stderr (`Misuse`) when a check fails.
+    @inlinable @inline(__always)
+    func checkAndMarkFree(_ block: UnsafeMutableRawPointer, classIndex: Int) {
+        let offset = Int(bitPattern: block) & Layout.slabMask &- Layout.headerSize
+        if _slowPath(!classCheck(classIndex).isBlockStart(offset)) {
+            Misuse.report(.notABlockStart, block, classIndex: classIndex)
+        }
+        let mark = freeKey ^ UInt(bitPattern: block)
+        if _slowPath(block.load(fromByteOffset: Misuse.markOffset, as: UInt.self) == mark) {
+            Misuse.report(.doubleFree, block, classIndex: classIndex)
+        }
+        block.storeBytes(of: mark, toByteOffset: Misuse.markOffset, as: UInt.self)
+    }
+
     /// Whether a thread's cache is in use by a thread, parked, or being trimmed by
     /// `releaseUnusedMemory()`; an adopter that pops a cache being trimmed waits for it.
     enum Ownership: Int { case active = 0, parked = 1, trimming = 2 }
@@ -1452,6 +1564,13 @@ struct ThreadCache {
                 cache.bin(index).cachedSlots = slots.bindMemory(to: UnsafeMutableRawPointer.self, capacity: capacity)
                 cache.bin(index).cachedLimit = freeCacheLimit(ofClass: index, bytes: bytes)
                 slots += capacity &* MemoryLayout<UnsafeMutableRawPointer>.stride
+            }
+            base.storeBytes(of: global.freeKey, toByteOffset: ThreadCacheLayout.freeKeyOffset, as: UInt.self)
+            for index in 0..<Layout.classCount {
+                base.storeBytes(
+                    of: ClassCheck(classIndex: index),
+                    toByteOffset: ThreadCacheLayout.classChecksOffset + index * ThreadCacheLayout.classCheckStride,
+                    as: ClassCheck.self)
             }
             global.register(cache)
             global.counters.add(1, to: .threadCaches)
@@ -1690,6 +1809,8 @@ struct ThreadCache {
         GranuleMap.setClass(of: slab, to: nil, tag: GranuleMap.noTag)
         ownedSlabs.remove(slab.base)
         if reserveCount < ThreadCache.reserveSlabLimit {
+            // No magic while it holds no blocks, so that a free into it fails `checkAndMarkFree`.
+            slab.magicWord = 0
             slab.state = .reserved
             reserve.pushFront(slab.base)
             reserveCount += 1
@@ -1827,7 +1948,9 @@ struct Bin {
         if count != 0 {
             cachedCount = count &- 1
             counters.addFromOwner(1, to: .allocations)
-            return cachedSlots.unsafelyUnwrapped[count &- 1]
+            let block = cachedSlots.unsafelyUnwrapped[count &- 1]
+            block.storeBytes(of: 0, toByteOffset: Misuse.markOffset, as: UInt.self)
+            return block
         }
         return popCurrent()
     }
@@ -1840,6 +1963,7 @@ struct Bin {
         slab.freeList = Slab.next(after: block)
         slab.used &+= 1
         counters.addFromOwner(1, to: .allocations)
+        block.storeBytes(of: 0, toByteOffset: Misuse.markOffset, as: UInt.self)
         return block
     }
 
@@ -2001,6 +2125,26 @@ struct Slab {
         (cursor + (count - 1) * size).storeBytes(of: freeList, as: UnsafeMutableRawPointer?.self)
         freeList = cursor
         bumpCursor = cursor + count * size
+    }
+
+    /// The checks of a free on a slow path, from the slab's header: the slab holds blocks
+    /// (its magic is valid: it is in a class), `block` is a block's start, and it is not
+    /// already freed (`ThreadCache.checkAndMarkFree`). Then it marks the block. Traps with one
+    /// line on stderr (`Misuse`) when a check fails.
+    func checkAndMarkFree(_ block: UnsafeMutableRawPointer) {
+        // Not the state: the owner changes it (current, partial, full) while other threads
+        // free the slab's blocks. A slab without blocks (reserved, pooled) has no magic.
+        guard magicWord == Slab.magic ^ Int(bitPattern: base) else { Misuse.report(.noLiveSlab, block) }
+        let offset = block - (base + Layout.headerSize)
+        guard offset >= 0, offset < blockCount * blockSize, offset % blockSize == 0 else {
+            Misuse.report(.notABlockStart, block, classIndex: classIndex)
+        }
+        guard let key = GlobalState.get()?.freeKey else { return }
+        let mark = key ^ UInt(bitPattern: block)
+        if block.load(fromByteOffset: Misuse.markOffset, as: UInt.self) == mark {
+            Misuse.report(.doubleFree, block, classIndex: classIndex)
+        }
+        block.storeBytes(of: mark, toByteOffset: Misuse.markOffset, as: UInt.self)
     }
 
     /// In debug builds, traps unless `block` is a block boundary of a live slab.
@@ -2217,7 +2361,11 @@ struct LargeSpan {
     /// it is a shared allocator's span of a cache class. errno is left as it was.
     static func free(_ pointer: UnsafeMutableRawPointer, cacheable: Bool = false) {
         let span = LargeSpan(user: pointer)
-        span.assertValid()
+        if !span.hasMagic {
+            // A cached span's magic is 0: freed once already, and not handed out since.
+            let magic = span.header.load(fromByteOffset: LargeSpanLayout.magicOffset, as: Int.self)
+            Misuse.report(magic == 0 ? .doubleFree : .notHandedOut, pointer)
+        }
         let savedErrno = errno
         defer { errno = savedErrno }
         let size = span.mappingSize
@@ -2531,6 +2679,9 @@ struct GlobalState {
     var spanCache: UnsafeMutablePointer<UnsafeMutableRawPointer> {
         (base + GlobalLayout.spanCacheOffset).assumingMemoryBound(to: UnsafeMutableRawPointer.self)
     }
+    /// The process's secret for marking freed blocks (`Misuse`): random, never 0.
+    var freeKey: UInt { base.load(fromByteOffset: GlobalLayout.freeKeyOffset, as: UInt.self) }
+
     var spanCachedAt: UnsafeMutablePointer<Int> {
         (base + GlobalLayout.spanCachedAtOffset).assumingMemoryBound(to: Int.self)
     }
@@ -2543,9 +2694,9 @@ struct GlobalState {
     func cacheSpan(_ header: UnsafeMutableRawPointer, usableSize: Int) -> Bool {
         withSpanCacheLock {
             let span = LargeSpan(header: header)
-            // One load keeps a double free from caching a span twice (two later blocks
-            // would share it): the first free cleared the magic.
-            precondition(span.hasMagic, "BinnedAlloc: double free of the large block \(span.user)")
+            // Two threads freeing one span at once both pass `free`'s check; under the lock, the
+            // second finds the magic the first cleared, and the span is never cached twice.
+            if !span.hasMagic { Misuse.report(.doubleFree, span.user) }
             let count = counters.value(of: .cachedSpans)
             let budget = word(GlobalLayout.spanCacheBytesOffset).load(ordering: .relaxed)
             let byteLimit =
@@ -2764,6 +2915,12 @@ struct GlobalState {
         guard GranuleMap.create(), let page = try? PageSource().allocate(byteCount: GlobalLayout.byteCount) else {
             return nil
         }
+        // The key mixes the kernel's random bits with the page's address (ASLR); it is never
+        // 0, which would make a block holding its own address in its second word (an empty
+        // circular list's head) look freed.
+        let key = UInt(truncatingIfNeeded: SystemInfo.randomWord()) ^ UInt(bitPattern: page).byteSwapped
+        page.storeBytes(
+            of: key == 0 ? 0x9E37_79B9_7F4A_7C15 : key, toByteOffset: GlobalLayout.freeKeyOffset, as: UInt.self)
         guard let fallback = ThreadCache.create(kind: .locked, global: nil) else {
             try? PageSource().release(page, byteCount: GlobalLayout.byteCount)
             return nil
@@ -3147,8 +3304,8 @@ enum Layout {
 /// A slab's header page, in address order. Every field is a word.
 @usableFromInline
 enum SlabLayout {
-    /// `Slab.magic ^ address` while the slab belongs to a class or a reserve; 0 in the
-    /// pool, so that a free into a pooled slab fails the debug check.
+    /// `Slab.magic ^ address` while the slab belongs to a class; 0 in a reserve and in the
+    /// pool, so that a free into a slab that holds no blocks fails `Slab.checkAndMarkFree`.
     @inlinable static var magicOffset: Int { 0 }
     /// The owner thread cache's address, an atomic word: freeing threads read it.
     @inlinable static var ownerOffset: Int { 8 }
@@ -3253,12 +3410,18 @@ enum ThreadCacheLayout {
     @inlinable static var largeSpansOffset: Int { 160 }
     /// `ThreadCache.tag` (a `UInt16`).
     @inlinable static var tagOffset: Int { 168 }
+    /// `ThreadCache.freeKey`: the process's key, copied here for the free fast path.
+    @inlinable static var freeKeyOffset: Int { 176 }
     /// `ThreadCache.Ownership`, an atomic word (active, parked, trimming).
     @inlinable static var ownershipOffset: Int { 184 }
     /// `Counters<LargeEvent>` of a locked cache's large blocks.
     @inlinable static var largeCountersOffset: Int { 192 }
     /// The bins, `Layout.classCount` of them, `BinLayout.stride` apart, from a cache line.
     @inlinable static var binsOffset: Int { 256 }
+    /// Per class, what a free checks a block's offset in its slab against
+    /// (`ThreadCache.ClassCheck`): two words, after the bins.
+    @inlinable static var classChecksOffset: Int { 2816 }
+    @inlinable static var classCheckStride: Int { 16 }
     /// The free caches' slot arrays (`Bin.cachedSlots`), each class's after the one before,
     /// from the second page: pages of them that a thread never fills are never touched.
     @inlinable static var freeCacheSlotsOffset: Int { 4096 }
@@ -3286,9 +3449,11 @@ enum ThreadCacheLayout {
         check.field("largeSpansLock", at: largeSpansLockOffset, size: MemoryLayout<SpinLock>.size)
         check.field("largeSpans", at: largeSpansOffset, size: 8)
         check.field("tag", at: tagOffset, size: 2)
+        check.field("freeKey", at: freeKeyOffset, size: 8)
         check.field("ownership", at: ownershipOffset, size: 8)
         check.field("largeCounters", at: largeCountersOffset, size: LargeEvent.byteCount)
         check.field("bins", at: binsOffset, size: Layout.classCount * BinLayout.stride, alignment: 64)
+        check.field("classChecks", at: classChecksOffset, size: Layout.classCount * classCheckStride)
         return check.result(within: freeCacheSlotsOffset)
     }
 }
@@ -3359,6 +3524,8 @@ enum GlobalLayout {
     static var parkedWalkLockOffset: Int { 2640 }
     /// The last `ThreadCache.tag` given, an atomic word.
     static var nextCacheTagOffset: Int { 2648 }
+    /// `GlobalState.freeKey`, written before the page is published.
+    static var freeKeyOffset: Int { 2656 }
     /// The page.
     static var byteCount: Int { 4096 }
 
@@ -3384,6 +3551,7 @@ enum GlobalLayout {
         check.field("lastPurge", at: lastPurgeOffset, size: 8)
         check.field("parkedWalkLock", at: parkedWalkLockOffset, size: MemoryLayout<SpinLock>.size)
         check.field("nextCacheTag", at: nextCacheTagOffset, size: 8)
+        check.field("freeKey", at: freeKeyOffset, size: 8)
         return check.result(within: byteCount)
     }
 }
@@ -3485,7 +3653,9 @@ extension ThreadCache {
                 }
             }
             if let problem { return problem }
-            if let problem = bin.freeCacheViolation(classIndex: index) { return "\(name): \(problem)" }
+            if let problem = bin.freeCacheViolation(classIndex: index, key: GlobalState.get()?.freeKey ?? 0) {
+                return "\(name): \(problem)"
+            }
             var owned = 0
             ownedSlabs.forEach { if Slab($0).classIndex == index { owned += 1 } }
             if owned != bin.counters.value(of: .slabs) {
@@ -3524,8 +3694,9 @@ extension ThreadCache {
 extension Bin {
     /// What is wrong with the free cache of class `classIndex`, or nil: at most its limit
     /// of blocks, as many as its count says, each a block boundary of a slab of that class
-    /// whose granule entry names the class.
-    func freeCacheViolation(classIndex: Int) -> String? {
+    /// whose granule entry names the class, each once, each carrying the mark of a freed
+    /// block (`Misuse`; `key` is the process's).
+    func freeCacheViolation(classIndex: Int, key: UInt) -> String? {
         guard cachedCount >= 0, cachedCount <= cachedLimit else {
             return "class \(classIndex)'s free cache holds \(cachedCount) blocks, its limit is \(cachedLimit)"
         }
@@ -3539,6 +3710,9 @@ extension Bin {
             else { return "block \(block) in class \(classIndex)'s free cache is not a block of that class" }
             for earlier in 0..<index where slots[earlier] == block {
                 return "block \(block) is twice in class \(classIndex)'s free cache"
+            }
+            guard block.load(fromByteOffset: Misuse.markOffset, as: UInt.self) == key ^ UInt(bitPattern: block) else {
+                return "block \(block) in class \(classIndex)'s free cache does not carry a freed block's mark"
             }
         }
         return nil
