@@ -57,7 +57,15 @@
 // slabs (address space only, one resident header page), or is unmapped when the pool
 // already holds `pooledSlabLimit`. Freed large spans wait in a span cache, within a byte
 // budget, for the next request they fit (or, above 4 MiB, can be grown to); the rest are
-// unmapped.
+// unmapped. A cached span goes back after the purge delay (1 s), unmapped by a background
+// purger thread or by the next slow path (`BinnedAllocConfiguration`), and a request that
+// fits no cached span first unmaps stale ones. `malloc_trim` gives back everything at once.
+//
+// # Misuse
+//
+// Every free checks, before it changes anything, that the pointer is a block's start and
+// that the block is not already free (a keyed mark in its second word), and aborts with one
+// line on stderr naming the pointer otherwise (`Misuse`), as glibc does.
 //
 // # Structure
 //
