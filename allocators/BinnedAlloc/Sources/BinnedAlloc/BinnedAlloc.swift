@@ -990,12 +990,7 @@ extension SharedAllocator {
     static func statistics() -> BinnedAllocStatistics {
         var statistics = BinnedAllocStatistics.empty
         guard let global = GlobalState.get() else { return statistics }
-        var node = global.registryHead
-        while let base = node {
-            ThreadCache(base).addStatistics(to: &statistics)
-            node = ThreadCache(base).registryNext
-        }
-        global.fallbackCache.addStatistics(to: &statistics)
+        global.forEachCache { $0.addStatistics(to: &statistics) }
         statistics.addGlobalFigures(largeFrom: global.largeCounters)
         return statistics
     }
@@ -1036,19 +1031,7 @@ extension SharedAllocator {
         text.append("\n")
         text.append("class      size    allocations  deallocations     live   slabs\n")
         for index in 0..<Layout.classCount {
-            var sums = (allocations: 0, deallocations: 0, slabs: 0)
-            func add(_ cache: ThreadCache) {
-                let bin = cache.bin(index)
-                sums.allocations += bin.counters.value(of: .allocations)
-                sums.deallocations += bin.counters.value(of: .deallocations)
-                sums.slabs += bin.counters.value(of: .slabs)
-            }
-            var node = global.registryHead
-            while let base = node {
-                add(ThreadCache(base))
-                node = ThreadCache(base).registryNext
-            }
-            add(global.fallbackCache)
+            let sums = classSums(global, classIndex: index)
             guard sums.allocations > 0 else { continue }
             text.append(index, width: 5)
             text.append(Layout.sizeClasses.size(ofClass: index), width: 10)
@@ -1071,24 +1054,28 @@ extension SharedAllocator {
 
     static func totals(_ global: GlobalState) -> Totals {
         var totals = Totals()
-        func add(_ cache: ThreadCache) {
-            for index in 0..<Layout.classCount {
-                let counters = cache.bin(index).counters
-                let allocations = counters.value(of: .allocations)
-                let deallocations = counters.value(of: .deallocations)
-                totals.allocations += allocations
-                totals.deallocations += deallocations
-                totals.liveSmallBytes += (allocations - deallocations) * Layout.sizeClasses.size(ofClass: index)
-                totals.slabs += counters.value(of: .slabs)
-            }
+        for index in 0..<Layout.classCount {
+            let sums = classSums(global, classIndex: index)
+            totals.allocations += sums.allocations
+            totals.deallocations += sums.deallocations
+            totals.liveSmallBytes += (sums.allocations - sums.deallocations) * Layout.sizeClasses.size(ofClass: index)
+            totals.slabs += sums.slabs
         }
-        var node = global.registryHead
-        while let base = node {
-            add(ThreadCache(base))
-            node = ThreadCache(base).registryNext
-        }
-        add(global.fallbackCache)
         return totals
+    }
+
+    /// One class's counters summed over every cache, read without allocating.
+    static func classSums(
+        _ global: GlobalState, classIndex: Int
+    ) -> (allocations: Int, deallocations: Int, slabs: Int) {
+        var sums = (allocations: 0, deallocations: 0, slabs: 0)
+        global.forEachCache { cache in
+            let counters = cache.bin(classIndex).counters
+            sums.allocations += counters.value(of: .allocations)
+            sums.deallocations += counters.value(of: .deallocations)
+            sums.slabs += counters.value(of: .slabs)
+        }
+        return sums
     }
 
     /// The statistics `binned_statistic` answers, by name (jemalloc's `stats.allocated`
@@ -1172,19 +1159,7 @@ extension SharedAllocator {
         field("fallback", counters.value(of: .fallbackLocks), last: true)
         text.append("},\"size_classes\":[")
         for index in 0..<Layout.classCount {
-            var sums = (allocations: 0, deallocations: 0, slabs: 0)
-            func add(_ cache: ThreadCache) {
-                let bin = cache.bin(index)
-                sums.allocations += bin.counters.value(of: .allocations)
-                sums.deallocations += bin.counters.value(of: .deallocations)
-                sums.slabs += bin.counters.value(of: .slabs)
-            }
-            var node = global.registryHead
-            while let base = node {
-                add(ThreadCache(base))
-                node = ThreadCache(base).registryNext
-            }
-            add(global.fallbackCache)
+            let sums = classSums(global, classIndex: index)
             text.append(index == 0 ? "{" : ",{")
             field("size", Layout.sizeClasses.size(ofClass: index))
             field("allocations", sums.allocations)
@@ -2796,6 +2771,17 @@ struct GlobalState {
         }
     }
 
+    /// Runs `body` on every thread's cache (live and parked) and on the fallback cache: what
+    /// the statistics sum.
+    func forEachCache(_ body: (ThreadCache) -> Void) {
+        var node = registryHead
+        while let base = node {
+            body(ThreadCache(base))
+            node = ThreadCache(base).registryNext
+        }
+        body(fallbackCache)
+    }
+
     var registryHead: UnsafeMutableRawPointer? {
         UnsafeMutableRawPointer(
             bitPattern: AtomicWord(at: base + GlobalLayout.registryHeadOffset).load(ordering: .acquiring))
@@ -2982,20 +2968,19 @@ struct GlobalState {
         global.spanCacheLock.pointee.lock()
     }
 
-    static let forkParent: ForkActions.Action = {
-        guard let global = GlobalState.get() else { return }
-        global.spanCacheLock.pointee.unlock()
-        global.poolLock.pointee.unlock()
-        global.fallbackLock.pointee.unlock()
-        global.parkedWalkLock.pointee.unlock()
+    /// Releases what `forkPrepare` took, in reverse order.
+    func unlockAfterFork() {
+        spanCacheLock.pointee.unlock()
+        poolLock.pointee.unlock()
+        fallbackLock.pointee.unlock()
+        parkedWalkLock.pointee.unlock()
     }
+
+    static let forkParent: ForkActions.Action = { GlobalState.get()?.unlockAfterFork() }
 
     static let forkChild: ForkActions.Action = {
         guard let global = GlobalState.get() else { return }
-        global.spanCacheLock.pointee.unlock()
-        global.poolLock.pointee.unlock()
-        global.fallbackLock.pointee.unlock()
-        global.parkedWalkLock.pointee.unlock()
+        global.unlockAfterFork()
         // The child has only the forking thread: a purger starts again when needed.
         global.word(GlobalLayout.purgerStateOffset).store(0, ordering: .relaxed)
     }
