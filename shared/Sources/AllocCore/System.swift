@@ -155,11 +155,19 @@ public enum SystemMemory {
         try mapAnonymous(byteCount: byteCount, protection: PROT_NONE, flags: MAP_NORESERVE)
     }
 
-    /// Makes a reserved range readable and writable. Pages read as zero until written.
+    /// Makes a reserved (or revoked) range readable and writable. Pages never written read as
+    /// zero; a revoked page keeps what it held.
     public static func commit(_ address: UnsafeMutableRawPointer, byteCount: Int) throws(SystemError) {
         guard mprotect(address, byteCount, PROT_READ | PROT_WRITE) == 0 else {
             throw SystemError(.protect, code: errno)
         }
+    }
+
+    /// Makes a range inaccessible (PROT_NONE) without giving its pages back: any read or
+    /// write of it faults until ``commit(_:byteCount:)`` opens it again. Guard pages, and
+    /// memory that must not be touched while it waits for reuse.
+    public static func revokeAccess(_ address: UnsafeMutableRawPointer, byteCount: Int) throws(SystemError) {
+        guard mprotect(address, byteCount, PROT_NONE) == 0 else { throw SystemError(.protect, code: errno) }
     }
 
     /// Unmaps a range obtained from this type (or any part of it).

@@ -64,6 +64,22 @@ extension MappingSuites {
             #expect((reserved + (1 << 20)).load(as: Int.self) == 99)
         }
 
+        /// A revoked page faults when written (in a child process, which the fault ends), and
+        /// opens again, contents kept, when committed.
+        @Test func revokedAccessFaultsUntilCommittedAgain() async throws {
+            await #expect(processExitsWith: .signal(SIGSEGV)) {
+                let page = try! SystemMemory.map(byteCount: SystemInfo.pageSize)
+                try! SystemMemory.revokeAccess(page, byteCount: SystemInfo.pageSize)
+                page.storeBytes(of: 1, as: Int.self)
+            }
+            let page = try SystemMemory.map(byteCount: SystemInfo.pageSize)
+            defer { try? SystemMemory.unmap(page, byteCount: SystemInfo.pageSize) }
+            page.storeBytes(of: 77, as: Int.self)
+            try SystemMemory.revokeAccess(page, byteCount: SystemInfo.pageSize)
+            try SystemMemory.commit(page, byteCount: SystemInfo.pageSize)
+            #expect(page.load(as: Int.self) == 77)
+        }
+
         /// In a child process: whether a range is still mapped is only the test's to say
         /// where no other test maps memory at the same time (a parallel test's mapping
         /// could land in the range just given up, as mmap reuses the newest hole first).
