@@ -83,25 +83,37 @@ tsan:
 # keeps these flags away from the package's ordinary builds.
 PRELOAD_PACKAGE := allocators/BinnedAlloc
 PRELOAD_LIBRARY := $(PRELOAD_PACKAGE)/.build-preload/release/libbinnedmalloc.so
+# The same library with the package trait Hardened (heap-misuse checks that cost time; see
+# `Hardening` in BinnedAlloc.swift), in a build folder of its own.
+HARDENED_LIBRARY := $(PRELOAD_PACKAGE)/.build-hardened/release/libbinnedmalloc-hardened.so
 
 preload:
 	@$(SWIFT) build -c release --package-path $(PRELOAD_PACKAGE) --scratch-path $(PRELOAD_PACKAGE)/.build-preload \
 		--product binnedmalloc -Xswiftc -static-stdlib -Xlinker --version-script=$(CURDIR)/$(PRELOAD_PACKAGE)/binnedmalloc.map
 	@echo "built $(PRELOAD_LIBRARY)"
+	@$(SWIFT) build -c release --package-path $(PRELOAD_PACKAGE) --scratch-path $(PRELOAD_PACKAGE)/.build-hardened \
+		--traits Hardened --product binnedmalloc -Xswiftc -static-stdlib \
+		-Xlinker --version-script=$(CURDIR)/$(PRELOAD_PACKAGE)/binnedmalloc.map
+	@cp $(PRELOAD_PACKAGE)/.build-hardened/release/libbinnedmalloc.so $(HARDENED_LIBRARY)
+	@echo "built $(HARDENED_LIBRARY)"
 
 # C programs (GUIDE section 5 row by row, stress, fork, thread churn) and real programs
 # (python3's own tests, git, cc) run under the library.
 test-preload: preload
 	@echo "== programs under LD_PRELOAD=$(PRELOAD_LIBRARY)"
 	@bash $(PRELOAD_PACKAGE)/Tests/Preload/run $(PRELOAD_LIBRARY)
+	@echo "== programs under LD_PRELOAD=$(HARDENED_LIBRARY)"
+	@bash $(PRELOAD_PACKAGE)/Tests/Preload/run $(HARDENED_LIBRARY) hardened
 
 # A Swift executable in a package of its own that depends on BinnedAlloc by path and links
 # the BinnedMalloc product, as the README shows: it checks that the whole process, the Swift
 # runtime included, allocates from BinnedAlloc (a debug build, as `swift run` makes). Then
 # the same executable built with --static-swift-stdlib, the Swift runtime inside it (no
-# libswiftCore.so among its libraries), which must pass the same checks.
+# libswiftCore.so among its libraries), which must pass the same checks; and built with the
+# trait Hardened, which must run BinnedAlloc's hardened build.
 LINK_IN_PACKAGE := $(PRELOAD_PACKAGE)/Tests/LinkIn
 LINK_IN_STATIC := $(LINK_IN_PACKAGE)/.build-static
+LINK_IN_HARDENED := $(LINK_IN_PACKAGE)/.build-hardened
 
 test-link-in:
 	@echo "== Swift executable linking BinnedMalloc"
@@ -119,6 +131,10 @@ test-link-in:
 	BINNEDMALLOC_STATS=json "$$executable" 2>$(LINK_IN_STATIC)/statistics.json && \
 	grep -q '^{"allocator":"BinnedAlloc"' $(LINK_IN_STATIC)/statistics.json || \
 		{ echo "BINNEDMALLOC_STATS=json printed no statistics at exit"; exit 1; }
+	@echo "== the same executable with the trait Hardened (BinnedAlloc's hardened build)"
+	@$(SWIFT) build --package-path $(LINK_IN_PACKAGE) --traits Hardened --scratch-path $(LINK_IN_HARDENED) -q
+	@"$$($(SWIFT) build --package-path $(LINK_IN_PACKAGE) --traits Hardened --scratch-path $(LINK_IN_HARDENED) \
+		--show-bin-path)/LinkInCheck"
 
 # Builds a throwaway package that depends on every package here by path, as the README
 # shows, and imports each library: the README's snippet cannot rot.
@@ -138,7 +154,7 @@ bench: deps preload
 	@$(SWIFT) build -c release --package-path compare
 	@BINNEDMALLOC_LIBRARY=$(CURDIR)/$(PRELOAD_LIBRARY) \
 		"$$($(SWIFT) build -c release --package-path compare --show-bin-path)/compare" --json $(BENCH_JSON)
-	@bash $(PRELOAD_PACKAGE)/Tests/Preload/misuse-table $(PRELOAD_LIBRARY)
+	@bash $(PRELOAD_PACKAGE)/Tests/Preload/misuse-table $(PRELOAD_LIBRARY) $(HARDENED_LIBRARY)
 
 bench-quick: deps preload
 	@$(SWIFT) build -c release --package-path compare
@@ -152,6 +168,6 @@ format:
 	@$(SWIFT) format --configuration $(FORMAT_CONFIG) --in-place --parallel $(SWIFT_SOURCES)
 
 clean:
-	@for package in $(PACKAGES); do rm -rf $$package/.build $$package/.build-tsan $$package/.build-preload; done
-	@rm -rf $(LINK_IN_PACKAGE)/.build $(LINK_IN_STATIC)
+	@for package in $(PACKAGES); do rm -rf $$package/.build $$package/.build-tsan $$package/.build-preload $$package/.build-hardened; done
+	@rm -rf $(LINK_IN_PACKAGE)/.build $(LINK_IN_STATIC) $(LINK_IN_HARDENED)
 	@rm -rf compare/results

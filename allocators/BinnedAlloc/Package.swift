@@ -25,6 +25,12 @@ let package = Package(
         // statically and only the malloc family exported (see the Makefile).
         .library(name: "binnedmalloc", type: .dynamic, targets: ["BinnedMalloc"]),
     ],
+    // `Hardened`: the checks of the hardened build (`Hardening` in BinnedAlloc.swift), off by
+    // default. `make` builds libbinnedmalloc-hardened.so with it; a Swift executable gets them
+    // with `.package(path: ..., traits: ["Hardened"])`.
+    traits: [
+        .trait(name: "Hardened", description: "Heap-misuse checks that cost time: seals, poison, encoded links.")
+    ],
     dependencies: [
         .package(path: "../../shared")
     ],
@@ -32,6 +38,7 @@ let package = Package(
         .target(
             name: "BinnedAlloc", dependencies: [.product(name: "AllocCore", package: "shared")],
             swiftSettings: [
+                .define("BINNED_HARDENED", .when(traits: ["Hardened"])),
                 // Optimized in debug builds too, with debug assertions kept: unoptimized generic
                 // code instantiates type metadata, which allocates, and inside a process
                 // allocator that would recurse into malloc before its state exists.

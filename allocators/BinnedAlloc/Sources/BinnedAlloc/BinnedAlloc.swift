@@ -65,7 +65,9 @@
 //
 // Every free checks, before it changes anything, that the pointer is a block's start and
 // that the block is not already free (a keyed mark in its second word), and aborts with one
-// line on stderr naming the pointer otherwise (`Misuse`), as glibc does.
+// line on stderr naming the pointer otherwise (`Misuse`), as glibc does. The hardened build
+// (the package trait `Hardened`) adds seals after blocks, poison in freed ones, encoded
+// free-list links, a random carve order and guards after large blocks (`Hardening`).
 //
 // # Structure
 //
@@ -125,6 +127,7 @@ public struct BinnedAllocator: Sendable {
     @inlinable @inline(__always)
     public func allocate(byteCount: Int, alignment: Int = 16) -> UnsafeMutableRawPointer? {
         precondition(byteCount >= 0, "BinnedAllocator.allocate: negative byteCount \(byteCount)")
+        if Hardening.isEnabled { return Hardening.allocate(byteCount: byteCount, alignment: alignment) }
         if byteCount <= Layout.smallSizeLimit && alignment &- 1 < Layout.quantum && alignment > 0
             && alignment & (alignment &- 1) == 0
         {
@@ -157,10 +160,12 @@ public struct BinnedAllocator: Sendable {
         return SharedAllocator.reallocate(pointer, byteCount: byteCount)
     }
 
-    /// How many bytes the block really holds (at least what was asked); 0 for nil.
+    /// How many bytes the block really holds (at least what was asked; exactly that in the
+    /// hardened build); 0 for nil.
     @inlinable
     public func usableSize(of pointer: UnsafeRawPointer?) -> Int {
         guard let pointer else { return 0 }
+        if Hardening.isEnabled { return Hardening.usableSize(of: UnsafeMutableRawPointer(mutating: pointer)) }
         return Block.usableSize(of: UnsafeMutableRawPointer(mutating: pointer))
     }
 
@@ -329,7 +334,11 @@ public final class LockedBinnedAllocator: @unchecked Sendable {
         guard let shape = Block.Shape(byteCount: byteCount, alignment: alignment) else { return nil }
         switch shape {
         case .small(let classIndex):
-            return lock.pointee.withLock { cache.allocate(classIndex: classIndex) }
+            let block = lock.pointee.withLock { cache.allocate(classIndex: classIndex) }
+            // The hardened build leaves the mark to `Hardening.handOut`, which seals only the
+            // shared allocator's blocks.
+            if Hardening.isEnabled { block?.storeBytes(of: 0, toByteOffset: Misuse.markOffset, as: UInt.self) }
+            return block
         case .large(let byteCount, let alignment):
             return LargeSpan.allocate(byteCount: byteCount, alignment: alignment, owner: cache)
         }
@@ -535,6 +544,7 @@ public struct BinnedAllocStatistics: Sendable, Equatable {
 /// `free` called `binned_owns` (jemalloc: 3.4 to 4.2 ns).
 @c(binned_malloc)
 public func binned_malloc(_ size: Int) -> UnsafeMutableRawPointer? {
+    if Hardening.isEnabled { return mallocSlow(size) }
     if UInt(bitPattern: size) <= UInt(Layout.smallSizeLimit),
         let block = SharedAllocator.popSmall(classIndex: Layout.sizeClasses.index(for: size))
     {
@@ -739,6 +749,10 @@ public func binned_write_statistics(_ descriptor: Int32, _ format: UnsafePointer
 @c(binned_report_at_exit)
 public func binned_report_at_exit() {
     guard let global = GlobalState.get() else { return }
+    // The hardened build checks the poison of the blocks the exiting thread freed last.
+    if Hardening.isEnabled, let base = ThreadLocalSlot.binnedAlloc.value {
+        Hardening.checkFreeCaches(ThreadCache(base))
+    }
     try? BinnedAllocator.shared.writeStatistics(to: 2, format: global.configuration.statisticsAtExit)
 }
 
@@ -761,9 +775,14 @@ public func binned_statistic(_ name: UnsafePointer<CChar>?) -> Int64 {
 /// size no block can have.
 @c(binned_good_size)
 public func binned_good_size(_ size: Int) -> Int {
-    guard size >= 0, let shape = Block.Shape(byteCount: size, alignment: Layout.quantum) else { return size }
+    guard size >= 0,
+        let shape = Block.Shape(
+            byteCount: Hardening.isEnabled ? Hardening.paddedByteCount(size) : size, alignment: Layout.quantum)
+    else { return size }
     switch shape {
-    case .small(let classIndex): return Layout.sizeClasses.size(ofClass: classIndex)
+    case .small(let classIndex):
+        // The hardened build's seal takes the block's last word.
+        return Layout.sizeClasses.size(ofClass: classIndex) - (Hardening.isEnabled ? Hardening.sealBytes : 0)
     case .large(let byteCount, _):
         return LargeSpan.cacheClassSize(for: byteCount) ?? alignUp(byteCount, to: SystemInfo.pageSize) ?? size
     }
@@ -946,7 +965,8 @@ extension SharedAllocator {
 
     @usableFromInline @inline(never)
     static func reallocate(_ pointer: UnsafeMutableRawPointer, byteCount: Int) -> UnsafeMutableRawPointer? {
-        Block.reallocate(
+        if Hardening.isEnabled { return Hardening.reallocate(pointer, byteCount: byteCount) }
+        return Block.reallocate(
             pointer, byteCount: byteCount,
             allocate: { BinnedAllocator.shared.allocate(byteCount: $0) },
             deallocate: { BinnedAllocator.shared.deallocate($0) })
@@ -1238,11 +1258,21 @@ enum Misuse {
     @usableFromInline
     enum Kind {
         case doubleFree, notABlockStart, noLiveSlab, notHandedOut
+        /// The hardened build's (`Hardening`).
+        case overflow, underflow, writeAfterFree, corruptedLink, corruptedFreeBlock
     }
 
     /// The byte offset of a freed small block's mark: its second word, since its first is a
     /// free-list link while it waits in a slab or a remote list.
     @inlinable static var markOffset: Int { 8 }
+
+    /// The mark of a freed `block`: the process's key mixed with its address (in the hardened
+    /// build with its top byte fixed, see `Hardening.withBoundaryByte`).
+    @inlinable @inline(__always)
+    static func mark(of block: UnsafeMutableRawPointer, key: UInt) -> UInt {
+        let mark = key ^ UInt(bitPattern: block)
+        return Hardening.isEnabled ? Hardening.withBoundaryByte(mark) : mark
+    }
 
     /// Writes "BinnedAlloc: double free of 0x… (class 3, 64 B)" or its like to stderr and
     /// aborts. Allocates nothing: the line is built in a page from mmap.
@@ -1254,6 +1284,13 @@ enum Misuse {
             case .notABlockStart: text.append("BinnedAlloc: free of a pointer that is not a block's start: ")
             case .noLiveSlab: text.append("BinnedAlloc: free of a pointer in memory that holds no live block: ")
             case .notHandedOut: text.append("BinnedAlloc: free of a pointer BinnedAlloc did not hand out: ")
+            case .overflow: text.append("BinnedAlloc: heap overflow: the bytes after the block were overwritten: ")
+            case .underflow: text.append("BinnedAlloc: heap underflow: the word before the block was overwritten: ")
+            case .writeAfterFree: text.append("BinnedAlloc: write after free into the freed block ")
+            case .corruptedLink: text.append("BinnedAlloc: corrupted free list: a freed block's link was overwritten: ")
+            case .corruptedFreeBlock:
+                text.append("BinnedAlloc: heap corruption: the last word of a freed block (its neighbour's boundary) ")
+                text.append("was overwritten: ")
             }
             text.appendHex(UInt(bitPattern: pointer))
             if let classIndex {
@@ -1262,13 +1299,384 @@ enum Misuse {
                 text.append(", ")
                 text.append(Layout.sizeClasses.size(ofClass: classIndex))
                 text.append(" B)")
-            } else if kind == .doubleFree {
+            } else if kind == .doubleFree || kind == .overflow || kind == .underflow {
                 text.append(" (a large block)")
             }
             text.append("\n")
             try? text.write(to: 2)
         }
         abort()
+    }
+}
+
+// MARK: - Hardening
+
+/// The hardened build's checks (issue 20), compiled in by the package trait `Hardened`
+/// (`swift build --traits Hardened`, which defines `BINNED_HARDENED`): `make` builds
+/// `libbinnedmalloc-hardened.so` with it, and a Swift executable gets it with
+/// `.package(path: ..., traits: ["Hardened"])`. Every use sits behind ``isEnabled``, a
+/// constant the optimizer folds, so the default build carries none of it.
+///
+/// What it adds to the checks every build makes (`Misuse`), for the shared allocator and
+/// the C ABI (a `LockedBinnedAllocator` gets the encoded links and the random carve only):
+///
+/// | check | catches | how |
+/// |---|---|---|
+/// | seal | a write past a small block, of 1 byte or more | a request gets ``sealBytes`` more; the block's last word holds the requested size and a keyed hash of it and the block's address, and up to ``patternBytes`` after the request hold ``pattern``; both checked at free |
+/// | boundary | a write before a small block | at free, the word before the block (its neighbour's last, or the slab header's) must be a seal or a free mark |
+/// | poison | a write into a freed small block | its first word and its bytes from 16 to 64 (or its seal word) are filled at free, and checked when it is handed out again, when it leaves the free cache, and at exit for the exiting thread's free cache |
+/// | encoded links | an overwrite of a freed block steering allocation | slab free-list links are stored XOR a secret and their own address, and must decode to a block of the same slab; remote-list blocks must belong to the cache collecting them |
+/// | random carve | a heap layout an attacker can predict | each page of fresh blocks goes onto the free list in a random order |
+/// | large blocks | writes past, before and after the free of a large block | a PROT_NONE tail after the user part (at least a page), cached spans PROT_NONE, the header's last word keyed, a pattern after the request |
+///
+/// A block's usable size is what was asked for (`malloc_usable_size` says so), so that a
+/// program writing up to it never touches the seal. Missed: writes past the pattern that
+/// skip it (a store far past the end that lands in another live block), reads of freed
+/// memory, poison writes that restore the pattern's bytes, and writes after free deeper
+/// than the first cache line of a block. The costs are measured in `make bench` (its
+/// BinnedMalloc-hardened column) and listed in docs/spec/BinnedAlloc.md.
+@usableFromInline
+enum Hardening {
+    /// Whether this is the hardened build.
+    @inlinable static var isEnabled: Bool {
+        #if BINNED_HARDENED
+            true
+        #else
+            false
+        #endif
+    }
+
+    /// The seal's size: a word, the last of the block, so that it is aligned.
+    @inlinable static var sealBytes: Int { 8 }
+    /// The bytes after a request that hold ``pattern`` (fewer when the block has less room):
+    /// enough for the first bytes of any overflow, at two stores.
+    static let patternBytes = 16
+    @inlinable static var pattern: UInt8 { 0xA5 }
+    /// Freed blocks are poisoned up to this offset (or their seal word, in smaller blocks):
+    /// one cache line, which the next user of the block touches anyway.
+    static let poisonEnd = 64
+    /// The poison: a byte no pointer or small integer is made of.
+    @inlinable static var poisonWord: UInt { 0xDFDF_DFDF_DFDF_DFDF }
+    /// The low bits of a seal that hold the requested size (at most 32 KiB).
+    static let sealSizeMask: UInt = 0xFFFF
+
+    /// The request a block is chosen for: `byteCount` and room for the seal when that is
+    /// small, else a large block, which needs no room (its requested size is in its header).
+    static func paddedByteCount(_ byteCount: Int) -> Int {
+        byteCount <= Layout.smallSizeLimit - sealBytes
+            ? byteCount + sealBytes : max(byteCount, Layout.smallSizeLimit + 1)
+    }
+
+    // MARK: Keys
+
+    /// The process's secrets, random and written before the global page is published: one
+    /// for seals and large headers, one for free-list links.
+    static func sealKey(_ global: GlobalState) -> UInt {
+        global.base.load(fromByteOffset: GlobalLayout.sealKeyOffset, as: UInt.self)
+    }
+
+    static func linkKey(_ global: GlobalState) -> UInt {
+        global.base.load(fromByteOffset: GlobalLayout.linkKeyOffset, as: UInt.self)
+    }
+
+    // MARK: Small blocks
+
+    /// The seal of a live block of `size` requested bytes at `block`: the size in the low 16
+    /// bits, a keyed hash of the size and the address above them.
+    static func seal(of block: UnsafeMutableRawPointer, size: Int, key: UInt) -> UInt {
+        let mixed = (key ^ UInt(bitPattern: block) ^ UInt(size) &<< 48) &* 0x9E37_79B9_7F4A_7C15
+        return withBoundaryByte(mixed & ~sealSizeMask | UInt(size))
+    }
+
+    /// `word` with its top byte, the byte just before the next block (little-endian), set to
+    /// ``pattern``: a keyed word's top byte is random, and a 1-byte underflow that writes the
+    /// value it already held changes nothing a check could see (1 time in 256); a fixed byte
+    /// turns that into a write of ``pattern`` itself.
+    @inlinable @inline(__always)
+    static func withBoundaryByte(_ word: UInt) -> UInt { word & 0x00FF_FFFF_FFFF_FFFF | UInt(pattern) &<< 56 }
+
+    /// Whether `word` is a valid seal of the block at `block` of `blockSize` bytes.
+    static func isSeal(_ word: UInt, of block: UnsafeMutableRawPointer, blockSize: Int, key: UInt) -> Bool {
+        let size = Int(word & sealSizeMask)
+        return size <= blockSize - sealBytes && word == seal(of: block, size: size, key: key)
+    }
+
+    /// A small block handed out for `size` bytes: checks that its last word still holds the
+    /// free mark (the next block's boundary: an underflow of that block may have hit it) and
+    /// the poison its free left (a fresh block was marked and poisoned when carved), then
+    /// clears the mark and writes the pattern and the seal (in a 16-byte block the seal
+    /// replaces the mark, in one store, so that a neighbour's check never sees a cleared word).
+    static func handOut(_ block: UnsafeMutableRawPointer, size: Int, classIndex: Int, global: GlobalState) {
+        let blockSize = Layout.sizeClasses.size(ofClass: classIndex)
+        guard (block + blockSize - sealBytes).load(as: UInt.self) == Misuse.mark(of: block, key: global.freeKey) else {
+            Misuse.report(.corruptedFreeBlock, block, classIndex: classIndex)
+        }
+        checkPoison(block, blockSize: blockSize, classIndex: classIndex)
+        if blockSize > Misuse.markOffset + sealBytes {
+            block.storeBytes(of: 0, toByteOffset: Misuse.markOffset, as: UInt.self)
+        }
+        writeSeal(block, size: size, blockSize: blockSize, global: global)
+    }
+
+    static func writeSeal(_ block: UnsafeMutableRawPointer, size: Int, blockSize: Int, global: GlobalState) {
+        let capacity = blockSize - sealBytes
+        assert(size <= capacity, "BinnedAlloc: \(size) bytes do not fit a sealed block of \(blockSize)")
+        (block + size).initializeMemory(as: UInt8.self, repeating: pattern, count: min(patternBytes, capacity - size))
+        (block + capacity).storeBytes(of: seal(of: block, size: size, key: sealKey(global)), as: UInt.self)
+    }
+
+    /// The requested size a live small block's seal holds.
+    static func sealedSize(of block: UnsafeMutableRawPointer, blockSize: Int) -> Int {
+        Int((block + blockSize - sealBytes).load(as: UInt.self) & sealSizeMask)
+    }
+
+    /// The checks of a small block's free, after the double-free check and before the mark:
+    /// its seal and pattern are intact (nothing wrote past it), and the word before it is
+    /// its neighbour's seal or free mark, or the slab header's (nothing wrote before it).
+    /// `freeKey` is the process's mark key.
+    @usableFromInline @inline(never)
+    static func checkFree(_ block: UnsafeMutableRawPointer, classIndex: Int, freeKey: UInt) {
+        guard let global = GlobalState.get() else { return }
+        let key = sealKey(global)
+        let blockSize = Layout.sizeClasses.size(ofClass: classIndex)
+        checkSeal(block, blockSize: blockSize, classIndex: classIndex, key: key)
+        let previous = block - blockSize
+        let before = (block - sealBytes).load(as: UInt.self)
+        guard
+            before == Misuse.mark(of: previous, key: freeKey)
+                || isSeal(before, of: previous, blockSize: blockSize, key: key)
+        else { Misuse.report(.underflow, block, classIndex: classIndex) }
+    }
+
+    static func checkSeal(_ block: UnsafeMutableRawPointer, blockSize: Int, classIndex: Int, key: UInt) {
+        let capacity = blockSize - sealBytes
+        let word = (block + capacity).load(as: UInt.self)
+        guard isSeal(word, of: block, blockSize: blockSize, key: key) else {
+            Misuse.report(.overflow, block, classIndex: classIndex)
+        }
+        let size = Int(word & sealSizeMask)
+        for offset in size..<min(size + patternBytes, capacity) where (block + offset).load(as: UInt8.self) != pattern {
+            Misuse.report(.overflow, block, classIndex: classIndex)
+        }
+    }
+
+    /// A small block just marked free: its first word, its poisoned line and its last word
+    /// (the free mark, which the next block's free accepts as its boundary) are written.
+    @usableFromInline @inline(never)
+    static func poison(_ block: UnsafeMutableRawPointer, classIndex: Int, mark: UInt) {
+        let blockSize = Layout.sizeClasses.size(ofClass: classIndex)
+        block.storeBytes(of: poisonWord, as: UInt.self)
+        poisonLine(block, blockSize: blockSize)
+        (block + blockSize - sealBytes).storeBytes(of: mark, as: UInt.self)
+    }
+
+    /// Fills the poisoned words from the third on.
+    static func poisonLine(_ block: UnsafeMutableRawPointer, blockSize: Int) {
+        for offset in stride(from: 16, to: min(poisonEnd, blockSize - sealBytes), by: 8) {
+            (block + offset).storeBytes(of: poisonWord, as: UInt.self)
+        }
+    }
+
+    /// Traps unless the poisoned words from the third on are intact.
+    static func checkPoison(_ block: UnsafeMutableRawPointer, blockSize: Int, classIndex: Int) {
+        for offset in stride(from: 16, to: min(poisonEnd, blockSize - sealBytes), by: 8)
+        where (block + offset).load(as: UInt.self) != poisonWord {
+            Misuse.report(.writeAfterFree, block, classIndex: classIndex)
+        }
+    }
+
+    /// Traps unless a block waiting in a free cache is as its free left it: its first word
+    /// too holds poison there (no link).
+    static func checkCachedBlock(_ block: UnsafeMutableRawPointer, classIndex: Int) {
+        guard block.load(as: UInt.self) == poisonWord else {
+            Misuse.report(.writeAfterFree, block, classIndex: classIndex)
+        }
+        checkPoison(block, blockSize: Layout.sizeClasses.size(ofClass: classIndex), classIndex: classIndex)
+    }
+
+    /// The first word of a block popped from a free cache (the rest is checked when it is
+    /// handed out).
+    @usableFromInline @inline(never)
+    static func checkCachedWord(_ block: UnsafeMutableRawPointer) {
+        guard block.load(as: UInt.self) == poisonWord else { Misuse.report(.writeAfterFree, block) }
+    }
+
+    /// Checks every block in `cache`'s free caches (the exiting thread's, at exit).
+    static func checkFreeCaches(_ cache: ThreadCache) {
+        for index in 0..<Layout.classCount {
+            let bin = cache.bin(index)
+            guard let slots = bin.cachedSlots else { continue }
+            for slot in 0..<bin.cachedCount { checkCachedBlock(slots[slot], classIndex: index) }
+        }
+    }
+
+    /// A fresh block, just linked onto its slab's free list: marked free (second and last
+    /// word) and poisoned, as if freed, so that a free of it is a double free and the
+    /// boundary check of the next block accepts it.
+    static func prepareFresh(_ block: UnsafeMutableRawPointer, blockSize: Int, freeKey: UInt) {
+        let mark = Misuse.mark(of: block, key: freeKey)
+        block.storeBytes(of: mark, toByteOffset: Misuse.markOffset, as: UInt.self)
+        poisonLine(block, blockSize: blockSize)
+        (block + blockSize - sealBytes).storeBytes(of: mark, as: UInt.self)
+    }
+
+    // MARK: Links
+
+    /// A free-list link as stored: XOR the link key and the link's own address (safe-linking
+    /// with a secret), so that a pointer written into a freed block decodes to garbage.
+    @usableFromInline @inline(never)
+    static func encode(_ next: UnsafeMutableRawPointer?, at block: UnsafeMutableRawPointer) -> UInt {
+        UInt(bitPattern: next) ^ (GlobalState.get().map(linkKey) ?? 0) ^ UInt(bitPattern: block)
+    }
+
+    /// The link stored in `block`, decoded; traps unless it is nil or a block start in the
+    /// same slab.
+    @usableFromInline @inline(never)
+    static func decode(_ stored: UInt, at block: UnsafeMutableRawPointer) -> UnsafeMutableRawPointer? {
+        let next = stored ^ (GlobalState.get().map(linkKey) ?? 0) ^ UInt(bitPattern: block)
+        guard next != 0 else { return nil }
+        let slab = UInt(bitPattern: Slab(containing: block).base)
+        guard next & ~UInt(Layout.slabMask) == slab, next & UInt(Layout.quantum - 1) == 0,
+            next - slab >= UInt(Layout.headerSize)
+        else { Misuse.report(.corruptedLink, block) }
+        return UnsafeMutableRawPointer(bitPattern: next)
+    }
+
+    /// The order fresh blocks go onto the free list in: a permutation of `0..<count` drawn
+    /// with a generator seeded from the link key and `seed` (the carve cursor), written
+    /// into the blocks' second words (`order(ofBlock:)` reads it back). Fisher–Yates.
+    static func shuffle(count: Int, block: (Int) -> UnsafeMutableRawPointer, seed: UnsafeMutableRawPointer) {
+        for index in 0..<count { block(index).storeBytes(of: index, toByteOffset: 8, as: Int.self) }
+        var state = (GlobalState.get().map(linkKey) ?? 0) ^ UInt(bitPattern: seed)
+        for index in stride(from: count - 1, to: 0, by: -1) {
+            // SplitMix64: one multiply-xorshift step per draw.
+            state = state &+ 0x9E37_79B9_7F4A_7C15
+            var draw = (state ^ state &>> 30) &* 0xBF58_476D_1CE4_E5B9
+            draw = (draw ^ draw &>> 27) &* 0x94D0_49BB_1331_11EB
+            let other = Int((draw ^ draw &>> 31) % UInt(index + 1))
+            let mine = block(index).load(fromByteOffset: 8, as: Int.self)
+            block(index).storeBytes(
+                of: block(other).load(fromByteOffset: 8, as: Int.self), toByteOffset: 8, as: Int.self)
+            block(other).storeBytes(of: mine, toByteOffset: 8, as: Int.self)
+        }
+    }
+
+    // MARK: Large blocks
+
+    /// The word before a large block's user part (the header page's last): keyed with the
+    /// user address, checked at free.
+    static func largeBoundary(_ span: LargeSpan, global: GlobalState) -> UInt {
+        withBoundaryByte(sealKey(global) ^ UInt(bitPattern: span.user))
+    }
+
+    /// A large block's requested size, boundary word and pattern (after the request, within
+    /// its pages): written for every span, with the page-rounded size, and again by
+    /// `allocate` with the size asked.
+    static func armLarge(_ span: LargeSpan, requested: Int) {
+        guard let global = GlobalState.get() else { return }
+        span.header.storeBytes(of: requested, toByteOffset: LargeSpanLayout.requestedSizeOffset, as: Int.self)
+        span.header.storeBytes(
+            of: largeBoundary(span, global: global), toByteOffset: LargeSpanLayout.boundaryOffset, as: UInt.self)
+        (span.user + requested).initializeMemory(
+            as: UInt8.self, repeating: pattern, count: min(patternBytes, span.usableSize - requested))
+    }
+
+    static func requestedSize(of span: LargeSpan) -> Int {
+        span.header.load(fromByteOffset: LargeSpanLayout.requestedSizeOffset, as: Int.self)
+    }
+
+    /// The checks of a large block's free: its boundary word and its pattern.
+    static func checkLarge(_ span: LargeSpan) {
+        guard let global = GlobalState.get() else { return }
+        guard
+            span.header.load(fromByteOffset: LargeSpanLayout.boundaryOffset, as: UInt.self)
+                == largeBoundary(span, global: global)
+        else { Misuse.report(.underflow, span.user) }
+        let requested = requestedSize(of: span)
+        guard requested <= span.usableSize else { Misuse.report(.overflow, span.user) }
+        for offset in requested..<min(requested + patternBytes, span.usableSize)
+        where (span.user + offset).load(as: UInt8.self) != pattern {
+            Misuse.report(.overflow, span.user)
+        }
+    }
+
+    /// Closes (or opens) the span's guard: its mapping from the end of the user part on, at
+    /// least a page (`LargeSpan.mappingSize(usable:)` adds one).
+    static func guardTail(_ span: LargeSpan, closed: Bool) {
+        let start = span.user + span.usableSize
+        let byteCount = span.header + span.mappingSize - start
+        if closed {
+            try? SystemMemory.revokeAccess(start, byteCount: byteCount)
+        } else {
+            try? SystemMemory.commit(start, byteCount: byteCount)
+        }
+    }
+
+    // MARK: The shared allocator's entry points
+
+    /// `BinnedAllocator.allocate` in the hardened build: a block with room for its seal,
+    /// sealed (or a large block, armed).
+    @usableFromInline @inline(never)
+    static func allocate(byteCount: Int, alignment: Int) -> UnsafeMutableRawPointer? {
+        guard let global = GlobalState.get(),
+            let block = SharedAllocator.allocateShaped(byteCount: paddedByteCount(byteCount), alignment: alignment)
+        else { return nil }
+        if Block.isLarge(block) {
+            armLarge(LargeSpan(user: block), requested: byteCount)
+        } else {
+            handOut(block, size: byteCount, classIndex: Slab(containing: block).classIndex, global: global)
+        }
+        return block
+    }
+
+    /// The usable size: what was asked for.
+    @usableFromInline
+    static func usableSize(of pointer: UnsafeMutableRawPointer) -> Int {
+        if Block.isLarge(pointer) {
+            let span = LargeSpan(user: pointer)
+            span.assertValid()
+            return requestedSize(of: span)
+        }
+        let slab = Slab(containing: pointer)
+        slab.assertOwns(pointer)
+        return sealedSize(of: pointer, blockSize: slab.blockSize)
+    }
+
+    /// `BinnedAllocator.reallocate` in the hardened build: in place when the size still
+    /// fits the block and falls in its class or uses more than half of it (checked, then
+    /// sealed again), else moved (a large block too: its guard and pattern move with a new
+    /// mapping).
+    static func reallocate(_ pointer: UnsafeMutableRawPointer, byteCount: Int) -> UnsafeMutableRawPointer? {
+        guard let global = GlobalState.get(), byteCount <= Layout.maximumByteCount else { return nil }
+        // The block's checks come first: the size its seal or header holds decides the copy.
+        var alignment = Layout.quantum
+        if Block.isLarge(pointer) {
+            let span = LargeSpan(user: pointer)
+            span.assertValid()
+            checkLarge(span)
+            alignment = span.alignment
+            if byteCount <= span.usableSize && byteCount > span.usableSize / 2 {
+                armLarge(span, requested: byteCount)
+                return pointer
+            }
+        } else {
+            let slab = Slab(containing: pointer)
+            slab.assertOwns(pointer)
+            checkSeal(pointer, blockSize: slab.blockSize, classIndex: slab.classIndex, key: sealKey(global))
+            let capacity = slab.blockSize - sealBytes
+            // The default build's rule (`Block.reallocate`), for the padded request.
+            if byteCount <= capacity
+                && (byteCount > capacity / 2 || Layout.sizeClasses.index(for: byteCount + sealBytes) == slab.classIndex)
+            {
+                writeSeal(pointer, size: byteCount, blockSize: slab.blockSize, global: global)
+                return pointer
+            }
+        }
+        let oldSize = usableSize(of: pointer)
+        guard let moved = allocate(byteCount: byteCount, alignment: alignment) else { return nil }
+        moved.copyMemory(from: pointer, byteCount: min(oldSize, byteCount))
+        SharedAllocator.deallocate(pointer)
+        return moved
     }
 }
 
@@ -1455,11 +1863,13 @@ struct ThreadCache {
         if _slowPath(!classCheck(classIndex).isBlockStart(offset)) {
             Misuse.report(.notABlockStart, block, classIndex: classIndex)
         }
-        let mark = freeKey ^ UInt(bitPattern: block)
+        let mark = Misuse.mark(of: block, key: freeKey)
         if _slowPath(block.load(fromByteOffset: Misuse.markOffset, as: UInt.self) == mark) {
             Misuse.report(.doubleFree, block, classIndex: classIndex)
         }
+        if Hardening.isEnabled { Hardening.checkFree(block, classIndex: classIndex, freeKey: freeKey) }
         block.storeBytes(of: mark, toByteOffset: Misuse.markOffset, as: UInt.self)
+        if Hardening.isEnabled { Hardening.poison(block, classIndex: classIndex, mark: mark) }
     }
 
     /// Whether a thread's cache is in use by a thread, parked, or being trimmed by
@@ -1662,6 +2072,7 @@ struct ThreadCache {
         let leaving = count &- keeping
         for index in 0..<leaving {
             let block = slots[index]
+            if Hardening.isEnabled { Hardening.checkCachedBlock(block, classIndex: classIndex) }
             let slab = Slab(containing: block)
             if slab.owner == base {
                 freeLocal(block, in: slab)
@@ -1683,7 +2094,7 @@ struct ThreadCache {
     /// counted when the caller freed it).
     @inlinable @inline(__always)
     func freeLocal(_ block: UnsafeMutableRawPointer, in slab: Slab) {
-        block.storeBytes(of: slab.freeList, as: UnsafeMutableRawPointer?.self)
+        Slab.link(block, to: slab.freeList)
         slab.freeList = block
         slab.used &-= 1
         if _slowPath(slab.state != .current) { freedIntoNonCurrent(slab) }
@@ -1771,6 +2182,7 @@ struct ThreadCache {
         while let block = node {
             node = AtomicPushList.next(after: block)
             let slab = Slab(containing: block)
+            if Hardening.isEnabled && slab.owner != base { Misuse.report(.corruptedLink, block) }
             assert(
                 slab.owner == base, "BinnedAlloc: remote free of \(block) reached thread cache \(base), not its owner")
             freeLocal(block, in: slab)
@@ -1932,7 +2344,11 @@ struct Bin {
             cachedCount = count &- 1
             counters.addFromOwner(1, to: .allocations)
             let block = cachedSlots.unsafelyUnwrapped[count &- 1]
-            block.storeBytes(of: 0, toByteOffset: Misuse.markOffset, as: UInt.self)
+            if Hardening.isEnabled {
+                Hardening.checkCachedWord(block)
+            } else {
+                block.storeBytes(of: 0, toByteOffset: Misuse.markOffset, as: UInt.self)
+            }
             return block
         }
         return popCurrent()
@@ -1946,7 +2362,8 @@ struct Bin {
         slab.freeList = Slab.next(after: block)
         slab.used &+= 1
         counters.addFromOwner(1, to: .allocations)
-        block.storeBytes(of: 0, toByteOffset: Misuse.markOffset, as: UInt.self)
+        // The hardened build clears the mark when it seals the block (`Hardening.handOut`).
+        if !Hardening.isEnabled { block.storeBytes(of: 0, toByteOffset: Misuse.markOffset, as: UInt.self) }
         return block
     }
 
@@ -2069,10 +2486,18 @@ struct Slab {
         nonmutating set { base.storeBytes(of: newValue.rawValue, toByteOffset: SlabLayout.stateOffset, as: Int.self) }
     }
 
-    /// The link of a free block: its first word.
+    /// The link of a free block: its first word (encoded in the hardened build, see
+    /// `Hardening.encode`).
     @inlinable
     static func next(after block: UnsafeMutableRawPointer) -> UnsafeMutableRawPointer? {
-        block.load(as: UnsafeMutableRawPointer?.self)
+        if Hardening.isEnabled { return Hardening.decode(block.load(as: UInt.self), at: block) }
+        return block.load(as: UnsafeMutableRawPointer?.self)
+    }
+
+    @inlinable
+    static func link(_ block: UnsafeMutableRawPointer, to next: UnsafeMutableRawPointer?) {
+        if Hardening.isEnabled { return block.storeBytes(of: Hardening.encode(next, at: block), as: UInt.self) }
+        block.storeBytes(of: next, as: UnsafeMutableRawPointer?.self)
     }
 
     /// Makes the slab an empty current slab of `classIndex` owned by `owner`. The slab is
@@ -2089,6 +2514,11 @@ struct Slab {
         used = 0
         bumpCursor = base + Layout.headerSize
         bumpEnd = base + Layout.headerSize + blockCount * blockSize
+        if Hardening.isEnabled, let key = GlobalState.get()?.freeKey {
+            // The first block's boundary: the free mark of the block that would precede it.
+            let mark = Misuse.mark(of: base + Layout.headerSize - blockSize, key: key)
+            base.storeBytes(of: mark, toByteOffset: SlabLayout.boundaryOffset, as: UInt.self)
+        }
         state = .current
         GranuleMap.setClass(of: self, to: owner.kind == .perThread ? classIndex : nil, tag: owner.tag)
     }
@@ -2102,12 +2532,29 @@ struct Slab {
         let size = blockSize
         let pageEnd = alignUp(cursor + 1, to: SystemInfo.pageSize)!
         let count = min(max(1, (pageEnd - cursor) / size), remaining / size)
+        bumpCursor = cursor + count * size
+        if Hardening.isEnabled { return carveShuffled(from: cursor, count: count) }
         for index in 0..<(count - 1) {
             (cursor + index * size).storeBytes(of: cursor + (index + 1) * size, as: UnsafeMutableRawPointer.self)
         }
         (cursor + (count - 1) * size).storeBytes(of: freeList, as: UnsafeMutableRawPointer?.self)
         freeList = cursor
-        bumpCursor = cursor + count * size
+    }
+
+    /// The hardened build's carve: the `count` blocks from `cursor` go onto the free list in
+    /// a random order (`Hardening.shuffle`), each marked free and poisoned.
+    func carveShuffled(from cursor: UnsafeMutableRawPointer, count: Int) {
+        let size = blockSize
+        Hardening.shuffle(count: count, block: { cursor + $0 * size }, seed: cursor)
+        var next = freeList
+        for index in (0..<count).reversed() {
+            let block = cursor + (cursor + index * size).load(fromByteOffset: 8, as: Int.self) * size
+            Slab.link(block, to: next)
+            next = block
+        }
+        freeList = next
+        guard let key = GlobalState.get()?.freeKey else { return }
+        for index in 0..<count { Hardening.prepareFresh(cursor + index * size, blockSize: size, freeKey: key) }
     }
 
     /// The checks of a free on a slow path, from the slab's header: the slab holds blocks
@@ -2123,11 +2570,21 @@ struct Slab {
             Misuse.report(.notABlockStart, block, classIndex: classIndex)
         }
         guard let key = GlobalState.get()?.freeKey else { return }
-        let mark = key ^ UInt(bitPattern: block)
+        let mark = Misuse.mark(of: block, key: key)
         if block.load(fromByteOffset: Misuse.markOffset, as: UInt.self) == mark {
             Misuse.report(.doubleFree, block, classIndex: classIndex)
         }
+        // A `LockedBinnedAllocator`'s blocks carry no seals.
+        let sealed = Hardening.isEnabled && holdsSharedBlocks
+        if sealed { Hardening.checkFree(block, classIndex: classIndex, freeKey: key) }
         block.storeBytes(of: mark, toByteOffset: Misuse.markOffset, as: UInt.self)
+        if sealed { Hardening.poison(block, classIndex: classIndex, mark: mark) }
+    }
+
+    /// Whether the slab's blocks are the shared allocator's: its owner is a thread's cache or
+    /// the fallback cache of exiting threads, not a `LockedBinnedAllocator`.
+    var holdsSharedBlocks: Bool {
+        ThreadCache(owner).kind == .perThread || owner == GlobalState.get()?.fallbackCache.base
     }
 
     /// In debug builds, traps unless `block` is a block boundary of a live slab.
@@ -2182,8 +2639,11 @@ struct LargeSpan {
     /// The mapping of a span with `usable` bytes: the header page and the user part up to
     /// the end of its last granule. Untouched, the tail costs address space only, and it
     /// keeps every granule the span's user part touches wholly the span's, which the
-    /// granule map relies on (no other mapping, glibc's included, can land in it).
-    static func mappingSize(usable: Int) -> Int { Layout.headerSize + alignUp(usable, to: Layout.slabSize)! }
+    /// granule map relies on (no other mapping, glibc's included, can land in it). The
+    /// hardened build adds a page, so that the guard after the user part is never empty.
+    static func mappingSize(usable: Int) -> Int {
+        Layout.headerSize + alignUp(usable + (Hardening.isEnabled ? SystemInfo.pageSize : 0), to: Layout.slabSize)!
+    }
 
     var owner: ThreadCache? {
         header.load(fromByteOffset: LargeSpanLayout.ownerOffset, as: UnsafeMutableRawPointer?.self).map {
@@ -2204,6 +2664,7 @@ struct LargeSpan {
         header.storeBytes(
             of: owner?.base, toByteOffset: LargeSpanLayout.ownerOffset, as: UnsafeMutableRawPointer?.self)
         header.storeBytes(of: zeroed ? 1 : 0, toByteOffset: LargeSpanLayout.zeroedOffset, as: Int.self)
+        if Hardening.isEnabled { Hardening.armLarge(self, requested: usableSize) }
         if let owner { owner.withLargeSpans { owner.largeSpans.pushFront(header) } }
     }
 
@@ -2211,6 +2672,7 @@ struct LargeSpan {
     func resized(usableSize: Int) {
         header.storeBytes(of: usableSize, toByteOffset: LargeSpanLayout.usableSizeOffset, as: Int.self)
         header.storeBytes(of: 0, toByteOffset: LargeSpanLayout.zeroedOffset, as: Int.self)
+        if Hardening.isEnabled { Hardening.armLarge(self, requested: usableSize) }
     }
 
     /// After `mremap` moved the span, its magic names the new place.
@@ -2300,6 +2762,7 @@ struct LargeSpan {
     ) -> UnsafeMutableRawPointer {
         let span = LargeSpan(header: header)
         let usable = span.usableSize
+        if Hardening.isEnabled { try? SystemMemory.commit(span.user, byteCount: usable) }
         span.write(usableSize: usable, alignment: alignment, owner: nil, zeroed: false)
         global.largeCounters.add(1, to: .allocations)
         global.largeCounters.add(usable, to: .liveBytes)
@@ -2330,6 +2793,7 @@ struct LargeSpan {
         if raw + padded > end { try? SystemMemory.unmap(end, byteCount: raw + padded - end) }
         let span = LargeSpan(user: user)
         span.write(usableSize: usable, alignment: alignment, owner: owner, zeroed: true)
+        if Hardening.isEnabled { Hardening.guardTail(span, closed: true) }
         GranuleMap.mark(user, byteCount: usable)
         global.counters.add(end - start, to: .bytesMapped)
         span.counters?.add(1, to: .allocations)
@@ -2349,6 +2813,7 @@ struct LargeSpan {
             let magic = span.header.load(fromByteOffset: LargeSpanLayout.magicOffset, as: Int.self)
             Misuse.report(magic == 0 ? .doubleFree : .notHandedOut, pointer)
         }
+        if Hardening.isEnabled { Hardening.checkLarge(span) }
         let savedErrno = errno
         defer { errno = savedErrno }
         let size = span.mappingSize
@@ -2359,6 +2824,9 @@ struct LargeSpan {
         if cacheable, span.owner == nil, span.alignment <= Layout.slabSize,
             span.usableSize > spanCacheMaximumSize || cacheClassSize(for: span.usableSize) == span.usableSize,
             let global = GlobalState.get(),
+            // The hardened build closes a span before it is published in the cache (a write
+            // after free then faults); one the cache refuses is unmapped anyway.
+            !Hardening.isEnabled || (try? SystemMemory.revokeAccess(span.user, byteCount: span.usableSize)) != nil,
             global.cacheSpan(span.header, usableSize: span.usableSize)
         {
             global.startPurgerIfNeeded()
@@ -2399,6 +2867,20 @@ struct LargeSpan {
     }
 
     static func resizeUnlocked(
+        _ span: LargeSpan, byteCount: Int, counters: Counters<LargeEvent>?, classSized: Bool
+    ) -> UnsafeMutableRawPointer? {
+        guard Hardening.isEnabled else {
+            return resizeMapping(span, byteCount: byteCount, counters: counters, classSized: classSized)
+        }
+        // mremap moves only a range of one protection: the guard opens for the resize and
+        // closes again after the user part's new end.
+        Hardening.guardTail(span, closed: false)
+        let resized = resizeMapping(span, byteCount: byteCount, counters: counters, classSized: classSized)
+        Hardening.guardTail(LargeSpan(user: resized ?? span.user), closed: true)
+        return resized
+    }
+
+    static func resizeMapping(
         _ span: LargeSpan, byteCount: Int, counters: Counters<LargeEvent>?, classSized: Bool
     ) -> UnsafeMutableRawPointer? {
         let pointer = span.user
@@ -2915,6 +3397,12 @@ struct GlobalState {
         let key = UInt(truncatingIfNeeded: SystemInfo.randomWord()) ^ UInt(bitPattern: page).byteSwapped
         page.storeBytes(
             of: key == 0 ? 0x9E37_79B9_7F4A_7C15 : key, toByteOffset: GlobalLayout.freeKeyOffset, as: UInt.self)
+        if Hardening.isEnabled {
+            let sealKey = UInt(truncatingIfNeeded: SystemInfo.randomWord())
+            page.storeBytes(of: sealKey, toByteOffset: GlobalLayout.sealKeyOffset, as: UInt.self)
+            let linkKey = UInt(truncatingIfNeeded: SystemInfo.randomWord())
+            page.storeBytes(of: linkKey, toByteOffset: GlobalLayout.linkKeyOffset, as: UInt.self)
+        }
         guard let fallback = ThreadCache.create(kind: .locked, global: nil) else {
             try? PageSource().release(page, byteCount: GlobalLayout.byteCount)
             return nil
@@ -3322,6 +3810,9 @@ enum SlabLayout {
     @inlinable static var stateOffset: Int { 88 }
     /// The links (previous, next) of its cache's owned list (a slab of a class).
     @inlinable static var ownedLinksOffset: Int { 96 }
+    /// The hardened build's boundary of the first block: the page's last word, the free mark
+    /// of the block that would precede the first (`Hardening.checkFree`).
+    static var boundaryOffset: Int { Layout.headerSize - 8 }
 
     static func violation() -> String? {
         var check = LayoutCheck("SlabLayout")
@@ -3337,6 +3828,7 @@ enum SlabLayout {
         check.field("placeLinks", at: placeLinksOffset, size: 16)
         check.field("state", at: stateOffset, size: 8)
         check.field("ownedLinks", at: ownedLinksOffset, size: 16)
+        check.field("boundary", at: boundaryOffset, size: 8)
         return check.result(within: Layout.headerSize)
     }
 }
@@ -3466,6 +3958,10 @@ enum LargeSpanLayout {
     static var linksOffset: Int { 32 }
     /// 1 while the user part is as the kernel mapped it (zero): calloc skips the memset.
     static var zeroedOffset: Int { 48 }
+    /// The hardened build's (`Hardening.armLarge`): the size asked for, and the page's last
+    /// word, just before the user part, keyed with its address.
+    static var requestedSizeOffset: Int { 56 }
+    static var boundaryOffset: Int { Layout.headerSize - 8 }
 
     static func violation() -> String? {
         var check = LayoutCheck("LargeSpanLayout")
@@ -3475,6 +3971,8 @@ enum LargeSpanLayout {
         check.field("owner", at: ownerOffset, size: 8)
         check.field("links", at: linksOffset, size: 16)
         check.field("zeroed", at: zeroedOffset, size: 8)
+        check.field("requestedSize", at: requestedSizeOffset, size: 8)
+        check.field("boundary", at: boundaryOffset, size: 8)
         return check.result(within: Layout.headerSize)
     }
 }
@@ -3519,6 +4017,9 @@ enum GlobalLayout {
     static var nextCacheTagOffset: Int { 2648 }
     /// `GlobalState.freeKey`, written before the page is published.
     static var freeKeyOffset: Int { 2656 }
+    /// The hardened build's keys (`Hardening.sealKey`, `Hardening.linkKey`).
+    static var sealKeyOffset: Int { 2664 }
+    static var linkKeyOffset: Int { 2672 }
     /// The page.
     static var byteCount: Int { 4096 }
 
@@ -3545,6 +4046,8 @@ enum GlobalLayout {
         check.field("parkedWalkLock", at: parkedWalkLockOffset, size: MemoryLayout<SpinLock>.size)
         check.field("nextCacheTag", at: nextCacheTagOffset, size: 8)
         check.field("freeKey", at: freeKeyOffset, size: 8)
+        check.field("sealKey", at: sealKeyOffset, size: 8)
+        check.field("linkKey", at: linkKeyOffset, size: 8)
         return check.result(within: byteCount)
     }
 }
@@ -3704,7 +4207,8 @@ extension Bin {
             for earlier in 0..<index where slots[earlier] == block {
                 return "block \(block) is twice in class \(classIndex)'s free cache"
             }
-            guard block.load(fromByteOffset: Misuse.markOffset, as: UInt.self) == key ^ UInt(bitPattern: block) else {
+            guard block.load(fromByteOffset: Misuse.markOffset, as: UInt.self) == Misuse.mark(of: block, key: key)
+            else {
                 return "block \(block) in class \(classIndex)'s free cache does not carry a freed block's mark"
             }
         }

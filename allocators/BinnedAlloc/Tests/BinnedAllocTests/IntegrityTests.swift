@@ -84,9 +84,9 @@ struct IntegrityTests {
         // A free list that loops back on itself.
         let free = try #require(partial.freeList)
         let savedLink = Slab.next(after: free)
-        free.storeBytes(of: free, as: UnsafeMutableRawPointer?.self)
+        Slab.link(free, to: free)
         #expect(allocator.integrityViolation()?.contains("cycle") == true)
-        free.storeBytes(of: savedLink, as: UnsafeMutableRawPointer?.self)
+        Slab.link(free, to: savedLink)
 
         // A reserved slab that still has a block in use.
         let reserved = try #require(cache.reserve.first.map { Slab($0) })

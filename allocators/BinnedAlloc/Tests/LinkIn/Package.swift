@@ -6,14 +6,20 @@ import PackageDescription
 
 let package = Package(
     name: "LinkIn",
-    dependencies: [.package(path: "../..")],
+    // `swift build --traits Hardened` builds the same executable over BinnedAlloc's hardened
+    // build, as a user turns it on: the dependency's trait `Hardened`.
+    traits: [.trait(name: "Hardened")],
+    dependencies: [
+        .package(path: "../..", traits: [.defaults, .trait(name: "Hardened", condition: .when(traits: ["Hardened"]))])
+    ],
     targets: [
         .executableTarget(
             name: "LinkInCheck",
             dependencies: [
                 .product(name: "BinnedAlloc", package: "BinnedAlloc"),
                 .product(name: "BinnedMalloc", package: "BinnedAlloc"),
-            ]
+            ],
+            swiftSettings: [.define("HARDENED", .when(traits: ["Hardened"]))]
         )
     ],
     swiftLanguageModes: [.v6]

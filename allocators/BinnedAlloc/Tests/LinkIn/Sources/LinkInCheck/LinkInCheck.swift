@@ -138,6 +138,31 @@ enum LinkInCheck {
         free(big)
         check(trim(0) == 1, "malloc_trim gives the freed 8 MiB block back")
 
+        // 7. Built with the trait Hardened, the process runs BinnedAlloc's hardened build: a
+        // block's usable size is what was asked, and a 1-byte overflow stops a child at its free.
+        #if HARDENED
+            let block = malloc(10)!
+            check(BinnedAllocator.shared.usableSize(of: block) == 10, "hardened: malloc(10) has 10 usable bytes")
+            free(block)
+            let child = fork()
+            if child == 0 {
+                dup2(open("/dev/null", O_WRONLY), 2)  // the report line is expected
+                let victim = malloc(24)!.assumingMemoryBound(to: UInt8.self)
+                victim[24] = 0x44
+                free(victim)
+                _exit(0)
+            }
+            var status: Int32 = 0
+            waitpid(child, &status, 0)
+            check(status & 0x7F == SIGABRT, "hardened: a 1-byte overflow aborts the process at free")
+        #else
+            let block = malloc(10)!
+            check(
+                BinnedAllocator.shared.usableSize(of: block) == 16,
+                "default: malloc(10) has its class's 16 usable bytes")
+            free(block)
+        #endif
+
         print("link-in: \(failures == 0 ? 1 : 0) passed, \(failures == 0 ? 0 : 1) failed")
         exit(failures == 0 ? 0 : 1)
     }
