@@ -1,15 +1,17 @@
 # The monorepo's commands. The tests use Swift Testing only, so XCTest's runner is off. Packages are discovered, never listed: AllocCore in shared/,
 # every allocators/<Name>/ that has a Package.swift, and the compare harness.
 #
-#   make              every package, and libbinnedmalloc.so (BinnedAlloc as an LD_PRELOAD malloc)
+#   make              every package, and libbinnedmalloc.so and libbinnedmalloc-hardened.so
 #   make test-all     every package's tests, the thread-sanitizer run of the stress tests,
-#                     programs run under libbinnedmalloc.so, and a Swift executable linking BinnedMalloc
+#                     programs run under both libraries, a Swift executable linking BinnedMalloc,
+#                     and the benchmark charts rendered in headless Chromium
 #   make soak         every package's randomized model tests under fresh seeds for SOAK_SECONDS
 #                     (default 120) in all; prints each failing seed and the command that replays it
-#   make bench        release build of compare, full benchmark tables on stdout, and the
-#                     heap-misuse battery's table
+#   make bench        release build of compare, full benchmark tables on stdout, one SVG chart
+#                     per family in docs/charts, and the heap-misuse battery's table
 #   make bench-quick  the short benchmark run CI makes so the harness cannot rot
-#   make deps         installs libjemalloc-dev, libmimalloc2.0 and libtcmalloc-minimal4 (apt-get, as root) or says how
+#   make deps         installs libjemalloc-dev, libmimalloc2.0, libtcmalloc-minimal4 and chromium (apt-get, as
+#                     root) or says how
 #   make lint         swift format lint over every Swift file, strict
 #   make format       rewrites every Swift file in the house style
 #   make clean        removes every build folder
@@ -20,6 +22,8 @@ PACKAGES := shared $(ALLOCATORS) compare
 SWIFT_SOURCES = $(shell find $(PACKAGES) -name '*.swift' -not -path '*/.build*')
 BENCH_JSON ?= compare/results/bench.json
 BENCH_QUICK_JSON ?= compare/results/bench-quick.json
+CHARTS_DIR ?= docs/charts
+BENCH_QUICK_CHARTS ?= compare/results/charts-quick
 # The house style (4-space indent, 120 columns), kept in .ci/ so the top level stays as the
 # layout fixes it.
 FORMAT_CONFIG := .ci/swift-format.json
@@ -30,7 +34,7 @@ TSAN_OPTIONS ?= halt_on_error=1
 # compare builds the allocator packages it depends on.
 .NOTPARALLEL:
 .PHONY: all build preload test-all test tsan test-preload test-link-in soak bench bench-quick deps lint format clean \
-	path-dependency-check
+	path-dependency-check chart-check
 
 all: deps build preload
 
@@ -42,24 +46,26 @@ build:
 # those two, compare runs without their columns and says so (docs/benchmarks.md).
 REQUIRED_PACKAGES := libjemalloc-dev pkg-config
 PEER_PACKAGES := libmimalloc2.0 libtcmalloc-minimal4
+# Chromium renders the benchmark charts for test-all's chart-check, which skips without it.
+CHECK_PACKAGES := chromium
 
 deps:
 	@command -v $(SWIFT) >/dev/null || { echo "deps: Swift 6.3 is not on PATH (see swift.org/install)"; exit 1; }
-	@missing=""; for package in $(REQUIRED_PACKAGES) $(PEER_PACKAGES); do \
+	@missing=""; for package in $(REQUIRED_PACKAGES) $(PEER_PACKAGES) $(CHECK_PACKAGES); do \
 		dpkg -s $$package >/dev/null 2>&1 || missing="$$missing $$package"; \
 	done; \
 	if [ -z "$$missing" ]; then \
-		echo "deps: $(REQUIRED_PACKAGES) $(PEER_PACKAGES) are installed"; \
+		echo "deps: $(REQUIRED_PACKAGES) $(PEER_PACKAGES) $(CHECK_PACKAGES) are installed"; \
 	elif [ "$$(id -u)" = 0 ]; then \
 		echo "deps: installing$$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	else \
 		echo "deps: missing$$missing; run: sudo apt-get install -y$$missing"; \
 		case "$$missing" in *libjemalloc-dev*|*pkg-config*) exit 1;; esac; \
-		echo "deps: compare runs without the missing peers' columns and says so"; \
+		echo "deps: compare runs without the missing peers' columns and says so; chart-check skips without chromium"; \
 	fi
 
-test-all: deps test tsan test-preload test-link-in path-dependency-check
+test-all: deps test tsan test-preload test-link-in path-dependency-check chart-check
 
 test:
 	@set -e; for package in $(PACKAGES); do echo "== swift test: $$package"; $(SWIFT) test --package-path $$package --disable-xctest; done
@@ -136,6 +142,19 @@ test-link-in:
 	@"$$($(SWIFT) build --package-path $(LINK_IN_PACKAGE) --traits Hardened --scratch-path $(LINK_IN_HARDENED) \
 		--show-bin-path)/LinkInCheck"
 
+# The charts in a real browser: compare draws the charts of a small checked-in excerpt of a
+# run (no benchmark runs), and headless Chromium renders each to a PNG that must not be blank
+# (.ci/chart-check; skipped with a message when Chromium is missing).
+CHART_FIXTURE := compare/Tests/Fixtures/bench-excerpt.json
+CHART_CHECK_DIR := compare/.build/chart-check
+
+chart-check:
+	@echo "== charts of $(CHART_FIXTURE) rendered by headless Chromium"
+	@$(SWIFT) build --package-path compare -q
+	@rm -rf $(CHART_CHECK_DIR)
+	@"$$($(SWIFT) build --package-path compare --show-bin-path)/compare" --charts $(CHART_CHECK_DIR) --from $(CHART_FIXTURE)
+	@bash .ci/chart-check $(CHART_CHECK_DIR)
+
 # Builds a throwaway package that depends on every package here by path, as the README
 # shows, and imports each library: the README's snippet cannot rot.
 path-dependency-check:
@@ -153,13 +172,15 @@ soak:
 bench: deps preload
 	@$(SWIFT) build -c release --package-path compare
 	@BINNEDMALLOC_LIBRARY=$(CURDIR)/$(PRELOAD_LIBRARY) \
-		"$$($(SWIFT) build -c release --package-path compare --show-bin-path)/compare" --json $(BENCH_JSON)
+		"$$($(SWIFT) build -c release --package-path compare --show-bin-path)/compare" --json $(BENCH_JSON) \
+		--charts $(CHARTS_DIR)
 	@bash $(PRELOAD_PACKAGE)/Tests/Preload/misuse-table $(PRELOAD_LIBRARY) $(HARDENED_LIBRARY)
 
 bench-quick: deps preload
 	@$(SWIFT) build -c release --package-path compare
 	@BINNEDMALLOC_LIBRARY=$(CURDIR)/$(PRELOAD_LIBRARY) \
-		"$$($(SWIFT) build -c release --package-path compare --show-bin-path)/compare" --quick --json $(BENCH_QUICK_JSON)
+		"$$($(SWIFT) build -c release --package-path compare --show-bin-path)/compare" --quick --json $(BENCH_QUICK_JSON) \
+		--charts $(BENCH_QUICK_CHARTS)
 
 lint:
 	@$(SWIFT) format lint --configuration $(FORMAT_CONFIG) --strict --parallel $(SWIFT_SOURCES)

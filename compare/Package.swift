@@ -5,7 +5,8 @@
 // test: `compare-worker` runs on glibc (and on the project's allocators through their
 // Swift APIs), `compare-worker-jemalloc` links libjemalloc, which makes jemalloc the
 // allocator of that whole process, and `compare-worker-binnedmalloc` links BinnedMalloc,
-// which does the same for BinnedAlloc. The `compare` driver spawns them and prints tables.
+// which does the same for BinnedAlloc. The `compare` driver spawns them, prints tables and
+// draws charts (BenchCharts).
 import PackageDescription
 
 let package = Package(
@@ -45,17 +46,22 @@ let package = Package(
         .executableTarget(
             name: "compare-worker-binnedmalloc",
             dependencies: ["Workloads", .product(name: "BinnedMalloc", package: "BinnedAlloc")]),
+        // The charts (`compare --charts`) and the results file they are drawn from. A module of
+        // their own: they need Foundation, which the workers that link Workloads do without (a
+        // worker's RSS is measured, and Foundation would load into it).
+        .target(name: "BenchCharts", dependencies: ["Workloads"]),
         .executableTarget(
             name: "compare",
             dependencies: [
                 "Workloads",
+                "BenchCharts",
                 .product(name: "AllocCore", package: "shared"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         .testTarget(
             name: "CompareTests",
-            dependencies: ["Workloads", .product(name: "AllocCore", package: "shared")]
+            dependencies: ["Workloads", "BenchCharts", .product(name: "AllocCore", package: "shared")]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -23,8 +23,9 @@ extension Workload.Family {
 /// How long the burst-then-idle row sleeps between its last RSS readings: one second,
 /// BinnedMalloc's default purge delay (how long it keeps freed memory before giving it back),
 /// so that "+1 delay" is the first reading at which it should have given it back, and
-/// "+2 delays" one where a purge that runs late has had its time too.
-let purgeDelayNanoseconds: UInt64 = 1_000_000_000
+/// "+2 delays" one where a purge that runs late has had its time too. The charts label the idle
+/// readings with it.
+public let purgeDelayNanoseconds: UInt64 = 1_000_000_000
 
 /// The process's RSS in bytes (VmRSS), read without allocating. Traps where it cannot be
 /// read: the row has no result without it.

@@ -35,6 +35,33 @@ public struct Sample: Sendable, Codable, Equatable {
     public var nanosecondsPerOperation: Double { Double(nanoseconds) / Double(max(1, operations)) }
 }
 
+/// Everything one run of `compare` measured: the results file that `--json` writes and
+/// `--charts DIR --from FILE` reads (BenchCharts reads and writes it, with Foundation, which
+/// the workers that link this module do without).
+public struct Results: Sendable, Codable, Equatable {
+    /// When the run ended, in ISO 8601 (`2026-12-07T05:20:36Z`).
+    public var date: String
+    public var scale: Scale
+    /// How many times every cell ran.
+    public var repetitions: Int
+    /// The CPUs of the machine that ran it.
+    public var cpuCount: Int
+    /// The machine in words (CPU model, operating system, kernel); nil in files written before
+    /// it was recorded.
+    public var machine: String?
+    /// Every run of every cell, in the order they ran.
+    public var samples: [Sample]
+
+    public init(date: String, scale: Scale, repetitions: Int, cpuCount: Int, machine: String?, samples: [Sample]) {
+        self.date = date
+        self.scale = scale
+        self.repetitions = repetitions
+        self.cpuCount = cpuCount
+        self.machine = machine
+        self.samples = samples
+    }
+}
+
 /// The median of some values with their minimum and maximum.
 public struct Spread: Sendable, Equatable {
     public var median: Double
@@ -165,7 +192,7 @@ public enum Report {
     }
 
     /// A number with `digits` decimals (one below 100, none above, for times and sizes).
-    static func format(_ value: Double, digits: Int? = nil) -> String {
+    public static func format(_ value: Double, digits: Int? = nil) -> String {
         let decimals = digits ?? (value < 100 ? 1 : 0)
         var scale = 1.0
         for _ in 0..<decimals { scale *= 10 }

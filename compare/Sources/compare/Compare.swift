@@ -1,10 +1,12 @@
 // `compare`: runs every (workload, allocator) cell in its own child process, repeats the
 // whole sweep, and prints one markdown table per workload family with ratios against
 // glibc and jemalloc measured in the same run. Progress goes to stderr, tables to stdout,
-// every raw figure to the JSON file.
+// every raw figure to the JSON file, one SVG chart per family to the charts folder; with
+// --from it runs nothing and draws the charts of an earlier run's JSON file.
 
 import AllocCore
 import ArgumentParser
+import BenchCharts
 import Foundation
 import Workloads
 
@@ -35,6 +37,18 @@ struct Compare: ParsableCommand {
     @Option(help: "Write every raw sample to this JSON file.")
     var json: String?
 
+    @Option(
+        help: ArgumentHelp(
+            "Write one SVG chart per workload family into this folder, from this run or from --from.",
+            valueName: "dir"))
+    var charts: String?
+
+    @Option(
+        help: ArgumentHelp(
+            "Run nothing: draw the --charts of an earlier run from the JSON file its --json wrote.",
+            valueName: "results.json"))
+    var from: String?
+
     @Flag(help: "List the workloads and allocator columns, and exit.")
     var list = false
 
@@ -45,6 +59,13 @@ struct Compare: ParsableCommand {
                 "unknown allocator \(name); known: \(AllocatorColumn.all.map(\.name).joined(separator: ", "))")
         }
         if selectedWorkloads.isEmpty { throw ValidationError("no workload matches --filter \(filter ?? "")") }
+        if from != nil {
+            guard charts != nil else { throw ValidationError("--from draws charts only: give --charts DIR") }
+            guard !quick, repetitions == nil, json == nil, allocators.isEmpty else {
+                throw ValidationError(
+                    "--from runs nothing: --quick, --repetitions, --json and --allocator do not apply")
+            }
+        }
     }
 
     var selectedWorkloads: [Workload] {
@@ -81,6 +102,10 @@ struct Compare: ParsableCommand {
             print("allocators: \(AllocatorColumn.all.map(\.name).joined(separator: ", "))")
             return
         }
+        if let from, let charts {
+            try drawCharts(Results.load(from: from), into: charts)
+            return
+        }
         let scale: Scale = quick ? .quick : .full
         let rounds = repetitions ?? (quick ? 3 : 5)
         let workers = try workerDirectory()
@@ -113,10 +138,27 @@ struct Compare: ParsableCommand {
         )
         for line in skipped { print("> Note: \(line).\n") }
         print(Report.markdown(Report.summarize(samples), workloads: workloads), terminator: "")
+        let results = Results(
+            date: ISO8601DateFormatter().string(from: Date()), scale: scale, repetitions: rounds,
+            cpuCount: SystemInfo.cpuCount, machine: Results.describeThisMachine(), samples: samples)
         if let json {
-            try writeJSON(samples, scale: scale, repetitions: rounds, to: json)
+            try results.write(to: json)
             FileHandle.standardError.write(Data("raw samples written to \(json)\n".utf8))
         }
+        if let charts { try drawCharts(results, into: charts) }
+    }
+
+    /// Writes the charts of the selected workloads' families, and names on stderr each file
+    /// and each workload of the results that this build's catalogue no longer has.
+    func drawCharts(_ results: Results, into directory: String) throws {
+        let orphans = Charts.workloadsWithoutChart(in: results)
+        if !orphans.isEmpty {
+            let line = "compare: not in this build's catalogue, so in no chart: \(orphans.joined(separator: ", "))\n"
+            FileHandle.standardError.write(Data(line.utf8))
+        }
+        let paths = try Charts.write(results, into: directory, workloads: selectedWorkloads)
+        for path in paths { FileHandle.standardError.write(Data("chart written to \(path)\n".utf8)) }
+        if paths.isEmpty { throw CompareError("no chart drawn: no selected workload has samples") }
     }
 
     /// The folder holding this executable and its workers.
@@ -152,24 +194,6 @@ struct Compare: ParsableCommand {
             workload: workload.name, allocator: column.name, repetition: repetition, measurement: measurement,
             peakResidentBytes: peak, userNanoseconds: result.userNanoseconds,
             systemNanoseconds: result.systemNanoseconds)
-    }
-
-    func writeJSON(_ samples: [Sample], scale: Scale, repetitions: Int, to path: String) throws {
-        struct Document: Encodable {
-            var date: String
-            var scale: Scale
-            var repetitions: Int
-            var cpuCount: Int
-            var samples: [Sample]
-        }
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        let document = Document(
-            date: ISO8601DateFormatter().string(from: Date()), scale: scale, repetitions: repetitions,
-            cpuCount: SystemInfo.cpuCount, samples: samples)
-        let url = URL(fileURLWithPath: path)
-        try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
-        try encoder.encode(document).write(to: url)
     }
 }
 
