@@ -171,14 +171,14 @@ soak:
 # battery's table: which allocator stops which misuse.
 bench: deps preload
 	@$(SWIFT) build -c release --package-path compare
-	@BINNEDMALLOC_LIBRARY=$(CURDIR)/$(PRELOAD_LIBRARY) \
+	@BINNEDMALLOC_LIBRARY=$(CURDIR)/$(PRELOAD_LIBRARY) BINNEDMALLOC_HARDENED_LIBRARY=$(CURDIR)/$(HARDENED_LIBRARY) \
 		"$$($(SWIFT) build -c release --package-path compare --show-bin-path)/compare" --json $(BENCH_JSON) \
 		--charts $(CHARTS_DIR)
 	@bash $(PRELOAD_PACKAGE)/Tests/Preload/misuse-table $(PRELOAD_LIBRARY) $(HARDENED_LIBRARY)
 
 bench-quick: deps preload
 	@$(SWIFT) build -c release --package-path compare
-	@BINNEDMALLOC_LIBRARY=$(CURDIR)/$(PRELOAD_LIBRARY) \
+	@BINNEDMALLOC_LIBRARY=$(CURDIR)/$(PRELOAD_LIBRARY) BINNEDMALLOC_HARDENED_LIBRARY=$(CURDIR)/$(HARDENED_LIBRARY) \
 		"$$($(SWIFT) build -c release --package-path compare --show-bin-path)/compare" --quick --json $(BENCH_QUICK_JSON) \
 		--charts $(BENCH_QUICK_CHARTS)
 

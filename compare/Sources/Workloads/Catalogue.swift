@@ -274,18 +274,23 @@ public enum ProcessAllocator: String, Sendable, CaseIterable {
     /// BinnedAlloc through its C ABI: `compare-worker-binnedmalloc` links the BinnedMalloc
     /// product, which makes it the allocator of the whole process, Swift runtime included.
     case binnedMalloc
+    /// BinnedAlloc's hardened build, `libbinnedmalloc-hardened.so` (`make preload` builds it;
+    /// `BINNEDMALLOC_HARDENED_LIBRARY` names another), preloaded into `compare-worker`: what
+    /// its heap-misuse checks cost against the BinnedMalloc column.
+    case binnedMallocHardened
 
     /// The worker executable, a sibling of `compare` in the build folder.
     public var worker: String {
         switch self {
-        case .glibc, .mimalloc, .tcmalloc: "compare-worker"
+        case .glibc, .mimalloc, .tcmalloc, .binnedMallocHardened: "compare-worker"
         case .jemalloc: "compare-worker-jemalloc"
         case .binnedMalloc: "compare-worker-binnedmalloc"
         }
     }
 
-    /// The soname whose `malloc` serves this process (`Worker.verify` checks it), nil for
-    /// BinnedMalloc, which is linked in statically and so no library's.
+    /// The library whose `malloc` serves this process (`Worker.verify` checks it): a soname,
+    /// or the path of BinnedAlloc's hardened library (it has no soname); nil for BinnedMalloc,
+    /// which is linked in statically and so no library's.
     public var soname: String? {
         switch self {
         case .glibc: "libc.so.6"
@@ -293,27 +298,38 @@ public enum ProcessAllocator: String, Sendable, CaseIterable {
         case .mimalloc: "libmimalloc.so.2"
         case .tcmalloc: "libtcmalloc_minimal.so.4"
         case .binnedMalloc: nil
+        case .binnedMallocHardened: libraryPath
         }
     }
 
     /// The Debian package that brings the library (`make deps` installs them).
     public var debianPackage: String? {
         switch self {
-        case .glibc, .binnedMalloc: nil
+        case .glibc, .binnedMalloc, .binnedMallocHardened: nil
         case .jemalloc: "libjemalloc2"
         case .mimalloc: "libmimalloc2.0"
         case .tcmalloc: "libtcmalloc-minimal4"
         }
     }
 
-    /// Where Debian installs the library.
-    public var libraryPath: String? { soname.map { "/usr/lib/x86_64-linux-gnu/\($0)" } }
+    /// Where the library is: where Debian installs a peer's, and BinnedAlloc's hardened one
+    /// from `BINNEDMALLOC_HARDENED_LIBRARY` (`make bench` sets it), else from where `make
+    /// preload` puts it beside this checkout.
+    public var libraryPath: String? {
+        switch self {
+        case .glibc, .binnedMalloc: nil
+        case .jemalloc, .mimalloc, .tcmalloc: soname.map { "/usr/lib/x86_64-linux-gnu/\($0)" }
+        case .binnedMallocHardened:
+            getenv("BINNEDMALLOC_HARDENED_LIBRARY").map { String(cString: $0) }
+                ?? "allocators/BinnedAlloc/.build-hardened/release/libbinnedmalloc-hardened.so"
+        }
+    }
 
     /// The library the driver puts in the worker's `LD_PRELOAD`: the peers that no worker
     /// executable links (jemalloc's worker links it; a preloaded copy would be a second one).
     public var preloadedLibrary: String? {
         switch self {
-        case .mimalloc, .tcmalloc: libraryPath
+        case .mimalloc, .tcmalloc, .binnedMallocHardened: libraryPath
         case .glibc, .jemalloc, .binnedMalloc: nil
         }
     }
@@ -322,7 +338,8 @@ public enum ProcessAllocator: String, Sendable, CaseIterable {
     /// library is not installed). A missing peer drops its column, not the whole run.
     public var unavailableReason: String? {
         guard let library = preloadedLibrary, access(library, R_OK) != 0 else { return nil }
-        return "\(library) is not installed (make deps, or apt-get install \(debianPackage ?? "it"))"
+        guard let package = debianPackage else { return "\(library) is not built (make preload)" }
+        return "\(library) is not installed (make deps, or apt-get install \(package))"
     }
 }
 
@@ -363,6 +380,9 @@ public struct AllocatorColumn: Sendable, Equatable {
     /// BinnedAlloc as the process allocator (the BinnedMalloc product): the baselines' code,
     /// `malloc`/`free` through function pointers or Swift's own allocations, on BinnedAlloc.
     public static let binnedMalloc = AllocatorColumn(name: "BinnedMalloc", process: .binnedMalloc)
+    /// BinnedAlloc's hardened build as the process allocator, preloaded into `compare-worker`.
+    public static let binnedMallocHardened = AllocatorColumn(
+        name: "BinnedMalloc-hardened", process: .binnedMallocHardened)
 
     /// Whether this column runs the baselines' code, only in another process: the process
     /// allocator columns.
@@ -371,7 +391,7 @@ public struct AllocatorColumn: Sendable, Equatable {
     /// The columns whose allocator is the whole process's, baselines first: every
     /// malloc-level row (the malloc-style workloads and the real programs) runs them all.
     public static let processAllocatorColumns: [AllocatorColumn] = [
-        .glibc, .jemalloc, .mimalloc, .tcmalloc, .binnedMalloc,
+        .glibc, .jemalloc, .mimalloc, .tcmalloc, .binnedMalloc, .binnedMallocHardened,
     ]
 
     /// The columns of the malloc-style workloads (`BenchAllocator`), baselines first.

@@ -6,13 +6,14 @@ import Glibc
 
 enum Programs {
     /// What goes in LD_PRELOAD for `column`: nothing for glibc, Debian's library for a
-    /// peer (jemalloc, mimalloc, tcmalloc), and libbinnedmalloc.so from
+    /// peer (jemalloc, mimalloc, tcmalloc), the hardened library where the column's process
+    /// finds it (`ProcessAllocator.libraryPath`), and libbinnedmalloc.so from
     /// `BINNEDMALLOC_LIBRARY` (`make bench` sets it), else from where `make preload` puts
     /// it beside this checkout.
     static func preload(for column: AllocatorColumn) -> String? {
         switch column.process {
         case .glibc: return nil
-        case .jemalloc, .mimalloc, .tcmalloc: return column.process.libraryPath
+        case .jemalloc, .mimalloc, .tcmalloc, .binnedMallocHardened: return column.process.libraryPath
         case .binnedMalloc:
             if let path = getenv("BINNEDMALLOC_LIBRARY") { return String(cString: path) }
             return "allocators/BinnedAlloc/.build-preload/release/libbinnedmalloc.so"

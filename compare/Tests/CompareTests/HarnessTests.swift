@@ -108,7 +108,9 @@ extension Spread {
         #expect(AllocatorColumn.all.filter(\.isBaseline) == [.glibc, .jemalloc])
         #expect(AllocatorColumn.named("BinnedAlloc")?.worker == "compare-worker")
         #expect(AllocatorColumn.peers == [.jemalloc, .mimalloc, .tcmalloc])
-        #expect(Array(AllocatorColumn.all.prefix(5)) == AllocatorColumn.processAllocatorColumns)
+        #expect(
+            Array(AllocatorColumn.all.prefix(AllocatorColumn.processAllocatorColumns.count))
+                == AllocatorColumn.processAllocatorColumns)
         #expect(Workload.named("python3-test-dict-list-set")?.columns == AllocatorColumn.processAllocatorColumns)
         #expect(Workload.named("python3-json-build-parse")?.columns == AllocatorColumn.processAllocatorColumns)
         #expect(Workload.named("pairs-64")?.kind == .pairs(size: 64))
@@ -147,11 +149,26 @@ extension Spread {
         #expect(Programs.preload(for: .tcmalloc) == ProcessAllocator.tcmalloc.libraryPath)
     }
 
+    /// BinnedAlloc's hardened library runs in glibc's worker too, preloaded from where `make
+    /// preload` builds it (or `BINNEDMALLOC_HARDENED_LIBRARY`); unbuilt, its column is left out
+    /// with a reason that says how to build it.
+    @Test func theHardenedLibraryIsPreloadedIntoGlibcsWorker() throws {
+        let process = ProcessAllocator.binnedMallocHardened
+        let library = try #require(process.libraryPath)
+        #expect(AllocatorColumn.binnedMallocHardened.worker == "compare-worker")
+        #expect(library.hasSuffix("libbinnedmalloc-hardened.so"))
+        #expect(process.preloadedLibrary == library && process.soname == library)
+        #expect(Programs.preload(for: .binnedMallocHardened) == library)
+        let built = access(library, R_OK) == 0
+        #expect((process.unavailableReason == nil) == built)
+        if !built { #expect(process.unavailableReason?.contains("make preload") == true) }
+    }
+
     /// This test process runs on glibc: the proof accepts glibc and refuses every other
     /// claim, the peers' included.
     @Test func theProofRefusesAClaimThisProcessDoesNotKeep() {
         #expect(Worker.verify(.glibc) == nil)
-        for process in [ProcessAllocator.jemalloc, .mimalloc, .tcmalloc, .binnedMalloc] {
+        for process in [ProcessAllocator.jemalloc, .mimalloc, .tcmalloc, .binnedMalloc, .binnedMallocHardened] {
             #expect(Worker.verify(process) != nil, "\(process) accepted in a glibc process")
         }
     }

@@ -544,7 +544,12 @@ public struct BinnedAllocStatistics: Sendable, Equatable {
 /// `free` called `binned_owns` (jemalloc: 3.4 to 4.2 ns).
 @c(binned_malloc)
 public func binned_malloc(_ size: Int) -> UnsafeMutableRawPointer? {
-    if Hardening.isEnabled { return mallocSlow(size) }
+    if Hardening.isEnabled {
+        guard size >= 0, let block = Hardening.allocate(byteCount: size, alignment: Layout.quantum) else {
+            return outOfMemory()
+        }
+        return block
+    }
     if UInt(bitPattern: size) <= UInt(Layout.smallSizeLimit),
         let block = SharedAllocator.popSmall(classIndex: Layout.sizeClasses.index(for: size))
     {
@@ -1323,7 +1328,7 @@ enum Misuse {
 /// | check | catches | how |
 /// |---|---|---|
 /// | seal | a write past a small block, of 1 byte or more | a request gets ``sealBytes`` more; the block's last word holds the requested size and a keyed hash of it and the block's address, and up to ``patternBytes`` after the request hold ``pattern``; both checked at free |
-/// | boundary | a write before a small block | at free, the word before the block (its neighbour's last, or the slab header's) must be a seal or a free mark |
+/// | boundary | a write before a small block | at free, the word before the block (its neighbour's last, or the slab header's) must be a seal or a free mark, both with a fixed top byte; a free block's last word must still be its mark when it is handed out |
 /// | poison | a write into a freed small block | its first word and its bytes from 16 to 64 (or its seal word) are filled at free, and checked when it is handed out again, when it leaves the free cache, and at exit for the exiting thread's free cache |
 /// | encoded links | an overwrite of a freed block steering allocation | slab free-list links are stored XOR a secret and their own address, and must decode to a block of the same slab; remote-list blocks must belong to the cache collecting them |
 /// | random carve | a heap layout an attacker can predict | each page of fresh blocks goes onto the free list in a random order |
@@ -1421,7 +1426,7 @@ enum Hardening {
     static func writeSeal(_ block: UnsafeMutableRawPointer, size: Int, blockSize: Int, global: GlobalState) {
         let capacity = blockSize - sealBytes
         assert(size <= capacity, "BinnedAlloc: \(size) bytes do not fit a sealed block of \(blockSize)")
-        (block + size).initializeMemory(as: UInt8.self, repeating: pattern, count: min(patternBytes, capacity - size))
+        writePattern(at: block + size, count: min(patternBytes, capacity - size))
         (block + capacity).storeBytes(of: seal(of: block, size: size, key: sealKey(global)), as: UInt.self)
     }
 
@@ -1434,7 +1439,7 @@ enum Hardening {
     /// its seal and pattern are intact (nothing wrote past it), and the word before it is
     /// its neighbour's seal or free mark, or the slab header's (nothing wrote before it).
     /// `freeKey` is the process's mark key.
-    @usableFromInline @inline(never)
+    @usableFromInline
     static func checkFree(_ block: UnsafeMutableRawPointer, classIndex: Int, freeKey: UInt) {
         guard let global = GlobalState.get() else { return }
         let key = sealKey(global)
@@ -1455,14 +1460,39 @@ enum Hardening {
             Misuse.report(.overflow, block, classIndex: classIndex)
         }
         let size = Int(word & sealSizeMask)
-        for offset in size..<min(size + patternBytes, capacity) where (block + offset).load(as: UInt8.self) != pattern {
+        guard isPatternIntact(at: block + size, count: min(patternBytes, capacity - size)) else {
             Misuse.report(.overflow, block, classIndex: classIndex)
         }
     }
 
+    /// ``pattern`` in every byte of a word.
+    static var patternWord: UInt { UInt(pattern) &* 0x0101_0101_0101_0101 }
+
+    /// Writes `count` (at most ``patternBytes``) pattern bytes at `start`: two overlapping word
+    /// stores from 8 bytes on (a call to memset cost more than the rest of a hand-out), else
+    /// byte by byte.
+    static func writePattern(at start: UnsafeMutableRawPointer, count: Int) {
+        assert(count <= patternBytes, "BinnedAlloc: \(count) pattern bytes, more than \(patternBytes)")
+        if count >= 8 {
+            start.storeBytes(of: patternWord, as: UInt.self)
+            (start + count - 8).storeBytes(of: patternWord, as: UInt.self)
+        } else {
+            for offset in 0..<count { (start + offset).storeBytes(of: pattern, as: UInt8.self) }
+        }
+    }
+
+    static func isPatternIntact(at start: UnsafeMutableRawPointer, count: Int) -> Bool {
+        if count >= 8 {
+            return start.loadUnaligned(as: UInt.self) == patternWord
+                && (start + count - 8).loadUnaligned(as: UInt.self) == patternWord
+        }
+        for offset in 0..<count where (start + offset).load(as: UInt8.self) != pattern { return false }
+        return true
+    }
+
     /// A small block just marked free: its first word, its poisoned line and its last word
     /// (the free mark, which the next block's free accepts as its boundary) are written.
-    @usableFromInline @inline(never)
+    @usableFromInline
     static func poison(_ block: UnsafeMutableRawPointer, classIndex: Int, mark: UInt) {
         let blockSize = Layout.sizeClasses.size(ofClass: classIndex)
         block.storeBytes(of: poisonWord, as: UInt.self)
@@ -1496,7 +1526,7 @@ enum Hardening {
 
     /// The first word of a block popped from a free cache (the rest is checked when it is
     /// handed out).
-    @usableFromInline @inline(never)
+    @usableFromInline
     static func checkCachedWord(_ block: UnsafeMutableRawPointer) {
         guard block.load(as: UInt.self) == poisonWord else { Misuse.report(.writeAfterFree, block) }
     }
@@ -1577,8 +1607,7 @@ enum Hardening {
         span.header.storeBytes(of: requested, toByteOffset: LargeSpanLayout.requestedSizeOffset, as: Int.self)
         span.header.storeBytes(
             of: largeBoundary(span, global: global), toByteOffset: LargeSpanLayout.boundaryOffset, as: UInt.self)
-        (span.user + requested).initializeMemory(
-            as: UInt8.self, repeating: pattern, count: min(patternBytes, span.usableSize - requested))
+        writePattern(at: span.user + requested, count: min(patternBytes, span.usableSize - requested))
     }
 
     static func requestedSize(of span: LargeSpan) -> Int {
@@ -1593,11 +1622,9 @@ enum Hardening {
                 == largeBoundary(span, global: global)
         else { Misuse.report(.underflow, span.user) }
         let requested = requestedSize(of: span)
-        guard requested <= span.usableSize else { Misuse.report(.overflow, span.user) }
-        for offset in requested..<min(requested + patternBytes, span.usableSize)
-        where (span.user + offset).load(as: UInt8.self) != pattern {
-            Misuse.report(.overflow, span.user)
-        }
+        guard requested <= span.usableSize,
+            isPatternIntact(at: span.user + requested, count: min(patternBytes, span.usableSize - requested))
+        else { Misuse.report(.overflow, span.user) }
     }
 
     /// Closes (or opens) the span's guard: its mapping from the end of the user part on, at
@@ -1614,12 +1641,22 @@ enum Hardening {
 
     // MARK: The shared allocator's entry points
 
-    /// `BinnedAllocator.allocate` in the hardened build: a block with room for its seal,
-    /// sealed (or a large block, armed).
-    @usableFromInline @inline(never)
+    /// `BinnedAllocator.allocate` and `malloc` in the hardened build: a block with room for its
+    /// seal, sealed (or a large block, armed).
+    @usableFromInline
     static func allocate(byteCount: Int, alignment: Int) -> UnsafeMutableRawPointer? {
-        guard let global = GlobalState.get(),
-            let block = SharedAllocator.allocateShaped(byteCount: paddedByteCount(byteCount), alignment: alignment)
+        guard let global = GlobalState.get() else { return nil }
+        // Most requests: small and at most 16-byte aligned, straight to their class
+        // (`Block.Shape`'s division by the alignment cost more than all the checks).
+        if byteCount <= Layout.smallSizeLimit - sealBytes && alignment > 0 && alignment &- 1 < Layout.quantum
+            && alignment & (alignment &- 1) == 0
+        {
+            let classIndex = Layout.sizeClasses.index(for: byteCount &+ sealBytes)
+            guard let block = SharedAllocator.allocateSmall(classIndex: classIndex) else { return nil }
+            handOut(block, size: byteCount, classIndex: classIndex, global: global)
+            return block
+        }
+        guard let block = SharedAllocator.allocateShaped(byteCount: paddedByteCount(byteCount), alignment: alignment)
         else { return nil }
         if Block.isLarge(block) {
             armLarge(LargeSpan(user: block), requested: byteCount)
