@@ -19,6 +19,19 @@
 // // capacity is 1_048_576 (8 MiB / 8): `append` past it traps, `push` hands the value back
 // ```
 //
+// A region's elements are also spans bound to its lifetime, `span` and `mutableSpan`: the
+// compiler rejects one that outlives the region or is used across a change to it
+// (`@_lifetime`, which needs the package's `Lifetimes` feature). And
+// `append(minimumFreeCapacity:initializingWith:)` hands the free capacity to a closure as
+// an `OutputSpan`, so that `read(2)` or a decoder fills the region in place, with no copy;
+// what the closure initialized is appended, also when it throws.
+//
+// ```swift
+// var bytes = try allocator.allocate(UInt8.self, capacity: 1 << 20)
+// bytes.append(minimumFreeCapacity: 4096) { output in decoder.decode(into: &output) }
+// checksum(bytes.span)                              // Span<UInt8>: borrows `bytes`
+// ```
+//
 // # Where a region comes from
 //
 // 1. The calling thread's cache (a few dirty regions, at most `threadCacheBytes`).
@@ -327,13 +340,74 @@ public struct Region<Element>: ~Copyable {
         try body(UnsafeMutableBufferPointer(start: elements, count: storedCount))
     }
 
-    /// The initialized elements as a span, valid while the region is borrowed.
+    /// The initialized elements as a span that borrows the region: it cannot outlive the
+    /// region, and the region cannot be changed while it is used (the compiler checks
+    /// both; spec section 2). For `BitwiseCopyable` elements, `span.bytes` is their raw
+    /// bytes.
+    @inlinable
     public var span: Span<Element> {
         @_lifetime(borrow self)
         borrowing get {
             let span = Span(_unsafeStart: elements, count: storedCount)
             return _overrideLifetime(span, borrowing: self)
         }
+    }
+
+    /// The initialized elements as a mutable span that holds exclusive access to the
+    /// region while it is used (the compiler checks it): elements are changed or swapped
+    /// in place, never added or removed.
+    @inlinable
+    public var mutableSpan: MutableSpan<Element> {
+        @_lifetime(&self)
+        mutating get {
+            let span = MutableSpan(_unsafeStart: elements, count: storedCount)
+            return _overrideLifetime(span, mutating: &self)
+        }
+    }
+
+    /// Lets `body` initialize elements in the free capacity in place, through an output
+    /// span: `read(2)` or a decoder fills the region where the data will stay, with no
+    /// copy.
+    ///
+    /// The span covers all of ``freeCapacity`` (at least `minimumFreeCapacity` elements,
+    /// and appending more than that is fine); the elements `body` has initialized when it
+    /// returns are appended. If `body` throws, the elements it had initialized are
+    /// appended all the same (exactly that prefix) and the error is rethrown.
+    ///
+    /// ```swift
+    /// var bytes = try allocator.allocate(UInt8.self, capacity: 1 << 20)
+    /// // What read(2) answers: bytes read, 0 at the end of the file, -1 on an error.
+    /// let received = bytes.append(minimumFreeCapacity: 1) { output in
+    ///     output.withUnsafeMutableBufferPointer { buffer, initializedCount in
+    ///         let result = read(descriptor, buffer.baseAddress! + initializedCount, buffer.count - initializedCount)
+    ///         if result > 0 { initializedCount += result }
+    ///         return result
+    ///     }
+    /// }
+    /// ```
+    ///
+    /// - Returns: what `body` returns.
+    /// - Precondition: `0 <= minimumFreeCapacity <= freeCapacity` (a region's bulk
+    ///   append traps when it does not fit); `body` leaves the span it was given in place
+    ///   (the standard library traps on "OutputSpan identity mismatch" otherwise).
+    @inlinable
+    public mutating func append<Result: ~Copyable, Failure: Error>(
+        minimumFreeCapacity: Int, initializingWith body: (inout OutputSpan<Element>) throws(Failure) -> Result
+    ) throws(Failure) -> Result {
+        precondition(
+            minimumFreeCapacity >= 0, "Region.append(minimumFreeCapacity: \(minimumFreeCapacity)): negative capacity")
+        precondition(
+            minimumFreeCapacity <= capacity &- storedCount,
+            "Region.append(minimumFreeCapacity: \(minimumFreeCapacity)): \(minimumFreeCapacity) elements do not fit in the \(capacity &- storedCount) free"
+        )
+        let free = UnsafeMutableBufferPointer(start: elements + storedCount, count: capacity &- storedCount)
+        var output = OutputSpan(buffer: free, initializedCount: 0)
+        defer {
+            // On return and on a throw alike: the initialized prefix is the region's.
+            storedCount &+= output.finalize(for: free)
+            output = OutputSpan()
+        }
+        return try body(&output)
     }
 
     /// Tells the kernel that elements in `range` (of the capacity, initialized or not) will

@@ -220,6 +220,60 @@ struct BadInputTests {
         expectTrap(result, mentioning: "Region.append(contentsOf:): 2 elements do not fit in the 1 free")
     }
 
+    @Test("append(minimumFreeCapacity:) with a negative capacity traps")
+    func negativeMinimumFreeCapacity() async {
+        let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            let allocator = try! LargeAllocator(configuration: testConfiguration())
+            var region = try! allocator.allocate(UInt64.self, capacity: 10)
+            region.append(minimumFreeCapacity: -1) { _ in }
+        }
+        expectTrap(result, mentioning: "Region.append(minimumFreeCapacity: -1): negative capacity")
+    }
+
+    @Test("append(minimumFreeCapacity:) asking for more than is free traps before the body runs")
+    func minimumFreeCapacityPastCapacity() async {
+        let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            let allocator = try! LargeAllocator(configuration: testConfiguration())
+            var region = try! allocator.allocate(UInt64.self, capacity: 1)
+            region.append(1)
+            region.append(minimumFreeCapacity: region.capacity) { _ in print("the body ran") }
+        }
+        expectTrap(
+            result, mentioning: "Region.append(minimumFreeCapacity: 8192): 8192 elements do not fit in the 8191 free")
+    }
+
+    // The output span is bounded by the free capacity, and must stay the one the body was
+    // given: the standard library traps otherwise (spec section 2, what the compiler checks).
+    @Test("a write past the free capacity, or a replaced output span, traps in the standard library")
+    func outputSpanMisuse() async {
+        var result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            let allocator = try! LargeAllocator(configuration: testConfiguration())
+            var region = try! allocator.allocate(UInt64.self, capacity: 1)
+            region.append(minimumFreeCapacity: 0) { output in
+                output.append(repeating: 0, count: output.capacity)
+                output.append(1)
+            }
+        }
+        expectTrap(result, mentioning: "OutputSpan capacity overflow")
+        result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            let allocator = try! LargeAllocator(configuration: testConfiguration())
+            var region = try! allocator.allocate(UInt64.self, capacity: 1)
+            region.append(minimumFreeCapacity: 0) { output in output = OutputSpan() }
+        }
+        expectTrap(result, mentioning: "OutputSpan identity mismatch")
+    }
+
+    @Test("a span read past the initialized elements traps")
+    func spanPastCount() async {
+        let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            let allocator = try! LargeAllocator(configuration: testConfiguration())
+            var region = try! allocator.allocate(UInt64.self, capacity: 10)
+            region.append(1)
+            _ = region.span[1]
+        }
+        expectTrap(result, mentioning: "Index out of bounds")
+    }
+
     @Test("subscript out of range traps")
     func subscriptOutOfRange() async {
         let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {

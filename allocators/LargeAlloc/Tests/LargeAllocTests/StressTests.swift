@@ -100,6 +100,75 @@ struct StressTests {
             statistics.liveRegions == 0 && statistics.allocations == allocationBound, "seed \(seed): \(statistics)")
     }
 
+    /// Checks a region written by ``spansAcrossThreads()`` (element `i` is `tag ^ i`)
+    /// through its span, changes every element through its mutable span, and checks the
+    /// change through the closure accessor: what is wrong, or nil.
+    static func checkAndChange(_ item: inout TaggedRegion) -> String? {
+        let tag = item.tag
+        let intact = item.region.span.withUnsafeBufferPointer { elements in
+            elements.indices.allSatisfy { elements[$0] == tag ^ UInt64($0) }
+        }
+        guard intact else { return "region tagged \(tag) overwritten before release" }
+        do {
+            var span = item.region.mutableSpan
+            for index in span.indices { span[index] = ~span[index] }
+        }
+        let changed = item.region.withUnsafeBufferPointer { elements in
+            elements.indices.allSatisfy { elements[$0] == ~(tag ^ UInt64($0)) }
+        }
+        return changed ? nil : "region tagged \(tag): a change through its mutable span was lost"
+    }
+
+    // Spec 2 and 5: a region filled through its output span on one thread is read through
+    // `span` and changed through `mutableSpan` by the thread that takes it from a slot,
+    // and released there.
+    @Test("regions filled through output spans are read and changed through spans on other threads")
+    func spansAcrossThreads() throws {
+        let seed = testSeed()
+        let allocator = try LargeAllocator(
+            configuration: testConfiguration(threadCacheBytes: 2 << 20, worker: .milliseconds(1)))
+        let slots = (0..<8).map { _ in RegionSlot() }
+        let problems = Problems()
+        let threadCount = 4
+        let operations = 300
+        let threads = try (0..<threadCount).map { thread in
+            try OSThread.spawn {
+                var generator = SplitMix64(seed: seed &+ UInt64(thread))
+                for operation in 0..<operations {
+                    let elements = Int.random(in: 1...16_384, using: &generator)
+                    let tag = UInt64(thread) << 32 | UInt64(operation) | 1
+                    do {
+                        var region = try allocator.allocate(UInt64.self, capacity: elements)
+                        region.append(minimumFreeCapacity: elements) { output in
+                            for index in 0..<elements { output.append(tag ^ UInt64(index)) }
+                        }
+                        let slot = slots[Int.random(in: 0..<slots.count, using: &generator)]
+                        if var old = slot.swap(TaggedRegion(region: region, tag: tag)),
+                            let problem = Self.checkAndChange(&old)
+                        {
+                            problems.report("seed \(seed): \(problem)")
+                        }
+                    } catch {
+                        problems.report("seed \(seed): thread \(thread) got \(error)")
+                    }
+                }
+            }
+        }
+        for thread in threads { thread.join() }
+        for slot in slots {
+            if var item = slot.swap(nil), let problem = Self.checkAndChange(&item) {
+                problems.report("seed \(seed): \(problem)")
+            }
+        }
+        let found = problems.lock.withLock { problems.list }
+        #expect(found.isEmpty, "\(found)")
+        let statistics = totals(allocator.statistics())
+        #expect(
+            statistics.liveRegions == 0 && statistics.allocations == threadCount * operations,
+            "seed \(seed): \(statistics)")
+        #expect(allocator.integrityViolation() == nil)
+    }
+
     @Test("anonymous, small caches, fast worker that unmaps idle chunks")
     func anonymous() throws {
         var configuration = testConfiguration(threadCacheBytes: 2 << 20, worker: .milliseconds(1))

@@ -29,6 +29,31 @@
 // let other = shared.clone()                       // hand `other` to another thread
 // ```
 //
+// # Spans
+//
+// A buffer's contents are also spans, bound to the buffer's lifetime: `bytes` (a
+// `RawSpan` of the bytes written) on fixed, extendable and shared buffers, `mutableBytes`
+// (a `MutableRawSpan`) on fixed and extendable ones, `span` and `mutableSpan` on typed
+// ones. The compiler rejects a span that outlives its buffer, or that is used across a
+// change to it or its release (`@_lifetime`, which needs the package's `Lifetimes`
+// feature; spec section 2 lists the checks). `append(minimumFreeCapacity:initializingWith:)`
+// hands the free capacity to a closure as an `OutputRawSpan` (an `OutputSpan` for typed
+// buffers), so that `read(2)` or a decoder writes in place, with no copy; what the closure
+// initialized is appended, also when it throws. An extendable buffer grows before the
+// closure runs; a fixed one traps when less is free, as its other bulk appends.
+//
+// ```swift
+// var packet = ring.fixed(capacity: 1500)!
+// let received = packet.append(minimumFreeCapacity: 1) { output in
+//     output.withUnsafeMutableBytes { bytes, initializedCount in
+//         let result = recv(socket, bytes.baseAddress! + initializedCount, bytes.count - initializedCount, 0)
+//         if result > 0 { initializedCount += result }
+//         return result
+//     }
+// }
+// decode(packet.bytes)                             // RawSpan: borrows `packet`
+// ```
+//
 // # Threads
 //
 // A `RingAllocator` belongs to one thread at a time (it is not `Sendable`); every thread
@@ -423,9 +448,74 @@ public struct RingBuffer: ~Copyable, @unchecked Sendable {
         storedCount &+= count
     }
 
+    /// Lets `body` write into the free capacity in place, through an output span: the
+    /// way for `read(2)` or a decoder to fill the buffer with no copy.
+    ///
+    /// The span covers all of ``freeCapacity`` (at least `minimumFreeCapacity` bytes, and
+    /// writing more than that is fine); what `body` has initialized when it returns is
+    /// appended. If `body` throws, the bytes it had initialized are appended all the same
+    /// (exactly that prefix, nothing past it) and the error is rethrown.
+    ///
+    /// ```swift
+    /// // What read(2) answers: bytes read, 0 at the end of the file, -1 on an error.
+    /// let received = buffer.append(minimumFreeCapacity: 1) { output in
+    ///     output.withUnsafeMutableBytes { bytes, initializedCount in
+    ///         let result = read(descriptor, bytes.baseAddress! + initializedCount, bytes.count - initializedCount)
+    ///         if result > 0 { initializedCount += result }
+    ///         return result
+    ///     }
+    /// }
+    /// ```
+    ///
+    /// - Returns: what `body` returns.
+    /// - Precondition: `0 <= minimumFreeCapacity <= freeCapacity` (a fixed buffer's bulk
+    ///   append traps when it does not fit); `body` leaves the span it was given in place
+    ///   (the standard library traps on "OutputRawSpan identity mismatch" otherwise).
+    @inlinable
+    public mutating func append<Result: ~Copyable, Failure: Error>(
+        minimumFreeCapacity: Int, initializingWith body: (inout OutputRawSpan) throws(Failure) -> Result
+    ) throws(Failure) -> Result {
+        precondition(
+            minimumFreeCapacity >= 0,
+            "RingBuffer.append(minimumFreeCapacity: \(minimumFreeCapacity)): negative capacity")
+        precondition(
+            minimumFreeCapacity <= capacity &- storedCount,
+            "RingBuffer.append(minimumFreeCapacity: \(minimumFreeCapacity)): \(minimumFreeCapacity) bytes do not fit in the \(capacity &- storedCount) free"
+        )
+        let free = UnsafeMutableRawBufferPointer(start: base + storedCount, count: capacity &- storedCount)
+        var output = OutputRawSpan(buffer: free, initializedCount: 0)
+        defer {
+            // On return and on a throw alike: the initialized prefix is the buffer's.
+            storedCount &+= output.finalize(for: free)
+            output = OutputRawSpan()
+        }
+        return try body(&output)
+    }
+
     /// Forgets the bytes written; the capacity stays.
     @inlinable
     public mutating func removeAll() { storedCount = 0 }
+
+    /// The bytes written, as a span that borrows the buffer: it cannot outlive the
+    /// buffer, and the buffer cannot be changed while it is used (the compiler checks
+    /// both; spec section 2).
+    @inlinable
+    public var bytes: RawSpan {
+        @_lifetime(borrow self)
+        borrowing get {
+            _overrideLifetime(RawSpan(_unsafeStart: base, byteCount: storedCount), borrowing: self)
+        }
+    }
+
+    /// The bytes written, as a mutable span that holds exclusive access to the buffer
+    /// while it is used (the compiler checks it).
+    @inlinable
+    public var mutableBytes: MutableRawSpan {
+        @_lifetime(&self)
+        mutating get {
+            _overrideLifetime(MutableRawSpan(_unsafeStart: base, byteCount: storedCount), mutating: &self)
+        }
+    }
 
     /// Calls `body` with the bytes written, as a span.
     @inlinable
@@ -504,6 +594,9 @@ public struct ExtendableRingBuffer: ~Copyable {
     /// The bytes the buffer holds before it must grow again.
     @inlinable public var capacity: Int { storedCapacity }
 
+    /// The bytes that can be appended before the buffer must grow again.
+    @inlinable public var freeCapacity: Int { storedCapacity &- storedCount }
+
     /// Makes room for at least `minimumCapacity` bytes; false when the buffer cannot grow
     /// that far.
     @inlinable
@@ -555,6 +648,76 @@ public struct ExtendableRingBuffer: ~Copyable {
         (base + storedCount).initializeMemory(as: UInt8.self, repeating: byte, count: count)
         storedCount &+= count
         return true
+    }
+
+    /// Grows the buffer, when it has fewer than `minimumFreeCapacity` bytes free, before
+    /// `body` runs; then lets `body` write into the free capacity in place, through an
+    /// output span (``RingBuffer/append(minimumFreeCapacity:initializingWith:)`` says how).
+    ///
+    /// The span covers all of ``freeCapacity`` after the growth, which may be more than
+    /// asked (growth aims at four times the capacity; what is not written goes back when
+    /// the extendable body returns). What `body` has initialized when it returns, or when
+    /// it throws, is appended: exactly that prefix.
+    ///
+    /// ```swift
+    /// // read(2) until the end of the file, with at least 4 KiB free for each call.
+    /// let contents = ring.extendable(capacity: 4096) { buffer in
+    ///     var more = true
+    ///     while more {
+    ///         more = buffer.append(minimumFreeCapacity: 4096) { output in
+    ///             output.withUnsafeMutableBytes { bytes, initializedCount in
+    ///                 let result = read(descriptor, bytes.baseAddress! + initializedCount, bytes.count - initializedCount)
+    ///                 if result > 0 { initializedCount += result }
+    ///                 return result > 0
+    ///             }
+    ///         } ?? false                      // nil: the ring has no room for 4 KiB more
+    ///     }
+    /// }
+    /// ```
+    ///
+    /// - Returns: what `body` returns, or nil, without calling `body`, when the buffer
+    ///   cannot grow to `minimumFreeCapacity` free bytes (the segment after it is held, it
+    ///   already moved, or it would need more than the ring); the bytes written stay.
+    /// - Precondition: `minimumFreeCapacity >= 0`; `body` leaves the span it was given
+    ///   in place.
+    @inlinable
+    public mutating func append<Result: ~Copyable, Failure: Error>(
+        minimumFreeCapacity: Int, initializingWith body: (inout OutputRawSpan) throws(Failure) -> Result
+    ) throws(Failure) -> Result? {
+        precondition(
+            minimumFreeCapacity >= 0,
+            "ExtendableRingBuffer.append(minimumFreeCapacity: \(minimumFreeCapacity)): negative capacity")
+        guard minimumFreeCapacity <= storedCapacity &- storedCount || grow(adding: minimumFreeCapacity) else {
+            return nil
+        }
+        let free = UnsafeMutableRawBufferPointer(start: base + storedCount, count: storedCapacity &- storedCount)
+        var output = OutputRawSpan(buffer: free, initializedCount: 0)
+        defer {
+            // On return and on a throw alike: the initialized prefix is the buffer's.
+            storedCount &+= output.finalize(for: free)
+            output = OutputRawSpan()
+        }
+        return try body(&output)
+    }
+
+    /// The bytes written, as a span that borrows the buffer: no append, which may move
+    /// the buffer, can happen while it is used (the compiler checks it).
+    @inlinable
+    public var bytes: RawSpan {
+        @_lifetime(borrow self)
+        borrowing get {
+            _overrideLifetime(RawSpan(_unsafeStart: base, byteCount: storedCount), borrowing: self)
+        }
+    }
+
+    /// The bytes written, as a mutable span that holds exclusive access to the buffer
+    /// while it is used (the compiler checks it).
+    @inlinable
+    public var mutableBytes: MutableRawSpan {
+        @_lifetime(&self)
+        mutating get {
+            _overrideLifetime(MutableRawSpan(_unsafeStart: base, byteCount: storedCount), mutating: &self)
+        }
     }
 
     /// Calls `body` with the bytes written, as a span.
@@ -624,6 +787,17 @@ public struct SharedRingBuffer: ~Copyable, @unchecked Sendable {
     /// How many clones exist now (a hint when other threads clone or drop at once).
     @inlinable
     public var cloneCount: Int { AtomicWord(at: Layout.shareWord(of: start)).load(ordering: .relaxed) }
+
+    /// The bytes, as a span that borrows this clone: it cannot outlive the clone (the
+    /// compiler checks it), so the segment cannot go back while it is used. There is no
+    /// mutable span: a shared buffer is read-only.
+    @inlinable
+    public var bytes: RawSpan {
+        @_lifetime(borrow self)
+        borrowing get {
+            _overrideLifetime(RawSpan(_unsafeStart: base, byteCount: count), borrowing: self)
+        }
+    }
 
     /// Calls `body` with the bytes, as a span.
     @inlinable
@@ -785,6 +959,68 @@ public struct TypedRingBuffer<Element: ~Copyable>: ~Copyable {
     public mutating func removeAll() {
         base.deinitialize(count: storedCount)
         storedCount = 0
+    }
+
+    /// Lets `body` initialize elements in the free capacity in place, through an output
+    /// span: a decoder builds them where they will stay, with no copy.
+    ///
+    /// The span covers all of ``freeCapacity`` (at least `minimumFreeCapacity` elements,
+    /// and appending more than that is fine); the elements `body` has initialized when
+    /// it returns are appended. If `body` throws, the elements it had initialized are
+    /// appended all the same (exactly that prefix) and the error is rethrown.
+    ///
+    /// ```swift
+    /// var points = ring.typed(Point.self, capacity: 64)!
+    /// points.append(minimumFreeCapacity: 2) { output in
+    ///     output.append(Point(x: 1, y: 2))
+    ///     output.append(Point(x: 3, y: 4))
+    /// }
+    /// ```
+    ///
+    /// - Returns: what `body` returns.
+    /// - Precondition: `0 <= minimumFreeCapacity <= freeCapacity` (as ``append(_:)``,
+    ///   a full buffer traps); `body` leaves the span it was given in place.
+    @inlinable
+    public mutating func append<Result: ~Copyable, Failure: Error>(
+        minimumFreeCapacity: Int, initializingWith body: (inout OutputSpan<Element>) throws(Failure) -> Result
+    ) throws(Failure) -> Result {
+        precondition(
+            minimumFreeCapacity >= 0,
+            "TypedRingBuffer.append(minimumFreeCapacity: \(minimumFreeCapacity)): negative capacity")
+        precondition(
+            minimumFreeCapacity <= capacity &- storedCount,
+            "TypedRingBuffer.append(minimumFreeCapacity: \(minimumFreeCapacity)): \(minimumFreeCapacity) elements do not fit in the \(capacity &- storedCount) free"
+        )
+        let free = UnsafeMutableBufferPointer(start: base + storedCount, count: capacity &- storedCount)
+        var output = OutputSpan(buffer: free, initializedCount: 0)
+        defer {
+            // On return and on a throw alike: the initialized prefix is the buffer's.
+            storedCount &+= output.finalize(for: free)
+            output = OutputSpan()
+        }
+        return try body(&output)
+    }
+
+    /// The elements, as a span that borrows the buffer: it cannot outlive the buffer,
+    /// and the buffer cannot be changed while it is used (the compiler checks both).
+    /// For `BitwiseCopyable` elements, `span.bytes` is their raw bytes.
+    @inlinable
+    public var span: Span<Element> {
+        @_lifetime(borrow self)
+        borrowing get {
+            _overrideLifetime(Span(_unsafeStart: UnsafePointer(base), count: storedCount), borrowing: self)
+        }
+    }
+
+    /// The elements, as a mutable span that holds exclusive access to the buffer while
+    /// it is used (the compiler checks it): elements are changed or swapped in place,
+    /// never added or removed.
+    @inlinable
+    public var mutableSpan: MutableSpan<Element> {
+        @_lifetime(&self)
+        mutating get {
+            _overrideLifetime(MutableSpan(_unsafeStart: base, count: storedCount), mutating: &self)
+        }
     }
 
     /// Calls `body` with the elements, as a span.

@@ -194,6 +194,110 @@ struct BadInputTests {
         #expect(buffer.push(-1) == -1 && buffer.count == buffer.capacity)
     }
 
+    // Spec 2 and 9: an output-span append asks for a free capacity; a negative one is a
+    // programmer error for every buffer kind.
+    @Test("a negative minimumFreeCapacity traps, for every buffer kind")
+    func negativeMinimumFreeCapacity() async {
+        var result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            var ring = try! RingAllocator(capacity: 4096)
+            var buffer = ring.fixed(capacity: 16)!
+            buffer.append(minimumFreeCapacity: -1) { _ in }
+        }
+        expectTrap(result, mentioning: "RingBuffer.append(minimumFreeCapacity: -1): negative capacity")
+        result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            var ring = try! RingAllocator(capacity: 4096)
+            _ = ring.extendable(capacity: 16) { buffer in _ = buffer.append(minimumFreeCapacity: -1) { _ in } }
+        }
+        expectTrap(result, mentioning: "ExtendableRingBuffer.append(minimumFreeCapacity: -1): negative capacity")
+        result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            var ring = try! RingAllocator(capacity: 4096)
+            var buffer = ring.typed(Int.self, capacity: 2)!
+            buffer.append(minimumFreeCapacity: Int.min) { _ in }
+        }
+        expectTrap(result, mentioning: "TypedRingBuffer.append(minimumFreeCapacity: \(Int.min)): negative capacity")
+    }
+
+    // Spec 2 and 9: a fixed buffer's output-span append that cannot have the capacity it
+    // asks for traps before the body runs, as every bulk append of a fixed buffer.
+    @Test("an output-span append asking for more than a fixed or typed buffer has free traps")
+    func outputSpanPastFreeCapacity() async {
+        var result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            var ring = try! RingAllocator(capacity: 4096)
+            var buffer = ring.fixed(capacity: 16)!
+            buffer.append(0)
+            buffer.append(minimumFreeCapacity: 16) { _ in print("the body ran") }
+        }
+        expectTrap(result, mentioning: "RingBuffer.append(minimumFreeCapacity: 16): 16 bytes do not fit in the 15 free")
+        result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            var ring = try! RingAllocator(capacity: 4096)
+            var buffer = ring.typed(Int.self, capacity: 2)!
+            buffer.append(minimumFreeCapacity: Int.max) { _ in }
+        }
+        expectTrap(result, mentioning: "\(Int.max) elements do not fit in the 2 free")
+    }
+
+    // Spec 2 and 9: the output span is bounded by the free capacity: the standard library
+    // traps on a write past it, and on a body that replaced the span it was given (the
+    // way an output span could leave its closure; spec 2, what the compiler checks).
+    @Test("a write past the free capacity, or a replaced output span, traps in the standard library")
+    func outputSpanMisuse() async {
+        var result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            var ring = try! RingAllocator(capacity: 4096)
+            var buffer = ring.fixed(capacity: 16)!
+            buffer.append(minimumFreeCapacity: 0) { output in
+                for _ in 0...output.capacity { output.append(1) }
+            }
+        }
+        expectTrap(result, mentioning: "OutputRawSpan capacity overflow")
+        result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            var ring = try! RingAllocator(capacity: 4096)
+            var numbers = ring.typed(Int.self, capacity: 2)!
+            numbers.append(minimumFreeCapacity: 0) { output in
+                for value in 0...output.capacity { output.append(value) }
+            }
+        }
+        expectTrap(result, mentioning: "OutputSpan capacity overflow")
+        result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            var ring = try! RingAllocator(capacity: 4096)
+            var buffer = ring.fixed(capacity: 16)!
+            var escaped = OutputRawSpan()
+            buffer.append(minimumFreeCapacity: 0) { output in
+                escaped = output
+                output = OutputRawSpan()
+            }
+            escaped.append(1)
+        }
+        expectTrap(result, mentioning: "OutputRawSpan identity mismatch")
+        result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            var ring = try! RingAllocator(capacity: 4096)
+            _ = ring.extendable(capacity: 16) { buffer in
+                _ = buffer.append(minimumFreeCapacity: 0) { output in output = OutputRawSpan() }
+            }
+        }
+        expectTrap(result, mentioning: "OutputRawSpan identity mismatch")
+    }
+
+    // Spec 2 and 9: spans cover the bytes written, not the capacity: a read past them
+    // traps (the standard library's bounds check), where a buffer pointer would not.
+    @Test("a span read past the bytes written traps")
+    func spanPastCount() async {
+        var result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            var ring = try! RingAllocator(capacity: 4096)
+            var buffer = ring.fixed(capacity: 16)!
+            buffer.append(1)
+            _ = buffer.bytes.unsafeLoad(fromByteOffset: 1, as: UInt8.self)
+        }
+        expectTrap(result, mentioning: "Byte offset range out of bounds")
+        result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            var ring = try! RingAllocator(capacity: 4096)
+            var numbers = ring.typed(Int.self, capacity: 4)!
+            numbers.append(1)
+            var span = numbers.mutableSpan
+            span[1] = 2
+        }
+        expectTrap(result, mentioning: "index out of bounds")
+    }
+
     @Test("withCurrentThread inside its own body traps")
     func nestedThreadAllocator() async {
         let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {

@@ -65,6 +65,10 @@ struct RingModel: ~Copyable {
         let length = random(capacity + 1)
         if random(2) == 0 {
             buffer.append(contentsOf: patternArray(tag: tag, count: length))
+        } else if tag % 2 == 0 {
+            // Spec 2: written in place through the output span (chosen by the tag, so that
+            // the seeds draw the same numbers as before the output spans).
+            buffer.append(minimumFreeCapacity: length) { appendPattern(&$0, tag: tag, count: length) }
         } else {
             buffer.append(repeating: 0, count: length)
             buffer.withUnsafeMutableBytes { fillPattern($0, tag: tag) }
@@ -89,8 +93,16 @@ struct RingModel: ~Copyable {
         for _ in 0..<chunks { sizes.append(random(4) == 0 ? randomSize() : 1 + random(300)) }
         let initial = 1 + random(200)
         let result = ring.extendable(capacity: initial) { buffer in
-            for size in sizes where !refused {
-                if buffer.append(contentsOf: patternArray(tag: tag, count: size, offset: written)) {
+            for (index, size) in sizes.enumerated() where !refused {
+                // Every second chunk through the output span, which grows the buffer as
+                // the append of the same bytes would.
+                let appended =
+                    index % 2 == 0
+                    ? buffer.append(contentsOf: patternArray(tag: tag, count: size, offset: written))
+                    : buffer.append(minimumFreeCapacity: size) { output in
+                        appendPattern(&output, tag: tag, count: size, offset: written)
+                    } != nil
+                if appended {
                     written += size
                 } else {
                     refused = true

@@ -22,3 +22,18 @@ func firstPatternMismatch(_ bytes: UnsafeRawBufferPointer, tag: Int) -> Int? {
     for index in 0..<bytes.count where bytes[index] != patternByte(tag: tag, index: index) { return index }
     return nil
 }
+
+/// The index of the first byte of `bytes` that breaks the pattern of `tag`, or nil: read
+/// through the span, whose loads are bounds-checked.
+func firstPatternMismatch(_ bytes: RawSpan, tag: Int) -> Int? {
+    for index in bytes.byteOffsets
+    where bytes.unsafeLoad(fromByteOffset: index, as: UInt8.self) != patternByte(tag: tag, index: index) {
+        return index
+    }
+    return nil
+}
+
+/// Appends the pattern of `tag` to `output`, from pattern index `offset`, `count` bytes.
+func appendPattern(_ output: inout OutputRawSpan, tag: Int, count: Int, offset: Int = 0) {
+    for index in 0..<count { output.append(patternByte(tag: tag, index: offset + index)) }
+}

@@ -171,6 +171,100 @@ struct StressTests {
         expectSound(ring, "seed \(seed): after the shared run")
     }
 
+    // Spec 2 and 5: bytes written through an output span on the owner's thread are seen
+    // through `bytes` by the thread that receives the buffer, changes made there through
+    // `mutableBytes` stay in that buffer, and clones read their bytes through spans at
+    // once on several threads, while the owner reuses what they release.
+    @Test("buffers filled through output spans are read and changed through spans on other threads")
+    func spansAcrossThreads() throws {
+        let seed = testSeed()
+        // The timeout only bounds a broken wait: the workers keep releasing while the owner waits.
+        var ring = try RingAllocator(capacity: 32 * 1024, fullRingTimeout: .seconds(60))
+        let workers = 2
+        let fixedQueue = HandoffQueue<TaggedBuffer>(capacity: 64)
+        let sharedQueues = (0..<workers).map { _ in HandoffQueue<TaggedShared>(capacity: 64) }
+        let report = StressReport()
+        let threads = try (0..<workers).map { index in
+            try OSThread.spawn {
+                var finishing = false
+                while true {
+                    if var item = fixedQueue.pop() {
+                        let tag = item.tag
+                        if let byte = firstPatternMismatch(item.buffer.bytes, tag: tag) {
+                            report.report("seed \(seed): buffer \(tag): byte \(byte) differs from what was written")
+                        }
+                        do {
+                            var bytes = item.buffer.mutableBytes
+                            for offset in bytes.byteOffsets {
+                                bytes.storeBytes(
+                                    of: ~patternByte(tag: tag, index: offset), toByteOffset: offset, as: UInt8.self)
+                            }
+                        }
+                        let changed = item.buffer.withUnsafeBytes { bytes in
+                            bytes.indices.allSatisfy { bytes[$0] == ~patternByte(tag: tag, index: $0) }
+                        }
+                        if !changed { report.report("seed \(seed): buffer \(tag): a change through its span was lost") }
+                        report.received.add(1, ordering: .relaxed)
+                    } else if let item = sharedQueues[index].pop() {
+                        if let byte = firstPatternMismatch(item.buffer.bytes, tag: item.tag) {
+                            report.report("seed \(seed): shared buffer \(item.tag): byte \(byte) changed")
+                        }
+                        report.received.add(1, ordering: .relaxed)
+                    } else if finishing {
+                        return
+                    } else if report.done.load(ordering: .acquiring) {
+                        // Everything was pushed before `done`: one more pass empties the queues.
+                        finishing = true
+                    } else {
+                        sched_yield()
+                    }
+                }
+            }
+        }
+        var generator = SplitMix64(seed: seed)
+        let total = 4000
+        var expected = 0
+        for tag in 0..<total {
+            if tag % 2 == 0 {
+                var buffer = try required(ring.fixed(capacity: 1 + Int(generator.next() % 1500)))
+                buffer.append(minimumFreeCapacity: buffer.capacity) { output in
+                    appendPattern(&output, tag: tag, count: output.capacity)
+                }
+                pushWaiting(TaggedBuffer(buffer: buffer, tag: tag), onto: fixedQueue)
+                expected += 1
+            } else {
+                let size = 1 + Int(generator.next() % 3000)
+                let chunk = 1 + Int(generator.next() % 500)
+                var refused = false
+                let buffer = try required(
+                    ring.extendable(capacity: 64) { buffer in
+                        while buffer.count < size && !refused {
+                            let count = min(chunk, size - buffer.count)
+                            let offset = buffer.count
+                            refused =
+                                buffer.append(minimumFreeCapacity: count) { output in
+                                    appendPattern(&output, tag: tag, count: count, offset: offset)
+                                } == nil
+                        }
+                    }, "seed \(seed): extendable buffer \(tag)")
+                if refused { report.report("seed \(seed): extendable buffer \(tag) could not grow") }
+                let shared = buffer.freeze()
+                for queue in sharedQueues { pushWaiting(TaggedShared(buffer: shared.clone(), tag: tag), onto: queue) }
+                expected += workers
+            }
+        }
+        report.done.store(true, ordering: .releasing)
+        for thread in threads { thread.join() }
+        #expect(report.problems.withLock { $0 } == [])
+        #expect(report.received.load(ordering: .relaxed) == expected, "seed \(seed)")
+        let statistics = ring.statistics()
+        #expect(
+            statistics.liveBuffers == 0 && statistics.failures == 0 && statistics.allocations == total,
+            "seed \(seed): \(statistics)")
+        #expect(statistics.wraps > 10, "seed \(seed): the ring was reused: \(statistics)")
+        expectSound(ring, "seed \(seed): after the span run")
+    }
+
     // Spec 5 and 6: teardown never frees memory under a buffer and never waits for one.
     @Test("allocators dropped while other threads still read and release their buffers")
     func teardownRace() throws {
