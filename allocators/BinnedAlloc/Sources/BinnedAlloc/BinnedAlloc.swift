@@ -77,9 +77,9 @@
 // `IntrusiveList`. A slab is in exactly one place, which its state names; the integrity
 // walker at the end of the file checks that, and every list, from the model tests.
 //
-// The file: this manual, the public API (the allocators, the statistics, the C ABI), the
-// fast path, the slow path, the internals (one section per type), the layout, the
-// integrity walker.
+// The file: this manual, the public API (the allocators, the statistics, the C ABI, the
+// hooks for SwiftNIO's ByteBuffer), the fast path, the slow path, the internals (one section
+// per type), the layout, the integrity walker.
 //
 // # Single-threaded variant and page allocator
 //
@@ -851,6 +851,44 @@ public func binned_malloc_info(_ options: Int32, _ stream: UnsafeMutablePointer<
 func outOfMemory() -> UnsafeMutableRawPointer? {
     errno = ENOMEM
     return nil
+}
+
+// MARK: - SwiftNIO's ByteBuffer hooks
+
+/// The four functions SwiftNIO's `ByteBufferAllocator` takes to put its storage on another
+/// allocator (swift-nio pull request 3526): allocate, reallocate, deallocate and copy, each
+/// `@convention(c)`, here over the shared allocator. A server passes them in where it makes
+/// its allocator, once:
+///
+/// ```swift
+/// let allocator = ByteBufferAllocator(
+///     allocate: BinnedByteBufferHooks.allocate, reallocate: BinnedByteBufferHooks.reallocate,
+///     deallocate: BinnedByteBufferHooks.deallocate, copy: BinnedByteBufferHooks.copy)
+/// ```
+///
+/// (the labels are NIO's to choose; the four types are the ones its hooks have had since its
+/// first release). They are `binned_malloc`, `binned_realloc`, `binned_free` and a `memcpy`, so
+/// every answer is the C ABI's: nil with `ENOMEM` when memory runs out, a block freed from any
+/// thread. A ByteBuffer grows its storage by doubling with `reallocate`: a small block moves
+/// to the next class (a copy of at most 32 KiB), a large one grows by remapping its pages,
+/// without a copy. `binned_good_size` tells the capacity a request really gets, so that a
+/// buffer can use all of it. Nothing here needs BinnedMalloc as the process's `malloc`: a server
+/// that keeps glibc's (or jemalloc's) for everything else can put only its buffers here.
+public enum BinnedByteBufferHooks {
+    /// `malloc`'s type: a block of at least the given bytes, or nil.
+    public typealias Allocate = @convention(c) (Int) -> UnsafeMutableRawPointer?
+    /// `realloc`'s type: the block moved or resized to the given bytes, or nil (the block
+    /// unchanged); a nil block allocates.
+    public typealias Reallocate = @convention(c) (UnsafeMutableRawPointer?, Int) -> UnsafeMutableRawPointer?
+    /// `free`'s type.
+    public typealias Deallocate = @convention(c) (UnsafeMutableRawPointer) -> Void
+    /// `memcpy`'s type: destination, source, byte count (the ranges do not overlap).
+    public typealias Copy = @convention(c) (UnsafeMutableRawPointer, UnsafeRawPointer, Int) -> Void
+
+    public static let allocate: Allocate = { binned_malloc($0) }
+    public static let reallocate: Reallocate = { binned_realloc($0, $1) }
+    public static let deallocate: Deallocate = { binned_free($0) }
+    public static let copy: Copy = { $0.copyMemory(from: $1, byteCount: $2) }
 }
 
 // MARK: - Fast path
