@@ -12,6 +12,9 @@
 // - extendable: the bytes written in chunks of max/16 bytes (at least 16), into
 //   `ring.extendable` (grows in place; starts at one chunk) against an empty `[UInt8]`
 //   that `append(contentsOf:)` grows (doubling), as a Vec written through io::Write.
+// The `RingAlloc output span` column writes the same bytes the way `read(2)` or a decoder
+// would, in place through `append(minimumFreeCapacity:initializingWith:)`'s OutputRawSpan
+// (issue 21: within 5% of the `RingAlloc` column's appends).
 //
 // The ring is made once per worker process, before the warm-up, as a program makes one
 // ring and keeps it: its pages are first touched in the warm-up, as they would be in the
@@ -31,6 +34,8 @@ enum RingAllocSuite: BenchSuite {
 
     /// RingAlloc's fixed and extendable buffers, in a glibc process.
     static let ring = AllocatorColumn(name: "RingAlloc", process: .glibc)
+    /// The same buffers, written in place through an output span.
+    static let ringOutputSpan = AllocatorColumn(name: "RingAlloc output span", process: .glibc)
     /// The floor no allocator can go below: the same bytes written the same way at a
     /// cursor that walks through memory of the ring's size, mapped and touched before the
     /// timed run, with no allocation, no header and no release (the queue keeps only
@@ -40,12 +45,12 @@ enum RingAllocSuite: BenchSuite {
     static let fixedFamily = Workload.Family(
         title: "Ring: fixed buffers (RingAl's table: iterations / max bytes / max held)",
         unit:
-            "ns per buffer: draw a size in 1...max, release the oldest buffer if max are held, allocate, write every byte, queue it (baselines: [UInt8](repeating:count:), dropped oldest first)"
+            "ns per buffer: draw a size in 1...max, release the oldest buffer if max are held, allocate, write every byte, queue it (baselines: [UInt8](repeating:count:), dropped oldest first; RingAlloc: append(repeating:count:); output span: the same bytes set through append(minimumFreeCapacity:initializingWith:)'s OutputRawSpan)"
     )
     static let extendableFamily = Workload.Family(
         title: "Ring: extendable buffers written in chunks (RingAl's table, second half)",
         unit:
-            "ns per buffer: as fixed, but the bytes are appended in chunks of max/16 bytes (at least 16) to a growing buffer (baselines: an empty [UInt8] grown by append(contentsOf:))"
+            "ns per buffer: as fixed, but the bytes are appended in chunks of max/16 bytes (at least 16) to a growing buffer (baselines: an empty [UInt8] grown by append(contentsOf:); RingAlloc: append(contentsOf:); output span: each chunk copied in through append(minimumFreeCapacity:initializingWith:))"
     )
 
     /// One row of RingAl's table: the iterations RingAl ran, the largest buffer, the most
@@ -81,7 +86,8 @@ enum RingAllocSuite: BenchSuite {
         var workload: Workload {
             Workload(
                 name: workloadName(extendable: extendable, row), family: extendable ? extendableFamily : fixedFamily,
-                kind: .suite(name), operations: row.operations, columns: [.glibc, .jemalloc, ring, writesOnly])
+                kind: .suite(name), operations: row.operations,
+                columns: [.glibc, .jemalloc, ring, ringOutputSpan, writesOnly])
         }
 
         func measure(column: AllocatorColumn, scale: Scale) -> Measurement {
@@ -108,10 +114,11 @@ enum RingAllocSuite: BenchSuite {
             guard var ring = try? RingAllocator(capacity: ringCapacity(row, sizes)) else {
                 fatalError("cannot map the ring")
             }
+            let outputSpan = column == ringOutputSpan
             return measureWithWarmUp(operations: operations, scale: scale) { operations in
                 extendable
-                    ? ringExtendable(row, sizes, &ring, operations: operations)
-                    : ringFixed(row, sizes, &ring, operations: operations)
+                    ? ringExtendable(row, sizes, &ring, outputSpan: outputSpan, operations: operations)
+                    : ringFixed(row, sizes, &ring, outputSpan: outputSpan, operations: operations)
             }
         }
     }
@@ -229,7 +236,7 @@ enum RingAllocSuite: BenchSuite {
 
     @inline(never)
     static func ringFixed(
-        _ row: Row, _ sizes: SizeTable, _ ring: inout RingAllocator, operations: Int
+        _ row: Row, _ sizes: SizeTable, _ ring: inout RingAllocator, outputSpan: Bool, operations: Int
     ) -> Measurement {
         var checksum: UInt64 = 0
         let start = SystemInfo.monotonicNanoseconds()
@@ -240,8 +247,18 @@ enum RingAllocSuite: BenchSuite {
                 checksum &+= oldest.withUnsafeBytes { summary(first: $0[0], last: $0[$0.count - 1], count: $0.count) }
             }
             let size = sizes.size(iteration)
+            let byte = UInt8(truncatingIfNeeded: iteration)
             guard var buffer = ring.fixed(capacity: size) else { fatalError("the ring was full") }
-            buffer.append(repeating: UInt8(truncatingIfNeeded: iteration), count: size)
+            if outputSpan {
+                buffer.append(minimumFreeCapacity: size) { output in
+                    output.withUnsafeMutableBytes { bytes, initialized in
+                        bytes.baseAddress!.initializeMemory(as: UInt8.self, repeating: byte, count: size)
+                        initialized = size
+                    }
+                }
+            } else {
+                buffer.append(repeating: byte, count: size)
+            }
             queue.push(buffer)
         }
         _ = consume queue
@@ -279,7 +296,7 @@ enum RingAllocSuite: BenchSuite {
 
     @inline(never)
     static func ringExtendable(
-        _ row: Row, _ sizes: SizeTable, _ ring: inout RingAllocator, operations: Int
+        _ row: Row, _ sizes: SizeTable, _ ring: inout RingAllocator, outputSpan: Bool, operations: Int
     ) -> Measurement {
         var checksum: UInt64 = 0
         let chunk = sizes.chunk
@@ -295,8 +312,19 @@ enum RingAllocSuite: BenchSuite {
                 var written = 0
                 while written < size {
                     let count = min(chunk, size - written)
-                    guard buffer.append(contentsOf: UnsafeRawBufferPointer(start: sizes.source + written, count: count))
-                    else { fatalError("the ring was full") }
+                    let source = sizes.source + written
+                    if outputSpan {
+                        let appended: Void? = buffer.append(minimumFreeCapacity: count) { output in
+                            output.withUnsafeMutableBytes { bytes, initialized in
+                                (bytes.baseAddress! + initialized).copyMemory(from: source, byteCount: count)
+                                initialized += count
+                            }
+                        }
+                        guard appended != nil else { fatalError("the ring was full") }
+                    } else {
+                        guard buffer.append(contentsOf: UnsafeRawBufferPointer(start: source, count: count))
+                        else { fatalError("the ring was full") }
+                    }
                     written += count
                 }
             }
