@@ -9,7 +9,7 @@ import Testing
 
 @Suite("RingAlloc suite")
 struct RingAllocSuiteTests {
-    @Test("the baselines and RingAlloc agree on every row", arguments: RingAllocSuite.rows.indices)
+    @Test("the baselines, RingAlloc and its output spans agree on every row", arguments: RingAllocSuite.rows.indices)
     func columnsAgree(rowIndex: Int) throws {
         let row = RingAllocSuite.rows[rowIndex]
         let sizes = RingAllocSuite.SizeTable(maximumBytes: row.maximumBytes)
@@ -17,13 +17,17 @@ struct RingAllocSuiteTests {
         var ring = try RingAllocator(capacity: RingAllocSuite.ringCapacity(row, sizes))
         // Enough iterations to wrap the ring a few times, fewer for the big rows.
         let operations = row.maximumBytes >= 65536 ? 2 * row.maximumHeld + 50 : 5_000
-        for _ in 0..<2 {  // twice: the second run reuses the ring, as the timed run does
+        // Twice each: the second run reuses the ring, as the timed run does; with the appends,
+        // then through output spans.
+        for outputSpan in [false, false, true, true] {
             let arrayFixed = RingAllocSuite.arrayFixed(row, sizes, operations: operations)
-            let ringFixed = RingAllocSuite.ringFixed(row, sizes, &ring, operations: operations)
+            let ringFixed = RingAllocSuite.ringFixed(
+                row, sizes, &ring, outputSpan: outputSpan, operations: operations)
             #expect(arrayFixed.checksum == ringFixed.checksum && arrayFixed.checksum != 0)
             #expect(arrayFixed.operations == ringFixed.operations)
             let arrayChunked = RingAllocSuite.arrayChunked(row, sizes, operations: operations)
-            let ringExtendable = RingAllocSuite.ringExtendable(row, sizes, &ring, operations: operations)
+            let ringExtendable = RingAllocSuite.ringExtendable(
+                row, sizes, &ring, outputSpan: outputSpan, operations: operations)
             #expect(arrayChunked.checksum == ringExtendable.checksum && arrayChunked.checksum != 0)
         }
         let statistics = ring.statistics()
