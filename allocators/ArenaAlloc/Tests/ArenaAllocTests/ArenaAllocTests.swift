@@ -174,7 +174,7 @@ struct ArenaTests {
         _ = consume local
         shared.reset()
         let returned: Set<UnsafeMutableRawPointer?> = [
-            shared.storage.lendChunk(byteCount: 1), shared.storage.lendChunk(byteCount: 1),
+            shared.storage.lendChunk(byteCount: 1, minimum: 1), shared.storage.lendChunk(byteCount: 1, minimum: 1),
         ]
         #expect(returned == [first, second], "the shared arena did not hold the test's chunks")
     }
@@ -343,6 +343,8 @@ struct SharedArenaTests {
             block.initializeMemory(as: UInt8.self, repeating: fill, count: byteCount)
             blocks.append((Int(bitPattern: block), byteCount, fill))
         }
-        expectDisjointAndIntact(blocks, seed: 0)
+        // The arenas must outlive the check: an optimized build ends them after their last
+        // use, freeing the blocks (this test failed so in release builds).
+        withExtendedLifetime(arenas) { expectDisjointAndIntact(blocks, seed: 0) }
     }
 }

@@ -206,6 +206,96 @@ struct BadInputTests {
         expectTrap(result, mentioning: "SharedArena.reset() while another copy of it")
     }
 
+    @Test("a negative allocation limit is a precondition failure, for every kind of arena (spec 9)")
+    func negativeAllocationLimit() async {
+        let arena = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            var arena = Arena()
+            arena.allocationLimit = -1
+        }
+        expectTrap(arena, mentioning: "Arena: negative allocationLimit -1")
+        let shared = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            _ = SharedArena(allocationLimit: -4096)
+        }
+        expectTrap(shared, mentioning: "SharedArena: negative allocationLimit -4096")
+        let cache = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            _ = ArenaCache(allocationLimit: -2)
+        }
+        expectTrap(cache, mentioning: "ArenaCache: negative allocationLimit -2")
+    }
+
+    @Test("a negative capacity or count given to an arena collection is a precondition failure (spec 9)")
+    func negativeCollectionCounts() async {
+        let array = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            var arena = Arena()
+            try? arena.withScope { scope throws(ArenaAllocError) in _ = try ArenaArray<Int>(capacity: -1, in: scope) }
+        }
+        expectTrap(array, mentioning: "ArenaArray: negative capacity -1")
+        let string = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            var arena = Arena()
+            try? arena.withScope { scope throws(ArenaAllocError) in _ = try ArenaString(capacity: -5, in: scope) }
+        }
+        expectTrap(string, mentioning: "negative capacity -5")
+        let reserve = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            var arena = Arena()
+            try? arena.withScope { scope throws(ArenaAllocError) in
+                var numbers = try ArenaArray<Int>(in: scope)
+                try numbers.reserveCapacity(-2)
+            }
+        }
+        expectTrap(reserve, mentioning: "ArenaArray.reserveCapacity: negative capacity -2")
+        let adding = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            var arena = Arena()
+            try? arena.withScope { scope in
+                var numbers = try ArenaArray<Int>(in: scope)
+                try numbers.append(addingCapacity: -1) { _ in }
+            }
+        }
+        expectTrap(adding, mentioning: "ArenaArray.append(addingCapacity:): negative count -1")
+    }
+
+    @Test("an index out of range or a removal from an empty arena array is a precondition failure (spec 9)")
+    func collectionIndices() async {
+        let read = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            var arena = Arena()
+            try? arena.withScope { scope throws(ArenaAllocError) in
+                var numbers = try ArenaArray<Int>(in: scope)
+                try numbers.append(contentsOf: [1, 2])
+                print(numbers[2])
+            }
+        }
+        expectTrap(read, mentioning: "ArenaArray index 2 out of range 0..<2")
+        let write = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            var arena = Arena()
+            try? arena.withScope { scope throws(ArenaAllocError) in
+                var numbers = try ArenaArray<Int>(capacity: 8, in: scope)
+                numbers[-1] = 3
+            }
+        }
+        expectTrap(write, mentioning: "ArenaArray index -1 out of range 0..<0")
+        let empty = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            var arena = Arena()
+            try? arena.withScope { scope throws(ArenaAllocError) in
+                var numbers = try ArenaArray<String>(in: scope)
+                numbers.removeLast()
+            }
+        }
+        expectTrap(empty, mentioning: "ArenaArray.removeLast() on an empty array")
+    }
+
+    @Test("an OutputSpan closure that writes past the capacity it asked for traps (the standard library's check)")
+    func outputSpanOverflow() async {
+        let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            var arena = Arena()
+            try? arena.withScope { scope in
+                var numbers = try ArenaArray<Int>(capacity: 100, in: scope)
+                try numbers.append(addingCapacity: 2) { output in
+                    for value in 0..<3 { output.append(value) }
+                }
+            }
+        }
+        expectTrap(result)
+    }
+
     @Test("a copy whose count lies is a precondition failure; collect is the way (spec 9)")
     func copyWithLyingCount() async {
         let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {

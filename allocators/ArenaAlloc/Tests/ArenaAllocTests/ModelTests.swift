@@ -2,8 +2,11 @@
 // and resets against a model of the live blocks and of which block is the newest; checks
 // no overlap, alignment, contents, exactly which rollbacks succeed, and that values are
 // deinitialized once each, newest first, and runs the integrity walker after every step
-// and reset (spec sections 2 and 4). Each seed is printed before
-// its run starts; ALLOC_TEST_SEED=<seed> replays it, and `make soak` runs many.
+// and reset (spec sections 2 and 4). A second one runs the arena collections against
+// Swift arrays and strings, under random allocation limits: contents, exactly when an
+// array grows in place, failures only under a limit, never more chunk bytes than the
+// limit, every element deinitialized once. Each seed is printed before its run starts;
+// ALLOC_TEST_SEED=<seed> replays it, and `make soak` runs many.
 
 import AllocCore
 import AllocTestSupport
@@ -193,5 +196,191 @@ struct ModelTests {
             }
         }
         checkAll(Self.steps)
+    }
+
+    /// Scopes in one seed's run of the collection model, and steps in each.
+    static let collectionCycles = 16
+    static let collectionSteps = 600
+
+    @Test("random collection operations match Swift arrays and strings, under random allocation limits")
+    func randomCollectionOperations() throws {
+        try forEachTestSeed("randomCollectionOperations") { seed in try runCollections(seed: seed) }
+    }
+
+    /// One run of the collection model from `seed`.
+    func runCollections(seed: UInt64) throws {
+        var random = SplitMix64(seed: seed)
+        var arena = Arena(firstChunkByteCount: 256)
+        let tally = DeinitTally(capacity: Self.collectionCycles * Self.collectionSteps + 1)
+        var nextID = 0
+        for cycle in 0..<Self.collectionCycles {
+            // No limit, a tight one, or a roomy one; changed between scopes on the live arena.
+            let limit: Int? =
+                switch random.next() % 3 {
+                case 0: nil
+                case 1: 1024 + Int(random.next() % 8192)
+                default: 16 << 10 + Int(random.next() % (256 << 10))
+                }
+            arena.allocationLimit = limit
+            // A limit lowered below what the arena holds takes nothing away until the reset.
+            let heldWhenSet = arena.statistics().reservedBytes
+            let where_ = "seed \(seed) cycle \(cycle) limit \(limit.map(String.init) ?? "none")"
+            try arena.withScope { scope in
+                var numbers = try ArenaArray<UInt32>(in: scope)
+                var objects = try ArenaArray<TrackedObject>(in: scope)
+                var text = try ArenaString(in: scope)
+                var numbersModel: [UInt32] = []
+                var objectsModel: [Int] = []
+                var textModel = ""
+                /// A failure is allowed only under a limit.
+                func failed(_ step: Int, _ what: String) {
+                    #expect(limit != nil, "\(where_) step \(step): \(what) failed with no limit")
+                }
+                for step in 0..<Self.collectionSteps {
+                    let draw = random.next() % 100
+                    switch draw {
+                    case 0..<30:
+                        // One append; when it grows, in place exactly when the storage is the
+                        // newest block and its chunk has room.
+                        let value = UInt32(truncatingIfNeeded: random.next())
+                        let before = numbers.base.map { Int(bitPattern: $0) }
+                        let grows = numbers.count == numbers.capacity
+                        let newCapacity = max(numbers.count + 1, numbers.capacity * 2, 4)
+                        let fitsInPlace = before.map { start in
+                            scope.arena.pointee.isNewest(start, byteCount: numbers.capacity * 4)
+                                && newCapacity * 4 <= scope.arena.pointee.limit - start
+                        }
+                        do throws(ArenaAllocError) {
+                            try numbers.append(value)
+                            numbersModel.append(value)
+                            let after = numbers.base.map { Int(bitPattern: $0) }
+                            if grows, let fitsInPlace {
+                                #expect(
+                                    (after == before) == fitsInPlace,
+                                    "\(where_) step \(step): in place \(after == before), expected \(fitsInPlace)")
+                            }
+                        } catch {
+                            failed(step, "append")
+                            #expect(
+                                numbers.count == numbersModel.count
+                                    && numbers.base.map { Int(bitPattern: $0) } == before)
+                        }
+                    case 30..<40:
+                        // Many at once, from contiguous storage or one by one.
+                        let count = Int(random.next() % 200)
+                        let first = UInt32(truncatingIfNeeded: random.next())
+                        let values = (0..<count).map { first &+ UInt32($0) }
+                        let countBefore = numbers.count
+                        do throws(ArenaAllocError) {
+                            if random.next() % 2 == 0 {
+                                try numbers.append(contentsOf: values)
+                            } else {
+                                try numbers.append(contentsOf: values.lazy.map { $0 })
+                            }
+                            numbersModel += values
+                        } catch {
+                            failed(step, "append(contentsOf:)")
+                            // The elements appended before memory ran out stay.
+                            numbersModel += values.prefix(numbers.count - countBefore)
+                        }
+                    case 40..<46:
+                        // Through an OutputSpan: a part of the capacity, maybe then a throw.
+                        let capacity = Int(random.next() % 300)
+                        let written = capacity == 0 ? 0 : Int(random.next() % UInt64(capacity + 1))
+                        let throwsAfter = random.next() % 4 == 0
+                        let first = UInt32(truncatingIfNeeded: random.next())
+                        do {
+                            try numbers.append(addingCapacity: capacity) { output in
+                                for index in 0..<written { output.append(first &+ UInt32(index)) }
+                                if throwsAfter { throw MissingValue() }
+                            }
+                            numbersModel += (0..<written).map { first &+ UInt32($0) }
+                        } catch is MissingValue {
+                            numbersModel += (0..<written).map { first &+ UInt32($0) }
+                        } catch {
+                            failed(step, "append(addingCapacity:)")
+                        }
+                    case 46..<52:
+                        if !numbersModel.isEmpty {
+                            #expect(numbers.removeLast() == numbersModel.removeLast(), "\(where_) step \(step)")
+                        }
+                    case 52..<54:
+                        numbers.removeAll(keepingCapacity: random.next() % 2 == 0)
+                        numbersModel.removeAll()
+                    case 54..<57:
+                        let capacity = Int(random.next() % 2000)
+                        do throws(ArenaAllocError) {
+                            try numbers.reserveCapacity(capacity)
+                            #expect(numbers.capacity >= capacity)
+                        } catch {
+                            failed(step, "reserveCapacity")
+                        }
+                    case 57..<59:
+                        // A new array in the old one's place: the old one is dropped.
+                        numbers = try ArenaArray<UInt32>(in: scope)
+                        numbersModel.removeAll()
+                    case 59..<70:
+                        let id = nextID
+                        nextID += 1
+                        do throws(ArenaAllocError) {
+                            try objects.append(TrackedObject(id, tally))
+                            objectsModel.append(id)
+                        } catch {
+                            failed(step, "objects.append")
+                        }
+                        if random.next() % 4 == 0 && !objectsModel.isEmpty {
+                            #expect(objects.removeLast().id == objectsModel.removeLast())
+                        }
+                    case 70..<80:
+                        let piece = random.next() % 2 == 0 ? "step \(step); " : "é👋\(step % 7)"
+                        do throws(ArenaAllocError) {
+                            try text.append(piece)
+                            textModel += piece
+                        } catch {
+                            failed(step, "text.append")
+                        }
+                    case 80..<90:
+                        // Other allocations knock the collections off the tip; a value with a
+                        // deinit puts the rollback floor above them.
+                        do throws(ArenaAllocError) {
+                            if random.next() % 3 == 0 {
+                                let id = nextID
+                                nextID += 1
+                                _ = try scope.put(TrackedObject(id, tally))
+                            } else {
+                                _ = try scope.allocate(of: UInt8.self, capacity: Int(random.next() % 500))
+                            }
+                        } catch {
+                            failed(step, "a scope allocation")
+                        }
+                    default:
+                        let numbersIntact =
+                            numbers.count == numbersModel.count
+                            && numbersModel.indices.allSatisfy { numbers[$0] == numbersModel[$0] }
+                        let objectsIntact =
+                            objects.count == objectsModel.count
+                            && objectsModel.indices.allSatisfy { objects[$0].id == objectsModel[$0] }
+                        #expect(numbersIntact && objectsIntact, "\(where_) step \(step): an array lost its contents")
+                        #expect(text.string == textModel, "\(where_) step \(step): the string lost its contents")
+                    }
+                    if let violation = scope.arena.pointee.integrityViolation() {
+                        Issue.record("\(where_) step \(step) (draw \(draw)): \(violation)")
+                        return
+                    }
+                    if let limit {
+                        let reserved = scope.statistics().reservedBytes
+                        #expect(
+                            reserved <= max(limit, heldWhenSet), "\(where_) step \(step): \(reserved) bytes of chunks")
+                    }
+                }
+                #expect(numbers.span.count == numbersModel.count && text.utf8Count == textModel.utf8.count)
+            }
+            #expect(arena.bytesInUse == 0, "\(where_)")
+            if let limit { #expect(arena.statistics().reservedBytes <= limit, "\(where_): after the reset") }
+            #expect(
+                tally.died == tally.made && tally.wrongCounts(0..<nextID).isEmpty,
+                "\(where_): \(tally.wrongCounts(0..<nextID))")
+            if let violation = arena.integrityViolation() { Issue.record("\(where_), after the reset: \(violation)") }
+        }
     }
 }

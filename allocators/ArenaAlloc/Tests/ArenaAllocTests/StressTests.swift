@@ -109,6 +109,61 @@ struct StressTests {
         #expect(local.integrityViolation() == nil && shared.integrityViolation() == nil)
     }
 
+    @Test("threads allocate from a shared arena with a limit, which one thread changes meanwhile")
+    func sharedLimit() throws {
+        let seed = testSeed()
+        let limits = [96 << 10, 256 << 10, 160 << 10]
+        var shared = SharedArena(firstChunkByteCount: 512, allocationLimit: limits[0])
+        for round in 0..<3 {
+            let log = BlockLog()
+            let failures = SumLog()
+            let line = StartLine(threads: Self.threads + 1)
+            var threads = try (0..<Self.threads).map { thread throws(SystemError) in
+                try OSThread.spawn { [shared] in
+                    var random = SplitMix64(seed: seed &+ UInt64(round &* 100 &+ thread))
+                    line.arriveAndWait()
+                    var local = shared.makeLocalArena()
+                    var blocks: [(address: Int, byteCount: Int, fill: UInt8)] = []
+                    var failed = 0
+                    for step in 0..<3_000 {
+                        let byteCount = Int(random.next() % 8 == 0 ? random.next() % 3000 : random.next() % 200)
+                        let useLocal = step % 2 == 0
+                        let block =
+                            useLocal
+                            ? local.allocate(byteCount: byteCount, alignment: 8)
+                            : shared.allocate(byteCount: byteCount, alignment: 8)
+                        guard let block else {
+                            failed += 1
+                            continue
+                        }
+                        let fill = UInt8(truncatingIfNeeded: thread &* 31 &+ step)
+                        block.initializeMemory(as: UInt8.self, repeating: fill, count: byteCount)
+                        blocks.append((Int(bitPattern: block), byteCount, fill))
+                    }
+                    log.append(blocks)
+                    failures.append(failed)
+                }
+            }
+            // Meanwhile the limit is raised and lowered (read under the lock chunks are taken under).
+            threads.append(
+                try OSThread.spawn { [shared] in
+                    line.arriveAndWait()
+                    for change in 0..<200 { shared.allocationLimit = limits[(change &+ round) % limits.count] }
+                    shared.allocationLimit = limits[0]
+                })
+            for thread in threads { thread.join() }
+            expectDisjointAndIntact(log.all, seed: seed)
+            let statistics = shared.statistics()
+            #expect(statistics.reservedBytes <= limits.max()!, "seed \(seed) round \(round): \(statistics)")
+            #expect(failures.all.reduce(0, +) > 0, "seed \(seed) round \(round): the limit was never hit")
+            #expect(
+                shared.integrityViolation() == nil, "seed \(seed) round \(round): \(shared.integrityViolation() ?? "")")
+            shared.reset()
+            #expect(shared.statistics().reservedBytes <= limits[0], "seed \(seed): the reset kept more than the limit")
+            #expect(shared.integrityViolation() == nil, "seed \(seed): \(shared.integrityViolation() ?? "")")
+        }
+    }
+
     @Test("arenas taken from a cache on one thread are given back on another")
     func cacheAcrossThreads() throws {
         let seed = testSeed()

@@ -127,9 +127,11 @@ struct ValueTests {
             let numbers = try scope.collect(1...100)
             let name = try scope.copy("arena")
             let node = try scope.put(TrackedObject(7, log))
-            return numbers.count + name.count + node.value.id
+            var squares = try ArenaArray<Int>(in: scope)
+            for n in 1...10 { try squares.append(n * n) }
+            return numbers.count + name.count + node.value.id + squares.span[9]
         }
-        #expect(total == 112 && log.order == [7])
+        #expect(total == 212 && log.order == [7])
     }
 
     @Test("a scope that throws still resets the arena (spec 5)")
