@@ -40,6 +40,11 @@ enum ArenaAllocSuite: BenchSuite {
         unit:
             "ns per array: arena collect (reset per 17,453 arrays) vs Swift Array(sequence), freed at once; filter = a lazy filter that hides the count"
     )
+    static let collections = Workload.Family(
+        title: "Arena: growable arrays and strings, against Swift Array and String",
+        unit:
+            "ns per collection built and dropped, 1,000 per cycle: array = 100 Ints appended one by one to an empty ArenaArray in a withScope body (the scope, and its reset, once per 1,000), baselines an empty Swift Array; string = 100 appends of \"ab\" to an empty ArenaString, baselines an empty Swift String (both start at capacity 0 and grow as they must; BinnedMalloc runs the baselines' code)"
+    )
     static let threads = Workload.Family(
         title: "Arena: two threads",
         unit:
@@ -65,6 +70,12 @@ enum ArenaAllocSuite: BenchSuite {
             ArenaWorkload(
                 "arena-collect-111-filter", fromSequence, cycles: 20, plain,
                 { arrayFromSequence(cycles: $0, hideCount: true) }, { arenaCollect(cycles: $0, hideCount: true) }),
+            ArenaWorkload(
+                "arena-array-1000x100", collections, cycles: 20, [.glibc, .jemalloc, .binnedMalloc, arena],
+                swiftArrays, arenaArrays),
+            ArenaWorkload(
+                "arena-string-1000x100", collections, cycles: 5, [.glibc, .jemalloc, .binnedMalloc, arena],
+                swiftStrings, arenaStrings),
             ArenaWorkload("arena-t2", threads, cycles: 400, [.glibc, .jemalloc, shared, local]) { column, cycles in
                 if column.isBaseline { return mallocTwoThreads(cycles: cycles) }
                 return column == shared ? sharedTwoThreads(cycles: cycles) : localTwoThreads(cycles: cycles)
@@ -433,6 +444,98 @@ enum ArenaAllocSuite: BenchSuite {
         let end = SystemInfo.monotonicNanoseconds()
         keep(arena)
         return Measurement(nanoseconds: end - start, operations: cycles * cycle, checksum: checksum)
+    }
+
+    // MARK: Growable collections
+
+    /// Collections per scope: the 1,000 arrays of 100 elements; a cycle is 17,453
+    /// collections, so the arena opens a scope (and resets) every 1,000 of them.
+    static let collectionsPerScope = 1_000
+    static let elementsPerCollection = 100
+
+    /// The checksum's view of a value, through a function the optimizer cannot see into, so
+    /// that no collection is built for nothing.
+    @inline(never)
+    static func sink(_ value: Int) -> UInt64 { UInt64(truncatingIfNeeded: value) }
+
+    @inline(never)
+    static func swiftArrays(cycles: Int) -> Measurement {
+        var checksum: UInt64 = 0
+        let start = SystemInfo.monotonicNanoseconds()
+        for round in 0..<(cycles * cycle) {
+            var array: [Int] = []
+            for element in 0..<elementsPerCollection { array.append(element &+ round) }
+            checksum &+= sink(array[elementsPerCollection - 1])
+        }
+        let end = SystemInfo.monotonicNanoseconds()
+        return Measurement(nanoseconds: end - start, operations: cycles * cycle, checksum: checksum)
+    }
+
+    @inline(never)
+    static func arenaArrays(cycles: Int) -> Measurement {
+        var arena = takeArena()
+        var checksum: UInt64 = 0
+        let total = cycles * cycle
+        let start = SystemInfo.monotonicNanoseconds()
+        var round = 0
+        while round < total {
+            let end = min(total, round + collectionsPerScope)
+            checksum &+= arena.withScope { scope in
+                var sum: UInt64 = 0
+                for index in round..<end {
+                    guard var array = try? ArenaArray<Int>(in: scope) else { fatalError("the arena is full") }
+                    for element in 0..<elementsPerCollection {
+                        guard (try? array.append(element &+ index)) != nil else { fatalError("the arena is full") }
+                    }
+                    sum &+= sink(array[elementsPerCollection - 1])
+                }
+                return sum
+            }
+            round = end
+        }
+        let end = SystemInfo.monotonicNanoseconds()
+        keep(arena)
+        return Measurement(nanoseconds: end - start, operations: total, checksum: checksum)
+    }
+
+    @inline(never)
+    static func swiftStrings(cycles: Int) -> Measurement {
+        var checksum: UInt64 = 0
+        let start = SystemInfo.monotonicNanoseconds()
+        for round in 0..<(cycles * cycle) {
+            var string = ""
+            for _ in 0..<elementsPerCollection { string.append("ab") }
+            checksum &+= sink(string.utf8.count &+ round)
+        }
+        let end = SystemInfo.monotonicNanoseconds()
+        return Measurement(nanoseconds: end - start, operations: cycles * cycle, checksum: checksum)
+    }
+
+    @inline(never)
+    static func arenaStrings(cycles: Int) -> Measurement {
+        var arena = takeArena()
+        var checksum: UInt64 = 0
+        let total = cycles * cycle
+        let start = SystemInfo.monotonicNanoseconds()
+        var round = 0
+        while round < total {
+            let end = min(total, round + collectionsPerScope)
+            checksum &+= arena.withScope { scope in
+                var sum: UInt64 = 0
+                for index in round..<end {
+                    guard var string = try? ArenaString(in: scope) else { fatalError("the arena is full") }
+                    for _ in 0..<elementsPerCollection {
+                        guard (try? string.append("ab")) != nil else { fatalError("the arena is full") }
+                    }
+                    sum &+= sink(string.utf8Count &+ index)
+                }
+                return sum
+            }
+            round = end
+        }
+        let end = SystemInfo.monotonicNanoseconds()
+        keep(arena)
+        return Measurement(nanoseconds: end - start, operations: total, checksum: checksum)
     }
 
     // MARK: Two threads
