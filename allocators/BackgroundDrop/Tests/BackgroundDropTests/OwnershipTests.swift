@@ -1,7 +1,7 @@
 // Spec section 2, Ownership: a value handed over as the spec says (a temporary, `consume
-// variable`, an existential as `consume variable as any P`, a batch with `consume`) leaves
-// no reference with the caller, so the release the dropper makes is the last one and the
-// deinit runs on its thread. A reference left with the caller is released when `drop`
+// variable`, an existential as `consume variable as any P`, a batch with `consume`, a
+// DeferredDrop that dies) leaves no reference with the caller, so the release the
+// dropper makes is the last one and the deinit runs on its thread. A reference left with the caller is released when `drop`
 // returns, racing with the background thread: whichever releases last runs the deinit.
 // That race cannot be steered from outside the library (nothing of the caller's runs
 // between the hand-off and the release), so these tests look at its cause instead, at a
@@ -92,5 +92,43 @@ func whileTheDropWaits<Outcome: Sendable>(
         #expect(outcome == BatchOutcome(queued: 2, droppedInline: 0))
         #expect(tally.wrongCounts(0..<4) == "")
         #expect(!tally.threads.contains(producer), "an element died on the caller")
+    }
+
+    /// A `DeferredDrop`'s deinit moves its value to the dropper: while the deinit waits
+    /// for a slot, only the wrapper's reference exists, none left for the caller's
+    /// release (spec 2, DeferredDrop).
+    @Test func aDeferredDropHandsItsValueOverWithoutACopy() throws {
+        let tally = DeinitTally(capacity: 3, recordsOrder: true)
+        let (outcome, producer) = try whileTheDropWaits(tally, blockerID: 1, fillerID: 2) { dropper, report in
+            let object = TrackedObject(0, tally)
+            report(Unmanaged.passUnretained(object))
+            let deferred = DeferredDrop(consume object, dropper: dropper)
+            _ = consume deferred
+            return true
+        }
+        #expect(outcome == true)
+        #expect(tally.wrongCounts(0..<3) == "")
+        #expect(!tally.threads.contains(producer), "the wrapped object died on the caller")
+    }
+
+    /// An existential wraps as itself (`DeferredDrop<any Sendable>`: a type's generic
+    /// parameter is not opened, unlike `drop`'s, spec 2), so `consume existential` is
+    /// enough: the caller keeps no reference. In a release build this failed (a third
+    /// reference while the deinit waited) until the value travelled in a `~Copyable`
+    /// envelope: the optimizer opened the existential at the call to `handOff`, passed a
+    /// copy and released the original after the call.
+    @Test func aDeferredDropOfAnExistentialLeavesNoReferenceWithTheCaller() throws {
+        let tally = DeinitTally(capacity: 3, recordsOrder: true)
+        let (outcome, producer) = try whileTheDropWaits(tally, blockerID: 1, fillerID: 2) { dropper, report in
+            let existential: any Sendable = TrackedObject(0, tally)
+            report(handle(of: existential))
+            let deferred = DeferredDrop(consume existential, dropper: dropper)
+            let isExistential = type(of: deferred).self == DeferredDrop<any Sendable>.self
+            _ = consume deferred
+            return isExistential
+        }
+        #expect(outcome == true, "the existential was opened")
+        #expect(tally.wrongCounts(0..<3) == "")
+        #expect(!tally.threads.contains(producer), "the wrapped object died on the caller")
     }
 }

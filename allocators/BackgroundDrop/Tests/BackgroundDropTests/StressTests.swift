@@ -1,7 +1,8 @@
 // Multi-threaded stress (spec sections 4, 5): more producer threads than cores drop
 // into small queues under both full-queue policies, with flushes and shutdowns racing
 // them, and in bursts into parked threads (the chained wake); every value must be
-// deinitialised exactly once. The thread-sanitizer run selects
+// deinitialised exactly once; and DeferredDrop wrappers that die on many threads, some
+// after crossing from one to another. The thread-sanitizer run selects
 // these suites with `--filter Stress`.
 
 import AllocCore
@@ -133,6 +134,47 @@ import Testing
         }
     }
 
+    /// DeferredDrop across threads (spec 2, DeferredDrop): producers outnumber cores and
+    /// wrap every value; each wrapper dies on its producer's thread, is taken back (the
+    /// value then dies there, never through the dropper), or is swapped through a mailbox
+    /// for a neighbour's wrapper, which then dies on this thread. A small queue, so the
+    /// policies apply. Every value is deinitialised exactly once, and every wrapper not
+    /// taken went through the dropper once.
+    @Test(arguments: [FullQueuePolicy.block(timeout: nil), .dropInline])
+    func deferredDropsDieOnManyThreads(policy: FullQueuePolicy) throws {
+        let seed = testSeed("deferredDropsDieOnManyThreads(policy: \(policy))")
+        let perProducer = 3000
+        let producers = Self.producers
+        let tally = DeinitTally(capacity: producers * perProducer)
+        let dropper = try BackgroundDropper(threads: 2, capacity: 16, whenFull: policy)
+        let mailboxes = (0..<producers).map { _ in Mailbox() }
+        let taken = Atomic<Int>(0)
+        try onThreads(producers) { producer in
+            var generator = SplitMix64(seed: seed &+ UInt64(producer))
+            for serial in 0..<perProducer {
+                let deferred = DeferredDrop(TrackedObject(producer * perProducer + serial, tally), dropper: dropper)
+                switch generator.next() % 8 {
+                case 0:
+                    let value = deferred.take()
+                    taken.add(1, ordering: .relaxed)
+                    _ = consume value
+                case 1, 2, 3:
+                    let received = mailboxes[(producer + 1) % producers].exchange(deferred)
+                    _ = consume received
+                default:
+                    _ = consume deferred
+                }
+            }
+        }
+        for mailbox in mailboxes { _ = mailbox.exchange(nil) }
+        dropper.flush()
+        #expect(tally.wrongCounts(0..<producers * perProducer) == "", "seed \(seed)")
+        let statistics = dropper.statistics()
+        let wrapped = producers * perProducer - taken.load(ordering: .relaxed)
+        #expect(statistics.queued + statistics.droppedInline == wrapped, "seed \(seed): \(statistics)")
+        #expect(statistics.pending == 0, "seed \(seed)")
+    }
+
     /// Producers keep dropping while another thread shuts the dropper down: each value
     /// is deinitialised exactly once, in the background or inline after the shutdown.
     @Test func shutdownRacingWithProducers() throws {
@@ -152,5 +194,22 @@ import Testing
             #expect(tally.wrongCounts(0..<producers * perProducer) == "", "round \(round)")
             #expect(dropper.isShutDown)
         }
+    }
+}
+
+/// One wrapper waiting to be picked up by another thread (StressTests). AllocCore's
+/// `SpinLock`, inlined here, so the thread sanitizer sees what orders the hand-over.
+final class Mailbox: @unchecked Sendable {
+    let lock = SpinLock()
+    var letter: DeferredDrop<TrackedObject>?
+
+    /// Leaves `letter` and returns the one that was waiting, if any, which then dies
+    /// wherever the caller lets it (outside the lock: its deinit may wait for a slot).
+    func exchange(_ letter: consuming DeferredDrop<TrackedObject>?) -> DeferredDrop<TrackedObject>? {
+        lock.lock()
+        defer { lock.unlock() }
+        let waiting = self.letter.take()
+        self.letter = letter
+        return waiting
     }
 }
