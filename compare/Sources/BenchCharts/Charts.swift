@@ -204,6 +204,7 @@ public enum Charts {
         "#6e6e6e", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#d62728",
         "#17becf", "#8c564b", "#e377c2", "#bcbd22", "#393b79", "#e7ba52", "#637939", "#7b4173",
         "#6baed6", "#843c39", "#74c476", "#de9ed6", "#8c6d31", "#5254a3", "#ad494a", "#31a354",
+        "#9c9ede", "#b5cf6b", "#e6550d", "#756bb1", "#969696", "#fdae6b",
     ]
 
     /// The catalogue's columns by name, with their place (computed once: the catalogue is fixed).

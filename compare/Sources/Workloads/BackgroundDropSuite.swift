@@ -18,6 +18,9 @@
 // checksum counts the tree nodes deinitialised (each node's deinit counts itself in a
 // per-thread counter, read after the background finished) or the strings built, and
 // equals across columns.
+//
+// A third family (issue 21) measures `DeferredDrop`'s cost to the caller against `drop`'s:
+// small objects given up one by one, by a drop or by a wrapper made and ended at once.
 
 import AllocCore
 import BackgroundDrop
@@ -54,6 +57,7 @@ enum BackgroundDropSuite: BenchSuite {
 
     static var workloads: [any SuiteWorkload] {
         [
+            DeferredWorkload(),
             DropWorkload(name: "drop-trees-1000x1023", operations: 1000, columns: columns) { operations, dropper in
                 run(
                     operations: operations, dropper: dropper, build: { TreeNode(height: 10) },
@@ -349,6 +353,91 @@ final class TreeNode: Sendable {
     }
 
     deinit { DeinitTally.count() }
+}
+
+// MARK: - DeferredDrop against drop
+
+extension BackgroundDropSuite {
+    /// Each object wrapped in a ``DeferredDrop`` on the same one-thread dropper, the wrapper
+    /// made and ended at once.
+    static let deferred = AllocatorColumn(name: "DeferredDrop-1t", process: .glibc)
+    /// `drop` and `DeferredDrop` on `BackgroundDropper.shared` (one thread, 4,096 slots),
+    /// which a wrapper uses by default.
+    static let sharedDrop = AllocatorColumn(name: "BackgroundDrop-shared", process: .glibc)
+    static let deferredShared = AllocatorColumn(name: "DeferredDrop-shared", process: .glibc)
+
+    static let deferredFamily = Workload.Family(
+        title: "Background drop: DeferredDrop against drop (caller-side cost)",
+        unit:
+            "ns per object given up: 2,048 objects (a node of a tree of height 1: a final class instance whose deinit counts itself) built before the clock starts; baselines release each in place; BackgroundDrop-1t hands each to a dropper with 1 thread and 8,192 slots with drop(_:); DeferredDrop-1t wraps each in a DeferredDrop on the same dropper and ends the wrapper at once (its init, which keeps the dropper, and its deinit, which hands the object over, both timed); -shared: the same through BackgroundDropper.shared (1 thread, 4,096 slots), the wrapper's default; the dropper is flushed after the clock stops"
+    )
+
+    /// The objects, and the dropper's slots: room for them all (in the shared dropper's 4,096
+    /// too), so no hand-off waits.
+    static let deferredObjects = 2048
+    static let deferredCapacity = 8192
+
+    struct DeferredWorkload: SuiteWorkload {
+        var workload: Workload {
+            Workload(
+                name: "deferred-drop-objects-2048", family: deferredFamily, kind: .suite(BackgroundDropSuite.name),
+                operations: deferredObjects,
+                columns: [.glibc, .jemalloc, oneThread, deferred, sharedDrop, deferredShared])
+        }
+
+        func measure(column: AllocatorColumn, scale: Scale) -> Measurement {
+            precondition(
+                column.isBaseline || workload.columns.contains(column), "\(workload.name) has no column \(column.name)")
+            // The dropper is created once, before any timing; its thread sleeps in between.
+            let dropper: BackgroundDropper?
+            do {
+                switch column {
+                case sharedDrop, deferredShared: dropper = BackgroundDropper.shared
+                case oneThread, deferred: dropper = try BackgroundDropper(threads: 1, capacity: deferredCapacity)
+                default: dropper = nil
+                }
+            } catch {
+                fatalError("cannot create a dropper: \(error)")
+            }
+            let wrapped = column == deferred || column == deferredShared
+            return measureWithWarmUp(operations: workload.operations(at: scale), scale: scale) { operations in
+                giveUpObjects(operations: operations, dropper: dropper, wrapped: wrapped)
+            }
+        }
+    }
+
+    /// Gives up `operations` objects built beforehand: in place (no dropper), by `drop`, or
+    /// (`wrapped`) through a DeferredDrop made and ended at once. The checksum is the objects
+    /// deinitialized, counted once the dropper is flushed.
+    @inline(never)
+    static func giveUpObjects(operations: Int, dropper: BackgroundDropper?, wrapped: Bool) -> Measurement {
+        let values = UnsafeMutablePointer<TreeNode>.allocate(capacity: operations)
+        defer { values.deallocate() }
+        for index in 0..<operations { (values + index).initialize(to: TreeNode(height: 1)) }
+        let before = dropper?.statistics()
+        DeinitTally.reset()
+        let start = SystemInfo.monotonicNanoseconds()
+        if let dropper {
+            if wrapped {
+                for index in 0..<operations { _ = DeferredDrop((values + index).move(), dropper: dropper) }
+            } else {
+                for index in 0..<operations { dropper.drop((values + index).move()) }
+            }
+        } else {
+            values.deinitialize(count: operations)
+        }
+        let end = SystemInfo.monotonicNanoseconds()
+        if let dropper, let before {
+            dropper.flush()
+            // Every object went through the queue: none waited, none was dropped inline.
+            let after = dropper.statistics()
+            precondition(
+                after.queued - before.queued == operations && after.droppedInline == 0 && after.pending == 0,
+                "the dropper did not take every object: \(after)")
+        }
+        return Measurement(
+            nanoseconds: end - start, operations: operations, checksum: UInt64(DeinitTally.total()))
+    }
 }
 
 /// Per-thread deinit counters: a plain increment through an application thread-local

@@ -11,14 +11,33 @@ import Testing
 @Suite(.serialized) struct BackgroundDropSuiteTests {
     typealias Suite = BackgroundDropSuite
 
-    @Test("both workloads list the baselines first, then the four dropper columns (and the strings two floors)")
+    @Test(
+        "the drop workloads list the baselines first, then the four dropper columns (and the strings two floors); the DeferredDrop row its four"
+    )
     func catalogue() {
-        #expect(Suite.workloads.map(\.workload.name) == ["drop-trees-1000x1023", "drop-strings-1000x1000"])
+        #expect(
+            Suite.workloads.map(\.workload.name) == [
+                "deferred-drop-objects-2048", "drop-trees-1000x1023", "drop-strings-1000x1000",
+            ])
         for workload in Suite.workloads.map(\.workload) {
             #expect(workload.columns.prefix(2) == [.glibc, .jemalloc], "\(workload.name): baselines first")
             #expect(workload.columns.count == (workload.name == "drop-strings-1000x1000" ? 8 : 6), "\(workload.name)")
-            #expect(workload.name.hasPrefix("drop-"))
         }
+    }
+
+    @Test(
+        "DeferredDrop's row: in place, drop and a wrapper, on a dropper of its own and the shared one, count the same objects"
+    )
+    func deferredChecksumsAgree() throws {
+        let dropper = try BackgroundDropper(threads: 1, capacity: Suite.deferredCapacity)
+        let runs = [
+            Suite.giveUpObjects(operations: 500, dropper: nil, wrapped: false),
+            Suite.giveUpObjects(operations: 500, dropper: dropper, wrapped: false),
+            Suite.giveUpObjects(operations: 500, dropper: dropper, wrapped: true),
+            Suite.giveUpObjects(operations: 500, dropper: .shared, wrapped: false),
+            Suite.giveUpObjects(operations: 500, dropper: .shared, wrapped: true),
+        ]
+        #expect(runs.allSatisfy { $0.checksum == 500 && $0.operations == 500 }, "\(runs.map(\.checksum))")
     }
 
     @Test("releasing in place and handing off to 1 or 2 threads count the same deinitialised nodes")
