@@ -361,15 +361,15 @@ extension BackgroundDropSuite {
     /// Each object wrapped in a ``DeferredDrop`` on the same one-thread dropper, the wrapper
     /// made and ended at once.
     static let deferred = AllocatorColumn(name: "DeferredDrop-1t", process: .glibc)
-    /// `drop` and `DeferredDrop` on `BackgroundDropper.shared` (one thread, 4,096 slots),
-    /// which a wrapper uses by default.
+    /// `drop` on `BackgroundDropper.shared` (one thread, 4,096 slots) held in a local, and
+    /// `DeferredDrop(value)`, which uses it by default.
     static let sharedDrop = AllocatorColumn(name: "BackgroundDrop-shared", process: .glibc)
     static let deferredShared = AllocatorColumn(name: "DeferredDrop-shared", process: .glibc)
 
     static let deferredFamily = Workload.Family(
         title: "Background drop: DeferredDrop against drop (caller-side cost)",
         unit:
-            "ns per object given up: 2,048 objects (a node of a tree of height 1: a final class instance whose deinit counts itself) built before the clock starts; baselines release each in place; BackgroundDrop-1t hands each to a dropper with 1 thread and 8,192 slots with drop(_:); DeferredDrop-1t wraps each in a DeferredDrop on the same dropper and ends the wrapper at once (its init, which keeps the dropper, and its deinit, which hands the object over, both timed); -shared: the same through BackgroundDropper.shared (1 thread, 4,096 slots), the wrapper's default; the dropper is flushed after the clock stops"
+            "ns per object given up: 2,048 objects (a node of a tree of height 1: a final class instance whose deinit counts itself) built before the clock starts; baselines release each in place; BackgroundDrop-1t hands each to a dropper with 1 thread and 8,192 slots with drop(_:); DeferredDrop-1t wraps each in a DeferredDrop on the same dropper and ends the wrapper at once (its init, which keeps the dropper, and its deinit, which hands the object over, both timed); BackgroundDrop-shared: drop(_:) on BackgroundDropper.shared (1 thread, 4,096 slots) held in a local; DeferredDrop-shared: DeferredDrop(object), the wrapper's default, which uses the shared dropper without keeping it (it is never released); the dropper is flushed after the clock stops"
     )
 
     /// The objects, and the dropper's slots: room for them all (in the shared dropper's 4,096
@@ -399,32 +399,51 @@ extension BackgroundDropSuite {
             } catch {
                 fatalError("cannot create a dropper: \(error)")
             }
-            let wrapped = column == deferred || column == deferredShared
+            let how: GiveUp =
+                switch column {
+                case deferred: .wrap
+                case deferredShared: .wrapOnShared
+                default: dropper == nil ? .inPlace : .drop
+                }
             return measureWithWarmUp(operations: workload.operations(at: scale), scale: scale) { operations in
-                giveUpObjects(operations: operations, dropper: dropper, wrapped: wrapped)
+                giveUpObjects(operations: operations, dropper: dropper, how: how)
             }
         }
     }
 
-    /// Gives up `operations` objects built beforehand: in place (no dropper), by `drop`, or
-    /// (`wrapped`) through a DeferredDrop made and ended at once. The checksum is the objects
+    /// How ``giveUpObjects(operations:dropper:how:)`` gives each object up.
+    enum GiveUp {
+        /// Released in place: no dropper.
+        case inPlace
+        /// `dropper.drop(object)`.
+        case drop
+        /// `DeferredDrop(object, dropper: dropper)`, made and ended at once.
+        case wrap
+        /// `DeferredDrop(object)` (the shared dropper, the wrapper's default), made and
+        /// ended at once.
+        case wrapOnShared
+    }
+
+    /// Gives up `operations` objects built beforehand, as `how` says (`dropper` is the
+    /// dropper used, for `.wrapOnShared` the shared one). The checksum is the objects
     /// deinitialized, counted once the dropper is flushed.
     @inline(never)
-    static func giveUpObjects(operations: Int, dropper: BackgroundDropper?, wrapped: Bool) -> Measurement {
+    static func giveUpObjects(operations: Int, dropper: BackgroundDropper?, how: GiveUp) -> Measurement {
         let values = UnsafeMutablePointer<TreeNode>.allocate(capacity: operations)
         defer { values.deallocate() }
         for index in 0..<operations { (values + index).initialize(to: TreeNode(height: 1)) }
         let before = dropper?.statistics()
         DeinitTally.reset()
         let start = SystemInfo.monotonicNanoseconds()
-        if let dropper {
-            if wrapped {
-                for index in 0..<operations { _ = DeferredDrop((values + index).move(), dropper: dropper) }
-            } else {
-                for index in 0..<operations { dropper.drop((values + index).move()) }
-            }
-        } else {
+        switch how {
+        case .inPlace:
             values.deinitialize(count: operations)
+        case .drop:
+            for index in 0..<operations { dropper!.drop((values + index).move()) }
+        case .wrap:
+            for index in 0..<operations { _ = DeferredDrop((values + index).move(), dropper: dropper!) }
+        case .wrapOnShared:
+            for index in 0..<operations { _ = DeferredDrop((values + index).move()) }
         }
         let end = SystemInfo.monotonicNanoseconds()
         if let dropper, let before {

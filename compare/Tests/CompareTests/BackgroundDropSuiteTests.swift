@@ -31,11 +31,11 @@ import Testing
     func deferredChecksumsAgree() throws {
         let dropper = try BackgroundDropper(threads: 1, capacity: Suite.deferredCapacity)
         let runs = [
-            Suite.giveUpObjects(operations: 500, dropper: nil, wrapped: false),
-            Suite.giveUpObjects(operations: 500, dropper: dropper, wrapped: false),
-            Suite.giveUpObjects(operations: 500, dropper: dropper, wrapped: true),
-            Suite.giveUpObjects(operations: 500, dropper: .shared, wrapped: false),
-            Suite.giveUpObjects(operations: 500, dropper: .shared, wrapped: true),
+            Suite.giveUpObjects(operations: 500, dropper: nil, how: .inPlace),
+            Suite.giveUpObjects(operations: 500, dropper: dropper, how: .drop),
+            Suite.giveUpObjects(operations: 500, dropper: dropper, how: .wrap),
+            Suite.giveUpObjects(operations: 500, dropper: .shared, how: .drop),
+            Suite.giveUpObjects(operations: 500, dropper: .shared, how: .wrapOnShared),
         ]
         #expect(runs.allSatisfy { $0.checksum == 500 && $0.operations == 500 }, "\(runs.map(\.checksum))")
     }

@@ -67,8 +67,9 @@
 // `shutdown()` (and the deinit of the dropper) closes the ring by setting a bit in the
 // enqueue position, so no position can be claimed afterwards, lets the threads drain
 // what was queued, and joins them. A drop after that is deinitialised inline, and so
-// is the value of a `DeferredDrop` that dies after that. A `DeferredDrop` holds its
-// dropper strongly: a dropper never goes away under a wrapper waiting to use it.
+// is the value of a `DeferredDrop` that dies after that. A `DeferredDrop` holds a dropper
+// passed to it strongly: a dropper never goes away under a wrapper waiting to use it (the
+// shared one never goes away at all).
 
 import AllocCore
 import Synchronization
@@ -232,6 +233,19 @@ public final class BackgroundDropper: Sendable {
             preconditionFailure("BackgroundDropper.shared: cannot map even one page: \(error)")
         }
     }()
+
+    /// ``shared`` without a reference count: it is never released, so borrowing it
+    /// needs no retain (reading ``shared`` itself costs a retain and a release around
+    /// the use, about 10 ns).
+    @usableFromInline static let sharedUnretained = Unmanaged.passUnretained(shared)
+
+    /// `shared.handOff(value)` with no retain of the shared dropper: a ``DeferredDrop``
+    /// on the default dropper costs what `drop` through a dropper in a local costs.
+    @inlinable
+    static func handOffToShared<T: ~Copyable>(_ value: consuming T) {
+        var pending = Optional(value)
+        sharedUnretained._withUnsafeGuaranteedRef { _ = $0.handOff(pending.take()!) }
+    }
 
     /// Gives `value` to a background thread to deinitialise, and returns without waiting.
     ///
@@ -403,12 +417,11 @@ public final class BackgroundDropper: Sendable {
 /// reported (a deinit returns nothing); the dropper's ``BackgroundDropper/statistics()``
 /// count it like any drop.
 ///
-/// The wrapper holds a strong reference to its dropper, so the dropper cannot shut down
-/// by going away while a wrapper waits to use it. That reference is the cost on top of
-/// `drop`: one retain at construction, one release in the deinit (about 10 ns here).
-/// `BackgroundDropper.shared.drop(value)` pays the same pair, so with the shared dropper
-/// the two cost the same; a `drop` through a dropper held in a local pays none (spec
-/// section 7).
+/// A dropper passed in is held strongly, so it cannot shut down by going away while a
+/// wrapper waits to use it. That reference is the cost on top of `drop` through a dropper
+/// held in a local: one retain at construction, one release in the deinit (about 10 ns
+/// here). The shared dropper, the default, is never released, so a wrapper on it keeps no
+/// reference and costs what `drop` costs (spec section 7).
 ///
 /// # Access while it lives
 ///
@@ -445,15 +458,26 @@ public struct DeferredDrop<Value: ~Copyable>: ~Copyable {
     /// took it, in the deinit that follows.
     @usableFromInline var storage: Value?
 
-    /// The dropper that deinitialises the value when the wrapper dies.
-    public let dropper: BackgroundDropper
+    /// The dropper passed to ``init(_:dropper:)``, held strongly; nil for the shared one,
+    /// which lives as long as the process and so needs no reference counted here.
+    @usableFromInline let chosenDropper: BackgroundDropper?
 
-    /// Wraps `value`; `dropper` deinitialises it when the wrapper dies
-    /// (``BackgroundDropper/shared`` unless told otherwise).
+    /// The dropper that deinitialises the value when the wrapper dies.
+    public var dropper: BackgroundDropper { chosenDropper ?? .shared }
+
+    /// Wraps `value`; ``BackgroundDropper/shared`` deinitialises it when the wrapper dies.
     @inlinable
-    public init(_ value: consuming sending Value, dropper: BackgroundDropper = .shared) {
+    public init(_ value: consuming sending Value) {
         storage = .some(value)
-        self.dropper = dropper
+        chosenDropper = nil
+    }
+
+    /// Wraps `value`; `dropper` deinitialises it when the wrapper dies. The wrapper keeps
+    /// `dropper` alive until then.
+    @inlinable
+    public init(_ value: consuming sending Value, dropper: BackgroundDropper) {
+        storage = .some(value)
+        chosenDropper = dropper
     }
 
     /// Hands the value to the dropper, unless ``take()`` took it.
@@ -464,7 +488,12 @@ public struct DeferredDrop<Value: ~Copyable>: ~Copyable {
         // also the `~Copyable` envelope (`DeferredValue`).
         // `handOff`, not `drop`: `drop`'s `sending` cannot be checked on a stored
         // property; the value is disconnected all the same (see the type's comment).
-        if let value = storage { _ = dropper.handOff(DeferredValue(value)) }
+        guard let value = storage else { return }
+        if let chosenDropper {
+            _ = chosenDropper.handOff(DeferredValue(value))
+        } else {
+            BackgroundDropper.handOffToShared(DeferredValue(value))
+        }
     }
 
     /// Cancels the deferral: the value comes back, as it was, and nothing goes to the

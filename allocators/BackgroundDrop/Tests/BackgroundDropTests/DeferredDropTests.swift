@@ -65,6 +65,36 @@ struct AbandonedChange: Error {}
         #expect(!tally.threads.contains(currentThreadID()), "the value was deinitialised on the caller")
     }
 
+    /// Spec 2 and 7: a wrapper on the shared dropper keeps no reference to it (it is never
+    /// released, so none is needed: that is the retain and release a chosen dropper costs),
+    /// while one on a chosen dropper keeps one. Counted in a child process, where no other
+    /// test holds either dropper for a moment.
+    @Test func aWrapperOnTheSharedDropperKeepsNoReference() async {
+        await #expect(processExitsWith: .success, observing: [\.standardErrorContent]) {
+            let tally = DeinitTally(capacity: 2, recordsOrder: true)
+            let chosen = try BackgroundDropper(threads: 1, capacity: 16)
+            let sharedBefore = _getRetainCount(BackgroundDropper.shared)
+            let chosenBefore = _getRetainCount(chosen)
+            let onShared = DeferredDrop(TrackedObject(0, tally))
+            let onChosen = DeferredDrop(TrackedObject(1, tally), dropper: chosen)
+            let sharedDuring = _getRetainCount(BackgroundDropper.shared)
+            let chosenDuring = _getRetainCount(chosen)
+            precondition(
+                sharedDuring == sharedBefore,
+                "shared: \(sharedBefore) before, \(sharedDuring) with a wrapper")
+            precondition(
+                chosenDuring == chosenBefore + 1,
+                "chosen: \(chosenBefore) before, \(chosenDuring) with a wrapper")
+            _ = consume onShared
+            _ = consume onChosen
+            BackgroundDropper.shared.flush()
+            chosen.flush()
+            precondition(tally.count(0) == 1 && tally.count(1) == 1, "a wrapped value was not dropped")
+            precondition(
+                !tally.threads.contains(currentThreadID()), "a value was deinitialised on the caller")
+        }
+    }
+
     /// Spec 2: `take()` cancels the deferral: the same object comes back, nothing is
     /// queued, and the value lives until the caller lets it go (on the caller's thread).
     @Test func takeCancelsTheDeferralAndReturnsTheValueIntact() throws {
@@ -173,7 +203,9 @@ struct AbandonedChange: Error {}
         // Before the dropper's last reference goes: its shutdown waits for the blocker.
         gate.open()
         dropper.flush()
-        #expect(report?.blockedDrops.map(\.typeName) == ["DeferredValue<Blocker>"], "\(String(describing: report))")
+        #expect(
+            report?.blockedDrops.map(\.typeName) == ["DeferredValue<Blocker>"],
+            "\(String(describing: report))")
         #expect(tally.count(0) == 1)
     }
 

@@ -142,17 +142,42 @@ import Testing
     /// taken went through the dropper once.
     @Test(arguments: [FullQueuePolicy.block(timeout: nil), .dropInline])
     func deferredDropsDieOnManyThreads(policy: FullQueuePolicy) throws {
+        let dropper = try BackgroundDropper(threads: 2, capacity: 16, whenFull: policy)
         let seed = testSeed("deferredDropsDieOnManyThreads(policy: \(policy))")
+        let (values, taken) = try wrapOnManyThreads(seed: seed, dropper: dropper)
+        dropper.flush()
+        let statistics = dropper.statistics()
+        #expect(statistics.queued + statistics.droppedInline == values - taken, "seed \(seed): \(statistics)")
+        #expect(statistics.pending == 0, "seed \(seed)")
+    }
+
+    /// The same on the shared dropper, which wrappers reach without a reference (spec 7):
+    /// every value is deinitialised exactly once. (Its statistics also count what other
+    /// tests drop at the same time, so they are not compared.)
+    @Test func deferredDropsOnTheSharedDropperDieOnManyThreads() throws {
+        let seed = testSeed("deferredDropsOnTheSharedDropperDieOnManyThreads")
+        _ = try wrapOnManyThreads(seed: seed, dropper: nil)
+    }
+
+    /// The body of the two tests above: wrappers on `dropper` (nil: the shared one, by
+    /// the default initializer), checked once the dropper is flushed. Returns how many
+    /// values there were and how many were taken back.
+    func wrapOnManyThreads(seed: UInt64, dropper: BackgroundDropper?) throws -> (values: Int, taken: Int) {
         let perProducer = 3000
         let producers = Self.producers
         let tally = DeinitTally(capacity: producers * perProducer)
-        let dropper = try BackgroundDropper(threads: 2, capacity: 16, whenFull: policy)
         let mailboxes = (0..<producers).map { _ in Mailbox() }
         let taken = Atomic<Int>(0)
         try onThreads(producers) { producer in
             var generator = SplitMix64(seed: seed &+ UInt64(producer))
             for serial in 0..<perProducer {
-                let deferred = DeferredDrop(TrackedObject(producer * perProducer + serial, tally), dropper: dropper)
+                let object = TrackedObject(producer * perProducer + serial, tally)
+                let deferred =
+                    if let dropper {
+                        DeferredDrop(consume object, dropper: dropper)
+                    } else {
+                        DeferredDrop(consume object)
+                    }
                 switch generator.next() % 8 {
                 case 0:
                     let value = deferred.take()
@@ -167,12 +192,9 @@ import Testing
             }
         }
         for mailbox in mailboxes { _ = mailbox.exchange(nil) }
-        dropper.flush()
+        (dropper ?? .shared).flush()
         #expect(tally.wrongCounts(0..<producers * perProducer) == "", "seed \(seed)")
-        let statistics = dropper.statistics()
-        let wrapped = producers * perProducer - taken.load(ordering: .relaxed)
-        #expect(statistics.queued + statistics.droppedInline == wrapped, "seed \(seed): \(statistics)")
-        #expect(statistics.pending == 0, "seed \(seed)")
+        return (producers * perProducer, taken.load(ordering: .relaxed))
     }
 
     /// Producers keep dropping while another thread shuts the dropper down: each value
