@@ -1269,7 +1269,11 @@ public struct ArenaArray<Element>: ~Copyable, ~Escapable {
         base.deinitialize(count: elementCount)
         elementCount = 0
         if !keepingCapacity {
-            let arena = self.arena  // a copy: see `grow(toHold:exactly:)`
+            // Through a copy of the pointer: with the thread sanitizer, Swift 6.3.1 takes a
+            // call through `self.arena.pointee` in a mutating method of this non-escapable
+            // type for an escape of `self` ("lifetime-dependent variable 'self' escapes its
+            // scope").
+            let arena = self.arena
             arena.pointee.deallocate(
                 UnsafeMutableRawPointer(base), byteCount: elementCapacity &* MemoryLayout<Element>.stride)
             self.base = nil
@@ -1902,21 +1906,35 @@ extension ArenaArray {
     /// Grows the storage to hold `minimumCapacity` elements: to exactly that when
     /// `exactly`, else to twice the capacity (at least ``minimumGrowth``) when that is
     /// more. In place when the storage is the newest block and its chunk has room; else
-    /// the elements move to a new block. Out of line, and specialized in the caller.
-    @inlinable @inline(never)
+    /// the elements move to a new block.
+    ///
+    /// The work is out of line, in ``storage(growing:count:capacity:toHold:exactly:in:)``,
+    /// which takes the fields by value and returns the new ones: `self`'s address never
+    /// leaves the caller, so an appending loop keeps the count and capacity in registers
+    /// instead of storing the count to memory at every element (measured: 62 → 38 ns per
+    /// array of 100 `Int`s in `make bench`'s arena-array row).
+    @inlinable
     mutating func grow(toHold minimumCapacity: Int, exactly: Bool = false) throws(ArenaAllocError) {
-        let doubled = elementCapacity <= Int.max / 2 ? elementCapacity &* 2 : Int.max
+        (base, elementCapacity) = try Self.storage(
+            growing: base, count: elementCount, capacity: elementCapacity, toHold: minimumCapacity,
+            exactly: exactly, in: arena)
+    }
+
+    /// The storage and capacity after growing `base` (`capacity` elements, the first `count`
+    /// initialized) as ``grow(toHold:exactly:)`` says; the elements moved when the block
+    /// could not grow in place. Out of line, and specialized in the caller.
+    @inlinable @inline(never)
+    static func storage(
+        growing base: UnsafeMutablePointer<Element>?, count: Int, capacity: Int, toHold minimumCapacity: Int,
+        exactly: Bool, in arena: UnsafeMutablePointer<Arena>
+    ) throws(ArenaAllocError) -> (UnsafeMutablePointer<Element>, Int) {
+        let doubled = capacity <= Int.max / 2 ? capacity &* 2 : Int.max
         let newCapacity = exactly ? minimumCapacity : max(minimumCapacity, doubled, Self.minimumGrowth)
         let stride = MemoryLayout<Element>.stride
-        let oldByteCount = elementCapacity &* stride
+        let oldByteCount = capacity &* stride
         guard let newByteCount = checkedByteCount(count: newCapacity, stride: stride) else { throw .outOfMemory }
-        // Through a copy of the pointer: with the thread sanitizer, Swift 6.3.1 takes a call
-        // through `self.arena.pointee` in a mutating method of this non-escapable type for
-        // an escape of `self` ("lifetime-dependent variable 'self' escapes its scope").
-        let arena = self.arena
         if let base, arena.pointee.resizeInPlace(UnsafeMutableRawPointer(base), from: oldByteCount, to: newByteCount) {
-            elementCapacity = newCapacity
-            return
+            return (base, newCapacity)
         }
         guard
             let raw = arena.pointee.allocateForMove(
@@ -1924,9 +1942,8 @@ extension ArenaArray {
                 alignment: MemoryLayout<Element>.alignment)
         else { throw .outOfMemory }
         let moved = raw.bindMemory(to: Element.self, capacity: newCapacity)
-        if let base { moved.moveInitialize(from: base, count: elementCount) }
-        base = moved
-        elementCapacity = newCapacity
+        if let base { moved.moveInitialize(from: base, count: count) }
+        return (moved, newCapacity)
     }
 }
 
