@@ -1370,7 +1370,7 @@ enum Misuse {
 /// | poison | a write into a freed small block | its first word and its bytes from 16 to 64 (or its seal word) are filled at free, and checked when it is handed out again, when it leaves the free cache, and at exit for the exiting thread's free cache |
 /// | encoded links | an overwrite of a freed block steering allocation | slab free-list links are stored XOR a secret and their own address, and must decode to a block of the same slab; remote-list blocks must belong to the cache collecting them |
 /// | random carve | a heap layout an attacker can predict | each page of fresh blocks goes onto the free list in a random order |
-/// | large blocks | writes past, before and after the free of a large block | a PROT_NONE tail after the user part (at least a page), cached spans PROT_NONE, the header's last word keyed, a pattern after the request |
+/// | large blocks | writes past and after the free of a large block | a PROT_NONE tail after the user part (at least a page), cached spans PROT_NONE, a pattern after the request (the header's keyed last word, which catches writes before the block, is every build's) |
 ///
 /// A block's usable size is what was asked for (`malloc_usable_size` says so), so that a
 /// program writing up to it never touches the seal. Missed: writes past the pattern that
@@ -1631,20 +1631,11 @@ enum Hardening {
 
     // MARK: Large blocks
 
-    /// The word before a large block's user part (the header page's last): keyed with the
-    /// user address, checked at free.
-    static func largeBoundary(_ span: LargeSpan, global: GlobalState) -> UInt {
-        withBoundaryByte(sealKey(global) ^ UInt(bitPattern: span.user))
-    }
-
-    /// A large block's requested size, boundary word and pattern (after the request, within
-    /// its pages): written for every span, with the page-rounded size, and again by
-    /// `allocate` with the size asked.
+    /// A large block's requested size and pattern (after the request, within its pages):
+    /// written for every span, with the page-rounded size, and again by `allocate` with the
+    /// size asked. (Its boundary word is every build's: `LargeSpan.writeBoundary`.)
     static func armLarge(_ span: LargeSpan, requested: Int) {
-        guard let global = GlobalState.get() else { return }
         span.header.storeBytes(of: requested, toByteOffset: LargeSpanLayout.requestedSizeOffset, as: Int.self)
-        span.header.storeBytes(
-            of: largeBoundary(span, global: global), toByteOffset: LargeSpanLayout.boundaryOffset, as: UInt.self)
         writePattern(at: span.user + requested, count: min(patternBytes, span.usableSize - requested))
     }
 
@@ -1652,13 +1643,10 @@ enum Hardening {
         span.header.load(fromByteOffset: LargeSpanLayout.requestedSizeOffset, as: Int.self)
     }
 
-    /// The checks of a large block's free: its boundary word and its pattern.
+    /// The hardened check of a large block's free: its pattern (its boundary word is
+    /// checked in every build, `LargeSpan.checkBoundary`).
     static func checkLarge(_ span: LargeSpan) {
-        guard let global = GlobalState.get() else { return }
-        guard
-            span.header.load(fromByteOffset: LargeSpanLayout.boundaryOffset, as: UInt.self)
-                == largeBoundary(span, global: global)
-        else { Misuse.report(.underflow, span.user) }
+        span.checkBoundary()
         let requested = requestedSize(of: span)
         guard requested <= span.usableSize,
             isPatternIntact(at: span.user + requested, count: min(patternBytes, span.usableSize - requested))
@@ -2739,8 +2727,30 @@ struct LargeSpan {
         header.storeBytes(
             of: owner?.base, toByteOffset: LargeSpanLayout.ownerOffset, as: UnsafeMutableRawPointer?.self)
         header.storeBytes(of: zeroed ? 1 : 0, toByteOffset: LargeSpanLayout.zeroedOffset, as: Int.self)
+        writeBoundary()
         if Hardening.isEnabled { Hardening.armLarge(self, requested: usableSize) }
         if let owner { owner.withLargeSpans { owner.largeSpans.pushFront(header) } }
+    }
+
+    /// The word just before the user part (the header page's last): the process key XOR
+    /// the user address, its top byte ``Hardening/pattern``. A write before the block of 1
+    /// to 8 bytes or more changes it (the top byte is the one next to the block), and
+    /// `free` and `realloc` report it as an underflow before they change anything.
+    func boundary(global: GlobalState) -> UInt {
+        Hardening.withBoundaryByte(global.freeKey ^ UInt(bitPattern: user))
+    }
+
+    /// Writes ``boundary(global:)``: for every new header, and again after a move.
+    func writeBoundary() {
+        guard let global = GlobalState.get() else { return }
+        header.storeBytes(of: boundary(global: global), toByteOffset: LargeSpanLayout.boundaryOffset, as: UInt.self)
+    }
+
+    /// Reports an underflow (and aborts) unless the boundary word is intact.
+    func checkBoundary() {
+        guard let global = GlobalState.get() else { return }
+        guard header.load(fromByteOffset: LargeSpanLayout.boundaryOffset, as: UInt.self) == boundary(global: global)
+        else { Misuse.report(.underflow, user) }
     }
 
     /// A new size after an in-place resize or a move.
@@ -2754,6 +2764,7 @@ struct LargeSpan {
     func markMoved() {
         header.storeBytes(
             of: LargeSpan.magic ^ Int(bitPattern: header), toByteOffset: LargeSpanLayout.magicOffset, as: Int.self)
+        writeBoundary()
     }
 
     /// Forgets the magic: a cached span is no live block, so a late free of it traps in
@@ -2888,7 +2899,7 @@ struct LargeSpan {
             let magic = span.header.load(fromByteOffset: LargeSpanLayout.magicOffset, as: Int.self)
             Misuse.report(magic == 0 ? .doubleFree : .notHandedOut, pointer)
         }
-        if Hardening.isEnabled { Hardening.checkLarge(span) }
+        if Hardening.isEnabled { Hardening.checkLarge(span) } else { span.checkBoundary() }
         let savedErrno = errno
         defer { errno = savedErrno }
         let size = span.mappingSize
@@ -2927,6 +2938,7 @@ struct LargeSpan {
     ) -> UnsafeMutableRawPointer? {
         let span = LargeSpan(user: pointer)
         span.assertValid()
+        span.checkBoundary()
         // A span on a locked allocator's list leaves it, under the list's lock, while its
         // header may move (no neighbour may link to a header in flight), and the span, moved
         // or not, goes back on.
@@ -4033,9 +4045,10 @@ enum LargeSpanLayout {
     static var linksOffset: Int { 32 }
     /// 1 while the user part is as the kernel mapped it (zero): calloc skips the memset.
     static var zeroedOffset: Int { 48 }
-    /// The hardened build's (`Hardening.armLarge`): the size asked for, and the page's last
-    /// word, just before the user part, keyed with its address.
+    /// The hardened build's (`Hardening.armLarge`): the size asked for.
     static var requestedSizeOffset: Int { 56 }
+    /// The page's last word, just before the user part, keyed with its address
+    /// (`LargeSpan.boundary`): every build's underflow check.
     static var boundaryOffset: Int { Layout.headerSize - 8 }
 
     static func violation() -> String? {

@@ -1,8 +1,8 @@
 // Heap misuse caught at free (issue 20, spec section 9): double frees of small and large
 // blocks, wherever the freed block waits (the free cache, its slab's free list, a remote
-// list), and frees of pointers that are no block's start. Each runs in a child process
-// (an exit test) that must end by abort() after one line naming the pointer; a control run
-// does the same steps without the misuse and exits 0.
+// list), frees of pointers that are no block's start, and writes before a large block.
+// Each runs in a child process (an exit test) that must end by abort() after one line
+// naming the pointer; a control run does the same steps without the misuse and exits 0.
 
 import AllocCore
 import AllocTestSupport
@@ -88,6 +88,28 @@ struct MisuseTests {
         expectMisuseReport(result, mentioning: "double free of", namingTheAnnouncedPointer: true)
     }
 
+    @Test("a write of 1 byte before a large block is caught at its free, and at its realloc")
+    func underflowOfALargeBlock() async {
+        var result = await #expect(
+            processExitsWith: .failure, observing: [\.standardOutputContent, \.standardErrorContent]
+        ) {
+            let block = BinnedAllocator.shared.allocate(byteCount: 300_000)!
+            (block - 1).storeBytes(of: 0x44, as: UInt8.self)
+            announceBadPointer(block)
+            BinnedAllocator.shared.deallocate(block)
+        }
+        expectMisuseReport(result, mentioning: "heap underflow", namingTheAnnouncedPointer: true)
+        result = await #expect(
+            processExitsWith: .failure, observing: [\.standardOutputContent, \.standardErrorContent]
+        ) {
+            let block = binned_malloc(300_000)!
+            (block - 32).initializeMemory(as: UInt8.self, repeating: 0x44, count: 32)
+            announceBadPointer(block)
+            _ = binned_realloc(block, 600_000)
+        }
+        expectMisuseReport(result, mentioning: "heap underflow", namingTheAnnouncedPointer: true)
+    }
+
     @Test("a free of a pointer into a slab's header page, and of p + 8 (unaligned), are no block's start")
     func pointersThatAreNoBlockStart() async {
         var result = await #expect(
@@ -128,6 +150,10 @@ struct MisuseTests {
             try! onNewThread { allocator.deallocate(UnsafeMutableRawPointer(bitPattern: address)) }
             let large = allocator.allocate(byteCount: 100_000)!
             allocator.deallocate(large)
+            // A large block grown in place and moved keeps a valid boundary word.
+            var grown = binned_malloc(300_000)!
+            for size in [600_000, 5_000_000, 40_000_000, 200_000] { grown = binned_realloc(grown, size)! }
+            binned_free(grown)
             let reused = binned_malloc(200)!
             binned_free(reused)
             binned_free(binned_malloc(200)!)
