@@ -2733,9 +2733,10 @@ struct LargeSpan {
     }
 
     /// The word just before the user part (the header page's last): the process key XOR
-    /// the user address, its top byte ``Hardening/pattern``. A write before the block of 1
-    /// to 8 bytes or more changes it (the top byte is the one next to the block), and
-    /// `free` and `realloc` report it as an underflow before they change anything.
+    /// the user address, its top byte ``Hardening/pattern``. A write into those 8 bytes
+    /// changes it (a 1-byte underflow hits the top byte, which only `pattern` leaves
+    /// unchanged), and `free` and `realloc` report it as an underflow before they change
+    /// anything.
     func boundary(global: GlobalState) -> UInt {
         Hardening.withBoundaryByte(global.freeKey ^ UInt(bitPattern: user))
     }
