@@ -27,7 +27,7 @@ let package = Package(
     ],
     // `Hardened`: the checks of the hardened build (`Hardening` in BinnedAlloc.swift), off by
     // default. `make` builds libbinnedmalloc-hardened.so with it; a Swift executable gets them
-    // with `.package(path: ..., traits: ["Hardened"])`.
+    // by naming the trait Hardened in its own path dependency on this package (README).
     traits: [
         .trait(name: "Hardened", description: "Heap-misuse checks that cost time: seals, poison, encoded links.")
     ],
