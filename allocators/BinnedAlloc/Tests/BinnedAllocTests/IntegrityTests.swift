@@ -62,6 +62,43 @@ struct IntegrityTests {
         for block in shared { BinnedAllocator.shared.deallocate(block) }
     }
 
+    /// Issue 18: a parked cache keeps no current slab, so that its slabs retire as soon as
+    /// other threads' frees empty them.
+    @Test("a trim takes every current slab out of its bin: empty ones retire, the others wait on lists")
+    func trimReleasesCurrentSlabs() throws {
+        let allocator = LockedBinnedAllocator()
+        let cache = allocator.cache
+        // 64 B: one page carved (64 blocks) and all of it handed out; the rest never used.
+        let partlyUsed = (0..<(4096 / 64)).map { _ in allocator.allocate(byteCount: 64)! }
+        // 4096 B: one block a page, the whole slab handed out.
+        let wholeSlab = (0..<((BinnedAllocator.slabSize - 4096) / 4096)).map { _ in allocator.allocate(byteCount: 4096)!
+        }
+        // 128 B: a current slab with nothing in use.
+        allocator.deallocate(allocator.allocate(byteCount: 128)!)
+        let partial = try #require(cache.bin(Layout.sizeClasses.index(for: 64)).current)
+        let full = try #require(cache.bin(Layout.sizeClasses.index(for: 4096)).current)
+        #expect(partial.freeList == nil && partial.bumpCursor < partial.bumpEnd, "64 B: meant to carve one page")
+        #expect(full.freeList == nil && full.bumpCursor == full.bumpEnd, "4096 B: meant to hand out the slab")
+
+        allocator.lock.pointee.withLock { cache.trim() }
+        for index in 0..<Layout.classCount {
+            #expect(cache.bin(index).current == nil, "class \(index) kept its current slab")
+        }
+        #expect(partial.state == .partial && cache.bin(Layout.sizeClasses.index(for: 64)).partial.first == partial.base)
+        #expect(full.state == .full)
+        #expect(cache.bin(Layout.sizeClasses.index(for: 128)).counters.value(of: .slabs) == 0, "128 B: not retired")
+        #expect(allocator.integrityViolation() == nil, "\(allocator.integrityViolation() ?? "")")
+
+        // The next allocation of each class takes its slab back: a never-used block, a freed one.
+        let again = try #require(allocator.allocate(byteCount: 64))
+        #expect(Slab(containing: again).base == partial.base && partial.state == .current)
+        allocator.deallocate(wholeSlab[0])
+        let reused = try #require(allocator.allocate(byteCount: 4096))
+        #expect(reused == wholeSlab[0] && full.state == .current)
+        #expect(allocator.integrityViolation() == nil, "\(allocator.integrityViolation() ?? "")")
+        for block in partlyUsed + wholeSlab.dropFirst() + [again, reused] { allocator.deallocate(block) }
+    }
+
     @Test("the walker names a slab in the wrong place, a wrong slab count, a free-list cycle and a bad span list")
     func walkerFindsDamage() throws {
         let (allocator, blocks) = Self.populated()
