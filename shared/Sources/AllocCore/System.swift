@@ -149,6 +149,28 @@ public enum SystemMemory {
         try mapAnonymous(byteCount: byteCount, protection: PROT_READ | PROT_WRITE, flags: 0)
     }
 
+    /// Maps `byteCount` bytes like ``map(byteCount:)``, at `address` exactly or not at all
+    /// (`MAP_FIXED_NOREPLACE`, Linux 4.17). nil with errno `EEXIST` when something is mapped
+    /// there already, `EOPNOTSUPP` when the kernel does not know the flag (it took the address
+    /// as a hint and mapped elsewhere; that mapping is undone), or the kernel's errno.
+    public static func map(byteCount: Int, exactlyAt address: UnsafeMutableRawPointer) -> UnsafeMutableRawPointer? {
+        guard byteCount > 0 else { return nil }
+        let result = mmap(
+            address, byteCount, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | mapFixedNoReplace, -1, 0)
+        guard let result, result != UnsafeMutableRawPointer(bitPattern: -1) else { return nil }
+        guard result == address else {
+            munmap(result, byteCount)
+            errno = EOPNOTSUPP
+            return nil
+        }
+        statistics.record(.mapCalls, .mappedBytes, byteCount)
+        return result
+    }
+
+    /// `mmap`'s MAP_FIXED_NOREPLACE (its value on every Linux architecture), which Glibc's
+    /// module does not export.
+    static let mapFixedNoReplace: Int32 = 0x10_0000
+
     /// Reserves `byteCount` bytes of address space with no access and no commit charge
     /// (PROT_NONE, MAP_NORESERVE). Make parts usable with ``commit(_:byteCount:)``.
     public static func reserve(byteCount: Int) throws(SystemError) -> UnsafeMutableRawPointer {

@@ -2874,28 +2874,28 @@ struct LargeSpan {
         return span.user
     }
 
-    /// Maps `byteCount` (rounded up to pages) with a header page before it. The mapping
-    /// is over-sized by the user alignment and trimmed on both sides.
+    /// Maps `byteCount` (rounded up to pages) with a header page before it, the user part
+    /// aligned: one mmap where the page source's guess of an aligned place succeeds, else an
+    /// over-sized one trimmed on both sides (`PageSource.allocate(byteCount:alignment:offset:)`).
     static func allocate(byteCount: Int, alignment: Int, owner: ThreadCache? = nil) -> UnsafeMutableRawPointer? {
         let page = SystemInfo.pageSize
-        let userAlignment = userAlignment(alignment)
         // The global state (and with it the granule map) exists before any block is mapped.
         guard byteCount <= Layout.maximumByteCount, let usable = alignUp(byteCount, to: page),
             let global = GlobalState.get()
         else { return nil }
-        let padded = mappingSize(usable: usable) + userAlignment
         let savedErrno = errno
         defer { errno = savedErrno }
-        guard let raw = try? SystemMemory.map(byteCount: padded) else { return nil }
-        let user = alignUp(raw + Layout.headerSize, to: userAlignment)!
-        let start = user - Layout.headerSize
-        let end = start + mappingSize(usable: usable)
+        let size = mappingSize(usable: usable)
+        guard
+            let start = try? PageSource().allocate(
+                byteCount: size, alignment: userAlignment(alignment), offset: Layout.headerSize)
+        else { return nil }
+        let user = start + Layout.headerSize
+        let end = start + size
         guard GranuleMap.covers(user, byteCount: usable) else {
-            try? SystemMemory.unmap(raw, byteCount: padded)
+            try? SystemMemory.unmap(start, byteCount: size)
             return nil
         }
-        if start > raw { try? SystemMemory.unmap(raw, byteCount: start - raw) }
-        if raw + padded > end { try? SystemMemory.unmap(end, byteCount: raw + padded - end) }
         let span = LargeSpan(user: user)
         span.write(usableSize: usable, alignment: alignment, owner: owner, zeroed: true)
         if Hardening.isEnabled { Hardening.guardTail(span, closed: true) }

@@ -1,0 +1,88 @@
+// PageSource's aligned spans: one mmap at the guess below the last span when that place is
+// free, three calls (over-map, trim both sides) where the kernel chooses otherwise. Each
+// test makes its own free or taken address space for the guess: a PROT_NONE reservation
+// with exactly the guessed range unmapped, or left whole.
+
+import Glibc
+import Testing
+
+@testable import AllocCore
+
+extension MappingSuites {
+    @Suite struct AlignedGuessTests {
+        static let alignment = 1 << 18
+        static let offset = 4096
+        static let size = 4096 + 3 * (1 << 18)
+        static let reservation = 32 << 20
+
+        /// The aligned start the source guesses below `limit` for the tests' span.
+        static func guess(below limit: Int) -> Int {
+            ((limit - size + offset) & ~(alignment - 1)) - offset
+        }
+
+        static var last: Int { PageSource.AlignedGuess.last.load(ordering: .relaxed) }
+        static var anchor: Int { PageSource.AlignedGuess.anchor.load(ordering: .relaxed) }
+        static var guessing: Bool { PageSource.AlignedGuess.enabled.load(ordering: .relaxed) }
+
+        /// Sets where the source believes it mapped last, and where the kernel last chose.
+        static func believe(last: Int, anchor: Int) {
+            PageSource.AlignedGuess.last.store(last, ordering: .relaxed)
+            PageSource.AlignedGuess.anchor.store(anchor, ordering: .relaxed)
+        }
+
+        @Test("a free guessed place gets the span in one mmap, and the next guess goes below it")
+        func aFreeGuessIsOneCall() throws {
+            try #require(Self.guessing, "this kernel lacks MAP_FIXED_NOREPLACE")
+            let region = try SystemMemory.reserve(byteCount: Self.reservation)
+            defer { try? SystemMemory.unmap(region, byteCount: Self.reservation) }
+            let top = Int(bitPattern: region) + Self.reservation
+            let expected = Self.guess(below: top)
+            // Only the guessed range is free: nothing else can take it, the span must fit it.
+            try SystemMemory.unmap(UnsafeMutableRawPointer(bitPattern: expected)!, byteCount: Self.size)
+            Self.believe(last: top, anchor: top)
+            let before = SystemMemory.statistics.snapshot()
+            let span = try PageSource().allocate(byteCount: Self.size, alignment: Self.alignment, offset: Self.offset)
+            let after = SystemMemory.statistics.snapshot()
+            #expect(Int(bitPattern: span) == expected, "span at \(span), guess \(expected)")
+            #expect(isAligned(span + Self.offset, to: Self.alignment))
+            #expect(after[.mapCalls] - before[.mapCalls] == 1 && after[.unmapCalls] == before[.unmapCalls])
+            #expect(Self.last == expected)
+            span.storeBytes(of: 7, toByteOffset: Self.size - 8, as: Int.self)
+            #expect(span.load(as: Int.self) == 0, "a new span reads zero")
+            // Unmapped with the reservation it lies in.
+        }
+
+        @Test("a taken guessed place fails without harm: the kernel chooses, and the guesses start over there")
+        func aTakenGuessFallsBack() throws {
+            let region = try SystemMemory.reserve(byteCount: Self.reservation)
+            defer { try? SystemMemory.unmap(region, byteCount: Self.reservation) }
+            let top = Int(bitPattern: region) + Self.reservation
+            Self.believe(last: top, anchor: top)
+            let before = SystemMemory.statistics.liveMappedBytes
+            let span = try PageSource().allocate(byteCount: Self.size, alignment: Self.alignment, offset: Self.offset)
+            defer { try? PageSource().release(span, byteCount: Self.size) }
+            let start = Int(bitPattern: span)
+            #expect(start + Self.size <= Int(bitPattern: region) || start >= top, "the span is inside the reservation")
+            #expect(isAligned(span + Self.offset, to: Self.alignment))
+            #expect(SystemMemory.statistics.liveMappedBytes - before == Self.size, "slack left mapped")
+            #expect(Self.anchor == start)
+            #expect(Self.last == start)
+            #expect(Self.guessing, "EEXIST turned the guesses off")
+        }
+
+        @Test("guesses stop a window below the kernel's last choice, which then chooses again")
+        func guessesStayWithinTheWindow() throws {
+            let region = try SystemMemory.reserve(byteCount: Self.reservation)
+            defer { try? SystemMemory.unmap(region, byteCount: Self.reservation) }
+            let top = Int(bitPattern: region) + Self.reservation
+            let guessed = Self.guess(below: top)
+            try SystemMemory.unmap(UnsafeMutableRawPointer(bitPattern: guessed)!, byteCount: Self.size)
+            // The guessed place is free, but lies more than the window below the anchor.
+            Self.believe(last: top, anchor: guessed + PageSource.alignedGuessWindow + 4096)
+            let span = try PageSource().allocate(byteCount: Self.size, alignment: Self.alignment, offset: Self.offset)
+            defer { try? PageSource().release(span, byteCount: Self.size) }
+            #expect(Self.anchor == Int(bitPattern: span))
+            #expect(isAligned(span + Self.offset, to: Self.alignment))
+        }
+    }
+}
