@@ -57,9 +57,11 @@
 // slabs (address space only, one resident header page), or is unmapped when the pool
 // already holds `pooledSlabLimit`. Freed large spans wait in a span cache, within a byte
 // budget, for the next request they fit (or, above 4 MiB, can be grown to); the rest are
-// unmapped. A cached span goes back after the purge delay (1 s), unmapped by a background
-// purger thread or by the next slow path (`BinnedAllocConfiguration`), and a request that
-// fits no cached span first unmaps stale ones. `malloc_trim` gives back everything at once.
+// unmapped. Above 4 MiB the budget stretches to the recent peak of live large bytes, so that
+// live and cached stay within it. A cached span goes back after the purge delay (1 s),
+// unmapped by a background purger thread or by the next slow path
+// (`BinnedAllocConfiguration`), and a request that fits no cached span first unmaps stale
+// ones. `malloc_trim` gives back everything at once.
 //
 // # Misuse
 //
@@ -258,7 +260,9 @@ public struct BinnedAllocConfiguration: Sendable, Equatable {
     /// block's allocation or free, a thread's exit), so an idle process keeps it.
     public var backgroundThread = true
     /// The bytes of freed large blocks the span cache keeps for reuse, or half the live
-    /// large bytes when that is more; 0 caches nothing. 16 MiB: a program's buffers of
+    /// large bytes when that is more (and for blocks above 4 MiB, the recent peak of live
+    /// large bytes less those live, when that is more still: see `GlobalState.cacheSpan`);
+    /// 0 caches nothing. 16 MiB: a program's buffers of
     /// 64 KiB to a few MiB are reused warm, and cached spans add little to its peak
     /// (python3 building and parsing JSON peaked at 130 MiB with 64 MiB, at 119 MiB with
     /// 16 MiB or less; glibc 116 MiB, jemalloc 119 MiB).
@@ -2835,6 +2839,7 @@ struct LargeSpan {
         guard alignment <= Layout.slabSize, let global = GlobalState.get(),
             let size = cacheClassSize(for: byteCount) ?? alignUp(byteCount, to: SystemInfo.pageSize)
         else { return allocate(byteCount: byteCount, alignment: alignment) }
+        defer { global.noteLargeLive() }
         if let header = global.takeCachedSpan(usableSize: size, orSmaller: size > spanCacheMaximumSize) {
             let span = reuse(header, alignment: alignment, global: global)
             let usable = LargeSpan(user: span).usableSize
@@ -3260,6 +3265,20 @@ struct GlobalState {
     /// A word of the global page, atomic.
     func word(_ offset: Int) -> AtomicWord { AtomicWord(at: base + offset) }
 
+    /// Raises the recent peak of the shared allocator's live large bytes to their present
+    /// figure (after a large allocation); each purge lowers it to the figure then. The span
+    /// cache may hold a freed span above the classes up to that peak (`cacheSpan`).
+    func noteLargeLive() {
+        let live = largeCounters.value(of: .liveBytes)
+        let peak = word(GlobalLayout.largePeakOffset)
+        var seen = peak.load(ordering: .relaxed)
+        while live > seen {
+            let result = peak.compareExchange(expected: seen, desired: live, ordering: .relaxed)
+            if result.exchanged { return }
+            seen = result.original
+        }
+    }
+
     /// Keeps a freed span (its header) for reuse unless the cache is full; returns whether
     /// it did. A cached span has no valid magic, so a late free of it traps in debug builds.
     func cacheSpan(_ header: UnsafeMutableRawPointer, usableSize: Int) -> Bool {
@@ -3270,9 +3289,14 @@ struct GlobalState {
             if !span.hasMagic { Misuse.report(.doubleFree, span.user) }
             let count = counters.value(of: .cachedSpans)
             let budget = word(GlobalLayout.spanCacheBytesOffset).load(ordering: .relaxed)
-            let byteLimit =
-                budget == 0 || purgeDelayNanoseconds == 0
-                ? 0 : max(budget, largeCounters.value(of: .liveBytes) / 2)
+            let live = largeCounters.value(of: .liveBytes)
+            var byteLimit = budget == 0 || purgeDelayNanoseconds == 0 ? 0 : max(budget, live / 2)
+            // A span above the classes (each of its pages a fault to make resident again)
+            // may also fill the cache up to the recent peak: live and cached large bytes
+            // then stay within what was live a moment ago.
+            if byteLimit > 0 && usableSize > LargeSpan.spanCacheMaximumSize {
+                byteLimit = max(byteLimit, word(GlobalLayout.largePeakOffset).load(ordering: .relaxed) - live)
+            }
             guard count < GlobalState.spanCacheSlots, counters.value(of: .cachedSpanBytes) + usableSize <= byteLimit
             else { return false }
             span.clearMagic()
@@ -3629,6 +3653,7 @@ extension GlobalState {
     func purge(now: Int, everything: Bool = false) -> Bool {
         let returnedBefore = counters.value(of: .bytesReturned)
         let deadline = everything ? Int.max : now - purgeDelayNanoseconds
+        word(GlobalLayout.largePeakOffset).store(largeCounters.value(of: .liveBytes), ordering: .relaxed)
         while evictOldestSpan(cachedBefore: deadline) > 0 {}
         forEachParkedCache { $0.trim() }
         withFallbackLock { fallbackCache.trim() }
@@ -4127,6 +4152,9 @@ enum GlobalLayout {
     /// The hardened build's keys (`Hardening.sealKey`, `Hardening.linkKey`).
     static var sealKeyOffset: Int { 2664 }
     static var linkKeyOffset: Int { 2672 }
+    /// The shared allocator's live large bytes at their highest since the last purge
+    /// (`GlobalState.noteLargeLive`), an atomic word.
+    static var largePeakOffset: Int { 2680 }
     /// The page.
     static var byteCount: Int { 4096 }
 
@@ -4155,6 +4183,7 @@ enum GlobalLayout {
         check.field("freeKey", at: freeKeyOffset, size: 8)
         check.field("sealKey", at: sealKeyOffset, size: 8)
         check.field("linkKey", at: linkKeyOffset, size: 8)
+        check.field("largePeak", at: largePeakOffset, size: 8)
         return check.result(within: byteCount)
     }
 }

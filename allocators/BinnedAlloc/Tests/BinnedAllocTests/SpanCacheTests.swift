@@ -117,6 +117,37 @@ struct SpanCacheTests {
         }
     }
 
+    /// Issue 18: buffers above 4 MiB, freed after a peak, wait warm for the next ones (the
+    /// big-blocks and large-mixed rows), and live plus cached bytes stay within that peak.
+    @Test("spans above 4 MiB are cached up to the recent peak of live large bytes; smaller ones within the budget")
+    func bigSpansAreCachedUpToTheRecentPeak() async {
+        await #expect(processExitsWith: .success) {
+            let allocator = BinnedAllocator.shared
+            allocator.configuration.purgeDelayMilliseconds = 3_600_000
+            #expect(allocator.configuration.spanCacheBytes == 16 << 20)
+            // Ten 8 MiB buffers live at once, then freed: each fits within the peak (80 MiB)
+            // less what is still live, so all are kept (the budget alone keeps 16 MiB).
+            let big = (0..<10).map { _ in allocator.allocate(byteCount: 8 << 20)! }
+            for block in big { allocator.deallocate(block) }
+            var statistics = allocator.statistics()
+            #expect(statistics.cachedLargeBlocks == 10 && statistics.cachedLargeBytes == 80 << 20)
+            // They come back warm: no new mapping.
+            let mapped = statistics.bytesMapped
+            let again = (0..<10).map { _ in allocator.allocate(byteCount: 8 << 20)! }
+            #expect(allocator.statistics().bytesMapped == mapped && allocator.statistics().cachedLargeBlocks == 0)
+            for block in again { allocator.deallocate(block) }
+            // A purge gives them back.
+            allocator.releaseUnusedMemory()
+            statistics = allocator.statistics()
+            #expect(statistics.cachedLargeBlocks == 0 && statistics.cachedLargeBytes == 0)
+            // Class-sized spans (3 MiB) keep to the budget whatever the peak: 5 of 10 (15 MiB).
+            let classSized = (0..<10).map { _ in allocator.allocate(byteCount: 3 << 20)! }
+            for block in classSized { allocator.deallocate(block) }
+            #expect(allocator.statistics().cachedLargeBlocks == 5)
+            allocator.releaseUnusedMemory()
+        }
+    }
+
     @Test("spans of locked allocators, page allocators and large alignments are never cached")
     func onlySharedDefaultAlignedSpansAreCached() async {
         await #expect(processExitsWith: .success) {
