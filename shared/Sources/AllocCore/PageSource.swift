@@ -120,7 +120,7 @@ public struct PageSource: Sendable, Equatable {
             }
             let address = UnsafeMutableRawPointer(bitPattern: guess)!
             if let span = SystemMemory.map(byteCount: byteCount, exactlyAt: address) { return span }
-            if errno != EEXIST { AlignedGuess.enabled.store(false, ordering: .relaxed) }
+            if errno == EOPNOTSUPP { AlignedGuess.enabled.store(false, ordering: .relaxed) }
             return nil
         }
         return nil
