@@ -32,8 +32,9 @@ public struct PageSource: Sendable, Equatable {
     /// An alignment above the page size costs three calls where the kernel chooses the
     /// place: map `byteCount + alignment - page`, then unmap the unaligned head and the tail,
     /// so the span wastes no address space. So the source first asks for one aligned place
-    /// (``SystemMemory/map(byteCount:exactlyAt:)``): just below the last aligned span it
-    /// mapped, where the kernel's top-down placement puts a new mapping anyway, each thread's
+    /// (``SystemMemory/map(byteCount:exactlyAt:)``): below the last aligned span it mapped,
+    /// with at least a page left unmapped between them (a write past a span's end faults),
+    /// where the kernel's top-down placement puts a new mapping anyway, each thread's
     /// guess claimed before its call so that two threads do not guess one place. The guesses
     /// walk down from the kernel's last choice by at most ``alignedGuessWindow``; past that,
     /// or when a guess fails (something is mapped there), the kernel chooses again (the
@@ -108,8 +109,10 @@ public struct PageSource: Sendable, Equatable {
         var last = AlignedGuess.last.load(ordering: .relaxed)
         let anchor = AlignedGuess.anchor.load(ordering: .relaxed)
         while last != 0 {
-            // The highest aligned start whose span ends at or below `last`.
-            let top = last - byteCount + offset
+            // The highest aligned start whose span ends a page or more below `last`: the
+            // page between stays unmapped, so a write past the span's end faults (as it
+            // does past the trimmed tail of a span the kernel placed).
+            let top = last - SystemInfo.pageSize - byteCount + offset
             guard top > alignment else { return nil }
             let guess = (top & ~(alignment - 1)) - offset
             guard anchor - guess <= alignedGuessWindow else { return nil }

@@ -15,9 +15,10 @@ extension MappingSuites {
         static let size = 4096 + 3 * (1 << 18)
         static let reservation = 32 << 20
 
-        /// The aligned start the source guesses below `limit` for the tests' span.
+        /// The aligned start the source guesses below `limit` for the tests' span, a page or
+        /// more below it.
         static func guess(below limit: Int) -> Int {
-            ((limit - size + offset) & ~(alignment - 1)) - offset
+            ((limit - 4096 - size + offset) & ~(alignment - 1)) - offset
         }
 
         static var last: Int { PageSource.AlignedGuess.last.load(ordering: .relaxed) }
@@ -44,6 +45,7 @@ extension MappingSuites {
             let span = try PageSource().allocate(byteCount: Self.size, alignment: Self.alignment, offset: Self.offset)
             let after = SystemMemory.statistics.snapshot()
             #expect(Int(bitPattern: span) == expected, "span at \(span), guess \(expected)")
+            #expect(expected + Self.size <= top - 4096, "no unmapped page above the span")
             #expect(isAligned(span + Self.offset, to: Self.alignment))
             #expect(after[.mapCalls] - before[.mapCalls] == 1 && after[.unmapCalls] == before[.unmapCalls])
             #expect(Self.last == expected)
