@@ -156,7 +156,7 @@ public enum SystemMemory {
     public static func map(byteCount: Int, exactlyAt address: UnsafeMutableRawPointer) -> UnsafeMutableRawPointer? {
         guard byteCount > 0 else { return nil }
         let result = mmap(
-            address, byteCount, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | mapFixedNoReplace, -1, 0)
+            address, byteCount, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0)
         guard let result, result != UnsafeMutableRawPointer(bitPattern: -1) else { return nil }
         guard result == address else {
             munmap(result, byteCount)
@@ -166,10 +166,6 @@ public enum SystemMemory {
         statistics.record(.mapCalls, .mappedBytes, byteCount)
         return result
     }
-
-    /// `mmap`'s MAP_FIXED_NOREPLACE (its value on every Linux architecture), which Glibc's
-    /// module does not export.
-    static let mapFixedNoReplace: Int32 = 0x10_0000
 
     /// Reserves `byteCount` bytes of address space with no access and no commit charge
     /// (PROT_NONE, MAP_NORESERVE). Make parts usable with ``commit(_:byteCount:)``.
