@@ -71,8 +71,8 @@ struct IntegrityTests {
         // 64 B: one page carved (64 blocks) and all of it handed out; the rest never used.
         let partlyUsed = (0..<(4096 / 64)).map { _ in allocator.allocate(byteCount: 64)! }
         // 4096 B: one block a page, the whole slab handed out.
-        let wholeSlab = (0..<((BinnedAllocator.slabSize - 4096) / 4096)).map { _ in allocator.allocate(byteCount: 4096)!
-        }
+        let blocksPerSlab = (BinnedAllocator.slabSize - 4096) / 4096
+        let wholeSlab = (0..<blocksPerSlab).map { _ in allocator.allocate(byteCount: 4096)! }
         // 128 B: a current slab with nothing in use.
         allocator.deallocate(allocator.allocate(byteCount: 128)!)
         let partial = try #require(cache.bin(Layout.sizeClasses.index(for: 64)).current)
