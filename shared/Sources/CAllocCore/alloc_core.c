@@ -118,6 +118,10 @@ const int alloc_core_madv_hugepage = MADV_HUGEPAGE;
 const int alloc_core_madv_nohugepage = MADV_NOHUGEPAGE;
 const int alloc_core_madv_willneed = MADV_WILLNEED;
 const int alloc_core_madv_remove = MADV_REMOVE;
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23  // Linux 5.14's value, for headers older than the kernel
+#endif
+const int alloc_core_madv_populate_write = MADV_POPULATE_WRITE;
 
 int alloc_core_futex_wait(uint32_t *address, uint32_t expected, int64_t timeout_ns) {
   struct timespec timeout;

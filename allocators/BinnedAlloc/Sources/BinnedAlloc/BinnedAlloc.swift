@@ -598,8 +598,22 @@ public func binned_calloc(_ count: Int, _ size: Int) -> UnsafeMutableRawPointer?
     guard let byteCount = checkedByteCount(count: UInt(bitPattern: count), stride: UInt(bitPattern: size)),
         let block = BinnedAllocator.shared.allocate(byteCount: byteCount)
     else { return outOfMemory() }
-    // Fresh large spans come zeroed from the kernel; slab blocks and cached spans are reused.
-    if !Block.isLarge(block) || !LargeSpan(user: block).isZeroed { memset(block, 0, byteCount) }
+    // Slab blocks are reused: cleared. A large span is cleared up to where it reads as zero
+    // (a fresh mapping from its start: nothing to clear, and pages fault in as the program
+    // touches them); the pages a cached span gained by mremap read as zero, and are faulted
+    // in with one call instead of being cleared a fault at a time: `big-blocks-5-25mib`
+    // 1.33 to 1.17 ms a block (A/B, medians of 5), peak RSS unchanged.
+    guard Block.isLarge(block) else {
+        memset(block, 0, byteCount)
+        return block
+    }
+    let zeroedFrom = min(LargeSpan(user: block).zeroedFrom, byteCount)
+    if zeroedFrom > 0 {
+        memset(block, 0, zeroedFrom)
+        if zeroedFrom < byteCount, let end = alignUp(byteCount, to: SystemInfo.pageSize) {
+            try? SystemMemory.advise(block + zeroedFrom, byteCount: end - zeroedFrom, .populateWrite)
+        }
+    }
     return block
 }
 
@@ -2736,19 +2750,21 @@ struct LargeSpan {
         }
     }
 
-    /// Whether the user part still reads as zero (fresh from the kernel, not from the cache).
-    var isZeroed: Bool { header.load(fromByteOffset: LargeSpanLayout.zeroedOffset, as: Int.self) == 1 }
+    /// Where the user part reads as zero from, as the span was handed out: 0 for a fresh
+    /// mapping, the old mapping's end for a cached span grown by mremap (its new pages are
+    /// the kernel's), `Int.max` when nothing is known (a reused or resized span).
+    var zeroedFrom: Int { header.load(fromByteOffset: LargeSpanLayout.zeroedFromOffset, as: Int.self) }
 
     /// Writes a new header. The span is in no list: fresh from the kernel (zeroed), or from
     /// the span cache (a shared span, never on a list).
-    func write(usableSize: Int, alignment: Int, owner: ThreadCache?, zeroed: Bool) {
+    func write(usableSize: Int, alignment: Int, owner: ThreadCache?, zeroedFrom: Int) {
         header.storeBytes(
             of: LargeSpan.magic ^ Int(bitPattern: header), toByteOffset: LargeSpanLayout.magicOffset, as: Int.self)
         header.storeBytes(of: usableSize, toByteOffset: LargeSpanLayout.usableSizeOffset, as: Int.self)
         header.storeBytes(of: alignment, toByteOffset: LargeSpanLayout.alignmentOffset, as: Int.self)
         header.storeBytes(
             of: owner?.base, toByteOffset: LargeSpanLayout.ownerOffset, as: UnsafeMutableRawPointer?.self)
-        header.storeBytes(of: zeroed ? 1 : 0, toByteOffset: LargeSpanLayout.zeroedOffset, as: Int.self)
+        header.storeBytes(of: zeroedFrom, toByteOffset: LargeSpanLayout.zeroedFromOffset, as: Int.self)
         writeBoundary()
         if Hardening.isEnabled { Hardening.armLarge(self, requested: usableSize) }
         if let owner { owner.withLargeSpans { owner.largeSpans.pushFront(header) } }
@@ -2779,8 +2795,17 @@ struct LargeSpan {
     /// A new size after an in-place resize or a move.
     func resized(usableSize: Int) {
         header.storeBytes(of: usableSize, toByteOffset: LargeSpanLayout.usableSizeOffset, as: Int.self)
-        header.storeBytes(of: 0, toByteOffset: LargeSpanLayout.zeroedOffset, as: Int.self)
+        header.storeBytes(of: Int.max, toByteOffset: LargeSpanLayout.zeroedFromOffset, as: Int.self)
         if Hardening.isEnabled { Hardening.armLarge(self, requested: usableSize) }
+    }
+
+    /// After a span of the cache was grown from `oldUsable` bytes for a new owner: its user
+    /// part reads as zero from the end of the old mapping's (the rest of that granule may
+    /// hold what the span held when it was larger).
+    func grew(from oldUsable: Int) {
+        header.storeBytes(
+            of: LargeSpan.mappingSize(usable: oldUsable) - Layout.headerSize,
+            toByteOffset: LargeSpanLayout.zeroedFromOffset, as: Int.self)
     }
 
     /// After `mremap` moved the span, its magic names the new place.
@@ -2849,7 +2874,11 @@ struct LargeSpan {
             // `big-blocks-5-25mib`, whose requests then grew more cached spans. A smaller
             // span is grown, so that only the pages it gains fault in.
             guard size > spanCacheMaximumSize, usable < size || usable > size + size / 8 else { return span }
-            if let resized = resize(span, byteCount: size) { return resized }
+            if let resized = resize(span, byteCount: size) {
+                // Past the old mapping's end the pages are new: calloc need not clear them.
+                if usable < size { LargeSpan(user: resized).grew(from: usable) }
+                return resized
+            }
             if usable >= size { return span }
             free(span, cacheable: true)
         }
@@ -2873,7 +2902,7 @@ struct LargeSpan {
         let span = LargeSpan(header: header)
         let usable = span.usableSize
         if Hardening.isEnabled { try? SystemMemory.commit(span.user, byteCount: usable) }
-        span.write(usableSize: usable, alignment: alignment, owner: nil, zeroed: false)
+        span.write(usableSize: usable, alignment: alignment, owner: nil, zeroedFrom: .max)
         global.largeCounters.add(1, to: .allocations)
         global.largeCounters.add(usable, to: .liveBytes)
         return span.user
@@ -2902,7 +2931,7 @@ struct LargeSpan {
             return nil
         }
         let span = LargeSpan(user: user)
-        span.write(usableSize: usable, alignment: alignment, owner: owner, zeroed: true)
+        span.write(usableSize: usable, alignment: alignment, owner: owner, zeroedFrom: 0)
         if Hardening.isEnabled { Hardening.guardTail(span, closed: true) }
         GranuleMap.mark(user, byteCount: usable)
         global.counters.add(end - start, to: .bytesMapped)
@@ -4087,8 +4116,9 @@ enum LargeSpanLayout {
     static var ownerOffset: Int { 24 }
     /// The links (previous, next) of the owner's large-span list.
     static var linksOffset: Int { 32 }
-    /// 1 while the user part is as the kernel mapped it (zero): calloc skips the memset.
-    static var zeroedOffset: Int { 48 }
+    /// Where the user part reads as zero from (`LargeSpan.zeroedFrom`): calloc clears
+    /// only what comes before.
+    static var zeroedFromOffset: Int { 48 }
     /// The hardened build's (`Hardening.armLarge`): the size asked for.
     static var requestedSizeOffset: Int { 56 }
     /// The page's last word, just before the user part, keyed with its address
@@ -4102,7 +4132,7 @@ enum LargeSpanLayout {
         check.field("alignment", at: alignmentOffset, size: 8)
         check.field("owner", at: ownerOffset, size: 8)
         check.field("links", at: linksOffset, size: 16)
-        check.field("zeroed", at: zeroedOffset, size: 8)
+        check.field("zeroedFrom", at: zeroedFromOffset, size: 8)
         check.field("requestedSize", at: requestedSizeOffset, size: 8)
         check.field("boundary", at: boundaryOffset, size: 8)
         return check.result(within: Layout.headerSize)

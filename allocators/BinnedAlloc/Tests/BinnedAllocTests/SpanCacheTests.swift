@@ -148,6 +148,39 @@ struct SpanCacheTests {
         }
     }
 
+    /// calloc of a cached span grown by mremap clears what the span held, up to its old
+    /// mapping's end (past its old usable size, where it held more before it was cut),
+    /// and faults the new pages in with one madvise instead of clearing them.
+    @Test("calloc that grows a cached span above 4 MiB reads zero everywhere, and faults the new pages in at once")
+    func callocOfAGrownSpanReadsZero() async {
+        await #expect(processExitsWith: .success) {
+            let allocator = BinnedAllocator.shared
+            allocator.configuration.purgeDelayMilliseconds = 3_600_000
+            func expectZero(_ block: UnsafeMutableRawPointer, _ byteCount: Int) {
+                let bytes = UnsafeRawBufferPointer(start: block, count: byteCount)
+                let firstNonZero = bytes.firstIndex { $0 != 0 }
+                #expect(firstNonZero == nil, "byte \(firstNonZero ?? -1) of \(byteCount) is not zero")
+            }
+            // A span of 8 MiB + 200 KiB, dirty to its end, is cut (more than 1/8 to spare)
+            // to 7 MiB + 100 KiB: its last granule keeps dirty bytes past the new size.
+            let large = binned_malloc((8 << 20) + (200 << 10))!
+            memset(large, 0xAB, allocator.usableSize(of: large))
+            binned_free(large)
+            let cut = binned_calloc(1, (7 << 20) + (100 << 10))!
+            expectZero(cut, (7 << 20) + (100 << 10))
+            memset(cut, 0xCD, allocator.usableSize(of: cut))
+            binned_free(cut)
+            #expect(allocator.statistics().cachedLargeBlocks == 1)
+            // A 9 MiB calloc grows it: one madvise for the pages past the old mapping.
+            let advised = SystemMemory.statistics.snapshot()[.adviseCalls]
+            let grown = binned_calloc(1, 9 << 20)!
+            #expect(allocator.statistics().cachedLargeBlocks == 0, "the cached span was not taken")
+            #expect(SystemMemory.statistics.snapshot()[.adviseCalls] == advised + 1)
+            expectZero(grown, 9 << 20)
+            binned_free(grown)
+        }
+    }
+
     @Test("spans of locked allocators, page allocators and large alignments are never cached")
     func onlySharedDefaultAlignedSpansAreCached() async {
         await #expect(processExitsWith: .success) {

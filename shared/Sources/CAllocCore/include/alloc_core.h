@@ -135,6 +135,7 @@ extern const int alloc_core_madv_hugepage;
 extern const int alloc_core_madv_nohugepage;
 extern const int alloc_core_madv_willneed;
 extern const int alloc_core_madv_remove;
+extern const int alloc_core_madv_populate_write;
 
 #pragma GCC visibility pop
 
