@@ -602,7 +602,7 @@ public func binned_calloc(_ count: Int, _ size: Int) -> UnsafeMutableRawPointer?
     // (a fresh mapping from its start: nothing to clear, and pages fault in as the program
     // touches them); the pages a cached span gained by mremap read as zero, and are faulted
     // in with one call instead of being cleared a fault at a time: `big-blocks-5-25mib`
-    // 1.33 to 1.17 ms a block (A/B, medians of 5), peak RSS unchanged.
+    // 1.29 to 1.04 ms a block (A/B, medians of 5 runs), peak RSS unchanged.
     guard Block.isLarge(block) else {
         memset(block, 0, byteCount)
         return block
