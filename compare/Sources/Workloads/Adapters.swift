@@ -17,4 +17,11 @@ struct BinnedAllocBench: BenchAllocator {
     func deallocate(_ pointer: UnsafeMutableRawPointer, byteCount: Int) {
         BinnedAllocator.shared.deallocate(pointer)
     }
+
+    func allocateZeroed(_ byteCount: Int) -> UnsafeMutableRawPointer {
+        guard let block = BinnedAllocator.shared.allocateZeroed(byteCount: byteCount) else {
+            fatalError("BinnedAlloc returned nil for \(byteCount) zeroed bytes")
+        }
+        return block
+    }
 }

@@ -11,7 +11,7 @@ extension Workload.Family {
     public static let bigBlocks = Workload.Family(
         title: "Big blocks (zero-filled, 5–25 MiB)",
         unit:
-            "ns per block: calloc of a random size (uniform 5–25 MiB) into one of 20 slots (the slot's block freed first), then one byte per 4 KiB page read (it must be 0) and written; the BinnedAlloc column clears its blocks with memset"
+            "ns per block: calloc of a random size (uniform 5–25 MiB) into one of 20 slots (the slot's block freed first), then one byte per 4 KiB page read (it must be 0) and written; the BinnedAlloc column calls `allocateZeroed`, calloc's Swift form"
     )
 }
 

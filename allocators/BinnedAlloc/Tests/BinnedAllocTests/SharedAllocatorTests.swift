@@ -23,6 +23,48 @@ struct SharedAllocatorTests {
         #expect(classes.size(ofClass: classes.index(for: 100)) == 112)
     }
 
+    /// `allocateZeroed` (calloc's Swift form) on the shared and a locked allocator: dirty
+    /// blocks freed and taken again, small and large, aligned too, read zero.
+    @Test(
+        "allocateZeroed reads zero, also when it reuses dirty blocks",
+        arguments: [24, 1000, 32768, 100_000, 5 << 20])
+    func allocateZeroedReadsZero(byteCount: Int) throws {
+        let locked = LockedBinnedAllocator()
+        let allocators:
+            [(
+                allocate: (Int) -> UnsafeMutableRawPointer?, zeroed: (Int, Int) -> UnsafeMutableRawPointer?,
+                free: (UnsafeMutableRawPointer) -> Void
+            )] = [
+                (
+                    { allocator.allocate(byteCount: $0) }, { allocator.allocateZeroed(byteCount: $0, alignment: $1) },
+                    { allocator.deallocate($0) }
+                ),
+                (
+                    { locked.allocate(byteCount: $0) }, { locked.allocateZeroed(byteCount: $0, alignment: $1) },
+                    { locked.deallocate($0) }
+                ),
+            ]
+        for (allocate, zeroed, free) in allocators {
+            for alignment in [16, 64] {
+                var dirty: [UnsafeMutableRawPointer] = []
+                for _ in 0..<8 {
+                    let block = try #require(allocate(byteCount))
+                    memset(block, 0xEE, byteCount)
+                    dirty.append(block)
+                }
+                for block in dirty { free(block) }
+                for _ in 0..<8 {
+                    let block = try #require(zeroed(byteCount, alignment))
+                    #expect(isMultiple(block, of: alignment))
+                    let bytes = UnsafeRawBufferPointer(start: block, count: byteCount)
+                    #expect(bytes.allSatisfy { $0 == 0 }, "allocateZeroed(\(byteCount)) at \(block)")
+                    memset(block, 0xEE, byteCount)
+                    free(block)
+                }
+            }
+        }
+    }
+
     @Test("zero-byte blocks are unique and freeable")
     func zeroSize() throws {
         var blocks: [UnsafeMutableRawPointer] = []
