@@ -72,15 +72,20 @@ struct ThreadCacheTests {
         }
     }
 
-    /// Issue 18: the blocks an exited thread allocated, freed by another thread, serve the
-    /// next thread, which adopts the exited thread's cache and collects those frees: no
-    /// slab is added to the class, and the new blocks are the freed ones.
-    @Test("blocks of an exited thread, freed elsewhere, are reused by the next thread: no new slab")
+    /// Issue 18: the blocks an exited thread allocated, freed by another thread, are
+    /// collected as their batches reach the parked cache (not at its adoption or the next
+    /// purge), so its emptied slabs retire at once; the next thread, which adopts that
+    /// cache, takes the same memory again: no slab is mapped, and the new blocks are the
+    /// freed ones.
+    @Test("blocks of an exited thread, freed elsewhere, are collected at once and reused by the next thread")
     func exitedThreadsFreedBlocksAreReused() async {
         await #expect(processExitsWith: .success) {
             let allocator = BinnedAllocator.shared
+            // No purge meanwhile: the collection counted here is the free path's own.
+            allocator.configuration.purgeDelayMilliseconds = 3_600_000
             let sizeClass = BinnedAllocator.sizeClasses.index(for: 64)
             let count = 20_000  // about five slabs of 64-byte blocks
+            let slabBlocks = (BinnedAllocator.slabSize - 4096) / 64
             let box = BlockBox()
             // This thread gets its own cache first, so that the parked one waits for the
             // second thread (a thread's first free would adopt it).
@@ -92,10 +97,17 @@ struct ThreadCacheTests {
                 }
             }
             let first = box.takeAll()
-            // Freed on this thread: into its free cache and remote batches to the parked cache.
+            let allocated = allocator.statistics()
+            #expect(allocated.parkedThreadCaches >= 1, "the allocating thread's cache was not parked")
+            // Freed on this thread: into its free cache (at most 255 blocks stay) and remote
+            // batches of 64 to the parked cache (at most 63 wait), newest last.
             for pointer in first { allocator.deallocate(pointer) }
-            let before = allocator.statistics()
-            #expect(before.parkedThreadCaches >= 1, "the allocating thread's cache was not parked")
+            let freed = allocator.statistics()
+            let pinned = (255 + 63) / slabBlocks + 2
+            #expect(
+                freed.sizeClasses[sizeClass].slabs <= pinned,
+                "slabs of 64 B after the frees: \(allocated.sizeClasses[sizeClass].slabs) -> \(freed.sizeClasses[sizeClass].slabs)"
+            )
             let reused = count - 1_000  // what this thread's free cache and batch may still hold
             try onNewThread {
                 for _ in 0..<reused {
@@ -105,13 +117,13 @@ struct ThreadCacheTests {
             }
             let after = allocator.statistics()
             let second = box.takeAll()
-            #expect(after.threadCaches == before.threadCaches, "the second thread did not adopt the parked cache")
+            #expect(after.threadCaches == allocated.threadCaches, "the second thread did not adopt the parked cache")
+            #expect(after.bytesMapped == allocated.bytesMapped, "slabs were mapped for blocks freed just before")
             #expect(
-                after.sizeClasses[sizeClass].slabs <= before.sizeClasses[sizeClass].slabs,
-                "slabs of 64 B: \(before.sizeClasses[sizeClass].slabs) -> \(after.sizeClasses[sizeClass].slabs)")
-            // All but what the current slab's never-used part gave are blocks freed above.
+                after.sizeClasses[sizeClass].slabs <= allocated.sizeClasses[sizeClass].slabs,
+                "slabs of 64 B: \(allocated.sizeClasses[sizeClass].slabs) -> \(after.sizeClasses[sizeClass].slabs)")
+            // Retired slabs come back formatted anew, at the same addresses.
             let reusedBlocks = Set(second).intersection(first).count
-            let slabBlocks = (BinnedAllocator.slabSize - 4096) / 64
             #expect(reusedBlocks >= reused - slabBlocks, "only \(reusedBlocks) of \(reused) blocks were reused")
             for pointer in second { allocator.deallocate(pointer) }
         }
