@@ -1069,7 +1069,8 @@ extension SharedAllocator {
         global.counters.add(1, to: .parkedThreadCaches)
         cache.ownership.store(ThreadCache.Ownership.parked.rawValue, ordering: .releasing)
         global.parkedThreadCaches.push(cache.parkedLink)
-        // Frees into the parked cache may follow; the purger collects them.
+        // Frees into the parked cache may follow: each batch's pusher collects them
+        // (`GlobalState.trimIfParked`), the purger what a pusher could not.
         global.startPurgerIfNeeded()
         global.purgeIfDue()
     }
