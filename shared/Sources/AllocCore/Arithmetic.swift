@@ -146,10 +146,18 @@ public struct SizeClasses: Sendable, Equatable {
         if size <= linearLimit {
             return size <= 1 ? 0 : (size &- 1) &>> quantumShift
         }
-        let word = size &- 1
-        let topBit = log2Floor(word)
-        let step = (word &>> (topBit &- stepsShift)) &- steps
-        return steps &+ (topBit &- stepsShift &- quantumShift) &* steps &+ step
+        // The step is read by shifting the top bit to bit 63, so that the only variable
+        // shift count is the leading-zero count, a full register. Written as
+        // `word >> (topBit - stepsShift)`, LLVM computed the count in `cl` alone
+        // (`mov $61, %cl; sub %al, %cl`); an 8-bit write merges with whatever the register
+        // held before, and at `binned_malloc`'s entry that was the previous `free`'s last
+        // value. Each malloc of 65 B to 32 KiB then waited for the free before it
+        // (malloc/free pairs of 256 B: 11.4 against 6.8 ns here; 64 B, on the linear path: 6.6).
+        let word = UInt(bitPattern: size &- 1)
+        let leadingZeros = word.leadingZeroBitCount
+        let topBit = UInt.bitWidth &- 1 &- leadingZeros
+        let stepWithTop = Int(bitPattern: (word &<< UInt(leadingZeros)) &>> UInt(UInt.bitWidth &- 1 &- stepsShift))
+        return (topBit &- stepsShift &- quantumShift) &* steps &+ stepWithTop
     }
 
     /// The size of class `index`: the most bytes a block of that class holds.
