@@ -2102,19 +2102,38 @@ struct ThreadCache {
         bin(classIndex).pop() ?? refill(classIndex: classIndex)
     }
 
-    /// The current slab ran dry: collect remote frees, carve fresh blocks, move to a
-    /// partial slab, or take a new slab, in that order.
+    /// The current slab ran dry: collect remote frees; then take the first partial slab if
+    /// it holds a page of freed blocks, else carve fresh blocks of the current slab, else
+    /// (the current slab is exhausted) take any partial slab, else a new slab.
+    ///
+    /// Freed blocks before fresh pages: a freed block's page is resident already, a fresh
+    /// page becomes resident when it is carved. The current slab, with never-used pages
+    /// left, then waits first on the partial list: a later refill takes it back, carves one
+    /// page of it, and at the refill after that compares it with the slab behind it the same
+    /// way. Requiring a page of freed blocks keeps refills as rare as carving does (a carve
+    /// also yields a page). Thread churn at 2 threads
+    /// (`compare-worker-binnedmalloc`, medians of 10 alternating runs, peak RSS): 26.8 →
+    /// 25.9 MiB; random sizes at 2 threads: 45.7 → 43.7 MiB; time within the noise, and
+    /// cachegrind counts within 1.5% on a python3 JSON program.
     func refill(classIndex: Int) -> UnsafeMutableRawPointer? {
         flushRemoteBatch()
         collectRemoteFrees()
         let bin = bin(classIndex)
-        if let slab = bin.current {
-            if slab.freeList == nil { slab.carve() }
-            if slab.freeList == nil {
+        if let slab = bin.current, slab.freeList == nil {
+            if slab.bumpCursor == slab.bumpEnd {
                 // Exhausted: it leaves the bin and is on no list but the owned one until a
                 // free lands.
                 slab.state = .full
                 bin.current = nil
+            } else if let front = bin.partial.first.map({ Slab($0) }), front.holdsFreedPage {
+                assert(slab.used > 0, "BinnedAlloc: current slab \(slab.base) has nothing carved")
+                slab.state = .partial
+                bin.partial.remove(front.base)
+                bin.partial.pushFront(slab.base)
+                front.state = .current
+                bin.current = front
+            } else {
+                slab.carve()
             }
         }
         if bin.current == nil {
@@ -2581,6 +2600,14 @@ struct Slab {
     @inlinable
     var blockSize: Int { base.load(fromByteOffset: SlabLayout.blockSizeOffset, as: Int.self) }
     var blockCount: Int { base.load(fromByteOffset: SlabLayout.blockCountOffset, as: Int.self) }
+
+    /// Whether the free list holds at least a page's worth of blocks (one block of a class
+    /// larger than a page).
+    var holdsFreedPage: Bool {
+        let size = blockSize
+        let carved = bumpCursor - (base + Layout.headerSize)
+        return carved - used &* size >= max(size, SystemInfo.pageSize)
+    }
 
     @inlinable
     var freeList: UnsafeMutableRawPointer? {

@@ -168,6 +168,36 @@ struct LockedBinnedAllocatorTests {
             }
         }
     }
+
+    /// A refill takes a partial slab that holds a page of freed blocks before it carves a
+    /// fresh page of its current slab. A locked allocator's frees go straight to their slab
+    /// (it has no free cache), so which blocks come back is exact.
+    @Test("a refill reuses a partial slab's freed blocks before it carves fresh pages")
+    func refillReusesFreedBlocksBeforeFreshPages() throws {
+        let allocator = LockedBinnedAllocator()
+        let size = 1024
+        let page = 4096
+        let perSlab = (BinnedAllocator.slabSize - page) / size
+        let slab = { (block: UnsafeMutableRawPointer) in Int(bitPattern: block) & ~(BinnedAllocator.slabSize - 1) }
+        // One full slab, and the first page of the next one carved, its first block handed out.
+        var blocks: [UnsafeMutableRawPointer] = []
+        for _ in 0...perSlab { blocks.append(try #require(allocator.allocate(byteCount: size))) }
+        let current = blocks[perSlab]
+        #expect(Set(blocks.prefix(perSlab).map(slab)).count == 1 && slab(current) != slab(blocks[0]))
+        // Half of the full slab's blocks go back to it: it becomes partial.
+        let freed = Set(blocks.prefix(perSlab / 2))
+        for block in freed { allocator.deallocate(block) }
+        // The rest of the carved page first, then the freed blocks; not one block of a new page.
+        var again: [UnsafeMutableRawPointer] = []
+        for _ in 0..<(perSlab / 2 + page / size - 1) {
+            again.append(try #require(allocator.allocate(byteCount: size)))
+        }
+        let fresh = again.filter { !freed.contains($0) }
+        #expect(fresh.count == page / size - 1)
+        #expect(fresh.allSatisfy { slab($0) == slab(current) && current.distance(to: $0) < page })
+        for block in blocks.dropFirst(perSlab / 2) + again { allocator.deallocate(block) }
+        #expect(allocator.statistics().smallLiveBlocks == 0)
+    }
 }
 
 @Suite("BinnedPageAllocator")
