@@ -15,18 +15,26 @@ public struct MappingUsage: Sendable, Equatable {
     public var dirtyBytes: Int
     /// Bytes lazily freed with `MADV_FREE` that the kernel has not taken yet (`LazyFree`).
     public var lazyFreeBytes: Int
+    /// Mapped bytes advised transparent huge pages with `MADV_HUGEPAGE` (`hg` in the
+    /// mapping's `VmFlags`): the advice, whether or not the kernel has found huge pages.
+    public var hugePageAdvisedBytes: Int
 
-    public init(mappedBytes: Int = 0, residentBytes: Int = 0, dirtyBytes: Int = 0, lazyFreeBytes: Int = 0) {
+    public init(
+        mappedBytes: Int = 0, residentBytes: Int = 0, dirtyBytes: Int = 0, lazyFreeBytes: Int = 0,
+        hugePageAdvisedBytes: Int = 0
+    ) {
         self.mappedBytes = mappedBytes
         self.residentBytes = residentBytes
         self.dirtyBytes = dirtyBytes
         self.lazyFreeBytes = lazyFreeBytes
+        self.hugePageAdvisedBytes = hugePageAdvisedBytes
     }
 
     public static func + (lhs: MappingUsage, rhs: MappingUsage) -> MappingUsage {
         MappingUsage(
             mappedBytes: lhs.mappedBytes + rhs.mappedBytes, residentBytes: lhs.residentBytes + rhs.residentBytes,
-            dirtyBytes: lhs.dirtyBytes + rhs.dirtyBytes, lazyFreeBytes: lhs.lazyFreeBytes + rhs.lazyFreeBytes)
+            dirtyBytes: lhs.dirtyBytes + rhs.dirtyBytes, lazyFreeBytes: lhs.lazyFreeBytes + rhs.lazyFreeBytes,
+            hugePageAdvisedBytes: lhs.hugePageAdvisedBytes + rhs.hugePageAdvisedBytes)
     }
 }
 
@@ -60,7 +68,8 @@ public enum MemoryMappings {
                     result[index]
                     + MappingUsage(
                         mappedBytes: overlap, residentBytes: share(figures.residentBytes),
-                        dirtyBytes: share(figures.dirtyBytes), lazyFreeBytes: share(figures.lazyFreeBytes))
+                        dirtyBytes: share(figures.dirtyBytes), lazyFreeBytes: share(figures.lazyFreeBytes),
+                        hugePageAdvisedBytes: figures.hugePageAdvisedBytes > 0 ? overlap : 0)
             }
         }
 
@@ -75,6 +84,9 @@ public enum MemoryMappings {
                 figures.dirtyBytes += kilobytes * 1024
             } else if let kilobytes = field(line, "LazyFree:") {
                 figures.lazyFreeBytes += kilobytes * 1024
+            } else if hasFlag(line, "VmFlags:", "hg") {
+                // A flag, not a size: any nonzero value marks the mapping as advised.
+                figures.hugePageAdvisedBytes = 1
             }
         }
         flush()
@@ -118,6 +130,16 @@ public enum MemoryMappings {
             value = value * 10 + Int(byte - UInt8(ascii: "0"))
         }
         return value
+    }
+
+    /// Whether a `Name: ab cd ...` line named `name` lists the two-letter flag `flag`.
+    static func hasFlag(_ line: ArraySlice<UInt8>, _ name: StaticString, _ flag: StaticString) -> Bool {
+        let nameBytes = UnsafeBufferPointer(start: name.utf8Start, count: name.utf8CodeUnitCount)
+        let flagBytes = UnsafeBufferPointer(start: flag.utf8Start, count: flag.utf8CodeUnitCount)
+        guard line.count > nameBytes.count, line.prefix(nameBytes.count).elementsEqual(nameBytes) else { return false }
+        return line.dropFirst(nameBytes.count).split(separator: UInt8(ascii: " ")).contains {
+            $0.elementsEqual(flagBytes)
+        }
     }
 
     static func readWholeFile(_ path: String) throws(SystemError) -> [UInt8] {

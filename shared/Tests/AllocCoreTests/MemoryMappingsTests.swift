@@ -36,6 +36,22 @@ func withIsolatedSpan(byteCount: Int, _ body: (UnsafeMutableRawPointer) throws -
         }
     }
 
+    @Test func hugePageAdviceIsReportedForTheAdvisedMappingOnly() throws {
+        let byteCount = 4 << 20
+        try withIsolatedSpan(byteCount: byteCount) { span in
+            let range = Int(bitPattern: span)..<(Int(bitPattern: span) + byteCount)
+            #expect(try #require(MemoryMappings.usage(of: [range]).first).hugePageAdvisedBytes == 0)
+            // A kernel built without transparent huge pages refuses the advice.
+            guard (try? SystemMemory.advise(span, byteCount: byteCount, .hugePage)) != nil else { return }
+            let advised = try #require(MemoryMappings.usage(of: [range]).first)
+            #expect(advised.hugePageAdvisedBytes == byteCount, "\(advised)")
+            // Advising half splits the mapping: only that half is reported.
+            try SystemMemory.advise(span, byteCount: byteCount / 2, .noHugePage)
+            let half = try #require(MemoryMappings.usage(of: [range]).first)
+            #expect(half.hugePageAdvisedBytes == byteCount / 2, "\(half)")
+        }
+    }
+
     @Test func rangesAreReportedSeparatelyAndUnmappedRangesAreEmpty() throws {
         let byteCount = 1 << 20
         try withIsolatedSpan(byteCount: byteCount) { first in

@@ -1787,16 +1787,30 @@ enum Block {
     /// by mremap read as zero, and are faulted in with one call where clearing took a fault
     /// a page: `big-blocks-5-25mib` 1.29 to 1.04 ms a block (A/B, medians of 5 runs), peak
     /// RSS unchanged (clearing had made those pages resident as well).
+    ///
+    /// Before those pages are faulted in, the whole span is advised transparent huge pages
+    /// (`MADV_HUGEPAGE`, a hint the kernel may ignore): every page of the range is about
+    /// to be resident anyway, so a 2 MiB page costs no more memory than 512 small ones, and
+    /// it is faulted in and later freed at a fraction of their cost. Measured on this
+    /// project's VM (16 MiB, means of 30 rounds): populating 372 against 42 µs a MiB,
+    /// unmapping 65 against 2.9. `big-blocks-5-25mib`: 1.13–1.26 to 0.93–1.14 ms a block
+    /// (medians of 5–7 alternating runs, four sets; tcmalloc 0.75–0.81), peak RSS 434 to
+    /// 435 MiB. Only spans calloc fills like this are advised: a fresh mapping that a
+    /// program touches sparsely keeps small pages, and its resident set the pages it
+    /// touched. The advice covers the whole mapping, so that the span stays one mapping
+    /// that mremap can grow or move.
     @usableFromInline
     static func clear(_ block: UnsafeMutableRawPointer, byteCount: Int) {
         guard isLarge(block) else {
             memset(block, 0, byteCount)
             return
         }
-        let zeroedFrom = min(LargeSpan(user: block).zeroedFrom, byteCount)
+        let span = LargeSpan(user: block)
+        let zeroedFrom = min(span.zeroedFrom, byteCount)
         guard zeroedFrom > 0 else { return }
         memset(block, 0, zeroedFrom)
         if zeroedFrom < byteCount, let end = alignUp(byteCount, to: SystemInfo.pageSize) {
+            try? SystemMemory.advise(span.header, byteCount: span.mappingSize, .hugePage)
             try? SystemMemory.advise(block + zeroedFrom, byteCount: end - zeroedFrom, .populateWrite)
         }
     }
@@ -2889,9 +2903,14 @@ struct LargeSpan {
             "BinnedAlloc: \(user) was not allocated by BinnedAlloc, or was already freed")
     }
 
-    /// Where the user part of a span goes: slab-aligned (so frees recognise it), and
-    /// aligned as asked.
-    static func userAlignment(_ alignment: Int) -> Int { max(alignment, Layout.slabSize) }
+    /// Where the user part of a span of `usable` bytes goes when it is mapped or moved:
+    /// slab-aligned (so frees recognise it), and aligned as asked. Above
+    /// ``spanCacheMaximumSize`` it starts on a huge page (2 MiB), so that when the span is
+    /// advised huge pages (`Block.clear`) they line up with its user part; it costs address
+    /// space only. (A span grown in place keeps its place.)
+    static func userAlignment(_ alignment: Int, usable: Int) -> Int {
+        max(alignment, usable > spanCacheMaximumSize ? SystemInfo.hugePageSize : Layout.slabSize)
+    }
 
     /// The largest span sized in classes. Above it spans are sized in pages, and a request
     /// that no cached span fits grows the largest smaller one (see `allocateShared`): a
@@ -2984,7 +3003,7 @@ struct LargeSpan {
         let size = mappingSize(usable: usable)
         guard
             let start = try? PageSource().allocate(
-                byteCount: size, alignment: userAlignment(alignment), offset: Layout.headerSize)
+                byteCount: size, alignment: userAlignment(alignment, usable: usable), offset: Layout.headerSize)
         else { return nil }
         let user = start + Layout.headerSize
         let end = start + size
@@ -3124,7 +3143,7 @@ struct LargeSpan {
         }
         if dropped > 0 { GranuleMap.mark(span.header + newSize, byteCount: dropped) }
         // Move: reserve an aligned place, then remap the header and user pages onto it.
-        let userAlignment = userAlignment(alignment)
+        let userAlignment = userAlignment(alignment, usable: usable)
         let padded = newSize + userAlignment
         guard let raw = try? SystemMemory.reserve(byteCount: padded) else { return nil }
         let user = alignUp(raw + Layout.headerSize, to: userAlignment)!

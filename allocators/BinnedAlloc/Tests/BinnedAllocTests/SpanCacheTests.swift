@@ -150,8 +150,11 @@ struct SpanCacheTests {
 
     /// calloc of a cached span grown by mremap clears what the span held, up to its old
     /// mapping's end (past its old usable size, where it held more before it was cut),
-    /// and faults the new pages in with one madvise instead of clearing them.
-    @Test("calloc that grows a cached span above 4 MiB reads zero everywhere, and faults the new pages in at once")
+    /// and faults the new pages in with one madvise instead of clearing them, after one
+    /// that advises the span huge pages.
+    @Test(
+        "calloc that grows a cached span above 4 MiB reads zero everywhere, advises it huge pages and faults the new pages in at once"
+    )
     func callocOfAGrownSpanReadsZero() async {
         await #expect(processExitsWith: .success) {
             let allocator = BinnedAllocator.shared
@@ -171,18 +174,49 @@ struct SpanCacheTests {
             memset(cut, 0xCD, allocator.usableSize(of: cut))
             binned_free(cut)
             #expect(allocator.statistics().cachedLargeBlocks == 1)
-            // A 9 MiB calloc grows it: one madvise for the pages past the old mapping (counted
-            // where it succeeds: a kernel before 5.14 refuses it, and they fault in as touched).
+            // A 9 MiB calloc grows it: one madvise advises the span huge pages and one faults
+            // in the pages past the old mapping (each counted where it succeeds: a kernel
+            // without transparent huge pages refuses the first, one before 5.14 the second,
+            // and the pages then fault in as touched).
             let page = SystemInfo.pageSize
             let probe = try! SystemMemory.map(byteCount: page)
             let populates = (try? SystemMemory.advise(probe, byteCount: page, .populateWrite)) != nil
+            let hugePages = (try? SystemMemory.advise(probe, byteCount: page, .hugePage)) != nil
             try! SystemMemory.unmap(probe, byteCount: page)
             let advised = SystemMemory.statistics.snapshot()[.adviseCalls]
             let grown = binned_calloc(1, 9 << 20)!
             #expect(allocator.statistics().cachedLargeBlocks == 0, "the cached span was not taken")
-            #expect(SystemMemory.statistics.snapshot()[.adviseCalls] == advised + (populates ? 1 : 0))
+            #expect(
+                SystemMemory.statistics.snapshot()[.adviseCalls] == advised + (populates ? 1 : 0) + (hugePages ? 1 : 0))
+            let range = Int(bitPattern: grown)..<Int(bitPattern: grown) + (9 << 20)
+            let usage = try! MemoryMappings.usage(of: [range])[0]
+            #expect(usage.hugePageAdvisedBytes == (hugePages ? 9 << 20 : 0), "\(usage)")
             expectZero(grown, 9 << 20)
             binned_free(grown)
+        }
+    }
+
+    /// A span mapped above 4 MiB starts on a huge page, so that huge pages line up with it;
+    /// a fresh one, which calloc leaves to fault in as touched, keeps small pages (a program
+    /// that touches it sparsely keeps a small resident set).
+    @Test("a span mapped above 4 MiB starts on a 2 MiB boundary; a fresh one is not advised huge pages")
+    func bigSpansAlignToHugePages() async {
+        await #expect(processExitsWith: .success) {
+            let allocator = BinnedAllocator.shared
+            allocator.configuration.purgeDelayMilliseconds = 3_600_000
+            var blocks: [UnsafeMutableRawPointer] = []
+            for byteCount in [(4 << 20) + 1, 6 << 20, (10 << 20) + 12_345] {
+                let block = binned_calloc(1, byteCount)!
+                #expect(Int(bitPattern: block) % (2 << 20) == 0, "\(block), \(byteCount) bytes")
+                let range = Int(bitPattern: block)..<Int(bitPattern: block) + byteCount
+                let usage = try! MemoryMappings.usage(of: [range])[0]
+                #expect(usage.hugePageAdvisedBytes == 0, "\(usage)")
+                blocks.append(block)
+            }
+            // At 4 MiB and below spans are sized in classes and aligned to their slab size.
+            let classSized = binned_malloc(4 << 20)!
+            #expect(Int(bitPattern: classSized) % BinnedAllocator.slabSize == 0)
+            for block in blocks + [classSized] { binned_free(block) }
         }
     }
 
