@@ -79,6 +79,30 @@ struct IdleReturnTests {
         }
     }
 
+    /// Spans queued for release are never reused, so the first purge unmaps them, however
+    /// recently they were freed; cached spans keep waiting a delay.
+    @Test("the first slow-path purge unmaps the spans queued for release; cached ones wait their delay")
+    func purgeReleasesQueuedSpansAtOnce() async {
+        await #expect(processExitsWith: .success) {
+            let allocator = BinnedAllocator.shared
+            allocator.configuration.backgroundThread = false
+            allocator.configuration.purgeDelayMilliseconds = 4_000
+            #expect(eventually { binned_statistic("background_thread_running") == 0 }, "the purger never stopped")
+            // 140 spans of 40 KiB: 128 fill the cache's slots, 12 are queued.
+            freeLargeBlocks(count: 140, size: 40 << 10)
+            #expect(binned_statistic("queued_large_blocks") == 12)
+            // Past half a delay, a thread's exit purges: the queued spans go, the cached ones
+            // (freed 2 s before, against a delay of 4 s) stay.
+            usleep(2_100_000)
+            let returned = allocator.statistics().bytesReturned
+            let thread = try! OSThread.spawn { allocator.deallocate(allocator.allocate(byteCount: 64)) }
+            thread.join()
+            #expect(binned_statistic("queued_large_blocks") == 0)
+            #expect(allocator.statistics().cachedLargeBlocks == 128)
+            #expect(allocator.statistics().bytesReturned - returned >= 12 * (40 << 10))
+        }
+    }
+
     @Test("a miss unmaps stale cached spans before it maps, so spans that fit nothing do not add to the peak")
     func missEvictsBeforeMapping() async {
         await #expect(processExitsWith: .success) {
