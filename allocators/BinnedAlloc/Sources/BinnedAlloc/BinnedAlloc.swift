@@ -133,7 +133,8 @@ public struct BinnedAllocator: Sendable {
         if byteCount <= Layout.smallSizeLimit && alignment &- 1 < Layout.quantum && alignment > 0
             && alignment & (alignment &- 1) == 0
         {
-            return SharedAllocator.allocateSmall(classIndex: Layout.sizeClasses.index(for: byteCount))
+            return SharedAllocator.popSmall(byteCount: byteCount)
+                ?? SharedAllocator.allocateSmallSlow(classIndex: Layout.sizeClasses.index(for: byteCount))
         }
         return SharedAllocator.allocateShaped(byteCount: byteCount, alignment: alignment)
     }
@@ -577,9 +578,7 @@ public func binned_malloc(_ size: Int) -> UnsafeMutableRawPointer? {
         }
         return block
     }
-    if UInt(bitPattern: size) <= UInt(Layout.smallSizeLimit),
-        let block = SharedAllocator.popSmall(classIndex: Layout.sizeClasses.index(for: size))
-    {
+    if UInt(bitPattern: size) <= UInt(Layout.smallSizeLimit), let block = SharedAllocator.popSmall(byteCount: size) {
         return block
     }
     return mallocSlow(size)
@@ -936,6 +935,15 @@ enum SharedAllocator {
     static func popSmall(classIndex: Int) -> UnsafeMutableRawPointer? {
         guard let base = ThreadLocalSlot.binnedAlloc.value else { return nil }
         return ThreadCache(base).bin(classIndex).pop()
+    }
+
+    /// `popSmall(classIndex:)` for a size (at most `Layout.smallSizeLimit`): the class is
+    /// looked up in the calling thread's cache (`ThreadCache.classIndex(for:)`).
+    @inlinable @inline(__always)
+    static func popSmall(byteCount: Int) -> UnsafeMutableRawPointer? {
+        guard let base = ThreadLocalSlot.binnedAlloc.value else { return nil }
+        let cache = ThreadCache(base)
+        return cache.bin(cache.classIndex(for: byteCount)).pop()
     }
 
     /// Frees any block: `freeToCache`, else `deallocateSlow`.
@@ -1976,6 +1984,23 @@ struct ThreadCache {
         }
     }
 
+    /// The class of a small request of `byteCount` bytes. Up to
+    /// `ThreadCacheLayout.classTableLimit` it is one byte of the cache's class table,
+    /// indexed by 16-byte steps, where `SizeClasses.index(for:)` is a chain of about ten
+    /// dependent instructions (bsr and shifts) on the way to the bin. Medians of 10
+    /// alternating runs of `malloc`: `batch-1000-16-4096` 10.5 to 8.6 ns a block (tcmalloc
+    /// 8.1), `random-slots-1024-t1` 9.4 to 9.0, `pairs-64` 5.0 both ways.
+    @inlinable @inline(__always)
+    func classIndex(for byteCount: Int) -> Int {
+        guard byteCount <= ThreadCacheLayout.classTableLimit else { return Layout.sizeClasses.index(for: byteCount) }
+        let classIndex = Int(
+            base.load(fromByteOffset: ThreadCacheLayout.classTableOffset &+ (byteCount &+ 15) &>> 4, as: UInt8.self))
+        assert(
+            classIndex == Layout.sizeClasses.index(for: byteCount),
+            "BinnedAlloc: the class table says \(classIndex) for \(byteCount) bytes")
+        return classIndex
+    }
+
     @inlinable
     func classCheck(_ classIndex: Int) -> ClassCheck {
         base.load(
@@ -2094,6 +2119,11 @@ struct ThreadCache {
                     of: ClassCheck(classIndex: index),
                     toByteOffset: ThreadCacheLayout.classChecksOffset + index * ThreadCacheLayout.classCheckStride,
                     as: ClassCheck.self)
+            }
+            for step in 0...ThreadCacheLayout.classTableLimit / 16 {
+                base.storeBytes(
+                    of: UInt8(Layout.sizeClasses.index(for: step * 16)),
+                    toByteOffset: ThreadCacheLayout.classTableOffset + step, as: UInt8.self)
             }
             global.register(cache)
             global.counters.add(1, to: .threadCaches)
@@ -4242,6 +4272,11 @@ enum ThreadCacheLayout {
     /// (`ThreadCache.ClassCheck`): two words, after the bins.
     @inlinable static var classChecksOffset: Int { 2816 }
     @inlinable static var classCheckStride: Int { 16 }
+    /// The class of each request size up to `classTableLimit`, a byte per 16-byte step
+    /// (`ThreadCache.classIndex(for:)`): entry `i` is the class of `16 × i` bytes, and so of
+    /// every size from `16 × i − 15`. Written when a thread's cache is made.
+    @inlinable static var classTableOffset: Int { 3456 }
+    @inlinable static var classTableLimit: Int { 4096 }
     /// The free caches' slot arrays (`Bin.cachedSlots`), each class's after the one before,
     /// from the second page: pages of them that a thread never fills are never touched.
     @inlinable static var freeCacheSlotsOffset: Int { 4096 }
@@ -4274,6 +4309,7 @@ enum ThreadCacheLayout {
         check.field("largeCounters", at: largeCountersOffset, size: LargeEvent.byteCount)
         check.field("bins", at: binsOffset, size: Layout.classCount * BinLayout.stride, alignment: 64)
         check.field("classChecks", at: classChecksOffset, size: Layout.classCount * classCheckStride)
+        check.field("classTable", at: classTableOffset, size: classTableLimit / 16 + 1, alignment: 1)
         return check.result(within: freeCacheSlotsOffset)
     }
 }

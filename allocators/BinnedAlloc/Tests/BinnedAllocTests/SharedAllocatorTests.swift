@@ -103,6 +103,22 @@ struct SharedAllocatorTests {
         }
     }
 
+    /// The fast path finds the class of a size up to 4 KiB in its thread cache's table, and
+    /// computes it above: both must give each size its class, through malloc and the Swift API.
+    @Test("every size up to 32 KiB gets exactly its class's block, through malloc and allocate")
+    func everySizeGetsItsClass() throws {
+        let classes = BinnedAllocator.sizeClasses
+        for size in 0...BinnedAllocator.smallSizeLimit {
+            let expected = classes.size(ofClass: classes.index(for: size))
+            let viaMalloc = try #require(binned_malloc(size))
+            let viaSwift = try #require(allocator.allocate(byteCount: size))
+            #expect(allocator.usableSize(of: viaMalloc) == expected, "malloc(\(size))")
+            #expect(allocator.usableSize(of: viaSwift) == expected, "allocate(byteCount: \(size))")
+            binned_free(viaMalloc)
+            allocator.deallocate(viaSwift)
+        }
+    }
+
     @Test("alignments from 1 to 4096 for sizes around the class boundaries")
     func alignedAllocations() throws {
         var intervals = IntervalSet()
