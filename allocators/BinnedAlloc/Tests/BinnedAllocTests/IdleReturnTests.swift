@@ -32,6 +32,24 @@ func freeLargeBlocks(count: Int, size: Int) {
     for block in blocks { allocator.deallocate(block) }
 }
 
+/// Configures the background thread off and the purge delay, then waits for a purger the
+/// child started before (a thread of the test runtime that exited) to stop at its next
+/// wake-up, within half the old delay; whether it stopped.
+func stopPurger(purgeDelayMilliseconds: Int) -> Bool {
+    let allocator = BinnedAllocator.shared
+    allocator.configuration.backgroundThread = false
+    allocator.configuration.purgeDelayMilliseconds = purgeDelayMilliseconds
+    return eventually { binned_statistic("background_thread_running") == 0 }
+}
+
+/// A thread that allocates, frees and exits: its exit is a slow path, which purges when half
+/// a delay has passed since the last purge.
+func purgeFromAThreadExit() {
+    let allocator = BinnedAllocator.shared
+    let thread = try! OSThread.spawn { allocator.deallocate(allocator.allocate(byteCount: 64)) }
+    thread.join()
+}
+
 @Suite("Memory returned on idle, in a fresh process")
 struct IdleReturnTests {
     @Test("freed large blocks go back after the purge delay with no call: the background thread")
@@ -58,18 +76,13 @@ struct IdleReturnTests {
     func slowPathReturnsWhatWaited() async {
         await #expect(processExitsWith: .success) {
             let allocator = BinnedAllocator.shared
-            allocator.configuration.backgroundThread = false
-            allocator.configuration.purgeDelayMilliseconds = 50
-            // A purger the child started before this (a thread of the test runtime that
-            // exited) stops at its next wake-up, within half the old delay.
-            #expect(eventually { binned_statistic("background_thread_running") == 0 }, "the purger never stopped")
+            #expect(stopPurger(purgeDelayMilliseconds: 50), "the purger never stopped")
             freeLargeBlocks(count: 4, size: mebibyte)
             #expect(allocator.statistics().cachedLargeBytes == 4 * mebibyte, "cached as freed")
             #expect(binned_statistic("background_thread_running") == 0, "no purger thread was started")
-            // A thread's exit is a slow path; the blocks waited more than the delay.
+            // The blocks waited more than the delay.
             usleep(100_000)
-            let thread = try! OSThread.spawn { allocator.deallocate(allocator.allocate(byteCount: 64)) }
-            thread.join()
+            purgeFromAThreadExit()
             #expect(allocator.statistics().cachedLargeBytes == 0, "the exit's purge left cached bytes")
             // Idle without the thread: a block freed now stays, however long the process waits
             // without a call.
@@ -85,9 +98,7 @@ struct IdleReturnTests {
     func purgeReleasesQueuedSpansAtOnce() async {
         await #expect(processExitsWith: .success) {
             let allocator = BinnedAllocator.shared
-            allocator.configuration.backgroundThread = false
-            allocator.configuration.purgeDelayMilliseconds = 4_000
-            #expect(eventually { binned_statistic("background_thread_running") == 0 }, "the purger never stopped")
+            #expect(stopPurger(purgeDelayMilliseconds: 4_000), "the purger never stopped")
             // 140 spans of 40 KiB: 128 fill the cache's slots, 12 are queued.
             freeLargeBlocks(count: 140, size: 40 << 10)
             #expect(binned_statistic("queued_large_blocks") == 12)
@@ -95,8 +106,7 @@ struct IdleReturnTests {
             // (freed 2 s before, against a delay of 4 s) stay.
             usleep(2_100_000)
             let returned = allocator.statistics().bytesReturned
-            let thread = try! OSThread.spawn { allocator.deallocate(allocator.allocate(byteCount: 64)) }
-            thread.join()
+            purgeFromAThreadExit()
             #expect(binned_statistic("queued_large_blocks") == 0)
             #expect(allocator.statistics().cachedLargeBlocks == 128)
             #expect(allocator.statistics().bytesReturned - returned >= 12 * (40 << 10))
