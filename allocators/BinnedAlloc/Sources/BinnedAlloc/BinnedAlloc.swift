@@ -256,7 +256,7 @@ public struct BinnedAllocator: Sendable {
 /// | `purge_delay_ms` | 0 to 86,400,000 | 1000 |
 /// | `background_thread` | `true` or `false` | `true` |
 /// | `span_cache_bytes` | bytes, with an optional `k`, `m` or `g` suffix | 16m |
-/// | `free_cache_bytes` | 0 to 128k | 128k |
+/// | `free_cache_bytes` | 0 to 64k | 64k |
 /// | `stats_print` | `none`, `text` or `json` | `none` |
 ///
 /// A bad key or value prints one line to stderr and keeps the default; the process goes on.
@@ -282,8 +282,9 @@ public struct BinnedAllocConfiguration: Sendable, Equatable {
     /// 16 MiB or less; glibc 116 MiB, jemalloc 119 MiB).
     public var spanCacheBytes = 16 << 20
     /// The bytes of freed blocks of one class a thread's free cache keeps (at least 4
-    /// blocks and at most 256 whatever the bytes); at most 128 KiB.
-    public var freeCacheBytes = 128 << 10
+    /// blocks and at most 256 whatever the bytes; up to twice as many bytes in a class
+    /// where that makes up to 64 blocks); at most 64 KiB.
+    public var freeCacheBytes = 64 << 10
     /// What the process prints to stderr at exit. `BINNEDMALLOC_STATS` (`1` for text,
     /// `json`) overrides it.
     public var statisticsAtExit = StatisticsFormat.none
@@ -299,7 +300,7 @@ public struct BinnedAllocConfiguration: Sendable, Equatable {
     /// The largest purge delay: a day.
     public static let maximumPurgeDelayMilliseconds = 86_400_000
     /// The largest free-cache budget: the free caches' slot arrays are sized for it.
-    public static let maximumFreeCacheBytes = 128 << 10
+    public static let maximumFreeCacheBytes = 64 << 10
 
     var isValid: Bool {
         (0...BinnedAllocConfiguration.maximumPurgeDelayMilliseconds).contains(purgeDelayMilliseconds)
@@ -1921,20 +1922,25 @@ struct ThreadCache {
     /// compare-exchange per 64 cross-thread frees, and never more than 63 blocks parked
     /// in a thread that stops freeing.
     static let remoteBatchLimit = 64
-    /// How many blocks of a class a thread's free cache holds: 128 KiB of them, at least 4
-    /// and at most 256. Enough that a thread alternating frees and allocations of a class
-    /// reuses the blocks it just freed, still warm in its cache, without touching a slab,
-    /// and that a batch of a few hundred blocks of 1 to 4 KiB freed together and allocated
-    /// again stays in it (with 64 KiB, 16 blocks of 4 KiB, such a batch overflowed and went
-    /// back through its slabs: `batch-1000-16-4096` 8.8 ns a block, 7.9 with 128 KiB,
-    /// tcmalloc 7.8; medians of 10 alternating runs); little enough that 40 classes hold at
-    /// most 3.7 MiB per thread (tcmalloc's thread cache: 4 MiB), given back at exit.
-    /// `bytes` is `BinnedAllocConfiguration.freeCacheBytes`; the slot arrays are sized for
-    /// the most it may be.
+    /// How many blocks of a class a thread's free cache holds: 64 KiB of them (`bytes`), at
+    /// least 4 and at most 256; and for a class where that is fewer than 64 blocks (those
+    /// above 1 KiB), up to 64 blocks as long as they take at most twice as many bytes. Enough
+    /// that a thread alternating frees and allocations of a class reuses the blocks it just
+    /// freed, still warm in its cache, without touching a slab, and that a batch of a few
+    /// hundred blocks of 1 to 4 KiB, freed together and allocated again, stays in it (with
+    /// 16 blocks of 4 KiB it overflowed and went back through its slabs:
+    /// `batch-1000-16-4096` 8.2 to 7.4 ns a block, tcmalloc 8.0, medians of 10 alternating
+    /// runs); little enough that 40 classes hold at most 3.2 MiB per thread (tcmalloc's
+    /// thread cache: 4 MiB), given back at exit. Doubling every class's bytes instead
+    /// held 0.5 to 1.3 MiB more at the peak of `thread-churn-t2` and
+    /// `producer-consumer-16-1024`, whose blocks are at most 1 KiB. `bytes` is
+    /// `BinnedAllocConfiguration.freeCacheBytes`; the slot arrays are sized for the most it
+    /// may be.
     static func freeCacheLimit(
         ofClass classIndex: Int, bytes: Int = BinnedAllocConfiguration.maximumFreeCacheBytes
     ) -> Int {
-        min(256, max(4, bytes / Layout.sizeClasses.size(ofClass: classIndex)))
+        let size = Layout.sizeClasses.size(ofClass: classIndex)
+        return min(256, max(4, bytes / size, min(64, 2 * bytes / size)))
     }
 
     /// Empty slabs a cache keeps warm for any class before returning them to the OS: two
@@ -4027,7 +4033,7 @@ extension BinnedAllocConfiguration {
         } else if key.elementsEqual("free_cache_bytes".utf8) {
             guard let number = BinnedAllocConfiguration.number(value, suffixes: true),
                 number <= BinnedAllocConfiguration.maximumFreeCacheBytes
-            else { return "free_cache_bytes takes 0 to 128k" }
+            else { return "free_cache_bytes takes 0 to 64k" }
             freeCacheBytes = number
         } else if key.elementsEqual("stats_print".utf8) {
             if value.elementsEqual("none".utf8) {
@@ -4284,7 +4290,7 @@ enum ThreadCacheLayout {
     /// The free caches' slot arrays (`Bin.cachedSlots`), each class's after the one before,
     /// from the second page: pages of them that a thread never fills are never touched.
     @inlinable static var freeCacheSlotsOffset: Int { 4096 }
-    /// The header page and the slot arrays' pages (44 KiB for the 40 classes' 5,367 slots).
+    /// The header page and the slot arrays' pages (36 KiB for the 40 classes' 4,599 slots).
     static var byteCount: Int {
         var slots = 0
         for index in 0..<Layout.classCount { slots += ThreadCache.freeCacheLimit(ofClass: index) }

@@ -143,7 +143,7 @@ struct ConfigurationTests {
             #expect(allocator.configuration.purgeDelayMilliseconds == 1000)
             #expect(allocator.configuration.backgroundThread)
             #expect(allocator.configuration.spanCacheBytes == 16 << 20)
-            #expect(allocator.configuration.freeCacheBytes == 128 << 10)
+            #expect(allocator.configuration.freeCacheBytes == 64 << 10)
             #expect(binned_configure("purge_delay_ms:250,background_thread:false,span_cache_bytes:2m") == 0)
             #expect(binned_configure("free_cache_bytes:4K,stats_print:json") == 0)
             var expected = BinnedAllocConfiguration()
@@ -169,7 +169,7 @@ struct ConfigurationTests {
             let bad = [
                 "bogus:1", "purge_delay_ms", "purge_delay_ms:", "purge_delay_ms:-1", "purge_delay_ms:86400001",
                 "purge_delay_ms:99999999999999999999999", "span_cache_bytes:1e9", "span_cache_bytes:k",
-                "span_cache_bytes:9223372036854775807g", "free_cache_bytes:131073", "free_cache_bytes:1m",
+                "span_cache_bytes:9223372036854775807g", "free_cache_bytes:65537", "free_cache_bytes:1m",
                 "background_thread:yes", "background_thread:TRUE", "stats_print:xml", ":", ":1", long,
                 "purge_delay_ms:" + long,
             ]

@@ -4,9 +4,10 @@
 
 import AllocCore
 import AllocTestSupport
-import BinnedAlloc
 import Glibc
 import Testing
+
+@testable import BinnedAlloc
 
 @Suite("BinnedAllocator.shared")
 struct SharedAllocatorTests {
@@ -100,6 +101,25 @@ struct SharedAllocatorTests {
         for (pointer, checked, tag) in blocks {
             #expect(Pattern.matches(pointer, tag: tag, range: 0..<checked), "block \(pointer) was overwritten")
             allocator.deallocate(pointer)
+        }
+    }
+
+    /// A thread's free cache keeps 64 KiB of a class's blocks, and in the classes above 1 KiB
+    /// up to 64 blocks in at most 128 KiB (`ThreadCache.freeCacheLimit`): one free fewer than
+    /// the limit leaves every freed block in the cache (the free that reaches the limit sends
+    /// the older half home). In a child process, on a fresh thread, with the default budget.
+    @Test("a free cache keeps 64 blocks of 1 or 2 KiB, 32 of 4 KiB and 8 of 16 KiB before it trims")
+    func freeCacheLimits() async {
+        await #expect(processExitsWith: .success) {
+            try! onNewThread {
+                for (size, limit) in [(1024, 64), (1280, 64), (2048, 64), (4096, 32), (16384, 8), (512, 128)] {
+                    let blocks = (1..<limit).map { _ in binned_malloc(size)! }
+                    for block in blocks { binned_free(block) }
+                    let bin = SharedAllocator.currentThreadCache()!.bin(Layout.sizeClasses.index(for: size))
+                    precondition(bin.cachedLimit == limit, "\(size) B: the limit is \(bin.cachedLimit)")
+                    precondition(bin.cachedCount == limit - 1, "\(size) B: \(bin.cachedCount) blocks cached")
+                }
+            }
         }
     }
 
