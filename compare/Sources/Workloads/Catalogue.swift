@@ -225,7 +225,7 @@ public struct Workload: Sendable {
                 Workload(
                     name: "false-sharing-\(passive ? "passive" : "active")-t\(threads)", family: .falseSharing,
                     kind: .falseSharing(threads: threads, objectSize: 8, writes: 1_000, passive: passive),
-                    operations: 1_000_000)
+                    operations: 1_000_000, columns: AllocatorColumn.mallocColumns + [.writesOnly])
             }
         }
         let slots = fieldThreadCounts.map { threads in
@@ -383,6 +383,10 @@ public struct AllocatorColumn: Sendable, Equatable {
     /// BinnedAlloc's hardened build as the process allocator, preloaded into `compare-worker`.
     public static let binnedMallocHardened = AllocatorColumn(
         name: "BinnedMalloc-hardened", process: .binnedMallocHardened)
+    /// A row's floor, where it has one: the row's own writes into memory set aside before
+    /// the timed run, with no allocation and no release in the loop, in glibc's worker. No
+    /// allocator can go below it; each family's unit says what its floor writes.
+    public static let writesOnly = AllocatorColumn(name: "writes-only", process: .glibc)
 
     /// Whether this column runs the baselines' code, only in another process: the process
     /// allocator columns.

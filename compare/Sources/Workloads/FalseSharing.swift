@@ -11,7 +11,7 @@ extension Workload.Family {
     public static let falseSharing = Workload.Family(
         title: "False sharing (small objects written hard)",
         unit:
-            "ns per object (malloc 8 B, 1,000 writes to it, free), wall time over all threads; active: each thread allocates its own objects; passive: the main thread first allocates one 8 B object per thread and hands it over, each thread frees it, then runs the same loop"
+            "ns per object (malloc 8 B, 1,000 writes to it, free), wall time over all threads; active: each thread allocates its own objects; passive: the main thread first allocates one 8 B object per thread and hands it over, each thread frees it, then runs the same loop; writes-only: the floor, the same threads writing the same object 1,000 times, each object alone in 128 bytes set aside before the run, nothing allocated or freed"
     )
 }
 
@@ -26,8 +26,8 @@ func writeHard(_ block: UnsafeMutableRawPointer, writes: Int, start: Int) -> UIn
     return UInt64(truncatingIfNeeded: word.load(ordering: .relaxed))
 }
 
-/// The main thread's blocks for the passive rows, one per thread, allocated before the
-/// threads start.
+/// One block per thread, made before the threads start: the main thread's blocks that the
+/// passive rows hand over, or the floor's objects.
 final class HandedBlocks: @unchecked Sendable {
     let blocks: UnsafeMutablePointer<UnsafeMutableRawPointer>
     init(count: Int, make: () -> UnsafeMutableRawPointer) {
@@ -54,6 +54,27 @@ func falseSharing<A: BenchAllocator>(
             sum &+= writeHard(block, writes: writes, start: index)
             allocator.deallocate(block, byteCount: objectSize)
         }
+        line.finish()
+        _ = checksum.add(Int(truncatingIfNeeded: sum))
+    }
+    return Measurement(nanoseconds: line.elapsed, operations: perThread * threads, checksum: UInt64(checksum.load()))
+}
+
+/// The false-sharing rows' floor (the writes-only column): the loop of `falseSharing`
+/// without the allocator, each thread writing an object of its own that no other thread's
+/// shares a line with, or the adjacent line that the L2 prefetcher fetches with it (128
+/// bytes apart). A row whose allocators all run at this time cannot be won by any.
+@inline(never)
+func falseSharingFloor(threads: Int, writes: Int, operations: Int) -> Measurement {
+    let perThread = max(1, operations / threads)
+    let objects = HandedBlocks(count: threads) { .allocate(byteCount: 128, alignment: 128) }
+    defer { for thread in 0..<threads { objects.blocks[thread].deallocate() } }
+    let checksum = AtomicCounterBox()
+    let line = onThreads(threads) { thread, line in
+        let object = objects.blocks[thread]
+        var sum: UInt64 = 0
+        line.arriveAndWait()
+        for index in 0..<perThread { sum &+= writeHard(object, writes: writes, start: index) }
         line.finish()
         _ = checksum.add(Int(truncatingIfNeeded: sum))
     }

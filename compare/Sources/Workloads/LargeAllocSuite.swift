@@ -15,10 +15,9 @@ enum LargeAllocSuite: BenchSuite {
     static let mmapColumn = AllocatorColumn(name: "large-mmap", process: .glibc)
     /// LargeAlloc regions, in a glibc process.
     static let largeAllocColumn = AllocatorColumn(name: "LargeAlloc", process: .glibc)
-    /// The floor no allocator can go below: the same writes into one block of the largest
-    /// size, mapped and touched before the timed run, with no allocation in the loop.
-    static let writesOnlyColumn = AllocatorColumn(name: "writes-only", process: .glibc)
-    static let columns: [AllocatorColumn] = [.glibc, .jemalloc, mmapColumn, largeAllocColumn, writesOnlyColumn]
+    /// `.writesOnly` is the floor: the same writes into one block of the largest size,
+    /// mapped and touched before the timed run.
+    static let columns: [AllocatorColumn] = [.glibc, .jemalloc, mmapColumn, largeAllocColumn, .writesOnly]
 
     static let regionFamily = Workload.Family(
         title: "Large regions: 2 MiB allocate and free (lgalloc's benchmark)",
@@ -116,7 +115,7 @@ enum LargeAllocSuite: BenchSuite {
             do { return .largeAlloc(try LargeAllocator(configuration: benchConfiguration)) } catch {
                 fatalError("LargeAllocator: \(error)")
             }
-        case writesOnlyColumn:
+        case .writesOnly:
             guard let block = try? SystemMemory.map(byteCount: writesOnlyBytes) else { fatalError("mmap failed") }
             _ = write(block, byteCount: writesOnlyBytes, touch: true, value: 0)
             return .writesOnly(block)

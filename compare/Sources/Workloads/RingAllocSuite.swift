@@ -36,11 +36,10 @@ enum RingAllocSuite: BenchSuite {
     static let ring = AllocatorColumn(name: "RingAlloc", process: .glibc)
     /// The same buffers, written in place through an output span.
     static let ringOutputSpan = AllocatorColumn(name: "RingAlloc output span", process: .glibc)
-    /// The floor no allocator can go below: the same bytes written the same way at a
-    /// cursor that walks through memory of the ring's size, mapped and touched before the
-    /// timed run, with no allocation, no header and no release (the queue keeps only
-    /// where each buffer was, for the checksum).
-    static let writesOnly = AllocatorColumn(name: "writes-only", process: .glibc)
+    // `.writesOnly` is the floor: the same bytes written the same way at a cursor that
+    // walks through memory of the ring's size, mapped and touched before the timed run, with
+    // no allocation, no header and no release (the queue keeps only where each buffer was,
+    // for the checksum).
 
     static let fixedFamily = Workload.Family(
         title: "Ring: fixed buffers (RingAl's table: iterations / max bytes / max held)",
@@ -87,7 +86,7 @@ enum RingAllocSuite: BenchSuite {
             Workload(
                 name: workloadName(extendable: extendable, row), family: extendable ? extendableFamily : fixedFamily,
                 kind: .suite(name), operations: row.operations,
-                columns: [.glibc, .jemalloc, ring, ringOutputSpan, writesOnly])
+                columns: [.glibc, .jemalloc, ring, ringOutputSpan, .writesOnly])
         }
 
         func measure(column: AllocatorColumn, scale: Scale) -> Measurement {
@@ -101,7 +100,7 @@ enum RingAllocSuite: BenchSuite {
                         : arrayFixed(row, sizes, operations: operations)
                 }
             }
-            if column == writesOnly {
+            if column == .writesOnly {
                 let capacity = ringCapacity(row, sizes)
                 let area = UnsafeMutableRawPointer.allocate(byteCount: capacity, alignment: 64)
                 defer { area.deallocate() }

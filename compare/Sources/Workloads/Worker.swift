@@ -22,6 +22,7 @@ public enum Worker {
         }
         switch column {
         case .binnedAlloc: return Workloads.measure(workload, on: BinnedAllocBench(), scale: scale)
+        case .writesOnly: return measureFloor(workload, scale: scale)
         default:
             precondition(column.runsBaselineCode, "no malloc-style adapter for column \(column.name)")
             guard column.process == .binnedMalloc else {

@@ -225,6 +225,17 @@ public func measureWithWarmUp(operations: Int, scale: Scale, _ body: (Int) -> Me
     return body(operations)
 }
 
+/// `workload`'s floor (the writes-only column, which only rows that have a floor list):
+/// its writes with no allocator in the loop, after the same warm-up rule.
+func measureFloor(_ workload: Workload, scale: Scale) -> Measurement {
+    guard case .falseSharing(let threads, _, let writes, _) = workload.kind else {
+        preconditionFailure("\(workload.name) has no writes-only floor")
+    }
+    return measure(workload, scale: scale) { operations in
+        falseSharingFloor(threads: threads, writes: writes, operations: operations)
+    }
+}
+
 @inline(never)
 func run<A: BenchAllocator>(_ kind: WorkloadKind, on allocator: A, operations: Int) -> Measurement {
     switch kind {

@@ -280,6 +280,29 @@ final class CountingAllocator: BenchAllocator, @unchecked Sendable {
         #expect(measured.operations == expected.operations)
     }
 
+    /// A row with a writes-only column runs its floor to the checksum and operations of the
+    /// model, allocating nothing (every false-sharing row, and no other malloc-style row).
+    @Test(arguments: Workload.all.filter { $0.isMallocStyle && $0.columns.contains(.writesOnly) }.map(\.name))
+    func theFloorDoesTheRowsWritesWithoutAllocating(name: String) {
+        let workload = Workload.named(name)!
+        guard case .falseSharing(let threads, _, let writes, _) = workload.kind else {
+            Issue.record("\(name) lists a floor that only the false-sharing rows have")
+            return
+        }
+        let expected = run(workload.kind, on: CountingAllocator(), operations: 2_000)
+        let floor = falseSharingFloor(threads: threads, writes: writes, operations: 2_000)
+        #expect(floor.checksum == expected.checksum)
+        #expect(floor.operations == expected.operations)
+        #expect(floor.nanoseconds > 0)
+    }
+
+    @Test func everyFalseSharingRowHasItsFloor() {
+        let sharing = Workload.all.filter { $0.family == .falseSharing }
+        #expect(sharing.count == 8)
+        #expect(sharing.allSatisfy { $0.columns.last == .writesOnly })
+        #expect(Workload.all.filter { $0.isMallocStyle && $0.columns.contains(.writesOnly) }.count == sharing.count)
+    }
+
     /// Operations a test runs a workload for: 2,000, but 40 blocks of 5–25 MiB (each one
     /// cleared and touched) are enough to fill and churn the big-block row's 20 slots, and
     /// 200 blocks (about 18 MiB) for a burst.
